@@ -1,0 +1,521 @@
+"""Hit-path benchmark: depot's cache hits against nginx serving the same files from disk.
+
+One run, same machine, same files (1 KiB, 1 MiB, 100 MiB):
+
+* nginx (Debian package) with a private config: ``sendfile on``, ``worker_processes N``;
+* a static upstream (tests/upstream.py) and depot ``--workers N`` with a generic proxy
+  repository pointing at it, warmed with one GET per file (a second GET must say
+  ``X-Cache: HIT`` and return the same bytes);
+* ``wrk`` runs interleaved depot/nginx/depot/nginx for each size; medians are reported with
+  the ratio depot/nginx against the targets from DESIGN.md;
+* depot's RSS (master + children, ``VmRSS``) while 8 clients download the 100 MiB file.
+
+Run from the repository root::
+
+    .venv/bin/python bench/hit_throughput.py [--depot .venv/bin/depot] [--duration 5]
+        [--rounds 3] [--workers 2] [--nginx-only]
+
+Every process it starts is stopped by PID and its temporary directory removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from upstream import start_upstream  # noqa: E402
+
+MiB = 1 << 20
+SIZES: list[tuple[str, str, int, float]] = [      # label, file name, bytes, target ratio
+    ("1 KiB", "f1k.bin", 1024, 0.25),
+    ("1 MiB", "f1m.bin", MiB, 0.60),
+    ("100 MiB", "f100m.bin", 100 * MiB, 0.85),
+]
+RSS_TARGET_MIB = 20
+RSS_CLIENTS = 8
+
+
+def say(msg: str) -> None:
+    """A progress line."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class BenchError(RuntimeError):
+    """A problem that ends the benchmark with a clear message."""
+
+
+# --------------------------------------------------------------------------- processes
+
+@dataclass
+class Proc:
+    """A process this benchmark started, stopped by its PID only."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the process, wait, and kill it if it lingers."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the process log, for error messages."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def spawn(name: str, argv: list[str], log: Path, cwd: Path | None = None) -> Proc:
+    """Start `argv` with stdout and stderr in `log`."""
+    with log.open("wb") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=cwd)
+    return Proc(name, popen, log)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(pid: int) -> list[int]:
+    """All descendants of `pid` (scan of /proc by parent PID)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS (KiB) over `pids` that still exist."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
+def wait_http(port: int, path: str, proc: Proc, timeout: float = 30.0) -> None:
+    """Poll GET `path` until it answers 200; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise BenchError(f"{proc.name} exited with {proc.popen.returncode}:\n"
+                             f"{proc.log_tail()}")
+        try:
+            status, _, _ = http_get(port, path, timeout=2)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} not ready on :{port}{path} after {timeout:.0f}s:\n"
+                     f"{proc.log_tail()}")
+
+
+def http_get(port: int, path: str, timeout: float = 60.0) -> tuple[int, dict[str, str], str]:
+    """GET on 127.0.0.1:`port`; returns status, headers and the sha256 of the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        digest = hashlib.sha256()
+        while block := resp.read(MiB):
+            digest.update(block)
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, digest.hexdigest()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- servers
+
+def make_files(root: Path) -> dict[str, str]:
+    """Create the benchmark files under `root`; returns name -> sha256."""
+    root.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for _, name, size, _ in SIZES:
+        digest = hashlib.sha256()
+        with (root / name).open("wb") as f:
+            left = size
+            while left:
+                block = os.urandom(min(left, 4 * MiB))
+                f.write(block)
+                digest.update(block)
+                left -= len(block)
+        (root / name).chmod(0o644)
+        sums[name] = digest.hexdigest()
+    return sums
+
+
+NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {files};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def start_nginx(nginx: str, work: Path, files: Path, workers: int) -> tuple[Proc, int]:
+    """nginx in the foreground (daemon off) with a private config; returns (proc, port)."""
+    d = work / "nginx"
+    d.mkdir()
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workers=workers, d=d, port=port, files=files))
+    proc = spawn("nginx", [nginx, "-c", str(conf), "-e", str(d / "error.log")],
+                 d / "stdout.log")
+    proc.log = d / "error.log"
+    wait_http(port, "/" + SIZES[0][1], proc)
+    return proc, port
+
+
+DEPOT_CONF = """\
+repositories:
+  bench:
+    format: generic
+    type: proxy
+    upstream: "{upstream}/"
+"""
+
+
+def start_depot(depot: str, work: Path, upstream_url: str, workers: int) -> tuple[Proc, int]:
+    """depot serve with one generic proxy repository `bench`; returns (proc, port)."""
+    d = work / "depot"
+    d.mkdir()
+    (d / "depot.yaml").write_text(DEPOT_CONF.format(upstream=upstream_url))
+    port = free_port()
+    proc = spawn("depot", [depot, "serve", "--config", str(d / "depot.yaml"), "--data",
+                           str(d / "data"), "--listen", f"127.0.0.1:{port}",
+                           "--workers", str(workers)], d / "depot.log", cwd=d)
+    wait_http(port, "/-/healthz", proc, timeout=60)
+    return proc, port
+
+
+def warm_depot(port: int, sums: dict[str, str]) -> None:
+    """One GET per file to fill the cache, then a GET that must be a byte-exact HIT."""
+    for label, name, _, _ in SIZES:
+        status, _, _ = http_get(port, f"/bench/{name}")
+        if status != 200:
+            raise BenchError(f"warm-up GET /bench/{name} answered {status}")
+        status, headers, digest = http_get(port, f"/bench/{name}")
+        cache = headers.get("x-cache", "<none>")
+        if status != 200 or not cache.upper().startswith("HIT") or digest != sums[name]:
+            raise BenchError(f"second GET /bench/{name}: status {status}, X-Cache {cache}, "
+                             f"body {'ok' if digest == sums[name] else 'DIFFERENT'}")
+        say(f"depot warm: {label} -> X-Cache {cache}, body matches")
+
+
+# --------------------------------------------------------------------------- measuring
+
+@dataclass
+class WrkResult:
+    """One wrk run."""
+
+    rps: float
+    errors: str = ""
+
+
+def run_wrk(url: str, args: argparse.Namespace) -> WrkResult:
+    """`wrk` against `url` (wrapped in `timeout`); parses Requests/sec and error lines."""
+    argv = ["timeout", str(args.duration + 30), "wrk", f"-t{args.threads}",
+            f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "30s", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60)
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        raise BenchError(f"wrk failed (rc {out.returncode}): {out.stdout}{out.stderr}")
+    errors = [line.strip() for line in out.stdout.splitlines()
+              if line.strip().startswith(("Socket errors", "Non-2xx"))]
+    return WrkResult(float(m.group(1)), "; ".join(errors))
+
+
+@dataclass
+class SizeResult:
+    """All runs for one file size."""
+
+    label: str
+    size: int
+    target: float
+    depot: list[float] = field(default_factory=list)
+    nginx: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def measure(ports: dict[str, int], args: argparse.Namespace) -> list[SizeResult]:
+    """Interleave depot/nginx runs (`rounds` each) for every size."""
+    results = []
+    for label, name, size, target in SIZES:
+        res = SizeResult(label, size, target)
+        for rnd in range(1, args.rounds + 1):
+            for server in ("depot", "nginx"):
+                if server not in ports:
+                    continue
+                path = f"/bench/{name}" if server == "depot" else f"/{name}"
+                r = run_wrk(f"http://127.0.0.1:{ports[server]}{path}", args)
+                getattr(res, server).append(r.rps)
+                if r.errors:
+                    res.errors.append(f"{server} round {rnd}: {r.errors}")
+                say(f"{label:>7} round {rnd}/{args.rounds} {server}: {r.rps:,.1f} req/s"
+                    f" = {r.rps * size / MiB:,.1f} MiB/s{'  ' + r.errors if r.errors else ''}")
+        results.append(res)
+    return results
+
+
+@dataclass
+class RssResult:
+    """depot's summed RSS (KiB) around concurrent big downloads."""
+
+    before: int
+    peak: int
+    after: int
+    pids: int
+    seconds: float
+    failures: int
+
+
+def measure_rss(depot: Proc, port: int, args: argparse.Namespace) -> RssResult:
+    """RSS of depot master + children while RSS_CLIENTS curls fetch the 100 MiB file."""
+    pids = [depot.pid, *children_of(depot.pid)]
+    before = rss_kib(pids)
+    peak, stop = [before], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kib(pids))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    url = f"http://127.0.0.1:{port}/bench/{SIZES[-1][1]}"
+    argv = ["curl", "-sS", "--noproxy", "*", "--max-time", "300",
+            "-w", "%{http_code} %{size_download}\\n"] + ["-o", "/dev/null"] * args.rss_repeat
+    if args.rss_rate:
+        argv += ["--limit-rate", args.rss_rate]
+    argv += [url] * args.rss_repeat
+    t0 = time.monotonic()
+    sampler.start()
+    with ExitStack() as stack:
+        curls = [stack.enter_context(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+                 for _ in range(RSS_CLIENTS)]
+        outs = [c.communicate(timeout=320)[0] for c in curls]
+    seconds = time.monotonic() - t0
+    stop.set()
+    sampler.join()
+    ok = f"200 {SIZES[-1][2]}"
+    failures = sum(line.strip() != ok for out in outs for line in out.splitlines())
+    failures += sum(len(out.splitlines()) != args.rss_repeat for out in outs)
+    time.sleep(0.5)
+    return RssResult(before, peak[0], rss_kib(pids), len(pids), seconds, failures)
+
+
+# --------------------------------------------------------------------------- reporting
+
+def fmt_ratio(res: SizeResult) -> tuple[str, str]:
+    """(ratio, verdict) for one size; dashes when one side was not measured."""
+    if not res.depot or not res.nginx:
+        return "-", "-"
+    ratio = statistics.median(res.depot) / statistics.median(res.nginx)
+    return f"{ratio:.2f}x", "ok" if ratio >= res.target else "BELOW"
+
+
+def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
+    """Medians per size with ratio and target."""
+    def med(xs: list[float]) -> str:
+        return f"{statistics.median(xs):,.0f}" if xs else "-"
+
+    def mibs(xs: list[float], size: int) -> str:
+        return f"{statistics.median(xs) * size / MiB:,.1f}" if xs else "-"
+
+    print()
+    print(f"hit throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+          f"{args.rounds} rounds interleaved, medians; depot --workers {args.workers}, "
+          f"nginx worker_processes {args.workers}; {os.cpu_count()} CPUs")
+    head = ("size", "depot req/s", "nginx req/s", "depot MiB/s", "nginx MiB/s",
+            "depot/nginx", "target", "")
+    rows = [head]
+    for r in results:
+        ratio, verdict = fmt_ratio(r)
+        rows.append((r.label, med(r.depot), med(r.nginx), mibs(r.depot, r.size),
+                     mibs(r.nginx, r.size), ratio, f">={r.target:.2f}x", verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                        enumerate(zip(row, widths))).rstrip())
+    for r in results:
+        for e in r.errors:
+            print(f"  note {r.label}: {e}")
+        if r.depot:
+            print(f"  runs {r.label}: depot {[round(x) for x in r.depot]}"
+                  f" nginx {[round(x) for x in r.nginx]}")
+
+
+def print_rss(rss: RssResult, args: argparse.Namespace) -> None:
+    """Before/peak/after RSS and the growth against the target."""
+    growth = (rss.peak - rss.before) / 1024
+    rate = f", --limit-rate {args.rss_rate}" if args.rss_rate else ""
+    print(f"\ndepot RSS ({rss.pids} processes) during {RSS_CLIENTS} concurrent curl x "
+          f"{args.rss_repeat} downloads of 100 MiB{rate} ({rss.seconds:.1f}s, "
+          f"{rss.failures} failed):")
+    print(f"  before {rss.before / 1024:.1f} MiB, peak {rss.peak / 1024:.1f} MiB, "
+          f"after {rss.after / 1024:.1f} MiB; growth {growth:+.1f} MiB "
+          f"(target < {RSS_TARGET_MIB} MiB: {'ok' if growth < RSS_TARGET_MIB else 'ABOVE'})")
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line options."""
+    ap = argparse.ArgumentParser(description="depot hit-path throughput against nginx")
+    ap.add_argument("--depot", default=str(REPO_ROOT / ".venv/bin/depot"),
+                    help="depot executable (default: %(default)s)")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per server and size")
+    ap.add_argument("--workers", type=int, default=2, help="depot --workers / nginx workers")
+    ap.add_argument("--threads", type=int, default=2, help="wrk -t")
+    ap.add_argument("--connections", type=int, default=16, help="wrk -c")
+    ap.add_argument("--rss-repeat", type=int, default=2,
+                    help="downloads per curl client in the RSS test")
+    ap.add_argument("--rss-rate", default="", help="curl --limit-rate for the RSS test")
+    ap.add_argument("--nginx-only", action="store_true",
+                    help="measure nginx alone (depot not started)")
+    return ap.parse_args(argv)
+
+
+def check_tools(args: argparse.Namespace) -> str:
+    """Path of nginx; fail clearly when nginx, wrk, curl or depot is missing."""
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    missing = [t for t, p in (("nginx", nginx), ("wrk", shutil.which("wrk")),
+                              ("curl", shutil.which("curl")),
+                              ("timeout", shutil.which("timeout"))) if not p]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: "
+                         f"apt-get install -y {' '.join(missing)}")
+    if not args.nginx_only and not os.access(args.depot, os.X_OK):
+        raise BenchError(f"depot executable not found at {args.depot} "
+                         "(pip install -e . into .venv, pass --depot, or use --nginx-only)")
+    assert nginx is not None
+    return nginx
+
+
+def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
+    """Set up servers inside `work`, measure, report. Started processes go to `procs`."""
+    nginx = check_tools(args)
+    files = work / "files"
+    say(f"creating files in {files}")
+    sums = make_files(files)
+    work.chmod(0o755)
+    files.chmod(0o755)
+    ng, ng_port = start_nginx(nginx, work, files, args.workers)
+    procs.append(ng)
+    say(f"nginx pid {ng.pid} on 127.0.0.1:{ng_port}")
+    ports = {"nginx": ng_port}
+    depot = None
+    if not args.nginx_only:
+        up = start_upstream(files)
+        procs.append(Proc("upstream", up.proc))
+        say(f"upstream pid {up.proc.pid} at {up.url}")
+        depot, ports["depot"] = start_depot(args.depot, work, up.url, args.workers)
+        procs.append(depot)
+        say(f"depot pid {depot.pid} (+{len(children_of(depot.pid))} children) "
+            f"on 127.0.0.1:{ports['depot']}")
+        warm_depot(ports["depot"], sums)
+    results = measure(ports, args)
+    rss = None
+    if depot is not None:
+        say(f"RSS test: {RSS_CLIENTS} clients x {args.rss_repeat} downloads of 100 MiB")
+        rss = measure_rss(depot, ports["depot"], args)
+    print_table(results, args)
+    if rss is not None:
+        print_rss(rss, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="depot-bench-"))
+    procs: list[Proc] = []
+    try:
+        run(args, work, procs)
+        return 0
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for proc in reversed(procs):
+            kids = children_of(proc.pid) if proc.popen.poll() is None else []
+            proc.stop()
+            for pid in kids:                   # only descendants of our own processes
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(work, ignore_errors=True)
+        say("cleaned up")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

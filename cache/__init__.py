@@ -1,0 +1,1 @@
+"""The store: blobs, entries, catalog, freshness policy, single flight, serving, GC."""

@@ -1,0 +1,76 @@
+"""Hosted files: durable (repo, path) -> blob records with format-specific metadata."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+
+
+@dataclass(frozen=True)
+class HostedFile:
+    repo: str
+    path: str
+    digest: str
+    size: int
+    content_type: str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+
+
+def _row(row: sqlite3.Row) -> HostedFile:
+    return HostedFile(row["repo"], row["path"], row["digest"], row["size"], row["content_type"],
+                      json.loads(row["meta"]), row["created"])
+
+
+class Catalog:
+    """What users published; never evicted, removed only by explicit deletion."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def put(self, repo: str, path: str, digest: str, size: int,
+                  content_type: str | None = None, meta: dict[str, Any] | None = None) -> None:
+        """Create or replace the file at path."""
+        await self.db.execute(
+            "INSERT OR REPLACE INTO files (repo, path, digest, size, content_type, meta, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (repo, path, digest, size, content_type, json.dumps(meta or {}), time.time()))
+
+    async def put_new(self, repo: str, path: str, digest: str, size: int,
+                      content_type: str | None = None, meta: dict[str, Any] | None = None) -> bool:
+        """Create the file only if the path is free; False if it already exists."""
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO files (repo, path, digest, size, content_type, meta, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (repo, path, digest, size, content_type, json.dumps(meta or {}), time.time()))
+            return cur.rowcount == 1
+        return await self.db.run(work)
+
+    async def get(self, repo: str, path: str) -> HostedFile | None:
+        rows = await self.db.execute("SELECT * FROM files WHERE repo = ? AND path = ?", (repo, path))
+        return _row(rows[0]) if rows else None
+
+    async def delete(self, repo: str, path: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, path)).rowcount > 0
+        return await self.db.run(work)
+
+    async def list(self, repo: str, prefix: str = "") -> list[HostedFile]:
+        """Files of a repository whose path starts with prefix, ordered by path."""
+        upper = prefix + "\U0010ffff"
+        rows = await self.db.execute(
+            "SELECT * FROM files WHERE repo = ? AND path >= ? AND path < ? ORDER BY path",
+            (repo, prefix, upper))
+        return [_row(r) for r in rows]
+
+    async def update_meta(self, repo: str, path: str, meta: dict[str, Any]) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("UPDATE files SET meta = ? WHERE repo = ? AND path = ?",
+                               (json.dumps(meta), repo, path))
+            return cur.rowcount > 0
+        return await self.db.run(work)

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the engine (names prefixed depot_; labels repository and format).
+
+With several worker processes, prometheus_client's multiprocess mode is used: the CLI sets
+PROMETHEUS_MULTIPROC_DIR before this module is imported.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LABELS = ("repository", "format")
+MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+REQUESTS = Counter("depot_requests_total", "Requests answered, by cache result", LABELS + ("result",))
+BYTES_SERVED = Counter("depot_bytes_served_total", "Body bytes sent to clients, by where they came from",
+                       LABELS + ("source",))
+UPSTREAM_REQUESTS = Counter("depot_upstream_requests_total", "Requests sent upstream, by status",
+                            LABELS + ("status",))
+UPSTREAM_LATENCY = Histogram("depot_upstream_latency_seconds", "Time to upstream response headers",
+                             LABELS, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+UPSTREAM_BYTES = Counter("depot_upstream_bytes_total", "Body bytes received from upstreams", LABELS)
+INFLIGHT = Gauge("depot_inflight_fetches", "Upstream fetches in progress", LABELS,
+                 multiprocess_mode="livesum")
+COALESCED = Counter("depot_coalesced_total", "Clients that joined a fetch already in progress", LABELS)
+EVICTIONS = Counter("depot_evictions_total", "Proxy entries evicted to stay under cache.max_size",
+                    ("repository",))
+EVICTED_BYTES = Counter("depot_evicted_bytes_total", "Blob bytes freed by eviction", ())
+GC_RUNS = Counter("depot_gc_runs_total", "Garbage collection runs", ())
+GC_FREED = Counter("depot_gc_freed_bytes_total", "Bytes freed by garbage collection", ())
+PUBLISHES = Counter("depot_publishes_total", "Packages or files published to hosted repositories", LABELS)
+STORE_BYTES = Gauge("depot_store_bytes", "Bytes of proxy content in the store", ("repository",),
+                    multiprocess_mode="max")
+ENTRIES = Gauge("depot_entries", "Proxy entries in the store", ("repository",), multiprocess_mode="max")
+QUOTA = Gauge("depot_cache_max_bytes", "Configured cache.max_size", (), multiprocess_mode="max")
+
+
+def render() -> bytes:
+    """The exposition text: this process alone, or the sum over all workers."""
+    if MULTIPROC:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY)
+
+
+class RepoMetrics:
+    """Metric children bound to one repository (label lookups done once)."""
+
+    def __init__(self, repo: str, fmt: str) -> None:
+        self.repo = repo
+        self.fmt = fmt
+        self._results = {r: REQUESTS.labels(repo, fmt, r)
+                         for r in ("hit", "miss", "stale", "revalidated", "negative", "error", "hosted")}
+        self.from_cache = BYTES_SERVED.labels(repo, fmt, "cache")
+        self.from_upstream = BYTES_SERVED.labels(repo, fmt, "upstream")
+        self.upstream_latency = UPSTREAM_LATENCY.labels(repo, fmt)
+        self.upstream_bytes = UPSTREAM_BYTES.labels(repo, fmt)
+        self.inflight = INFLIGHT.labels(repo, fmt)
+        self.coalesced = COALESCED.labels(repo, fmt)
+        self.publishes = PUBLISHES.labels(repo, fmt)
+        self.unflushed: dict[str, int] = {}
+
+    def result(self, name: str) -> None:
+        self._results[name].inc()
+        self.unflushed[name] = self.unflushed.get(name, 0) + 1
+
+    def take_unflushed(self) -> dict[str, int]:
+        """Result counts since the last call (persisted for `depot stats`)."""
+        counts, self.unflushed = self.unflushed, {}
+        return counts
+
+    def upstream_status(self, status: int | str) -> None:
+        UPSTREAM_REQUESTS.labels(self.repo, self.fmt, str(status)).inc()

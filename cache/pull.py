@@ -1,0 +1,345 @@
+"""Pull-through: answer from the store, or fetch once upstream while streaming to every client."""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from registry.repo import RepoConfig
+from upstreams.client import UpstreamClient, UpstreamError
+
+from . import flight as fl
+from .blobs import BlobStore, BlobWriter
+from .entries import Entry, EntryIndex
+from .metrics import RepoMetrics
+from .policy import Action, Outcome, Stored, classify, decide, error_status
+from .serve import MemoryCache, StreamingResponse, respond_blob
+
+log = logging.getLogger("depot.pull")
+
+# upstream response headers worth keeping with an entry and replaying to clients
+KEEP_HEADERS = ("Content-Encoding", "Docker-Content-Digest", "Content-Disposition")
+
+
+class Kind(str, enum.Enum):
+    IMMUTABLE = "immutable"
+    METADATA = "metadata"
+
+
+class NotFound(Exception):
+    """Upstream said 404/410, now or within negative_ttl."""
+
+
+class UpstreamFailed(Exception):
+    """Upstream failed and no stored copy can answer; status is 502 or 504."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ShortBody(Exception):
+    """Fewer bytes arrived than Content-Length announced."""
+
+
+@dataclass
+class FetchSpec:
+    repo: RepoConfig
+    key: str
+    url: str
+    kind: Kind = Kind.IMMUTABLE
+    expect_sha256: str | None = None
+    transform: Callable[[bytes], bytes] | None = None
+    request_headers: Mapping[str, str] | None = None
+    keep_headers: tuple[str, ...] = ()
+    content_type: str | None = None       # override the upstream's Content-Type
+
+
+@dataclass
+class Cached:
+    """The answer to open(): a stored entry, or a fetch streaming in."""
+
+    status: str                               # HIT | MISS | STALE | REVALIDATED
+    repo: RepoConfig
+    entry: Entry | None = None
+    stream: tuple[fl.FlightState, fl.LocalFlight | None, int] | None = field(default=None, repr=False)
+    fid: str = ""
+
+
+class PullThrough:
+    """The engine behind every proxy repository."""
+
+    def __init__(self, entries: EntryIndex, blobs: BlobStore, memory: MemoryCache,
+                 upstream: UpstreamClient, on_stored: Callable[[int], None] | None = None) -> None:
+        self.entries = entries
+        self.blobs = blobs
+        self.memory = memory
+        self.upstream = upstream
+        self.flights = fl.Flights(blobs.tmp)
+        self.on_stored = on_stored
+        self._metrics: dict[str, RepoMetrics] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.wait_timeout = upstream.timeouts.connect + upstream.timeouts.read + 5
+
+    def metrics(self, repo: RepoConfig) -> RepoMetrics:
+        found = self._metrics.get(repo.name)
+        if found is None:
+            found = self._metrics[repo.name] = RepoMetrics(repo.name, repo.format)
+        return found
+
+    def all_metrics(self) -> list[RepoMetrics]:
+        return list(self._metrics.values())
+
+    def _usable(self, entry: Entry) -> bool:
+        if entry.size <= self.memory.item_max and self.memory.get(entry.digest) is not None:
+            return True
+        return os.path.exists(self.blobs.path(entry.digest))
+
+    async def open(self, spec: FetchSpec) -> Cached:
+        """Find or fetch spec.key. Raises NotFound or UpstreamFailed."""
+        repo, key, now = spec.repo, spec.key, time.time()
+        entry = self.entries.cached(repo.name, key)
+        if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
+            entry = await self.entries.get(repo.name, key)
+        if entry is not None and not self._usable(entry):
+            await self.entries.delete(repo.name, key)
+            entry = None
+        stored = Stored(entry.expires_at, bool(entry.etag or entry.last_modified)) if entry else None
+        action = decide(stored, entry is None and self.entries.is_negative(repo.name, key), now)
+        if action is Action.SERVE:
+            return Cached("HIT", repo, entry)
+        if action is Action.NEGATIVE:
+            self.metrics(repo).result("negative")
+            raise NotFound(key)
+        return await self._fetch(spec, entry)
+
+    async def _fetch(self, spec: FetchSpec, stale: Entry | None) -> Cached:
+        fid = fl.Flights.flight_id(spec.repo.name, spec.key)
+        since = time.time()
+        metrics = self.metrics(spec.repo)
+        for _ in range(100):
+            local = self.flights.local.get(fid)
+            if local is not None:
+                metrics.coalesced.inc()
+                result = await self._join_local(spec, local, stale)
+            else:
+                lock = self.flights.try_lead(fid)
+                if lock is not None:
+                    result = await self._lead(spec, fid, lock, stale)
+                else:
+                    state = await fl.wait_remote(self.flights, fid, since, self.wait_timeout)
+                    if state is None:
+                        await asyncio.sleep(fl.POLL_INTERVAL)
+                        continue
+                    metrics.coalesced.inc()
+                    result = await self._from_state(spec, fid, state, None, stale)
+            if result is not None:
+                return result
+        raise UpstreamFailed(502, "could not coordinate the upstream fetch")
+
+    async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
+        fresh = await self.entries.get(spec.repo.name, spec.key)
+        if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
+                and self._usable(fresh):
+            os.close(lock)
+            return Cached("HIT", spec.repo, fresh)
+        stale = fresh if fresh is not None and self._usable(fresh) else stale
+        flight = self.flights.start(fid)
+        task = asyncio.create_task(self._run_fetch(spec, flight, lock, stale))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await self._join_local(spec, flight, stale)
+
+    async def _join_local(self, spec: FetchSpec, flight: fl.LocalFlight, stale: Entry | None) -> Cached | None:
+        await flight.decided.wait()
+        return await self._from_state(spec, flight.fid, flight.state, flight, stale)
+
+    async def _from_state(self, spec: FetchSpec, fid: str, state: fl.FlightState,
+                          local: fl.LocalFlight | None, stale: Entry | None) -> Cached | None:
+        """Turn a decided flight into an answer; None means: look again from the start."""
+        repo, outcome = spec.repo, state.state
+        if outcome == "streaming":
+            fd = fl.open_part(self.flights, state)
+            return None if fd is None else Cached("MISS", repo, stream=(state, local, fd), fid=fid)
+        if outcome in ("done", "refreshed"):
+            entry = await self.entries.get(repo.name, spec.key)
+            if entry is None:
+                return None
+            return Cached("MISS" if outcome == "done" else "REVALIDATED", repo, entry)
+        if outcome == "notfound":
+            raise NotFound(spec.key)
+        if stale is None:
+            stale = await self.entries.get(repo.name, spec.key)
+        if stale is not None and self._usable(stale):
+            return Cached("STALE", repo, stale)
+        self.metrics(repo).result("error")
+        raise UpstreamFailed(state.status or 502, state.reason or "upstream failed")
+
+    def _conditional(self, spec: FetchSpec, stale: Entry | None) -> dict[str, str]:
+        headers = {"Accept-Encoding": "identity", **(spec.request_headers or {})}
+        if stale is not None:
+            if stale.etag:
+                headers["If-None-Match"] = stale.etag
+            if stale.last_modified:
+                headers["If-Modified-Since"] = stale.last_modified
+        return headers
+
+    async def _run_fetch(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry | None) -> None:
+        """The leader's task: independent of any client, so a disconnect cancels nothing."""
+        metrics = self.metrics(spec.repo)
+        metrics.inflight.inc()
+        done = False
+        try:
+            started = time.monotonic()
+            try:
+                response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale),
+                                                       auth=spec.repo.auth)
+            except UpstreamError as exc:
+                metrics.upstream_status("error")
+                log.warning("upstream error repo=%s key=%s reason=%s", spec.repo.name, spec.key, exc.reason)
+                outcome = classify(None, stale is not None)
+                state = "stale" if outcome is Outcome.SERVE_STALE else "failed"
+                self.flights.finish(flight, lock, state, status=error_status(None, exc.timed_out),
+                                    reason=exc.reason)
+                done = True
+                return
+            metrics.upstream_latency.observe(time.monotonic() - started)
+            metrics.upstream_status(response.status)
+            async with response:
+                done = await self._settle(spec, flight, lock, stale, response)
+        except Exception as exc:  # any failure must still settle the flight
+            log.warning("fetch failed repo=%s key=%s error=%s: %s", spec.repo.name, spec.key,
+                        type(exc).__name__, exc)
+            if not done:
+                state = "stale" if stale is not None else "failed"
+                self.flights.finish(flight, lock, state, status=502, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            metrics.inflight.dec()
+
+    async def _settle(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry | None,
+                      response: aiohttp.ClientResponse) -> bool:
+        repo, key = spec.repo, spec.key
+        outcome = classify(response.status, stale is not None)
+        if outcome is Outcome.STORE:
+            await self._store(spec, flight, lock, response)
+        elif outcome is Outcome.REFRESH:
+            assert stale is not None
+            await self.entries.refresh(stale.refreshed(time.time(), self._ttl(spec)))
+            self.flights.finish(flight, lock, "refreshed")
+        elif outcome is Outcome.NOT_FOUND:
+            if stale is not None:
+                await self.entries.delete(repo.name, key)
+            self.entries.set_negative(repo.name, key, repo.negative_ttl, response.status)
+            self.flights.finish(flight, lock, "notfound")
+        else:
+            state = "stale" if outcome is Outcome.SERVE_STALE else "failed"
+            self.flights.finish(flight, lock, state, status=502,
+                                reason=f"upstream answered {response.status} {response.reason or ''}".strip())
+        return True
+
+    def _ttl(self, spec: FetchSpec) -> float | None:
+        return spec.repo.metadata_ttl if spec.kind is Kind.METADATA else None
+
+    async def _store(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int,
+                     response: aiohttp.ClientResponse) -> None:
+        metrics = self.metrics(spec.repo)
+        part = self.flights.part_path(flight)
+        writer = await asyncio.to_thread(self.blobs.writer, None, part)
+        state = flight.state
+        state.length = response.content_length if spec.transform is None else None
+        state.content_type = spec.content_type or response.headers.get("Content-Type")
+        state.headers = {h: response.headers[h] for h in KEEP_HEADERS + spec.keep_headers
+                         if h in response.headers}
+        if spec.transform is None:
+            state.state, state.part = "streaming", part.name
+            self.flights.publish(flight)
+        try:
+            async for chunk in response.content.iter_any():
+                await asyncio.to_thread(writer.write, chunk)
+                metrics.upstream_bytes.inc(len(chunk))
+                flight.pulse()
+            if response.content_length is not None and writer.size != response.content_length:
+                raise ShortBody(f"got {writer.size} of {response.content_length} bytes")
+            digest, size = await asyncio.to_thread(self._commit, writer, spec)
+        except BaseException:
+            await asyncio.to_thread(writer.abort)
+            raise
+        now = time.time()
+        ttl = self._ttl(spec)
+        entry = Entry(spec.repo.name, spec.key, digest, size, state.content_type, state.headers,
+                      response.headers.get("ETag"), response.headers.get("Last-Modified"),
+                      spec.kind.value, now, None if ttl is None else now + ttl)
+        await self.entries.put(entry)
+        self.entries.clear_negative(spec.repo.name, spec.key)
+        self.flights.finish(flight, lock, "done")
+        if self.on_stored is not None:
+            self.on_stored(size)
+
+    def _commit(self, writer: BlobWriter, spec: FetchSpec) -> tuple[str, int]:
+        """Verify and commit (in a thread); with a transform, store the transformed body instead."""
+        if spec.transform is None:
+            return writer.commit(spec.expect_sha256), writer.size
+        raw_digest = writer.hasher.hexdigest()
+        if spec.expect_sha256 and spec.expect_sha256.lower() != raw_digest:
+            from .blobs import DigestMismatch
+            raise DigestMismatch(spec.expect_sha256.lower(), raw_digest)
+        body = writer.temp_path.read_bytes()
+        writer.abort()
+        out = spec.transform(body)
+        second = self.blobs.writer()
+        try:
+            second.write(out)
+            return second.commit(), second.size
+        except BaseException:
+            second.abort()
+            raise
+
+    # ---------------------------------------------------------------- answering
+    def respond(self, request: web.Request, cached: Cached,
+                headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """The HTTP answer for an opened key (streams an in-flight fetch)."""
+        metrics = self.metrics(cached.repo)
+        metrics.result(cached.status.lower())
+        if cached.stream is not None:
+            state, local, fd = cached.stream
+            out = {"Content-Type": state.content_type or "application/octet-stream", **state.headers,
+                   "X-Cache": cached.status, **(headers or {})}
+            chunks = fl.follow(self.flights, cached.fid, state, local, fd)
+            return StreamingResponse(chunks, state.length, out, on_bytes=metrics.from_upstream.inc)
+        entry = cached.entry
+        assert entry is not None
+        self.entries.touch(entry.repo, entry.key)
+        out = {**entry.headers, "X-Cache": cached.status, **(headers or {})}
+        if request.method != "HEAD":
+            (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(entry.size)
+        return respond_blob(request, entry.digest, entry.size, entry.content_type, out,
+                            blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+
+    async def read(self, cached: Cached) -> bytes:
+        """The whole body of an opened key (waits for an in-flight fetch)."""
+        if cached.stream is not None:
+            state, local, fd = cached.stream
+            try:
+                parts = [chunk async for chunk in fl.follow(self.flights, cached.fid, state, local, fd)]
+            except fl.Aborted as exc:
+                raise UpstreamFailed(502, str(exc)) from exc
+            return b"".join(parts)
+        assert cached.entry is not None
+        body = self.memory.get(cached.entry.digest)
+        if body is None:
+            body = await self.blobs.read(cached.entry.digest)
+            self.memory.put(cached.entry.digest, body)
+        return body
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,191 @@
+"""Answering from the store: conditional requests, Range, HEAD, memory or sendfile.
+
+Small blobs are served from an in-memory LRU of bytes (no thread hop, no syscalls); large
+ones by sendfile on the loop, opening the file inline (cheaper than a thread hop on a hit).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from email.utils import formatdate
+from typing import Any, AsyncIterator, Mapping
+
+from aiohttp import web
+from cachetools import LRUCache
+
+from .blobs import BlobStore
+
+
+class MemoryCache:
+    """Bytes of small blobs by digest, bounded in total size."""
+
+    def __init__(self, max_bytes: int, item_max: int) -> None:
+        self.item_max = item_max
+        self.data: LRUCache[str, bytes] = LRUCache(maxsize=max(max_bytes, 1), getsizeof=len)
+
+    def get(self, digest: str) -> bytes | None:
+        return self.data.get(digest)
+
+    def put(self, digest: str, body: bytes) -> None:
+        if len(body) <= self.item_max and len(body) <= self.data.maxsize:
+            self.data[digest] = body
+
+
+def etag_of(digest: str) -> str:
+    return f'"{digest}"'
+
+
+def _not_modified(request: web.Request, etag: str, last_modified: str | None) -> bool:
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        return etag in tags or "*" in tags
+    ims = request.headers.get("If-Modified-Since")
+    return bool(ims and last_modified and ims == last_modified)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """(start, end_exclusive) for one satisfiable byte range; None: whole body; False: 416."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    spec = header[6:].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                return False
+            return max(0, size - length), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size or start < 0 or end <= start:
+        return False
+    return start, min(end, size)
+
+
+def _headers(digest: str, size: int, content_type: str | None, extra: Mapping[str, str] | None,
+             last_modified: str | None) -> dict[str, str]:
+    headers = {"ETag": etag_of(digest), "Accept-Ranges": "bytes",
+               "Content-Type": content_type or "application/octet-stream"}
+    if last_modified:
+        headers["Last-Modified"] = last_modified
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def respond_bytes(request: web.Request, body: bytes, content_type: str,
+                  headers: Mapping[str, str] | None = None, digest: str | None = None,
+                  last_modified: str | None = None, status: int = 200) -> web.StreamResponse:
+    """A rendered or cached body with ETag, 304, Range and HEAD handled."""
+    if digest is None:
+        import hashlib
+        digest = hashlib.sha256(body).hexdigest()
+    out = _headers(digest, len(body), content_type, headers, last_modified)
+    if _not_modified(request, out["ETag"], last_modified):
+        return web.Response(status=304, headers={k: v for k, v in out.items() if k != "Content-Type"})
+    window = parse_range(request.headers.get("Range"), len(body)) if status == 200 else None
+    if window is False:
+        out["Content-Range"] = f"bytes */{len(body)}"
+        return web.Response(status=416, headers=out)
+    if window:
+        start, end = window
+        out["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+        return web.Response(status=206, body=body[start:end], headers=out)
+    return web.Response(status=status, body=body, headers=out)
+
+
+class SendfileResponse(web.StreamResponse):
+    """Sends (part of) an open file with loop.sendfile, like aiohttp's FileResponse."""
+
+    def __init__(self, fobj: Any, offset: int, count: int, status: int, headers: dict[str, str]) -> None:
+        super().__init__(status=status, headers=headers)
+        self._fobj = fobj
+        self._offset = offset
+        self._count = count
+        self.content_length = count
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        try:
+            writer = await super().prepare(request)
+            if request.method != "HEAD" and self._count:
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError("Connection lost")
+                await asyncio.get_running_loop().sendfile(transport, self._fobj, self._offset, self._count)
+            await super().write_eof()
+            return writer
+        finally:
+            self._fobj.close()
+
+
+def respond_blob(request: web.Request, digest: str, size: int, content_type: str | None,
+                 headers: Mapping[str, str] | None = None, *, blobs: BlobStore,
+                 memory: MemoryCache | None = None, last_modified: str | None = None) -> web.StreamResponse:
+    """Serve a stored blob. Raises FileNotFoundError if the blob has vanished (evicted)."""
+    if memory is not None and size <= memory.item_max:
+        body = memory.get(digest)
+        if body is None:
+            with open(blobs.path(digest), "rb") as fobj:
+                body = fobj.read()
+            memory.put(digest, body)
+        return respond_bytes(request, body, content_type or "application/octet-stream", headers,
+                             digest=digest, last_modified=last_modified)
+    out = _headers(digest, size, content_type, headers, last_modified)
+    if _not_modified(request, out["ETag"], last_modified):
+        return web.Response(status=304, headers={k: v for k, v in out.items() if k != "Content-Type"})
+    window = parse_range(request.headers.get("Range"), size)
+    if window is False:
+        out["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=out)
+    fobj = open(blobs.path(digest), "rb")
+    if window:
+        start, end = window
+        out["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        return SendfileResponse(fobj, start, end - start, 206, out)
+    return SendfileResponse(fobj, 0, size, 200, out)
+
+
+class StreamingResponse(web.StreamResponse):
+    """Relays a body that is still arriving; cuts the connection if the source aborts."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], length: int | None, headers: dict[str, str],
+                 on_bytes: Any = None) -> None:
+        super().__init__(status=200, headers=headers)
+        self._chunks = chunks
+        self._on_bytes = on_bytes
+        if length is not None:
+            self.content_length = length
+        else:
+            self.enable_chunked_encoding()
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        writer = await super().prepare(request)
+        if request.method == "HEAD":
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+            await super().write_eof()
+            return writer
+        try:
+            async for chunk in self._chunks:
+                await self.write(chunk)
+                if self._on_bytes is not None:
+                    self._on_bytes(len(chunk))
+        except Exception as exc:
+            # the fetch failed: close without completing the body so the client sees an abort
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(f"upstream fetch aborted: {exc}") from exc
+        await super().write_eof()
+        return writer
+
+
+def http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def file_mtime(path: str) -> float:
+    return os.stat(path).st_mtime

@@ -1,0 +1,131 @@
+"""The engine's services, built once per process and handed to every format handler."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from registry.repo import RepoConfig
+from upstreams.client import Timeouts, UpstreamClient
+
+from . import metrics
+from .blobs import BlobStore
+from .catalog import Catalog
+from .db import Database
+from .entries import EntryIndex
+from .evict import evict
+from .pull import PullThrough
+from .serve import MemoryCache
+from .stats import add_counts
+
+log = logging.getLogger("depot.services")
+
+ACCESS_FLUSH_INTERVAL = 2.0
+
+
+@dataclass
+class EngineSettings:
+    """The parts of the configuration the engine needs (no format knowledge)."""
+
+    data_dir: Path
+    max_size: int
+    memory_size: int
+    memory_item_max: int
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    public_url: str | None
+    trusted_proxies: tuple[str, ...]
+
+
+class Services:
+    """blobs, entries, catalog, pull and upstream for one process."""
+
+    def __init__(self, settings: EngineSettings, repos: dict[str, RepoConfig]) -> None:
+        self.settings = settings
+        self.repos = repos
+        data = Path(settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(data)
+        self.db = Database(data / "depot.db")
+        self.entries = EntryIndex(self.db, data / "negative")
+        self.catalog = Catalog(self.db)
+        self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
+        self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
+                                       settings.retries)
+        self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
+                                on_stored=self._stored)
+        self.metrics = _PublishMetrics(self.pull)
+        self._evicting: asyncio.Task[Any] | None = None
+        self._background: asyncio.Task[Any] | None = None
+        metrics.QUOTA.set(settings.max_size)
+
+    def public_base(self, request: web.Request) -> str:
+        """Base URL clients see: config public_url, X-Forwarded-* of trusted proxies, or Host."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        scheme, host = request.scheme, request.host
+        if request.remote in self.settings.trusted_proxies:
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        return f"{scheme}://{host}"
+
+    def _stored(self, size: int) -> None:
+        if self._evicting is None or self._evicting.done():
+            self._evicting = asyncio.get_running_loop().create_task(self.evict_now())
+
+    async def evict_now(self) -> None:
+        await self.entries.flush_access()
+        result = await asyncio.to_thread(evict, self.db, self.blobs, self.settings.max_size)
+        for repo, count in (result.by_repo or {}).items():
+            metrics.EVICTIONS.labels(repo).inc(count)
+        if result.bytes_freed:
+            metrics.EVICTED_BYTES.inc(result.bytes_freed)
+
+    async def start(self) -> None:
+        self._background = asyncio.get_running_loop().create_task(self._housekeeping())
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(ACCESS_FLUSH_INTERVAL)
+            try:
+                await self.entries.flush_access()
+                await add_counts(self.db, self.pull.all_metrics())
+                for repo, stat in (await self.entries.stats()).items():
+                    metrics.STORE_BYTES.labels(repo).set(stat["bytes"])
+                    metrics.ENTRIES.labels(repo).set(stat["entries"])
+            except Exception:  # keep housekeeping alive whatever happens
+                log.exception("housekeeping failed")
+
+    async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+        await self.pull.close()
+        try:
+            await self.entries.flush_access()
+            await add_counts(self.db, self.pull.all_metrics())
+        except Exception:
+            log.exception("final access flush failed")
+        await self.upstream.close()
+        self.entries.close()
+        self.db.close()
+
+
+class _PublishMetrics:
+    """What format handlers report directly."""
+
+    def __init__(self, pull: PullThrough) -> None:
+        self._pull = pull
+
+    def publish(self, repo: RepoConfig) -> None:
+        self._pull.metrics(repo).publishes.inc()
+
+    def hosted(self, repo: RepoConfig) -> None:
+        self._pull.metrics(repo).result("hosted")
+
+    def repo(self, repo: RepoConfig) -> Any:
+        return self._pull.metrics(repo)

@@ -1,0 +1,1 @@
+"""The front door: aiohttp app, routing /<repo>/… to formats, service endpoints, CLI."""

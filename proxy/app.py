@@ -1,0 +1,123 @@
+"""The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from cache import metrics
+from cache.services import EngineSettings, Services
+from registry import FORMATS
+from registry.base import Ctx, Format, FormatError
+
+from .config import Config
+
+log = logging.getLogger("depot.app")
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+FORMAT_INSTANCES: web.AppKey[dict[str, Format]] = web.AppKey("formats", dict)
+
+
+def settings_of(config: Config) -> EngineSettings:
+    return EngineSettings(
+        data_dir=config.data_dir, max_size=config.cache.max_size, memory_size=config.cache.memory_size,
+        memory_item_max=config.cache.memory_item_max, connect_timeout=config.upstream.connect_timeout,
+        read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
+        public_url=config.public_url, trusted_proxies=config.trusted_proxies)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the store is writable."""
+    services = request.app[SERVICES]
+    try:
+        fd, name = tempfile.mkstemp(dir=services.blobs.tmp, prefix="healthz-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return web.Response(status=503, text=f"store not writable: {exc.strerror}\n")
+    return web.Response(text="ok\n")
+
+
+async def metrics_endpoint(_: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def repositories(request: web.Request) -> web.Response:
+    """JSON list of repositories with format, type, entry count and bytes."""
+    services = request.app[SERVICES]
+    proxy_stats = await services.entries.stats()
+    rows = await services.db.execute(
+        "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
+    hosted_stats = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
+    listing = []
+    for repo in services.repos.values():
+        stat = (proxy_stats if repo.is_proxy else hosted_stats).get(repo.name, {"entries": 0, "bytes": 0})
+        item = {"name": repo.name, "format": repo.format, "type": repo.type, **stat}
+        if repo.is_proxy:
+            item["upstream"] = _without_credentials(repo.upstream or "")
+        if repo.is_group:
+            item["members"] = list(repo.members)
+            item["deploy_to"] = repo.deploy_to
+        listing.append(item)
+    return web.json_response(listing)
+
+
+def _without_credentials(url: str) -> str:
+    from yarl import URL
+    return str(URL(url).with_user(None)) if "@" in url else url
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route /<repo>/<path> to the repository's format."""
+    services = request.app[SERVICES]
+    name = request.match_info["repo"]
+    repo = services.repos.get(name)
+    if repo is None:
+        raise web.HTTPNotFound(text=f"no repository named {name!r}\n")
+    fmt = request.app[FORMAT_INSTANCES][repo.format]
+    return await run_format(request, fmt, repo, request.match_info["tail"], f"/{name}")
+
+
+async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: str) -> web.StreamResponse:
+    """Find the route and call the handler; FormatError becomes the format's error shape."""
+    services = request.app[SERVICES]
+    found = fmt.match(repo, request.method, path)
+    ctx = None
+    try:
+        if found is None:
+            allowed = sorted(set(fmt.allowed_methods(repo, path)))
+            if allowed:
+                response = fmt.error(None, 405, f"{request.method} not allowed here")
+                response.headers["Allow"] = ", ".join(allowed)
+                return response
+            raise FormatError(404, f"no such endpoint in {repo.format} repository {repo.name}")
+        route, match = found
+        ctx = Ctx(request, repo, path, match, services, mount=mount)
+        handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
+        return await handler(ctx)
+    except FormatError as exc:
+        return fmt.error(ctx, exc.status, exc.message, exc.code)
+
+
+def build_app(config: Config) -> web.Application:
+    """The application for one process; services open on startup and close on cleanup."""
+    app = web.Application(client_max_size=10 * 2**20)
+    app[FORMAT_INSTANCES] = {name: cls() for name, cls in FORMATS.items()}
+
+    async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        services = Services(settings_of(config), config.repositories)
+        app[SERVICES] = services
+        await services.start()
+        yield
+        await services.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    app.router.add_get("/-/healthz", healthz)
+    app.router.add_get("/-/metrics", metrics_endpoint)
+    app.router.add_get("/-/api/repositories", repositories)
+    app.router.add_route("*", "/{repo:[a-z0-9][a-z0-9._-]*}/{tail:.*}", dispatch)
+    return app

@@ -1,0 +1,269 @@
+"""depot.yaml: loading, environment overrides and validation with errors that name the key."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from registry import FORMATS
+from registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
+
+from .units import parse_duration, parse_size
+
+ENV_PREFIX = "DEPOT_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; `key` is the dotted path of the offending setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    max_size: int = 20 * 2**30
+    memory_size: int = 128 * 2**20
+    memory_item_max: int = 256 * 2**10
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:8080"
+    data_dir: Path = Path("./depot-data")
+    public_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    workers: int = 1
+    log_level: str = "INFO"
+    cache: CacheConfig = CacheConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    repositories: dict[str, RepoConfig] = field(default_factory=dict)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def default_document() -> dict[str, Any]:
+    """The embedded configuration served when no file is given."""
+    repos: dict[str, Any] = {"files": {"format": "generic", "type": "hosted"}}
+    if "pypi" in FORMATS:
+        repos["pypi-remote"] = {"format": "pypi", "type": "proxy"}
+        repos["pypi-local"] = {"format": "pypi", "type": "hosted"}
+        repos["pypi"] = {"format": "pypi", "type": "group",
+                         "members": ["pypi-local", "pypi-remote"], "deploy_to": "pypi-local"}
+    if "npm" in FORMATS:
+        repos["npm-remote"] = {"format": "npm", "type": "proxy"}
+        repos["npm-local"] = {"format": "npm", "type": "hosted"}
+        repos["npm"] = {"format": "npm", "type": "group",
+                        "members": ["npm-local", "npm-remote"], "deploy_to": "npm-local"}
+    return {"repositories": repos}
+
+
+def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read `path` (or the embedded default), apply DEPOT_* env and CLI overrides, validate."""
+    if path is None:
+        document = default_document()
+    else:
+        try:
+            document = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError("(file)", f"invalid YAML: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError("(file)", "the top level must be a mapping")
+    apply_env(document, os.environ if env is None else env)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            document[key] = value
+    return validate(document)
+
+
+def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Set DEPOT_A__B=value as document[a][b] (YAML-parsed), matching keys loosely (- and _)."""
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "DEPOT_ADMIN_PASSWORD":
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        node = document
+        for part in parts[:-1]:
+            key = _match_key(node, part)
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[_match_key(node, parts[-1])] = yaml.safe_load(raw) if raw else raw
+
+
+def _match_key(node: dict[str, Any], part: str) -> str:
+    for existing in node:
+        if str(existing).lower().replace("-", "_") == part:
+            return existing
+    return part
+
+
+def _section(document: dict[str, Any], key: str) -> dict[str, Any]:
+    value = document.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a mapping")
+    return value
+
+
+def _convert(key: str, value: Any, parser: Any) -> Any:
+    try:
+        return parser(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(key, str(exc)) from exc
+
+
+_TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
+             "cache", "upstream", "repositories"}
+
+
+def validate(document: dict[str, Any]) -> Config:
+    """Turn a parsed document into a Config or raise ConfigError naming the key."""
+    for key in document:
+        if key not in _TOP_KEYS:
+            raise ConfigError(str(key), "unknown setting")
+    listen = str(document.get("listen", Config.listen))
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("listen", f"expected HOST:PORT, got {listen!r}")
+    cache = _section(document, "cache")
+    upstream = _section(document, "upstream")
+    public_url = document.get("public_url")
+    if public_url is not None and not str(public_url).startswith(("http://", "https://")):
+        raise ConfigError("public_url", "must start with http:// or https://")
+    workers = _convert("workers", document.get("workers", 1), int)
+    if workers < 1:
+        raise ConfigError("workers", "must be at least 1")
+    return Config(
+        listen=listen,
+        data_dir=Path(str(document.get("data_dir", Config.data_dir))),
+        public_url=str(public_url).rstrip("/") if public_url else None,
+        trusted_proxies=tuple(document.get("trusted_proxies", Config.trusted_proxies)),
+        workers=workers,
+        log_level=str(document.get("log_level", "INFO")).upper(),
+        cache=CacheConfig(
+            max_size=_convert("cache.max_size", cache.get("max_size", CacheConfig.max_size), parse_size),
+            memory_size=_convert("cache.memory_size",
+                                 cache.get("memory_size", CacheConfig.memory_size), parse_size),
+            memory_item_max=_convert("cache.memory_item_max",
+                                     cache.get("memory_item_max", CacheConfig.memory_item_max), parse_size),
+        ),
+        upstream=UpstreamConfig(
+            connect_timeout=_convert("upstream.connect_timeout",
+                                     upstream.get("connect_timeout", 10), parse_duration),
+            read_timeout=_convert("upstream.read_timeout", upstream.get("read_timeout", 60), parse_duration),
+            retries=_convert("upstream.retries", upstream.get("retries", 2), int),
+        ),
+        repositories=validate_repositories(_section(document, "repositories")),
+    )
+
+
+_REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "members", "deploy_to",
+              "metadata_patterns", "allow_overwrite", "mirror", "username", "password", "token",
+              "password_env", "password_file", "token_env", "token_file", "options"}
+
+
+def validate_repositories(section: dict[str, Any]) -> dict[str, RepoConfig]:
+    """Validate every repository and the references between them."""
+    repos: dict[str, RepoConfig] = {}
+    for name, raw in section.items():
+        repos[str(name)] = _validate_repo(str(name), raw)
+    for repo in repos.values():
+        prefix = f"repositories.{repo.name}"
+        for member in repo.members:
+            other = repos.get(member)
+            if other is None:
+                raise ConfigError(f"{prefix}.members", f"no repository named {member!r}")
+            if other.format != repo.format:
+                raise ConfigError(f"{prefix}.members", f"{member!r} is {other.format}, not {repo.format}")
+            if other.is_group:
+                raise ConfigError(f"{prefix}.members", f"{member!r} is a group; groups cannot nest")
+        if repo.deploy_to and repo.deploy_to not in repo.members:
+            raise ConfigError(f"{prefix}.deploy_to", f"{repo.deploy_to!r} is not a member")
+        if repo.deploy_to and not repos[repo.deploy_to].is_hosted:
+            raise ConfigError(f"{prefix}.deploy_to", f"{repo.deploy_to!r} is not hosted")
+    return repos
+
+
+def _validate_repo(name: str, raw: Any) -> RepoConfig:
+    prefix = f"repositories.{name}"
+    if not REPO_NAME.match(name) or name in RESERVED_NAMES:
+        raise ConfigError(prefix, "repository names are [a-z0-9][a-z0-9._-]* and not 'v2' or '-'")
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, "must be a mapping")
+    for key in raw:
+        if key not in _REPO_KEYS:
+            raise ConfigError(f"{prefix}.{key}", "unknown setting")
+    fmt = raw.get("format")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{prefix}.format", f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}")
+    kind = raw.get("type")
+    if kind not in REPO_TYPES:
+        raise ConfigError(f"{prefix}.type", f"must be one of {', '.join(REPO_TYPES)}")
+    upstream = raw.get("upstream")
+    if kind == "proxy":
+        upstream = upstream or FORMATS[fmt].default_upstream()
+        if not upstream:
+            raise ConfigError(f"{prefix}.upstream", "a proxy repository needs an upstream URL")
+        if not str(upstream).startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.upstream", "must start with http:// or https://")
+    members = raw.get("members") or []
+    if kind == "group" and not members:
+        raise ConfigError(f"{prefix}.members", "a group needs at least one member")
+    if not isinstance(members, list):
+        raise ConfigError(f"{prefix}.members", "must be a list of repository names")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{prefix}.options", "must be a mapping")
+    return RepoConfig(
+        name=name, format=fmt, type=kind,
+        upstream=str(upstream) if upstream else None,
+        metadata_ttl=_convert(f"{prefix}.metadata_ttl", raw.get("metadata_ttl", 300), parse_duration),
+        negative_ttl=_convert(f"{prefix}.negative_ttl", raw.get("negative_ttl", 60), parse_duration),
+        members=tuple(str(m) for m in members),
+        deploy_to=raw.get("deploy_to"),
+        metadata_patterns=tuple(raw.get("metadata_patterns") or ()),
+        allow_overwrite=bool(raw.get("allow_overwrite", False)),
+        mirror=bool(raw.get("mirror", False)),
+        auth=_auth(prefix, raw),
+        options=options,
+    )
+
+
+def _secret(prefix: str, raw: dict[str, Any], name: str) -> str | None:
+    if raw.get(name) is not None:
+        return str(raw[name])
+    env_name = raw.get(f"{name}_env")
+    if env_name:
+        if env_name not in os.environ:
+            raise ConfigError(f"{prefix}.{name}_env", f"environment variable {env_name} is not set")
+        return os.environ[env_name]
+    file_name = raw.get(f"{name}_file")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{prefix}.{name}_file", f"cannot read: {exc.strerror}") from exc
+    return None
+
+
+def _auth(prefix: str, raw: dict[str, Any]) -> UpstreamAuth:
+    return UpstreamAuth(username=raw.get("username"), password=_secret(prefix, raw, "password"),
+                        token=_secret(prefix, raw, "token"))

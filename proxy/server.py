@@ -1,0 +1,102 @@
+"""Running the app: one process, or N worker processes sharing one port (SO_REUSEPORT)."""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+
+from aiohttp import web
+
+from .config import Config
+
+log = logging.getLogger("depot.server")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the master dies, so `kill -9 master` leaves no orphans."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def run_worker(config: Config) -> None:
+    """Serve in this process until SIGTERM/SIGINT."""
+    from .app import build_app
+    host, port = config.host_port
+    app = build_app(config)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=logging.getLogger("depot.access"),
+                               access_log_format='%a "%r" %s %b %Tfs "%{X-Cache}o"',
+                               handler_cancellation=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+        await site.start()
+        log.info("listening pid=%d address=%s:%d", os.getpid(), host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def run(config: Config) -> int:
+    """Serve with config.workers processes; the master restarts a worker that dies."""
+    if config.workers == 1:
+        run_worker(config)
+        return 0
+    children: dict[int, int] = {}
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                run_worker(config)
+            finally:
+                os._exit(0)
+        children[pid] = slot
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(config.workers):
+        spawn(slot)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        slot = children.pop(pid, None)
+        if slot is not None and not stopping:
+            log.warning("worker died pid=%d status=%d; restarting", pid, status)
+            time.sleep(0.5)
+            spawn(slot)
+    return 0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,0 +1,501 @@
+"""PyPI (`format: pypi`): the simple API for pip/uv, the legacy upload API for twine.
+
+Routes, relative to `/<repo>/`:
+
+* `GET simple/` — project list (PEP 503 HTML or PEP 691 JSON, chosen by `Accept`).
+* `GET simple/<project>/` — one project's files. Names that are not normalised get a 301 to the
+  normalised URL. Links are relative: `../../files/<project>/<file-id>/<filename>#sha256=…`,
+  where `<file-id>` is the file's sha256 (or `url-<sha256 of its upstream URL>` when the upstream
+  promised no sha256). `<link>.metadata` is the file's core metadata (PEP 658/714).
+* `GET files/<project>/<file-id>/<filename>[.metadata]` — the file. A proxy never fetches a URL
+  taken from the request: it looks the (file-id, filename) pair up in the project page it fetched
+  from its upstream and fetches the URL that page gave, verified against the promised sha256.
+* `POST ` (the repository root, also `legacy/`) — twine upload (`:action=file_upload`); 400 on
+  invalid input or an existing file unless the repository has `allow_overwrite`.
+* `POST <project>/<version>/yank` — yank every file of a version (reason: form field or text
+  body `reason`); `DELETE <project>/<version>/yank` — un-yank.
+* `DELETE <project>/<version>` — delete every file of a version.
+
+Write routes work on hosted repositories and on groups (they go to `deploy_to`).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import BodyPartReader, web
+from cachetools import LRUCache
+from packaging.version import InvalidVersion, Version
+
+from cache.blobs import DigestMismatch, TooLarge
+from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from cache.serve import respond_blob, respond_bytes
+
+from . import pypi_index as ix
+from . import pypi_upload as upl
+from .base import Ctx, Format, FormatError, route
+from .repo import RepoConfig, UpstreamAuth
+
+MAX_UPLOAD_SIZE = 2 * 2**30
+PAGE_CACHE_ITEMS = 512
+_STATUS_ORDER = ("MISS", "STALE", "REVALIDATED", "HIT")   # the first present wins for a merged answer
+
+
+def _pull_errors(handler: Callable[["PyPI", Ctx], Awaitable[web.StreamResponse]]
+                 ) -> Callable[["PyPI", Ctx], Awaitable[web.StreamResponse]]:
+    """Turn the engine's NotFound / UpstreamFailed into plain-text errors with their status."""
+    @functools.wraps(handler)
+    async def wrapper(self: "PyPI", ctx: Ctx) -> web.StreamResponse:
+        try:
+            return await handler(self, ctx)
+        except NotFound:
+            raise FormatError(404, f"not found in {ctx.repo.name}: {ctx.path}") from None
+        except UpstreamFailed as exc:
+            raise FormatError(exc.status, f"upstream failed: {exc.reason}") from None
+    return wrapper
+
+
+class PyPI(Format):
+    """Simple API (proxy, hosted, group) and twine uploads (hosted, group)."""
+
+    name = "pypi"
+    routes = (
+        route("GET HEAD", r"simple", "redirect_index"),
+        route("GET HEAD", r"simple/", "index_page"),
+        route("GET HEAD", r"simple/(?P<project>[^/]+)/?", "project_page"),
+        route("GET HEAD", r"files/(?P<project>[^/]+)/(?P<fid>[^/]+)/(?P<filename>[^/]+)", "file"),
+        route("POST", r"(?:legacy/?)?", "upload", "hosted group"),
+        route("POST DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)/yank", "yank", "hosted group"),
+        route("DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)", "delete_version", "hosted group"),
+    )
+
+    def __init__(self) -> None:
+        self._pages: LRUCache[str, ix.ProjectPage] = LRUCache(maxsize=PAGE_CACHE_ITEMS)
+        self._rendered: LRUCache[tuple[str, str], tuple[bytes, str]] = LRUCache(maxsize=PAGE_CACHE_ITEMS)
+
+    @classmethod
+    def default_upstream(cls) -> str | None:
+        """The index pip on this machine uses (PIP_INDEX_URL, pip config, pip's built-in default)."""
+        return pip_index_url()
+
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        """Plain text; twine shows the reason phrase, so the message goes there too."""
+        reason = " ".join(message.split())[:200].encode("latin-1", "replace").decode("latin-1")
+        return web.Response(status=status, reason=reason or None, text=message.rstrip("\n") + "\n",
+                            headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------ simple API
+
+    async def redirect_index(self, ctx: Ctx) -> web.StreamResponse:
+        raise web.HTTPMovedPermanently(ctx.base_url + "/simple/")
+
+    @_pull_errors
+    async def index_page(self, ctx: Ctx) -> web.StreamResponse:
+        """The project list of a repository (a group lists the union of its members)."""
+        variant = _variant(ctx)
+        names: set[str] = set()
+        statuses: list[str] = []
+        for repo in _read_repos(ctx):
+            if repo.is_hosted:
+                names.update(f.path.split("/", 1)[0] for f in await ctx.services.catalog.list(repo.name))
+                continue
+            try:
+                cached, body = await self._open(ctx, _index_spec(repo))
+            except (NotFound, UpstreamFailed):
+                if not ctx.repo.is_group:
+                    raise
+                continue
+            statuses.append(cached.status)
+            names.update(ix.load_names(body))
+        ordered = sorted(names)
+        body = ix.render_index_json(ordered) if variant == "json" else ix.render_index_html(ordered)
+        return self._answer(ctx, body, variant, statuses)
+
+    @_pull_errors
+    async def project_page(self, ctx: Ctx) -> web.StreamResponse:
+        """One project's page, merged over a group's members in order."""
+        raw = ctx.match["project"]
+        project = ix.normalize_project(raw)
+        if project is None:
+            raise FormatError(404, f"not a valid project name: {raw!r}")
+        if raw != project or not ctx.path.endswith("/"):
+            raise web.HTTPMovedPermanently(f"{ctx.base_url}/simple/{project}/")
+        variant = _variant(ctx)
+        pages, statuses, key = await self._collect(ctx, project)
+        page = pages[0] if len(pages) == 1 else ix.merge_pages(project, pages)
+        link = functools.partial(ix.relative_link, project)
+        if key is None:
+            body = ix.render_json(page, link) if variant == "json" else ix.render_html(page, link)
+            return self._answer(ctx, body, variant, statuses)
+        found = self._rendered.get((key, variant))
+        if found is None:
+            body = ix.render_json(page, link) if variant == "json" else ix.render_html(page, link)
+            found = self._rendered[(key, variant)] = (body, hashlib.sha256(body).hexdigest())
+        return self._answer(ctx, found[0], variant, statuses, found[1])
+
+    async def _collect(self, ctx: Ctx, project: str) -> tuple[list[ix.ProjectPage], list[str], str | None]:
+        """Pages of every readable member, their X-Cache statuses, and a render-cache key.
+
+        The key is None when a hosted member contributes (hosted pages change without a digest).
+        """
+        pages, statuses, digests = [], [], []
+        failure: UpstreamFailed | None = None
+        for repo in _read_repos(ctx):
+            try:
+                if repo.is_hosted:
+                    page = await self._hosted_page(ctx, repo, project)
+                    digests.append(None)
+                else:
+                    cached, page = await self._proxy_page(ctx, repo, project)
+                    statuses.append(cached.status)
+                    digests.append(cached.entry.digest if cached.entry else None)
+            except NotFound:
+                continue
+            except UpstreamFailed as exc:
+                failure = exc
+                continue
+            if page.files or repo.is_proxy:
+                pages.append(page)
+        if not pages:
+            if failure is not None:
+                raise failure
+            raise NotFound(project)
+        key = None if None in digests else "+".join(d for d in digests if d)
+        return pages, statuses, key
+
+    def _answer(self, ctx: Ctx, body: bytes, variant: str, statuses: list[str],
+                etag: str | None = None) -> web.StreamResponse:
+        headers = {"Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
+        if ctx.repo.is_proxy or ctx.repo.is_group:
+            status = next((s for s in _STATUS_ORDER if s in statuses), "HIT")
+            headers["X-Cache"] = status
+            ctx.services.metrics.repo(ctx.repo).result(status.lower())
+        return respond_bytes(ctx.request, body, ix.content_type(variant), headers, digest=etag)
+
+    # ------------------------------------------------------------ files
+
+    @_pull_errors
+    async def file(self, ctx: Ctx) -> web.StreamResponse:
+        """A distribution file or its `.metadata`, from the first member that lists it."""
+        project, fid, filename = ctx.match["project"], ctx.match["fid"], ctx.match["filename"]
+        if ix.normalize_project(project) != project or not ix.valid_file_id(fid) \
+                or not ix.safe_filename(filename):
+            raise FormatError(404, "no such file")
+        failure: UpstreamFailed | None = None
+        for repo in _read_repos(ctx):
+            try:
+                if repo.is_hosted:
+                    response = await self._hosted_file(ctx, repo, project, fid, filename)
+                else:
+                    response = await self._proxy_file(ctx, repo, project, fid, filename)
+            except NotFound:
+                continue
+            except UpstreamFailed as exc:
+                failure = exc
+                continue
+            if response is not None:
+                return response
+        if failure is not None:
+            raise failure
+        raise FormatError(404, f"{filename} is not a file of {project} in {ctx.repo.name}")
+
+    async def _proxy_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
+                          filename: str) -> web.StreamResponse | None:
+        is_metadata = filename.endswith(".metadata")
+        base = filename[: -len(".metadata")] if is_metadata else filename
+        _, page = await self._proxy_page(ctx, repo, project)
+        record = ix.find_file(page, fid, base)
+        if record is not None and is_metadata:
+            record = ix.metadata_record(record)
+        if record is None:
+            return None
+        spec = FetchSpec(_auth_for(repo, record.url), f"files/{fid}/{filename}", record.url,
+                         Kind.IMMUTABLE, expect_sha256=record.sha256,
+                         content_type="text/plain; charset=utf-8" if is_metadata else None)
+        cached = await ctx.services.pull.open(spec)
+        return ctx.services.pull.respond(ctx.request, cached)
+
+    async def _hosted_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
+                           filename: str) -> web.StreamResponse | None:
+        is_metadata = filename.endswith(".metadata")
+        base = filename[: -len(".metadata")] if is_metadata else filename
+        stored = await ctx.services.catalog.get(repo.name, f"{project}/{base}")
+        if stored is None or stored.digest != fid:
+            return None
+        if is_metadata:
+            stored = await ctx.services.catalog.get(repo.name, f"{project}/{filename}")
+            if stored is None:
+                return None
+        headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
+        ctx.services.metrics.hosted(repo)
+        return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
+                            blobs=ctx.services.blobs, memory=ctx.services.memory)
+
+    # ------------------------------------------------------------ reading pages
+
+    async def _open(self, ctx: Ctx, spec: FetchSpec) -> tuple[Cached, bytes]:
+        cached = await ctx.services.pull.open(spec)
+        return cached, await ctx.services.pull.read(cached)
+
+    async def _proxy_page(self, ctx: Ctx, repo: RepoConfig, project: str) -> tuple[Cached, ix.ProjectPage]:
+        """The upstream's page for `project` (cached, revalidated after metadata_ttl)."""
+        cached, body = await self._open(ctx, _page_spec(repo, project))
+        digest = cached.entry.digest if cached.entry else hashlib.sha256(body).hexdigest()
+        page = self._pages.get(digest)
+        if page is None:
+            page = self._pages[digest] = await asyncio.to_thread(ix.load_page, body, project)
+        return cached, page
+
+    async def _hosted_page(self, ctx: Ctx, repo: RepoConfig, project: str) -> ix.ProjectPage:
+        stored = await ctx.services.catalog.list(repo.name, prefix=f"{project}/")
+        if not stored:
+            raise NotFound(project)
+        records = [_hosted_record(f) for f in stored if not f.path.endswith(".metadata")]
+        records.sort(key=lambda r: (_version_key(r.filename), r.filename))
+        return ix.ProjectPage(project, records)
+
+    # ------------------------------------------------------------ publishing
+
+    async def upload(self, ctx: Ctx) -> web.StreamResponse:
+        """twine's legacy upload: validate, store the blob, extract METADATA, record it."""
+        repo = _write_repo(ctx)
+        if not ctx.request.content_type.startswith("multipart/form-data"):
+            raise FormatError(400, "expected a multipart/form-data upload (twine legacy API)")
+        fields, stored = await _read_upload(ctx)
+        if stored is None:
+            raise FormatError(400, "missing file in the 'content' part")
+        filename, digest, size, hasher = stored
+        upload = upl.validate_form(fields, filename)
+        upl.check_digests(upload, digest, hasher)
+        meta = {"name": upload.name, "version": upload.version, "filetype": upload.filetype,
+                "requires_python": upload.requires_python, "yanked": False,
+                "upload_time": _iso_now()}
+        metadata = None
+        if upload.filetype == "bdist_wheel":
+            metadata = await asyncio.to_thread(upl.wheel_metadata, ctx.services.blobs.path(digest), upload)
+            meta["metadata_sha256"], meta["metadata_size"] = await ctx.services.blobs.put_bytes(metadata)
+        path, catalog = f"{upload.project}/{upload.filename}", ctx.services.catalog
+        ctype = "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
+        if repo.allow_overwrite:
+            await catalog.put(repo.name, path, digest, size, ctype, meta)
+        elif not await catalog.put_new(repo.name, path, digest, size, ctype, meta):
+            raise FormatError(400, f"File already exists: {upload.filename} in {repo.name}")
+        if metadata is not None:   # its own row, so that blob GC sees the reference
+            await catalog.put(repo.name, path + ".metadata", meta["metadata_sha256"], len(metadata),
+                              "text/plain; charset=utf-8", {"metadata_of": upload.filename})
+        ctx.services.metrics.publish(repo)
+        return web.Response(text=f"OK: {upload.filename}\n")
+
+    async def yank(self, ctx: Ctx) -> web.StreamResponse:
+        """POST yanks a version's files (optional `reason`); DELETE un-yanks them."""
+        repo = _write_repo(ctx)
+        files = await _version_files(ctx, repo)
+        value: bool | str = False
+        if ctx.request.method == "POST":
+            value = await _yank_reason(ctx.request) or True
+        for stored in files:
+            await ctx.services.catalog.update_meta(repo.name, stored.path, {**stored.meta, "yanked": value})
+        state = "yanked" if value is not False else "un-yanked"
+        return web.Response(text=f"{state} {len(files)} file(s)\n")
+
+    async def delete_version(self, ctx: Ctx) -> web.StreamResponse:
+        """Delete every file of one version of a project."""
+        repo = _write_repo(ctx)
+        files = await _version_files(ctx, repo)
+        for stored in files:
+            await ctx.services.catalog.delete(repo.name, stored.path)
+            await ctx.services.catalog.delete(repo.name, stored.path + ".metadata")
+        return web.Response(text=f"deleted {len(files)} file(s)\n")
+
+
+FORMAT = PyPI
+
+
+# ---------------------------------------------------------------- helpers
+
+def _variant(ctx: Ctx) -> str:
+    variant = ix.choose_variant(ctx.request.headers.get("Accept"), ctx.request.query.get("format"))
+    if variant is None:
+        raise FormatError(406, f"none of the accepted types is served; use {ix.JSON_TYPE} or text/html")
+    return variant
+
+
+def _read_repos(ctx: Ctx) -> list[RepoConfig]:
+    return [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
+
+
+def _write_repo(ctx: Ctx) -> RepoConfig:
+    if ctx.repo.is_group:
+        if not ctx.repo.deploy_to:
+            raise FormatError(405, f"group {ctx.repo.name} has no deploy_to repository")
+        return ctx.member(ctx.repo.deploy_to)
+    return ctx.repo
+
+
+def _upstream_base(repo: RepoConfig) -> str:
+    assert repo.upstream, "a proxy repository always has an upstream"
+    return repo.upstream.rstrip("/") + "/"
+
+
+def _page_spec(repo: RepoConfig, project: str) -> FetchSpec:
+    url = f"{_upstream_base(repo)}{project}/"
+    return FetchSpec(repo, f"simple/{project}/", url, Kind.METADATA,
+                     transform=functools.partial(_store_page, url, project),
+                     request_headers={"Accept": ix.UPSTREAM_ACCEPT},
+                     content_type="application/json")
+
+
+def _store_page(url: str, project: str, body: bytes) -> bytes:
+    return ix.dump_page(ix.parse_page(body, url, project))
+
+
+def _index_spec(repo: RepoConfig) -> FetchSpec:
+    return FetchSpec(repo, "simple/", _upstream_base(repo), Kind.METADATA,
+                     transform=lambda body: ix.dump_index(ix.parse_index(body)),
+                     request_headers={"Accept": ix.UPSTREAM_ACCEPT},
+                     content_type="application/json")
+
+
+def _auth_for(repo: RepoConfig, url: str) -> RepoConfig:
+    """Upstream credentials go only to the upstream's own host, never to a file host."""
+    if urlsplit(url).netloc == urlsplit(repo.upstream or "").netloc:
+        return repo
+    return replace(repo, auth=UpstreamAuth())
+
+
+def _hosted_record(stored: "object") -> ix.FileRecord:
+    meta = stored.meta  # type: ignore[attr-defined]
+    filename = stored.path.split("/", 1)[1]  # type: ignore[attr-defined]
+    core: bool | dict[str, str] = {"sha256": meta["metadata_sha256"]} if meta.get("metadata_sha256") else False
+    return ix.FileRecord(filename=filename, url="", hashes={"sha256": stored.digest},  # type: ignore[attr-defined]
+                         requires_python=meta.get("requires_python"), yanked=meta.get("yanked", False),
+                         core_metadata=core, size=stored.size,  # type: ignore[attr-defined]
+                         upload_time=meta.get("upload_time"))
+
+
+def _version_key(filename: str) -> tuple[int, Version | str]:
+    version = ix.file_version(filename)
+    try:
+        return (0, Version(version)) if version else (1, filename)
+    except InvalidVersion:
+        return (1, filename)
+
+
+def _iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, str, int, upl.Hasher] | None]:
+    """Form fields and the stored `content` part: (filename, sha256, size, hasher)."""
+    reader = await ctx.request.multipart()
+    fields: dict[str, str] = {}
+    stored = None
+    total = count = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise FormatError(400, "nested multipart is not supported")
+        count += 1
+        if count > upl.MAX_FIELD_COUNT:
+            raise FormatError(400, "too many form fields")
+        if part.name == "content" and part.filename is not None:
+            if stored is not None:
+                raise FormatError(400, "more than one file in the upload")
+            stored = await _store_content(ctx, part)
+            continue
+        value = await _read_field(part, upl.MAX_FIELD_SIZE)
+        total += len(value)
+        if total > upl.MAX_FIELDS_TOTAL:
+            raise FormatError(400, "form fields too large")
+        if part.name:
+            fields.setdefault(part.name, value.decode("utf-8", errors="replace"))
+    return fields, stored
+
+
+async def _store_content(ctx: Ctx, part: BodyPartReader) -> tuple[str, str, int, upl.Hasher]:
+    hasher = upl.Hasher()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await part.read_chunk(256 * 1024):
+            hasher.update(chunk)
+            yield chunk
+
+    try:
+        digest, size = await ctx.services.blobs.put_stream(chunks(), max_size=MAX_UPLOAD_SIZE)
+    except TooLarge:
+        raise FormatError(413, f"file larger than {MAX_UPLOAD_SIZE} bytes") from None
+    except DigestMismatch as exc:  # pragma: no cover - no expectation is passed
+        raise FormatError(400, str(exc)) from None
+    return os.path.basename(part.filename or ""), digest, size, hasher
+
+
+async def _read_field(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise FormatError(400, f"form field {part.name!r} too large")
+    return bytes(data)
+
+
+async def _version_files(ctx: Ctx, repo: RepoConfig) -> list:
+    project = ix.normalize_project(ctx.match["project"])
+    try:
+        version = Version(ctx.match["version"])
+    except InvalidVersion:
+        raise FormatError(400, f"invalid version {ctx.match['version']!r}") from None
+    if project is None:
+        raise FormatError(400, f"invalid project name {ctx.match['project']!r}")
+    files = []
+    for stored in await ctx.services.catalog.list(repo.name, prefix=f"{project}/"):
+        try:
+            if Version(stored.meta.get("version", "")) == version:
+                files.append(stored)
+        except InvalidVersion:
+            continue
+    if not files:
+        raise FormatError(404, f"{project} {version} not found in {repo.name}")
+    return files
+
+
+async def _yank_reason(request: web.Request) -> str:
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        reason = form.get("reason", "")
+        return reason if isinstance(reason, str) else ""
+    body = await request.content.read(4096)
+    return body.decode("utf-8", errors="replace").strip()
+
+
+@functools.cache
+def pip_index_url() -> str | None:
+    """pip's index URL: PIP_INDEX_URL, else `pip config list` (env, install, global), else pip's default."""
+    from_env = os.environ.get("PIP_INDEX_URL", "").split()
+    if from_env:
+        return from_env[0]
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                             text=True, timeout=30, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    values = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip("'\"")
+    for key in (":env:.index-url", "install.index-url", "global.index-url"):
+        if values.get(key):
+            return values[key].split()[0]
+    try:
+        from pip._internal.models.index import PyPI as PipDefault
+    except ImportError:
+        return None
+    return str(PipDefault.simple_url)

@@ -1,0 +1,1 @@
+"""Talking to remote registries: one shared aiohttp session per process, retries, auth."""
