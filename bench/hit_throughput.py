@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -421,6 +422,21 @@ def print_rss(rss: RssResult, args: argparse.Namespace) -> None:
           f"(target < {RSS_TARGET_MIB} MiB: {'ok' if growth < RSS_TARGET_MIB else 'ABOVE'})")
 
 
+def write_json(path: Path, results: list[SizeResult], rss: RssResult | None,
+               args: argparse.Namespace) -> None:
+    """The raw runs, medians and RSS figures as JSON."""
+    doc = {"options": {k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in vars(args).items()},
+           "cpus": os.cpu_count(), "sizes": [], "rss_kib": asdict(rss) if rss else None}
+    for r in results:
+        row = asdict(r)
+        row["ratio"] = (statistics.median(r.depot) / statistics.median(r.nginx)
+                        if r.depot and r.nginx else None)
+        doc["sizes"].append(row)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    say(f"results written to {path}")
+
+
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -433,11 +449,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="depot --workers / nginx workers")
     ap.add_argument("--threads", type=int, default=2, help="wrk -t")
     ap.add_argument("--connections", type=int, default=16, help="wrk -c")
-    ap.add_argument("--rss-repeat", type=int, default=2,
+    ap.add_argument("--rss-repeat", type=int, default=3,
                     help="downloads per curl client in the RSS test")
     ap.add_argument("--rss-rate", default="", help="curl --limit-rate for the RSS test")
     ap.add_argument("--nginx-only", action="store_true",
                     help="measure nginx alone (depot not started)")
+    ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return ap.parse_args(argv)
 
 
@@ -488,6 +505,8 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
     print_table(results, args)
     if rss is not None:
         print_rss(rss, args)
+    if args.json:
+        write_json(args.json, results, rss, args)
 
 
 def main(argv: list[str] | None = None) -> int:

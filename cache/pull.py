@@ -18,6 +18,7 @@ from upstreams.client import UpstreamClient, UpstreamError
 from . import flight as fl
 from .blobs import BlobStore, BlobWriter
 from .entries import Entry, EntryIndex
+from .integrity import IntegrityCheck
 from .metrics import RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
 from .serve import MemoryCache, StreamingResponse, respond_blob
@@ -57,6 +58,7 @@ class FetchSpec:
     url: str
     kind: Kind = Kind.IMMUTABLE
     expect_sha256: str | None = None
+    expect_integrity: str | None = None   # SRI ("sha512-<b64>"), checked like expect_sha256
     transform: Callable[[bytes], bytes] | None = None
     request_headers: Mapping[str, str] | None = None
     keep_headers: tuple[str, ...] = ()
@@ -252,6 +254,7 @@ class PullThrough:
                      response: aiohttp.ClientResponse) -> None:
         metrics = self.metrics(spec.repo)
         part = self.flights.part_path(flight)
+        check = IntegrityCheck.parse(spec.expect_integrity)
         writer = await asyncio.to_thread(self.blobs.writer, None, part)
         state = flight.state
         state.length = response.content_length if spec.transform is None else None
@@ -263,11 +266,13 @@ class PullThrough:
             self.flights.publish(flight)
         try:
             async for chunk in response.content.iter_any():
-                await asyncio.to_thread(writer.write, chunk)
+                await asyncio.to_thread(_write, writer, check, chunk)
                 metrics.upstream_bytes.inc(len(chunk))
                 flight.pulse()
             if response.content_length is not None and writer.size != response.content_length:
                 raise ShortBody(f"got {writer.size} of {response.content_length} bytes")
+            if check is not None:
+                check.verify()
             digest, size = await asyncio.to_thread(self._commit, writer, spec)
         except BaseException:
             await asyncio.to_thread(writer.abort)
@@ -343,3 +348,10 @@ class PullThrough:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> None:
+    """Append a chunk (in a worker thread), feeding the integrity hashers too."""
+    writer.write(chunk)
+    if check is not None:
+        check.update(chunk)

@@ -200,7 +200,7 @@ def _index(body: bytes) -> dict[str, dict[str, str]]:
             continue
         filename = tarball_basename(dist["tarball"])
         if filename:
-            entry = {"version": version}
+            entry = {"version": version, "url": dist["tarball"]}
             for key in ("integrity", "shasum"):
                 if isinstance(dist.get(key), str):
                     entry[key] = dist[key]
@@ -209,7 +209,10 @@ def _index(body: bytes) -> dict[str, dict[str, str]]:
 
 
 def tarball_index(body: bytes) -> dict[str, dict[str, str]]:
-    """`{file: {version, integrity?, shasum?}}` for every version of a packument."""
+    """`{file: {version, url, integrity?, shasum?}}` for every version of a packument.
+
+    Blocking (a child process for large documents): call from a worker thread.
+    """
     return offload(_index, body)
 
 

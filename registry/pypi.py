@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import replace
 from typing import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import BodyPartReader, web
 from cachetools import LRUCache
@@ -467,12 +467,11 @@ async def _version_files(ctx: Ctx, repo: RepoConfig) -> list:
 
 
 async def _yank_reason(request: web.Request) -> str:
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        reason = form.get("reason", "")
-        return reason if isinstance(reason, str) else ""
-    body = await request.content.read(4096)
-    return body.decode("utf-8", errors="replace").strip()
+    """The reason: form field `reason` (urlencoded) or the plain-text body."""
+    text = (await request.content.read(4096)).decode("utf-8", errors="replace").strip()
+    if request.content_type == "application/x-www-form-urlencoded" and "reason=" in text:
+        return parse_qs(text).get("reason", [""])[0].strip()
+    return text
 
 
 @functools.cache

@@ -1,0 +1,545 @@
+"""npm: packuments, tarballs, publish, dist-tags, deprecate, unpublish, search, audit relay.
+
+Protocol translation only; the document work lives in npm_packument (pure) and the upload
+checks in npm_publish (pure). Proxy packuments are rewritten and abbreviated once, at fill
+time, and stored per (variant, public base URL); a hit serves the stored bytes as they are.
+Hosted documents live in the catalog at `<name>/package.json`, tarballs at `<name>/-/<file>`.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import secrets
+import shutil
+import subprocess
+from typing import Any
+from urllib.parse import urljoin
+
+from aiohttp import web
+from cachetools import LRUCache
+
+from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from cache.serve import respond_blob, respond_bytes
+
+from . import npm_packument as pk
+from . import npm_publish as pub
+from .base import Ctx, Format, FormatError, route
+from .repo import RepoConfig
+
+log = logging.getLogger("depot.npm")
+
+NAME = r"(?P<name>@[^/]+/[^/]+|[^/@][^/]*)"
+FILE = r"(?P<file>[^/]+\.tgz)"
+REV = r"(?P<rev>[^/]+)"
+METADATA_HEADERS = {"Cache-Control": "no-cache"}
+TARBALL_TYPE = "application/octet-stream"
+AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "npm-command")
+
+
+@functools.lru_cache(maxsize=1)
+def npm_config_registry(timeout: float = 5.0) -> str | None:
+    """What `npm config get registry` prints on this machine (None without npm)."""
+    exe = shutil.which("npm")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "config", "get", "registry"], capture_output=True, text=True,
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = out.stdout.strip()
+    return url.rstrip("/") if out.returncode == 0 and url.startswith(("http://", "https://")) else None
+
+
+def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc).encode(), content_type="application/json",
+                        headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _name(ctx: Ctx) -> str:
+    name = pk.parse_name(ctx.match["name"])
+    if name is None:
+        raise FormatError(400, f"invalid package name {ctx.match['name']!r}")
+    return name
+
+
+def _file(ctx: Ctx, name: str) -> str:
+    filename = ctx.match["file"]
+    if not pk.TARBALL_FILE.match(filename) or not filename.startswith(pk.bare_name(name) + "-"):
+        raise FormatError(400, f"invalid tarball name {filename!r} for {name}")
+    return filename
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Npm(Format):
+    name = "npm"
+    routes = (
+        route("GET HEAD", r"-/ping", "ping"),
+        route("GET", r"-/whoami", "whoami"),
+        route("PUT", r"-/user/org\.couchdb\.user:(?P<user>[^/]+)", "add_user"),
+        route("POST", r"-/v1/login", "web_login"),
+        route("GET", r"-/v1/search", "search"),
+        route("POST", r"-/npm/v1/security/(?P<rest>[a-z/]+)", "audit"),
+        route("GET HEAD", rf"-/package/{NAME}/dist-tags", "get_tags"),
+        route("PUT DELETE", rf"-/package/{NAME}/dist-tags/(?P<tag>[^/]+)", "set_tag", "hosted group"),
+        route("GET HEAD", rf"{NAME}/-/{FILE}", "tarball"),
+        route("DELETE", rf"{NAME}/-/{FILE}/-rev/{REV}", "delete_tarball", "hosted group"),
+        route("PUT", rf"{NAME}/-rev/{REV}", "update", "hosted group"),
+        route("DELETE", rf"{NAME}/-rev/{REV}", "delete_package", "hosted group"),
+        route("GET HEAD", rf"{NAME}/(?P<spec>[^/]+)", "version"),
+        route("GET HEAD", NAME, "packument"),
+        route("PUT", NAME, "publish", "hosted group"),
+    )
+
+    def __init__(self) -> None:
+        self._rendered: LRUCache[tuple[Any, ...], bytes] = LRUCache(maxsize=256 * 2**20, getsizeof=len)
+        self._indexes: LRUCache[str, dict[str, dict[str, str]]] = LRUCache(maxsize=512)
+        self._locks: LRUCache[tuple[str, str], asyncio.Lock] = LRUCache(maxsize=4096)
+
+    @classmethod
+    def default_upstream(cls) -> str | None:
+        return npm_config_registry()
+
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        doc: dict[str, Any] = {"error": message}
+        if code:
+            doc["code"] = code
+        return _json(status, doc)
+
+    # ------------------------------------------------------------------ small endpoints
+    async def ping(self, ctx: Ctx) -> web.StreamResponse:
+        return _json(200, {})
+
+    async def whoami(self, ctx: Ctx) -> web.StreamResponse:
+        return _json(200, {"username": "anonymous"})
+
+    async def add_user(self, ctx: Ctx) -> web.StreamResponse:
+        """Legacy `npm adduser`/`login`: accepted without checking (auth comes later)."""
+        body = await _read_body(ctx.request, 64 * 1024)
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            raise FormatError(400, "the request body is not valid JSON") from None
+        user = str(doc.get("name") or ctx.match["user"])
+        return _json(201, {"ok": True, "id": f"org.couchdb.user:{user}", "rev": "1-0",
+                           "token": secrets.token_urlsafe(24)})
+
+    async def web_login(self, ctx: Ctx) -> web.StreamResponse:
+        raise FormatError(404, "web login is not supported; use npm login --auth-type=legacy")
+
+    # ------------------------------------------------------------------ packuments
+    async def packument(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /<name>`: the full or abbreviated document."""
+        name = _name(ctx)
+        abbreviated = pk.wants_abbreviated(ctx.request.headers.get("Accept")) \
+            and "write" not in ctx.request.query
+        ctype = pk.ABBREVIATED_TYPE if abbreviated else pk.JSON_TYPE
+        if ctx.repo.is_group and "write" in ctx.request.query:
+            ctx = ctx.for_repo(self._deploy_target(ctx))
+        sources = await self._sources(ctx, name, abbreviated)
+        if not sources:
+            raise FormatError(404, f"package {name} not found")
+        if len(sources) == 1 and isinstance(sources[0][1], Cached):
+            return ctx.services.pull.respond(ctx.request, sources[0][1], METADATA_HEADERS)
+        body, token = await self._combine(ctx, sources, abbreviated)
+        ctx.services.metrics.hosted(ctx.repo)
+        return respond_bytes(ctx.request, body, ctype, {**METADATA_HEADERS, "X-Cache": "HIT"}, digest=token)
+
+    async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[tuple[str, Any]]:
+        """(member name, rendered bytes or Cached) for every member holding the package."""
+        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
+        found: list[tuple[str, Any]] = []
+        failure: FormatError | None = None
+        for repo in repos:
+            member = ctx.for_repo(repo)
+            try:
+                if repo.is_hosted:
+                    body = await self._hosted_rendered(member, name, abbreviated)
+                    if body is not None:
+                        found.append((repo.name, body))
+                else:
+                    found.append((repo.name, await self._proxy_packument(member, name, abbreviated)))
+            except NotFound:
+                continue
+            except UpstreamFailed as exc:
+                failure = FormatError(exc.status, f"upstream of {repo.name} failed: {exc.reason}")
+        if not found and failure is not None:
+            raise failure
+        return found
+
+    async def _combine(self, ctx: Ctx, sources: list[tuple[str, Any]], abbreviated: bool) -> tuple[bytes, str]:
+        """One body from several members (merged, hosted first); cached by the members' digests."""
+        parts: list[bytes] = []
+        tokens: list[str] = []
+        for _, source in sources:
+            if isinstance(source, Cached):
+                body = await ctx.services.pull.read(source)
+                tokens.append(source.entry.digest if source.entry else _short(secrets.token_hex(8)))
+            else:
+                body = source
+                tokens.append(hashlib.sha256(body).hexdigest())
+            parts.append(body)
+        token = hashlib.sha256("|".join(tokens + [str(abbreviated)]).encode()).hexdigest()
+        cached = self._rendered.get(("merge", token))
+        if cached is None:
+            cached = await asyncio.to_thread(pk.merge_bodies, parts)
+            self._rendered[("merge", token)] = cached
+        return cached, token
+
+    async def _proxy_packument(self, ctx: Ctx, name: str, abbreviated: bool) -> Cached:
+        """The rewritten upstream packument (variant and base URL are part of the key)."""
+        repo, base = ctx.repo, ctx.base_url
+        assert repo.upstream is not None
+        variant = "corgi" if abbreviated else "full"
+        accept = f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8" if abbreviated else pk.JSON_TYPE
+        spec = FetchSpec(
+            repo, f"packument/{name}/{variant}/{_short(base)}", _upstream_url(repo, pk.escaped_name(name)),
+            Kind.METADATA, transform=functools.partial(pk.transform_packument, base_url=base, name=name,
+                                                       abbreviated=abbreviated),
+            request_headers={"Accept": accept},
+            content_type=pk.ABBREVIATED_TYPE if abbreviated else pk.JSON_TYPE)
+        return await ctx.services.pull.open(spec)
+
+    async def version(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /<name>/<version|tag>`: one manifest, taken from the full document."""
+        name = _name(ctx)
+        sources = await self._sources(ctx, name, abbreviated=False)
+        if not sources:
+            raise FormatError(404, f"package {name} not found")
+        body, _ = await self._combine(ctx, sources, False)
+        doc = await asyncio.to_thread(pk.offload, pk.loads, body)
+        manifest = pk.version_document(doc, ctx.match["spec"])
+        if manifest is None:
+            raise FormatError(404, f"version {ctx.match['spec']} of {name} not found")
+        return respond_bytes(ctx.request, pk.dumps(manifest), pk.JSON_TYPE, METADATA_HEADERS)
+
+    # ------------------------------------------------------------------ tarballs
+    async def tarball(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /<name>/-/<file>.tgz`: hosted file, or pulled and verified against the packument."""
+        name = _name(ctx)
+        filename = _file(ctx, name)
+        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
+        failure: FormatError | None = None
+        for repo in repos:
+            member = ctx.for_repo(repo)
+            try:
+                if repo.is_hosted:
+                    found = await member.services.catalog.get(repo.name, f"{name}/-/{filename}")
+                    if found is not None:
+                        member.services.metrics.hosted(repo)
+                        return respond_blob(member.request, found.digest, found.size, TARBALL_TYPE,
+                                            {"X-Cache": "HIT"}, blobs=member.services.blobs,
+                                            memory=member.services.memory)
+                    continue
+                cached = await self._proxy_tarball(member, name, filename)
+                return member.services.pull.respond(member.request, cached)
+            except NotFound:
+                continue
+            except UpstreamFailed as exc:
+                failure = failure or FormatError(exc.status, f"upstream of {repo.name} failed: {exc.reason}")
+        raise failure or FormatError(404, f"{name}/-/{filename} not found")
+
+    async def _proxy_tarball(self, ctx: Ctx, name: str, filename: str) -> Cached:
+        repo, services = ctx.repo, ctx.services
+        key = f"tarball/{name}/{filename}"
+        url = _upstream_url(repo, f"{name}/-/{filename}")
+        entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
+        if entry is not None:
+            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE))
+        info = (await self._tarball_index(ctx, name)).get(filename)
+        if info is None:
+            log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
+            raise NotFound(key)
+        spec = FetchSpec(repo, key, info.get("url") or url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
+                         expect_integrity=_sri(info))
+        return await services.pull.open(spec)
+
+    async def _tarball_index(self, ctx: Ctx, name: str) -> dict[str, dict[str, str]]:
+        """`{file: {version, integrity, shasum, url}}` from the upstream packument (own cache key)."""
+        repo = ctx.repo
+        url = _upstream_url(repo, pk.escaped_name(name))
+        spec = FetchSpec(repo, f"index/{name}", url, Kind.METADATA,
+                         transform=functools.partial(_index_transform, packument_url=url),
+                         request_headers={"Accept": f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8"},
+                         content_type=pk.JSON_TYPE)
+        cached = await ctx.services.pull.open(spec)
+        digest = cached.entry.digest if cached.entry else None
+        index = self._indexes.get(digest) if digest else None
+        if index is None:
+            index = json.loads(await ctx.services.pull.read(cached))
+            if digest:
+                self._indexes[digest] = index
+        return index
+
+    # ------------------------------------------------------------------ hosted documents
+    async def _hosted_doc(self, ctx: Ctx, name: str) -> tuple[dict[str, Any], str] | None:
+        found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
+        if found is None:
+            return None
+        body = await ctx.services.blobs.read(found.digest)
+        return pk.loads(body), found.digest
+
+    async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> bytes | None:
+        found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
+        if found is None:
+            return None
+        key = (found.digest, ctx.base_url, abbreviated)
+        body = self._rendered.get(key)
+        if body is None:
+            doc = pk.loads(await ctx.services.blobs.read(found.digest))
+            body = await asyncio.to_thread(pk.render_hosted, doc, ctx.base_url, abbreviated)
+            self._rendered[key] = body
+        return body
+
+    async def _save(self, ctx: Ctx, doc: dict[str, Any]) -> None:
+        body = pk.dumps(doc)
+        digest, size = await ctx.services.blobs.put_bytes(body)
+        await ctx.services.catalog.put(ctx.repo.name, f"{doc['name']}/package.json", digest, size,
+                                       pk.JSON_TYPE, {"rev": doc.get("_rev")})
+
+    def _lock(self, repo: RepoConfig, name: str) -> asyncio.Lock:
+        lock = self._locks.get((repo.name, name))
+        if lock is None:
+            lock = self._locks[(repo.name, name)] = asyncio.Lock()
+        return lock
+
+    def _deploy_target(self, ctx: Ctx) -> RepoConfig:
+        if ctx.repo.is_group:
+            if not ctx.repo.deploy_to:
+                raise FormatError(405, f"group {ctx.repo.name} has no deploy_to member")
+            return ctx.member(ctx.repo.deploy_to)
+        return ctx.repo
+
+    def _writable(self, ctx: Ctx) -> Ctx:
+        return ctx.for_repo(self._deploy_target(ctx)) if ctx.repo.is_group else ctx
+
+    # ------------------------------------------------------------------ publish and updates
+    async def publish(self, ctx: Ctx) -> web.StreamResponse:
+        """`PUT /<name>`: a publish (with `_attachments`) or a metadata update (deprecate)."""
+        ctx = self._writable(ctx)
+        name = _name(ctx)
+        limit = int(ctx.repo.options.get("max_tarball_size", pub.MAX_TARBALL))
+        body = await _read_body(ctx.request, limit * 4 // 3 + pub.MAX_MANIFEST + 65536)
+        incoming = await asyncio.to_thread(pub.parse_json_body, body)
+        if not pub.is_publish(incoming):
+            return await self._apply_update(ctx, name, incoming, rev=None)
+        release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
+        async with self._lock(ctx.repo, name):
+            current = await self._hosted_doc(ctx, name)
+            doc = current[0] if current else pk.new_hosted(name)
+            if release.version in doc["versions"] and not ctx.repo.allow_overwrite:
+                raise FormatError(403, f"cannot publish over the previously published version "
+                                       f"{name}@{release.version}")
+            await self._store_tarball(ctx, release)
+            pk.add_version(doc, release.manifest, release.filename, release.tags)
+            await self._save(ctx, doc)
+        ctx.services.metrics.publish(ctx.repo)
+        return _json(201, {"ok": True, "id": name, "rev": doc["_rev"], "success": True})
+
+    async def _store_tarball(self, ctx: Ctx, release: pub.Publish) -> None:
+        services, path = ctx.services, f"{release.name}/-/{release.filename}"
+        digest, size = await services.blobs.put_bytes(release.tarball)
+        meta = {"version": release.version, "integrity": release.integrity, "shasum": release.shasum}
+        if ctx.repo.allow_overwrite:
+            await services.catalog.put(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta)
+        elif not await services.catalog.put_new(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta):
+            raise FormatError(409, f"{release.filename} already exists in {ctx.repo.name}")
+
+    async def update(self, ctx: Ctx) -> web.StreamResponse:
+        """`PUT /<name>/-rev/<rev>`: npm unpublish (one version) and deprecate send the document."""
+        ctx = self._writable(ctx)
+        name = _name(ctx)
+        body = await _read_body(ctx.request, 64 * 2**20)
+        incoming = await asyncio.to_thread(pub.parse_json_body, body)
+        return await self._apply_update(ctx, name, incoming, rev=ctx.match["rev"])
+
+    async def _apply_update(self, ctx: Ctx, name: str, incoming: dict[str, Any],
+                            rev: str | None) -> web.StreamResponse:
+        async with self._lock(ctx.repo, name):
+            current = await self._hosted_doc(ctx, name)
+            if current is None:
+                raise FormatError(404, f"package {name} not found")
+            doc = current[0]
+            if rev is not None and rev != doc.get("_rev"):
+                raise FormatError(409, f"document update conflict: revision {rev} is not current")
+            try:
+                removed = pk.apply_update(doc, incoming)
+            except ValueError as exc:
+                raise FormatError(400, str(exc)) from None
+            for version in removed:
+                filename = pk.tarball_filename(name, version)
+                await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
+            await self._save(ctx, doc)
+        return _json(200, {"ok": True, "id": name, "rev": doc["_rev"]})
+
+    async def delete_tarball(self, ctx: Ctx) -> web.StreamResponse:
+        """`DELETE /<name>/-/<file>/-rev/<rev>`: the last step of `npm unpublish name@version`."""
+        ctx = self._writable(ctx)
+        name = _name(ctx)
+        filename = _file(ctx, name)
+        async with self._lock(ctx.repo, name):
+            current = await self._hosted_doc(ctx, name)
+            listed = current and any((m.get("dist") or {}).get("tarball") == filename
+                                     for m in current[0]["versions"].values())
+            if listed:
+                raise FormatError(409, f"{filename} still belongs to a published version")
+            await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
+        return _json(200, {"ok": True})
+
+    async def delete_package(self, ctx: Ctx) -> web.StreamResponse:
+        """`DELETE /<name>/-rev/<rev>`: unpublish every version."""
+        ctx = self._writable(ctx)
+        name = _name(ctx)
+        async with self._lock(ctx.repo, name):
+            if await self._hosted_doc(ctx, name) is None:
+                raise FormatError(404, f"package {name} not found")
+            for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/"):
+                if found.path == f"{name}/package.json" or found.path.startswith(f"{name}/-/"):
+                    await ctx.services.catalog.delete(ctx.repo.name, found.path)
+        return _json(200, {"ok": True})
+
+    # ------------------------------------------------------------------ dist-tags
+    async def get_tags(self, ctx: Ctx) -> web.StreamResponse:
+        name = _name(ctx)
+        sources = await self._sources(ctx, name, abbreviated=True)
+        if not sources:
+            raise FormatError(404, f"package {name} not found")
+        body, _ = await self._combine(ctx, sources, True)
+        doc = await asyncio.to_thread(pk.offload, pk.loads, body)
+        return _json(200, doc.get("dist-tags") or {})
+
+    async def set_tag(self, ctx: Ctx) -> web.StreamResponse:
+        """`PUT|DELETE /-/package/<name>/dist-tags/<tag>` on a hosted repository."""
+        ctx = self._writable(ctx)
+        name = _name(ctx)
+        tag = pub.check_tag(ctx.match["tag"])
+        version = None
+        if ctx.request.method == "PUT":
+            version = pub.parse_tag_body(await _read_body(ctx.request, 4096))
+        async with self._lock(ctx.repo, name):
+            current = await self._hosted_doc(ctx, name)
+            if current is None:
+                raise FormatError(404, f"package {name} not found")
+            doc = current[0]
+            if version is not None:
+                if version not in doc["versions"]:
+                    raise FormatError(404, f"version {version} of {name} not found")
+                doc["dist-tags"][tag] = version
+            elif tag == "latest":
+                raise FormatError(400, "the latest tag cannot be removed")
+            elif doc["dist-tags"].pop(tag, None) is None:
+                raise FormatError(404, f"{tag} is not a dist-tag on {name}")
+            pk.touch(doc)
+            await self._save(ctx, doc)
+        return _json(201 if version else 200, {"ok": True, "id": name, "rev": doc["_rev"]})
+
+    # ------------------------------------------------------------------ search and audit
+    async def search(self, ctx: Ctx) -> web.StreamResponse:
+        """`/-/v1/search`: hosted packages (members of a group too); proxies relay upstream."""
+        query = ctx.request.query
+        text = query.get("text", "")
+        size = _bounded_int(query.get("size"), 20, 1, 250)
+        offset = _bounded_int(query.get("from"), 0, 0, 10**6)
+        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
+        objects: list[dict[str, Any]] = []
+        for repo in repos:
+            if repo.is_hosted:
+                objects.extend(await self._search_hosted(ctx.for_repo(repo), text))
+        if not objects and ctx.repo.is_proxy:
+            return await self._relay(ctx, "GET", "-/v1/search")
+        seen: set[str] = set()
+        unique = [o for o in objects if not (o["package"]["name"] in seen or seen.add(o["package"]["name"]))]
+        return _json(200, {"objects": unique[offset:offset + size], "total": len(unique),
+                           "time": pk.iso_now()})
+
+    async def _search_hosted(self, ctx: Ctx, text: str) -> list[dict[str, Any]]:
+        found = []
+        for item in await ctx.services.catalog.list(ctx.repo.name):
+            if not item.path.endswith("/package.json"):
+                continue
+            doc = pk.loads(await ctx.services.blobs.read(item.digest))
+            if doc.get("versions") and pk.search_matches(doc, text):
+                found.append(pk.search_object(doc))
+        return found
+
+    async def audit(self, ctx: Ctx) -> web.StreamResponse:
+        """Security advisories: relayed to the (first) proxy upstream, never cached."""
+        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
+        for repo in repos:
+            if repo.is_proxy:
+                return await self._relay(ctx.for_repo(repo), "POST", f"-/npm/v1/security/{ctx.match['rest']}")
+        return _json(200, {})
+
+    async def _relay(self, ctx: Ctx, method: str, path: str) -> web.StreamResponse:
+        """Pass a request through to the upstream as it is (no caching)."""
+        repo = ctx.repo
+        data = await _read_body(ctx.request, 32 * 2**20) if method != "GET" else None
+        url = _upstream_url(repo, path)
+        if ctx.request.query_string:
+            url += "?" + ctx.request.query_string
+        headers = {h: ctx.request.headers[h] for h in AUDIT_HEADERS if h in ctx.request.headers}
+        try:
+            response = await ctx.services.upstream.request(method, url, headers, auth=repo.auth, data=data)
+        except Exception as exc:  # UpstreamError and friends: the client gets npm's error shape
+            raise FormatError(502, f"upstream of {repo.name} failed: {exc}") from None
+        async with response:
+            body = await response.read()
+            keep = {h: response.headers[h] for h in ("Content-Type", "Content-Encoding") if h in response.headers}
+        return web.Response(status=response.status, body=body, headers={**keep, "Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _upstream_url(repo: RepoConfig, path: str) -> str:
+    assert repo.upstream is not None
+    return repo.upstream.rstrip("/") + "/" + path
+
+
+def _sri(info: dict[str, str]) -> str | None:
+    """The integrity to verify a tarball against: SRI if given, else the sha1 shasum as SRI."""
+    if info.get("integrity"):
+        return info["integrity"]
+    shasum = info.get("shasum")
+    if shasum and len(shasum) == 40:
+        import base64
+        return "sha1-" + base64.b64encode(bytes.fromhex(shasum)).decode()
+    return None
+
+
+def _index_transform(body: bytes, packument_url: str) -> bytes:
+    """Fill-time transform of the index key: tarball file -> integrity and original URL."""
+    index = pk.tarball_index(body)
+    for entry in index.values():
+        if entry.get("url"):
+            entry["url"] = urljoin(packument_url, entry["url"])
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
+def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
+    try:
+        return min(high, max(low, int(raw))) if raw is not None else default
+    except ValueError:
+        return default
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes with 413."""
+    if request.content_length is not None and request.content_length > limit:
+        raise FormatError(413, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise FormatError(413, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+FORMAT = Npm

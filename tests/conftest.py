@@ -1,0 +1,50 @@
+"""Shared fixtures: real depot processes and a counting upstream, all on 127.0.0.1."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from depot_process import DepotProcess, free_port  # noqa: E402
+from upstream import Upstream, start_upstream  # noqa: E402
+
+__all__ = ["DepotProcess", "free_port"]
+
+
+@pytest.fixture
+def depot_factory(tmp_path: Path) -> Iterator[Callable[..., DepotProcess]]:
+    """depot_factory(repositories, workers=1, extra=None) -> a running DepotProcess."""
+    started: list[DepotProcess] = []
+
+    def make(repositories: dict[str, Any], workers: int = 1, extra: dict[str, Any] | None = None,
+             name: str | None = None, env: dict[str, str] | None = None) -> DepotProcess:
+        workdir = tmp_path / (name or f"depot{len(started)}")
+        process = DepotProcess(workdir, repositories, workers=workers, extra=extra, env=env)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    """A counting, fault-injecting static upstream serving tmp_path/'up'."""
+    root = tmp_path / "up"
+    root.mkdir()
+    server = start_upstream(root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    root = tmp_path_factory.mktemp("up")
+    server = start_upstream(root)
+    yield server
+    server.stop()
