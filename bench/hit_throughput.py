@@ -333,17 +333,19 @@ class RssResult:
     pids: int
     seconds: float
     failures: int
+    samples: int
 
 
 def measure_rss(depot: Proc, port: int, args: argparse.Namespace) -> RssResult:
     """RSS of depot master + children while RSS_CLIENTS curls fetch the 100 MiB file."""
     pids = [depot.pid, *children_of(depot.pid)]
     before = rss_kib(pids)
-    peak, stop = [before], threading.Event()
+    samples: list[int] = []
+    stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_kib(pids))
+            samples.append(rss_kib(pids))
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -366,17 +368,19 @@ def measure_rss(depot: Proc, port: int, args: argparse.Namespace) -> RssResult:
     failures = sum(line.strip() != ok for out in outs for line in out.splitlines())
     failures += sum(len(out.splitlines()) != args.rss_repeat for out in outs)
     time.sleep(0.5)
-    return RssResult(before, peak[0], rss_kib(pids), len(pids), seconds, failures)
+    return RssResult(before, max([before, *samples]), rss_kib(pids), len(pids), seconds,
+                     failures, len(samples))
 
 
 # --------------------------------------------------------------------------- reporting
 
-def fmt_ratio(res: SizeResult) -> tuple[str, str]:
-    """(ratio, verdict) for one size; dashes when one side was not measured."""
+def fmt_ratio(res: SizeResult) -> tuple[str, str, str]:
+    """(ratio of medians, median of per-round ratios, verdict) for one size."""
     if not res.depot or not res.nginx:
-        return "-", "-"
+        return "-", "-", "-"
     ratio = statistics.median(res.depot) / statistics.median(res.nginx)
-    return f"{ratio:.2f}x", "ok" if ratio >= res.target else "BELOW"
+    paired = statistics.median(d / n for d, n in zip(res.depot, res.nginx) if n)
+    return f"{ratio:.2f}x", f"{paired:.2f}x", "ok" if ratio >= res.target else "BELOW"
 
 
 def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
@@ -388,16 +392,17 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
         return f"{statistics.median(xs) * size / MiB:,.1f}" if xs else "-"
 
     print()
+    print("depot/nginx = ratio of the medians; (paired) = median of the per-round ratios")
     print(f"hit throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
           f"{args.rounds} rounds interleaved, medians; depot --workers {args.workers}, "
           f"nginx worker_processes {args.workers}; {os.cpu_count()} CPUs")
     head = ("size", "depot req/s", "nginx req/s", "depot MiB/s", "nginx MiB/s",
-            "depot/nginx", "target", "")
+            "depot/nginx", "(paired)", "target", "")
     rows = [head]
     for r in results:
-        ratio, verdict = fmt_ratio(r)
+        ratio, paired, verdict = fmt_ratio(r)
         rows.append((r.label, med(r.depot), med(r.nginx), mibs(r.depot, r.size),
-                     mibs(r.nginx, r.size), ratio, f">={r.target:.2f}x", verdict))
+                     mibs(r.nginx, r.size), ratio, paired, f">={r.target:.2f}x", verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
@@ -416,7 +421,7 @@ def print_rss(rss: RssResult, args: argparse.Namespace) -> None:
     rate = f", --limit-rate {args.rss_rate}" if args.rss_rate else ""
     print(f"\ndepot RSS ({rss.pids} processes) during {RSS_CLIENTS} concurrent curl x "
           f"{args.rss_repeat} downloads of 100 MiB{rate} ({rss.seconds:.1f}s, "
-          f"{rss.failures} failed):")
+          f"{rss.failures} failed, {rss.samples} samples):")
     print(f"  before {rss.before / 1024:.1f} MiB, peak {rss.peak / 1024:.1f} MiB, "
           f"after {rss.after / 1024:.1f} MiB; growth {growth:+.1f} MiB "
           f"(target < {RSS_TARGET_MIB} MiB: {'ok' if growth < RSS_TARGET_MIB else 'ABOVE'})")
@@ -478,6 +483,10 @@ def check_tools(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
     """Set up servers inside `work`, measure, report. Started processes go to `procs`."""
     nginx = check_tools(args)
+    load1 = os.getloadavg()[0]
+    if load1 > 0.5:
+        say(f"warning: load average {load1:.2f} before starting; other work on this machine "
+            "skews the numbers (compare the per-round runs below)")
     files = work / "files"
     say(f"creating files in {files}")
     sums = make_files(files)

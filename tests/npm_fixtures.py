@@ -73,8 +73,11 @@ class NpmCli:
         self.write_userconfig(token)
 
     def write_userconfig(self, token: str) -> None:
-        """`//host:port/:_authToken=<token>` for the registry, and nothing else."""
-        hostpath = self.registry.split("://", 1)[1].split("/", 1)[0]
+        """`//host:port/<path>/:_authToken=<token>` for the registry, and nothing else.
+
+        npm matches credentials by the registry URL including its path (`/npm/`).
+        """
+        hostpath = self.registry.split("://", 1)[1].rstrip("/")
         self.userconfig.write_text(f"//{hostpath}/:_authToken={token}\n")
 
     def env(self) -> dict[str, str]:
