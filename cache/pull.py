@@ -145,6 +145,9 @@ class PullThrough:
                     result = await self._from_state(spec, fid, state, None, stale)
             if result is not None:
                 return result
+            # between states (e.g. the part file is committed but the entry not yet written):
+            # give the leader a moment instead of spinning through every attempt at once
+            await asyncio.sleep(fl.POLL_INTERVAL)
         raise UpstreamFailed(502, "could not coordinate the upstream fetch")
 
     async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:

@@ -119,5 +119,13 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/healthz", healthz)
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
+    if "oci" in FORMATS:
+        app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
     app.router.add_route("*", "/{repo:[a-z0-9][a-z0-9._-]*}/{tail:.*}", dispatch)
     return app
+
+
+async def dispatch_v2(request: web.Request) -> web.StreamResponse:
+    """OCI clients address /v2/<repo>/<image…>/… (or /v2/<image…>/… on a mirror repository)."""
+    fmt = request.app[FORMAT_INSTANCES]["oci"]
+    return await fmt.dispatch_v2(request, request.app[SERVICES], run_format)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ _MODULES = {
     "generic": "registry.generic",
     "pypi": "registry.pypi",
     "npm": "registry.npm",
+    "oci": "registry.oci",
 }
 
 
