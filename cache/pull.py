@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from cachetools import LRUCache
 
 from registry.repo import RepoConfig
 from upstreams.client import UpstreamClient, UpstreamError
@@ -21,7 +22,7 @@ from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
 from .metrics import RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
-from .serve import MemoryCache, StreamingResponse, respond_blob
+from .serve import MemoryCache, StreamingResponse, etag_of, respond_blob
 
 log = logging.getLogger("depot.pull")
 
@@ -90,6 +91,8 @@ class PullThrough:
         self._metrics: dict[str, RepoMetrics] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.wait_timeout = upstream.timeouts.connect + upstream.timeouts.read + 5
+        # request path -> (entry, body, headers) of small fresh hits; see hot_response()
+        self.hot: LRUCache[str, tuple[Entry, bytes, dict[str, str]]] = LRUCache(maxsize=10_000)
 
     def metrics(self, repo: RepoConfig) -> RepoMetrics:
         found = self._metrics.get(repo.name)
@@ -328,8 +331,42 @@ class PullThrough:
         out = {**entry.headers, "X-Cache": cached.status, **(headers or {})}
         if request.method != "HEAD":
             (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(entry.size)
+        if cached.status == "HIT" and not headers:
+            self._remember_hot(request, entry, out)
         return respond_blob(request, entry.digest, entry.size, entry.content_type, out,
                             blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+
+    def _remember_hot(self, request: web.Request, entry: Entry, headers: dict[str, str]) -> None:
+        body = self.memory.get(entry.digest)
+        if body is not None:
+            full = {"ETag": etag_of(entry.digest), "Accept-Ranges": "bytes",
+                    "Content-Type": entry.content_type or "application/octet-stream", **headers}
+            if entry.last_modified:
+                full["Last-Modified"] = entry.last_modified
+            self.hot[request.path] = (entry, body, full)
+
+    def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:
+        """The fast path for a repeat hit on a small body: no routing, parsing or lookups.
+
+        Valid while the entry this process holds for the key is the very same object (not
+        refreshed, replaced or forgotten), is fresh, and its bytes are still in memory.
+        """
+        item = self.hot.get(request.path)
+        if item is None:
+            return None
+        entry, body, headers = item
+        headers_in = request.headers
+        if ("Range" in headers_in or "If-None-Match" in headers_in or "If-Modified-Since" in headers_in
+                or self.entries.memory.get((entry.repo, entry.key)) is not entry
+                or (entry.expires_at is not None and time.time() >= entry.expires_at)
+                or entry.repo != repo.name):
+            return None
+        self.entries.touch(entry.repo, entry.key)
+        metrics = self.metrics(repo)
+        metrics.result("hit")
+        if request.method != "HEAD":
+            metrics.from_cache.inc(entry.size)
+        return web.Response(body=body, headers=headers)
 
     async def read(self, cached: Cached) -> bytes:
         """The whole body of an opened key (waits for an in-flight fetch)."""

@@ -78,6 +78,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     repo = services.repos.get(name)
     if repo is None:
         raise web.HTTPNotFound(text=f"no repository named {name!r}\n")
+    if repo.is_proxy and request.method in ("GET", "HEAD"):
+        hot = services.pull.hot_response(request, repo)
+        if hot is not None:
+            return hot
     fmt = request.app[FORMAT_INSTANCES][repo.format]
     return await run_format(request, fmt, repo, request.match_info["tail"], f"/{name}")
 
