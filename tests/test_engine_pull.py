@@ -86,7 +86,8 @@ def test_broken_upstream_body_is_an_aborted_transfer_and_not_cached(upstream, de
     depot = depot_factory(proxy_repos(upstream.url))
     first = get(f"{depot.url}/remote/flaky.bin")
     assert not first.complete or first.status >= 500
-    assert sha256(first.body) != sha256(body)
+    if first.status == 200:         # fewer bytes than announced: the client knows it is broken
+        assert len(first.body) < int(first.headers["Content-Length"])
     assert blobs_are_sound(depot.data_dir) == 0
     second = get(f"{depot.url}/remote/flaky.bin")
     assert second.status == 200 and sha256(second.body) == sha256(body)
