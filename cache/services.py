@@ -60,6 +60,8 @@ class Services:
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
                                 on_stored=self._stored)
         self.metrics = _PublishMetrics(self.pull)
+        self.auth: Any = None     # set by the front door: proxy.auth.Authenticator
+        self.audit: Any = None    # proxy.users.AuditLog
         self._evicting: asyncio.Task[Any] | None = None
         self._background: asyncio.Task[Any] | None = None
         metrics.QUOTA.set(settings.max_size)
@@ -74,6 +76,10 @@ class Services:
             host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
         return f"{scheme}://{host}"
 
+    def _format_of(self, repo: str) -> str:
+        """The format label of a repository ("unknown" once it is no longer configured)."""
+        return self.repos[repo].format if repo in self.repos else "unknown"
+
     def _stored(self, size: int) -> None:
         if self._evicting is None or self._evicting.done():
             self._evicting = asyncio.get_running_loop().create_task(self.evict_now())
@@ -82,7 +88,7 @@ class Services:
         await self.entries.flush_access()
         result = await asyncio.to_thread(evict, self.db, self.blobs, self.settings.max_size)
         for repo, count in (result.by_repo or {}).items():
-            metrics.EVICTIONS.labels(repo).inc(count)
+            metrics.EVICTIONS.labels(repo, self._format_of(repo)).inc(count)
         if result.bytes_freed:
             metrics.EVICTED_BYTES.inc(result.bytes_freed)
 
@@ -96,8 +102,8 @@ class Services:
                 await self.entries.flush_access()
                 await add_counts(self.db, self.pull.all_metrics())
                 for repo, stat in (await self.entries.stats()).items():
-                    metrics.STORE_BYTES.labels(repo).set(stat["bytes"])
-                    metrics.ENTRIES.labels(repo).set(stat["entries"])
+                    metrics.STORE_BYTES.labels(repo, self._format_of(repo)).set(stat["bytes"])
+                    metrics.ENTRIES.labels(repo, self._format_of(repo)).set(stat["entries"])
             except Exception:  # keep housekeeping alive whatever happens
                 log.exception("housekeeping failed")
 

@@ -13,7 +13,10 @@ from cache.services import EngineSettings, Services
 from registry import FORMATS
 from registry.base import Ctx, Format, FormatError
 
+from . import access, ui
+from .auth import Authenticator
 from .config import Config
+from .users import AuditLog
 
 log = logging.getLogger("depot.app")
 
@@ -78,7 +81,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     repo = services.repos.get(name)
     if repo is None:
         raise web.HTTPNotFound(text=f"no repository named {name!r}\n")
-    if repo.is_proxy and request.method in ("GET", "HEAD"):
+    if repo.is_proxy and request.method in ("GET", "HEAD") and request.app[access.AUTH].anonymous_can_read(repo):
         hot = services.pull.hot_response(request, repo)
         if hot is not None:
             return hot
@@ -100,9 +103,15 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
                 return response
             raise FormatError(404, f"no such endpoint in {repo.format} repository {repo.name}")
         route, match = found
-        ctx = Ctx(request, repo, path, match, services, mount=mount)
+        principal, denied = await access.authorize(request, fmt, repo, route,
+                                                   services.public_base(request) + mount)
+        if denied is not None:
+            return denied
+        ctx = Ctx(request, repo, path, match, services, mount=mount, extra={"principal": principal})
         handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
-        return await handler(ctx)
+        response = await handler(ctx)
+        access.record_outcome(request, route, repo, principal, response.status)
+        return response
     except FormatError as exc:
         return fmt.error(ctx, exc.status, exc.message, exc.code)
 
@@ -115,6 +124,10 @@ def build_app(config: Config) -> web.Application:
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)
         app[SERVICES] = services
+        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access)
+        audit = AuditLog(config.data_dir / "audit.log")
+        app[access.AUTH], app[access.AUDIT] = auth, audit
+        services.auth, services.audit = auth, audit    # for format handlers (npm login, …)
         await services.start()
         yield
         await services.close()
@@ -123,6 +136,8 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/healthz", healthz)
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
+    access.setup(app)
+    ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics
     if "oci" in FORMATS:
         app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
     app.router.add_route("*", "/{repo:[a-z0-9][a-z0-9._-]*}/{tail:.*}", dispatch)

@@ -1,4 +1,4 @@
-"""The `depot` command: serve, init, check-config, gc, stats."""
+"""The `depot` command: serve, init, check-config, gc, stats, warm, export, import."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from . import backup, warm
 
 STARTER_CONFIG = """\
 # depot configuration. Every key can also be set as DEPOT_<KEY> (nested keys joined by __),
@@ -60,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="per-repository entries, bytes, hits and misses")
     _common(stats)
     stats.add_argument("--json", action="store_true")
+    warm.register(sub, _common)
+    backup.register(sub, _common)
+    from . import cli_users
+    for name, handler in cli_users.register(sub, _common).items():
+        COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
     return parser
 
 
@@ -81,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .server import run, setup_logging
         setup_logging(config.log_level)
         _prepare_data_dir(config.data_dir)
+        _bootstrap_admin(config.data_dir)
         return run(config)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -97,6 +105,19 @@ def _prepare_data_dir(data_dir: Path) -> None:
         removed += 1
     if removed:
         logging.getLogger("depot.server").info("cleaned leftovers files=%d", removed)
+
+
+def _bootstrap_admin(data_dir: Path) -> None:
+    from cache.db import Database
+
+    from .access import bootstrap_admin
+    from .auth import Authenticator
+    from .users import AuditLog
+    db = Database(data_dir / "depot.db")
+    try:
+        bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
+    finally:
+        db.close()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -168,7 +189,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "init": cmd_init, "check-config": cmd_check_config,
-            "gc": cmd_gc, "stats": cmd_stats}
+            "gc": cmd_gc, "stats": cmd_stats, "warm": warm.cmd_warm,
+            "export": backup.cmd_export, "import": backup.cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,9 @@ class Config:
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
+    open_access: bool = False       # development only: anyone may read and write everything
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -131,7 +134,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories"}
+             "cache", "upstream", "repositories", "open_access", "tls"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -172,12 +175,36 @@ def validate(document: dict[str, Any]) -> Config:
             retries=_convert("upstream.retries", upstream.get("retries", 2), int),
         ),
         repositories=validate_repositories(_section(document, "repositories")),
+        open_access=_convert("open_access", document.get("open_access", False), _boolean),
+        **_tls(_section(document, "tls")),
     )
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
+    if not section:
+        return {"tls_cert": None, "tls_key": None}
+    paths = {}
+    for key in ("cert", "key"):
+        if not section.get(key):
+            raise ConfigError(f"tls.{key}", "tls needs both cert and key (PEM files)")
+        path = Path(str(section[key]))
+        if not path.is_file():
+            raise ConfigError(f"tls.{key}", f"no such file: {path}")
+        paths[f"tls_{key}"] = path
+    return paths
 
 
 _REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "members", "deploy_to",
               "metadata_patterns", "allow_overwrite", "mirror", "username", "password", "token",
-              "password_env", "password_file", "token_env", "token_file", "options"}
+              "password_env", "password_file", "token_env", "token_file", "options",
+              "anonymous_read", "access", "max_upload"}
+_PERMS = ("read", "write", "delete", "admin")
 
 
 def validate_repositories(section: dict[str, Any]) -> dict[str, RepoConfig]:
@@ -232,8 +259,16 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
     options = raw.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{prefix}.options", "must be a mapping")
+    access = raw.get("access") or {}
+    if not isinstance(access, dict) or any(p not in _PERMS for p in access.values()):
+        raise ConfigError(f"{prefix}.access", f"must map user names to one of {', '.join(_PERMS)}")
+    anonymous = raw.get("anonymous_read")
+    if anonymous is not None and not isinstance(anonymous, bool):
+        raise ConfigError(f"{prefix}.anonymous_read", "must be true or false")
     return RepoConfig(
         name=name, format=fmt, type=kind,
+        anonymous_read=anonymous, access={str(k): str(v) for k, v in access.items()},
+        max_upload=_convert(f"{prefix}.max_upload", raw.get("max_upload", 5 * 2**30), parse_size),
         upstream=str(upstream) if upstream else None,
         metadata_ttl=_convert(f"{prefix}.metadata_ttl", raw.get("metadata_ttl", 300), parse_duration),
         negative_ttl=_convert(f"{prefix}.negative_ttl", raw.get("negative_ttl", 60), parse_duration),

@@ -6,11 +6,13 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 
 from aiohttp import web
 
+from . import sdnotify
 from .config import Config
 
 log = logging.getLogger("depot.server")
@@ -37,9 +39,10 @@ def run_worker(config: Config) -> None:
                                access_log_format='%a "%r" %s %b %Tfs "%{X-Cache}o"',
                                handler_cancellation=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=_tls_context(config))
         await site.start()
         log.info("listening pid=%d address=%s:%d", os.getpid(), host, port)
+        sdnotify.ready()  # systemd Type=notify; a no-op without NOTIFY_SOCKET
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +51,15 @@ def run_worker(config: Config) -> None:
         await runner.cleanup()
 
     asyncio.run(main())
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """HTTPS when the config names a certificate and key."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return context
 
 
 def run(config: Config) -> int:

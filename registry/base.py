@@ -29,11 +29,15 @@ class Route:
     pattern: re.Pattern[str]
     handler: str                      # name of the Format method
     types: frozenset[str] = frozenset({"hosted", "proxy", "group"})
+    perm: str | None = None           # permission needed; None: read for GET/HEAD, delete for
+                                      # DELETE, write otherwise; "none": anyone (e.g. a login)
 
 
-def route(methods: str, pattern: str, handler: str, types: str = "hosted proxy group") -> Route:
+def route(methods: str, pattern: str, handler: str, types: str = "hosted proxy group",
+          perm: str | None = None) -> Route:
     """Build a Route: `route("GET HEAD", r"(?P<path>.+)", "get_file", "hosted group")`."""
-    return Route(frozenset(methods.split()), re.compile(pattern + r"\Z"), handler, frozenset(types.split()))
+    return Route(frozenset(methods.split()), re.compile(pattern + r"\Z"), handler, frozenset(types.split()),
+                 perm)
 
 
 @dataclass
@@ -97,6 +101,10 @@ class Format:
         for entry in self.routes:
             if repo.type in entry.types and entry.pattern.match(path):
                 yield from entry.methods
+
+    def challenge(self, base_url: str) -> str:
+        """WWW-Authenticate value sent with a 401 (Basic by default)."""
+        return 'Basic realm="depot"'
 
     def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
         """The format's error shape; plain text by default."""

@@ -35,6 +35,9 @@ class RepoConfig:
     allow_overwrite: bool = False
     mirror: bool = False
     auth: UpstreamAuth = UpstreamAuth()
+    anonymous_read: bool | None = None      # None: proxy yes, hosted no, group if all members
+    access: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # user -> perm
+    max_upload: int = 5 * 2**30
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property

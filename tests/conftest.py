@@ -21,9 +21,10 @@ def depot_factory(tmp_path: Path) -> Iterator[Callable[..., DepotProcess]]:
     started: list[DepotProcess] = []
 
     def make(repositories: dict[str, Any], workers: int = 1, extra: dict[str, Any] | None = None,
-             name: str | None = None, env: dict[str, str] | None = None) -> DepotProcess:
+             name: str | None = None, env: dict[str, str] | None = None,
+             secure: bool = False) -> DepotProcess:
         workdir = tmp_path / (name or f"depot{len(started)}")
-        process = DepotProcess(workdir, repositories, workers=workers, extra=extra, env=env)
+        process = DepotProcess(workdir, repositories, workers=workers, extra=extra, env=env, secure=secure)
         started.append(process)
         return process
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,18 +27,23 @@ def free_port() -> int:
 class DepotProcess:
     """A depot subprocess with its own config and data dir."""
 
+    ADMIN_PASSWORD = "admin-password-for-tests"
+
     def __init__(self, workdir: Path, repositories: dict[str, Any], workers: int = 1,
-                 extra: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 secure: bool = False) -> None:
+        """secure=False sets open_access (tests about other things than access control)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = bool((extra or {}).get("tls"))
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self.workers = workers
-        self.env = env or {}
+        self.env = {"DEPOT_ADMIN_PASSWORD": self.ADMIN_PASSWORD, **(env or {})}
         self.config_path = self.workdir / "depot.yaml"
         document = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.data_dir),
-                    "repositories": repositories, **(extra or {})}
+                    "repositories": repositories, "open_access": not secure, **(extra or {})}
         self.config_path.write_text(yaml.safe_dump(document))
         self.log_path = self.workdir / "depot.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +66,8 @@ class DepotProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"depot exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/-/healthz", timeout=1) as resp:
+                context = ssl._create_unverified_context() if self.tls else None
+                with urllib.request.urlopen(self.url + "/-/healthz", timeout=1, context=context) as resp:
                     if resp.status == 200 and self._all_workers_listening():
                         return
             except OSError:

@@ -1,0 +1,142 @@
+"""Access control on the request path: the check before every handler, the Docker token
+service, the audit endpoint, and the first admin user."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from aiohttp import web
+
+from registry.base import Format, Route
+from registry.repo import RepoConfig
+
+from .auth import ANONYMOUS, Authenticator, BadCredentials, Principal
+from .users import RANK, AuditLog, UserError
+
+log = logging.getLogger("depot.access")
+
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+
+METHOD_PERMS = {"GET": "read", "HEAD": "read", "OPTIONS": "read", "DELETE": "delete"}
+WRITE_ACTIONS = {"write": "publish", "delete": "delete"}
+
+
+def required_perm(route: Route, method: str) -> str:
+    return route.perm or METHOD_PERMS.get(method, "write")
+
+
+def checked_repo(repo: RepoConfig, repos: dict[str, RepoConfig], perm: str) -> RepoConfig:
+    """The repository whose permission applies: a group's deploy_to member for writes."""
+    if repo.is_group and perm != "read" and repo.deploy_to:
+        return repos[repo.deploy_to]
+    return repo
+
+
+async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: Route,
+                    base_url: str) -> tuple[Principal, web.Response | None]:
+    """(principal, None) when allowed; otherwise an error response in the format's shape."""
+    auth, audit = request.app[AUTH], request.app[AUDIT]
+    perm = required_perm(route, request.method)
+    try:
+        principal = await auth.identify(request.headers)
+    except BadCredentials as exc:
+        audit.record("authenticate", "denied", None, request.remote, repo.name, reason=str(exc))
+        return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}")
+    if perm == "none":
+        return principal, None
+    target = checked_repo(repo, auth.repos, perm)
+    if auth.allowed(principal, target, perm):
+        return principal, None
+    audit.record(WRITE_ACTIONS.get(perm, perm), "denied", principal.label, request.remote, target.name,
+                 method=request.method, path=request.path)
+    if principal.anonymous:
+        return principal, _challenge(fmt, base_url, f"authentication required to {perm} {target.name}")
+    return principal, fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}")
+
+
+def _challenge(fmt: Format, base_url: str, message: str) -> web.Response:
+    response = fmt.error(None, 401, message, "UNAUTHORIZED")
+    response.headers["WWW-Authenticate"] = fmt.challenge(base_url)
+    return response
+
+
+def record_outcome(request: web.Request, route: Route, repo: RepoConfig, principal: Principal,
+                   status: int) -> None:
+    """Audit successful publishes and deletions."""
+    perm = required_perm(route, request.method)
+    if perm in WRITE_ACTIONS and status < 400:
+        target = checked_repo(repo, request.app[AUTH].repos, perm)
+        request.app[AUDIT].record(WRITE_ACTIONS[perm], "ok", principal.label, request.remote, target.name,
+                                  method=request.method, path=request.path, status=status)
+
+
+_SCOPE = re.compile(r"^(repository|registry):([^:]+):([a-z*,]*)$")
+
+
+async def docker_token(request: web.Request) -> web.Response:
+    """GET /-/token?service=depot&scope=repository:<repo>/<image>:pull,push (Docker token spec)."""
+    auth, audit = request.app[AUTH], request.app[AUDIT]
+    try:
+        principal = await auth.identify(request.headers)
+    except BadCredentials as exc:
+        audit.record("login", "denied", None, request.remote, None, reason=str(exc))
+        return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": str(exc)}]}, status=401,
+                                 headers={"WWW-Authenticate": 'Basic realm="depot"'})
+    granted = []
+    for scope in request.query.getall("scope", []):
+        for part in scope.split(" "):
+            match = _SCOPE.match(part)
+            if match:
+                kind, name, actions = match.groups()
+                granted.append((kind, name, _grantable(auth, principal, name, actions.split(","))))
+    if not principal.anonymous:
+        audit.record("login", "ok", principal.label, request.remote, None, service="docker")
+    token = auth.docker_token(principal, granted)
+    return web.json_response({"token": token, "access_token": token, "expires_in": 300})
+
+
+def _grantable(auth: Authenticator, principal: Principal, name: str, actions: list[str]) -> list[str]:
+    repo = auth.repos.get(name.split("/", 1)[0])
+    if repo is None:
+        return []
+    wanted = {"pull": "read", "push": "write", "delete": "delete", "*": "admin"}
+    rank = auth.rank(principal, repo)
+    return [a for a in actions if a in wanted and rank >= RANK[wanted[a]]]
+
+
+async def audit_endpoint(request: web.Request) -> web.Response:
+    """GET /-/api/audit: the last audit records (admins only)."""
+    auth = request.app[AUTH]
+    try:
+        principal = await auth.identify(request.headers)
+    except BadCredentials:
+        principal = ANONYMOUS
+    if not principal.admin and not auth.open_access:
+        status = 401 if principal.anonymous else 403
+        return web.json_response({"error": "admins only"}, status=status,
+                                 headers={"WWW-Authenticate": 'Basic realm="depot"'} if status == 401 else {})
+    limit = min(int(request.query.get("limit", "1000") or 1000), 10_000)
+    return web.json_response(request.app[AUDIT].tail(limit))
+
+
+def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> None:
+    """Create user `admin` from DEPOT_ADMIN_PASSWORD at first start."""
+    password = os.environ.get("DEPOT_ADMIN_PASSWORD")
+    if not password or auth.users.user_exists("admin"):
+        return
+    try:
+        auth.users.add_user("admin", password, admin=True)
+    except UserError as exc:
+        if "exists" not in str(exc):
+            log.error("cannot create admin from DEPOT_ADMIN_PASSWORD: %s", exc)
+        return
+    audit.record("user.add", "ok", "system", None, None, user="admin", admin=True)
+    log.info("created admin user from DEPOT_ADMIN_PASSWORD")
+
+
+def setup(app: web.Application) -> None:
+    """Register the token and audit endpoints (auth itself is created at startup)."""
+    app.router.add_get("/-/token", docker_token)
+    app.router.add_get("/v2/token", docker_token)
+    app.router.add_get("/-/api/audit", audit_endpoint)
