@@ -51,6 +51,21 @@ class Catalog:
             return cur.rowcount == 1
         return await self.db.run(work)
 
+    async def swap(self, repo: str, path: str, expect_digest: str | None, digest: str, size: int,
+                   content_type: str | None = None, meta: dict[str, Any] | None = None) -> bool:
+        """Compare-and-swap: replace the file only if its digest is still `expect_digest`
+        (None: create it only if absent). False when another writer changed it first."""
+        if expect_digest is None:
+            return await self.put_new(repo, path, digest, size, content_type, meta)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE files SET digest = ?, size = ?, content_type = ?, meta = ?, created = ?"
+                " WHERE repo = ? AND path = ? AND digest = ?",
+                (digest, size, content_type, json.dumps(meta or {}), time.time(), repo, path, expect_digest))
+            return cur.rowcount == 1
+        return await self.db.run(work)
+
     async def get(self, repo: str, path: str) -> HostedFile | None:
         rows = await self.db.execute("SELECT * FROM files WHERE repo = ? AND path = ?", (repo, path))
         return _row(rows[0]) if rows else None

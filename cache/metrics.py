@@ -25,15 +25,26 @@ INFLIGHT = Gauge("depot_inflight_fetches", "Upstream fetches in progress", LABEL
                  multiprocess_mode="livesum")
 COALESCED = Counter("depot_coalesced_total", "Clients that joined a fetch already in progress", LABELS)
 EVICTIONS = Counter("depot_evictions_total", "Proxy entries evicted to stay under cache.max_size",
-                    ("repository",))
+                    LABELS)
 EVICTED_BYTES = Counter("depot_evicted_bytes_total", "Blob bytes freed by eviction", ())
 GC_RUNS = Counter("depot_gc_runs_total", "Garbage collection runs", ())
 GC_FREED = Counter("depot_gc_freed_bytes_total", "Bytes freed by garbage collection", ())
 PUBLISHES = Counter("depot_publishes_total", "Packages or files published to hosted repositories", LABELS)
-STORE_BYTES = Gauge("depot_store_bytes", "Bytes of proxy content in the store", ("repository",),
+STORE_BYTES = Gauge("depot_store_bytes", "Bytes of proxy content in the store", LABELS,
                     multiprocess_mode="max")
-ENTRIES = Gauge("depot_entries", "Proxy entries in the store", ("repository",), multiprocess_mode="max")
+ENTRIES = Gauge("depot_entries", "Proxy entries in the store", LABELS, multiprocess_mode="max")
 QUOTA = Gauge("depot_cache_max_bytes", "Configured cache.max_size", (), multiprocess_mode="max")
+# HTTP answers by status code, counted by proxy.observe's middleware (repository "-": no repository)
+RESPONSES = Counter("depot_responses_total", "HTTP responses sent to clients, by status code",
+                    LABELS + ("code",))
+# process metrics: prometheus_client's multiprocess mode has no process_* collector, so each
+# worker samples itself (proxy.observe) and the exposition sums the live workers
+PROCESS_RSS = Gauge("depot_process_resident_memory_bytes", "Resident memory of the live worker processes",
+                    (), multiprocess_mode="livesum")
+PROCESS_FDS = Gauge("depot_process_open_fds", "Open file descriptors of the live worker processes", (),
+                    multiprocess_mode="livesum")
+PROCESS_CPU = Counter("depot_process_cpu_seconds_total", "User and system CPU time of all worker processes", ())
+WORKERS = Gauge("depot_workers", "Live worker processes", (), multiprocess_mode="livesum")
 
 
 def render() -> bytes:

@@ -15,8 +15,8 @@ import logging
 import secrets
 import shutil
 import subprocess
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, Callable
+from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -80,14 +80,15 @@ def _short(text: str) -> str:
 class Npm(Format):
     name = "npm"
     routes = (
-        route("GET HEAD", r"-/ping", "ping"),
+        route("GET HEAD", r"-/ping", "ping", perm="none"),
         route("GET", r"-/whoami", "whoami"),
-        route("PUT", r"-/user/org\.couchdb\.user:(?P<user>[^/]+)", "add_user"),
-        route("POST", r"-/v1/login", "web_login"),
+        route("PUT", r"-/user/org\.couchdb\.user:(?P<user>[^/]+)", "add_user", perm="none"),
+        route("POST", r"-/v1/login", "web_login", perm="none"),
         route("GET", r"-/v1/search", "search"),
-        route("POST", r"-/npm/v1/security/(?P<rest>[a-z/]+)", "audit"),
+        route("POST", r"-/npm/v1/security/(?P<rest>[a-z/]+)", "audit", perm="read"),
         route("GET HEAD", rf"-/package/{NAME}/dist-tags", "get_tags"),
-        route("PUT DELETE", rf"-/package/{NAME}/dist-tags/(?P<tag>[^/]+)", "set_tag", "hosted group"),
+        route("PUT DELETE", rf"-/package/{NAME}/dist-tags/(?P<tag>[^/]+)", "set_tag", "hosted group",
+              perm="write"),
         route("GET HEAD", rf"{NAME}/-/{FILE}", "tarball"),
         route("DELETE", rf"{NAME}/-/{FILE}/-rev/{REV}", "delete_tarball", "hosted group"),
         route("PUT", rf"{NAME}/-rev/{REV}", "update", "hosted group"),
@@ -117,18 +118,30 @@ class Npm(Format):
         return _json(200, {})
 
     async def whoami(self, ctx: Ctx) -> web.StreamResponse:
-        return _json(200, {"username": "anonymous"})
+        principal = ctx.extra.get("principal")
+        name = getattr(principal, "user", None) or getattr(principal, "label", None)
+        return _json(200, {"username": name if name and name != "anonymous" else "anonymous"})
 
     async def add_user(self, ctx: Ctx) -> web.StreamResponse:
-        """Legacy `npm adduser`/`login`: accepted without checking (auth comes later)."""
+        """Legacy `npm login`/`adduser`: check the password and hand out a token.
+
+        Without an authenticator (open appliance) any name gets a throw-away token.
+        """
         body = await _read_body(ctx.request, 64 * 1024)
         try:
             doc = json.loads(body or b"{}")
         except ValueError:
             raise FormatError(400, "the request body is not valid JSON") from None
         user = str(doc.get("name") or ctx.match["user"])
-        return _json(201, {"ok": True, "id": f"org.couchdb.user:{user}", "rev": "1-0",
-                           "token": secrets.token_urlsafe(24)})
+        auth = getattr(ctx.services, "auth", None)
+        token = secrets.token_urlsafe(24)
+        if auth is not None:
+            password = str(doc.get("password") or "")
+            found = await auth.db.run(lambda conn: auth.users.check_password(conn, user, password))
+            if found is None:
+                raise FormatError(401, f"wrong user name or password for {user}")
+            _, token = await auth.users.create_token_async(user, ["*"], "admin", description="npm login")
+        return _json(201, {"ok": True, "id": f"org.couchdb.user:{user}", "rev": "1-0", "token": token})
 
     async def web_login(self, ctx: Ctx) -> web.StreamResponse:
         raise FormatError(404, "web login is not supported; use npm login --auth-type=legacy")
@@ -149,7 +162,8 @@ class Npm(Format):
             return ctx.services.pull.respond(ctx.request, sources[0][1], METADATA_HEADERS)
         body, token = await self._combine(ctx, sources, abbreviated)
         ctx.services.metrics.hosted(ctx.repo)
-        return respond_bytes(ctx.request, body, ctype, {**METADATA_HEADERS, "X-Cache": "HIT"}, digest=token)
+        headers = {**METADATA_HEADERS, "X-Cache": _x_cache(s for _, s in sources)}
+        return respond_bytes(ctx.request, body, ctype, headers, digest=token)
 
     async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[tuple[str, Any]]:
         """(member name, rendered bytes or Cached) for every member holding the package."""
@@ -173,24 +187,19 @@ class Npm(Format):
             raise failure
         return found
 
-    async def _combine(self, ctx: Ctx, sources: list[tuple[str, Any]], abbreviated: bool) -> tuple[bytes, str]:
+    async def _combine(self, ctx: Ctx, sources: list[tuple[str, Any]],
+                       abbreviated: bool) -> tuple[bytes, str | None]:
         """One body from several members (merged, hosted first); cached by the members' digests."""
-        parts: list[bytes] = []
-        tokens: list[str] = []
-        for _, source in sources:
-            if isinstance(source, Cached):
-                body = await ctx.services.pull.read(source)
-                tokens.append(source.entry.digest if source.entry else _short(secrets.token_hex(8)))
-            else:
-                body = source
-                tokens.append(hashlib.sha256(body).hexdigest())
-            parts.append(body)
-        token = hashlib.sha256("|".join(tokens + [str(abbreviated)]).encode()).hexdigest()
-        cached = self._rendered.get(("merge", token))
-        if cached is None:
-            cached = await asyncio.to_thread(pk.merge_bodies, parts)
-            self._rendered[("merge", token)] = cached
-        return cached, token
+        tokens = [_token(source) for _, source in sources]
+        token = None if None in tokens else \
+            hashlib.sha256("|".join([*map(str, tokens), str(abbreviated)]).encode()).hexdigest()
+        merged = self._rendered.get(("merge", token)) if token else None
+        if merged is None:
+            parts = [await ctx.services.pull.read(s) if isinstance(s, Cached) else s for _, s in sources]
+            merged = await asyncio.to_thread(pk.merge_bodies, parts)
+            if token:
+                self._rendered[("merge", token)] = merged
+        return merged, token
 
     async def _proxy_packument(self, ctx: Ctx, name: str, abbreviated: bool) -> Cached:
         """The rewritten upstream packument (variant and base URL are part of the key)."""
@@ -256,7 +265,9 @@ class Npm(Format):
         if info is None:
             log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
             raise NotFound(key)
-        spec = FetchSpec(repo, key, info.get("url") or url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
+        if info.get("url") and _same_origin(info["url"], repo.upstream or ""):
+            url = info["url"]          # where the upstream says it is (never another host)
+        spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
                          expect_integrity=_sri(info))
         return await services.pull.open(spec)
 
@@ -272,7 +283,7 @@ class Npm(Format):
         digest = cached.entry.digest if cached.entry else None
         index = self._indexes.get(digest) if digest else None
         if index is None:
-            index = json.loads(await ctx.services.pull.read(cached))
+            index = await asyncio.to_thread(json.loads, await ctx.services.pull.read(cached))
             if digest:
                 self._indexes[digest] = index
         return index
@@ -283,7 +294,7 @@ class Npm(Format):
         if found is None:
             return None
         body = await ctx.services.blobs.read(found.digest)
-        return pk.loads(body), found.digest
+        return await asyncio.to_thread(pk.offload, pk.loads, body), found.digest
 
     async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> bytes | None:
         found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
@@ -292,16 +303,31 @@ class Npm(Format):
         key = (found.digest, ctx.base_url, abbreviated)
         body = self._rendered.get(key)
         if body is None:
-            doc = pk.loads(await ctx.services.blobs.read(found.digest))
-            body = await asyncio.to_thread(pk.render_hosted, doc, ctx.base_url, abbreviated)
+            stored = await ctx.services.blobs.read(found.digest)
+            body = await asyncio.to_thread(pk.render_stored, stored, ctx.base_url, abbreviated)
             self._rendered[key] = body
         return body
 
-    async def _save(self, ctx: Ctx, doc: dict[str, Any]) -> None:
-        body = pk.dumps(doc)
-        digest, size = await ctx.services.blobs.put_bytes(body)
-        await ctx.services.catalog.put(ctx.repo.name, f"{doc['name']}/package.json", digest, size,
-                                       pk.JSON_TYPE, {"rev": doc.get("_rev")})
+    async def _change(self, ctx: Ctx, name: str, mutate: Callable[[dict[str, Any]], None],
+                      create: bool = False) -> dict[str, Any]:
+        """Read-modify-write the hosted document; `mutate(doc)` edits it or raises FormatError.
+
+        Serialised in this process by a lock, and across worker processes by a
+        compare-and-swap on the catalog entry (retried when another writer got there first).
+        """
+        path, services = f"{name}/package.json", ctx.services
+        async with self._lock(ctx.repo, name):
+            for _ in range(20):
+                current = await self._hosted_doc(ctx, name)
+                if current is None and not create:
+                    raise FormatError(404, f"package {name} not found")
+                doc, expect = current if current is not None else (pk.new_hosted(name), None)
+                mutate(doc)
+                digest, size = await services.blobs.put_bytes(pk.dumps(doc))
+                if await services.catalog.swap(ctx.repo.name, path, expect, digest, size,
+                                               pk.JSON_TYPE, {"rev": doc.get("_rev")}):
+                    return doc
+        raise FormatError(409, f"document update conflict on {name}; try again")
 
     def _lock(self, repo: RepoConfig, name: str) -> asyncio.Lock:
         lock = self._locks.get((repo.name, name))
@@ -330,26 +356,35 @@ class Npm(Format):
         if not pub.is_publish(incoming):
             return await self._apply_update(ctx, name, incoming, rev=None)
         release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
-        async with self._lock(ctx.repo, name):
-            current = await self._hosted_doc(ctx, name)
-            doc = current[0] if current else pk.new_hosted(name)
-            if release.version in doc["versions"] and not ctx.repo.allow_overwrite:
-                raise FormatError(403, f"cannot publish over the previously published version "
-                                       f"{name}@{release.version}")
-            await self._store_tarball(ctx, release)
+        overwrite = ctx.repo.allow_overwrite
+
+        def add(doc: dict[str, Any]) -> None:
+            if release.version in doc["versions"] and not overwrite:
+                raise _republish(release)
             pk.add_version(doc, release.manifest, release.filename, release.tags)
-            await self._save(ctx, doc)
+
+        current = await self._hosted_doc(ctx, name)
+        if current is not None and release.version in current[0]["versions"] and not overwrite:
+            raise _republish(release)
+        path = await self._store_tarball(ctx, release)
+        try:
+            doc = await self._change(ctx, name, add, create=True)
+        except FormatError:
+            await ctx.services.catalog.delete(ctx.repo.name, path)
+            raise
         ctx.services.metrics.publish(ctx.repo)
         return _json(201, {"ok": True, "id": name, "rev": doc["_rev"], "success": True})
 
-    async def _store_tarball(self, ctx: Ctx, release: pub.Publish) -> None:
+    async def _store_tarball(self, ctx: Ctx, release: pub.Publish) -> str:
+        """Store the tarball at `<name>/-/<file>` (claimed atomically unless overwriting)."""
         services, path = ctx.services, f"{release.name}/-/{release.filename}"
         digest, size = await services.blobs.put_bytes(release.tarball)
         meta = {"version": release.version, "integrity": release.integrity, "shasum": release.shasum}
         if ctx.repo.allow_overwrite:
             await services.catalog.put(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta)
         elif not await services.catalog.put_new(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta):
-            raise FormatError(409, f"{release.filename} already exists in {ctx.repo.name}")
+            raise _republish(release)
+        return path
 
     async def update(self, ctx: Ctx) -> web.StreamResponse:
         """`PUT /<name>/-rev/<rev>`: npm unpublish (one version) and deprecate send the document."""
@@ -361,21 +396,20 @@ class Npm(Format):
 
     async def _apply_update(self, ctx: Ctx, name: str, incoming: dict[str, Any],
                             rev: str | None) -> web.StreamResponse:
-        async with self._lock(ctx.repo, name):
-            current = await self._hosted_doc(ctx, name)
-            if current is None:
-                raise FormatError(404, f"package {name} not found")
-            doc = current[0]
+        removed: list[str] = []
+
+        def apply(doc: dict[str, Any]) -> None:
             if rev is not None and rev != doc.get("_rev"):
                 raise FormatError(409, f"document update conflict: revision {rev} is not current")
             try:
-                removed = pk.apply_update(doc, incoming)
+                removed[:] = pk.apply_update(doc, incoming)
             except ValueError as exc:
                 raise FormatError(400, str(exc)) from None
-            for version in removed:
-                filename = pk.tarball_filename(name, version)
-                await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
-            await self._save(ctx, doc)
+
+        doc = await self._change(ctx, name, apply)
+        for version in removed:
+            filename = pk.tarball_filename(name, version)
+            await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
         return _json(200, {"ok": True, "id": name, "rev": doc["_rev"]})
 
     async def delete_tarball(self, ctx: Ctx) -> web.StreamResponse:
@@ -383,13 +417,11 @@ class Npm(Format):
         ctx = self._writable(ctx)
         name = _name(ctx)
         filename = _file(ctx, name)
-        async with self._lock(ctx.repo, name):
-            current = await self._hosted_doc(ctx, name)
-            listed = current and any((m.get("dist") or {}).get("tarball") == filename
-                                     for m in current[0]["versions"].values())
-            if listed:
-                raise FormatError(409, f"{filename} still belongs to a published version")
-            await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
+        current = await self._hosted_doc(ctx, name)
+        if current is not None and any((m.get("dist") or {}).get("tarball") == filename
+                                       for m in current[0]["versions"].values()):
+            raise FormatError(409, f"{filename} still belongs to a published version")
+        await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
         return _json(200, {"ok": True})
 
     async def delete_package(self, ctx: Ctx) -> web.StreamResponse:
@@ -422,11 +454,8 @@ class Npm(Format):
         version = None
         if ctx.request.method == "PUT":
             version = pub.parse_tag_body(await _read_body(ctx.request, 4096))
-        async with self._lock(ctx.repo, name):
-            current = await self._hosted_doc(ctx, name)
-            if current is None:
-                raise FormatError(404, f"package {name} not found")
-            doc = current[0]
+
+        def retag(doc: dict[str, Any]) -> None:
             if version is not None:
                 if version not in doc["versions"]:
                     raise FormatError(404, f"version {version} of {name} not found")
@@ -436,7 +465,8 @@ class Npm(Format):
             elif doc["dist-tags"].pop(tag, None) is None:
                 raise FormatError(404, f"{tag} is not a dist-tag on {name}")
             pk.touch(doc)
-            await self._save(ctx, doc)
+
+        doc = await self._change(ctx, name, retag)
         return _json(201 if version else 200, {"ok": True, "id": name, "rev": doc["_rev"]})
 
     # ------------------------------------------------------------------ search and audit
@@ -463,7 +493,7 @@ class Npm(Format):
         for item in await ctx.services.catalog.list(ctx.repo.name):
             if not item.path.endswith("/package.json"):
                 continue
-            doc = pk.loads(await ctx.services.blobs.read(item.digest))
+            doc = await asyncio.to_thread(pk.loads, await ctx.services.blobs.read(item.digest))
             if doc.get("versions") and pk.search_matches(doc, text):
                 found.append(pk.search_object(doc))
         return found
@@ -495,6 +525,32 @@ class Npm(Format):
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _republish(release: pub.Publish) -> FormatError:
+    return FormatError(403, f"cannot publish over the previously published version "
+                            f"{release.name}@{release.version}")
+
+
+def _x_cache(sources: Any) -> str:
+    """What a combined document reports: the worst of its proxied members' cache statuses."""
+    statuses = {s.status for s in sources if isinstance(s, Cached)}
+    for status in ("STALE", "MISS", "REVALIDATED"):
+        if status in statuses:
+            return status
+    return "HIT"
+
+
+def _token(source: Any) -> str | None:
+    """What identifies a member's document: its stored digest, or the hash of rendered bytes."""
+    if isinstance(source, Cached):
+        return source.entry.digest if source.entry is not None else None
+    return hashlib.sha256(source).hexdigest()
+
+
+def _same_origin(url: str, other: str) -> bool:
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc) and a.scheme in ("http", "https")
+
 
 def _upstream_url(repo: RepoConfig, path: str) -> str:
     assert repo.upstream is not None

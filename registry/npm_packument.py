@@ -238,8 +238,9 @@ def merge_packuments(docs: list[dict[str, Any]]) -> dict[str, Any]:
     merged["versions"] = versions
     if times:
         merged["time"] = times
-        if "modified" in merged or any("modified" in d for d in docs):
-            merged["modified"] = max(str(d.get("modified", "")) for d in docs) or merged.get("modified")
+    modified = [str(d["modified"]) for d in docs if d.get("modified")]
+    if modified:
+        merged["modified"] = max(modified)
     return merged
 
 
@@ -363,6 +364,15 @@ def render_hosted(doc: dict[str, Any], base_url: str, abbreviated: bool) -> byte
         return dumps(abbreviate(out))
     out.pop("modified", None)
     return dumps(out)
+
+
+def _render_stored(body: bytes, base_url: str, abbreviated: bool) -> bytes:
+    return render_hosted(loads(body), base_url, abbreviated)
+
+
+def render_stored(body: bytes, base_url: str, abbreviated: bool) -> bytes:
+    """`render_hosted` of a stored (serialized) document; blocking, call from a thread."""
+    return offload(_render_stored, body, base_url, abbreviated)
 
 
 def version_document(doc: dict[str, Any], spec: str) -> dict[str, Any] | None:

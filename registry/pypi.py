@@ -12,8 +12,9 @@ Routes, relative to `/<repo>/`:
   from its upstream and fetches the URL that page gave, verified against the promised sha256.
 * `POST ` (the repository root, also `legacy/`) — twine upload (`:action=file_upload`); 400 on
   invalid input or an existing file unless the repository has `allow_overwrite`.
-* `POST <project>/<version>/yank` — yank every file of a version (reason: form field or text
-  body `reason`); `DELETE <project>/<version>/yank` — un-yank.
+* `POST <project>/<version>/yank` — yank every file of a version (reason: urlencoded field `reason` or a text
+  body), e.g. `curl -X POST --data "broken build" …/<repo>/<project>/<version>/yank`;
+  `DELETE <project>/<version>/yank` — un-yank.
 * `DELETE <project>/<version>` — delete every file of a version.
 
 Write routes work on hosted repositories and on groups (they go to `deploy_to`).
@@ -36,6 +37,7 @@ from cachetools import LRUCache
 from packaging.version import InvalidVersion, Version
 
 from cache.blobs import DigestMismatch, TooLarge
+from cache.catalog import HostedFile
 from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from cache.serve import respond_blob, respond_bytes
 
@@ -103,9 +105,11 @@ class PyPI(Format):
         variant = _variant(ctx)
         names: set[str] = set()
         statuses: list[str] = []
+        digests: list[str] = []
         for repo in _read_repos(ctx):
             if repo.is_hosted:
                 names.update(f.path.split("/", 1)[0] for f in await ctx.services.catalog.list(repo.name))
+                digests.append("hosted")
                 continue
             try:
                 cached, body = await self._open(ctx, _index_spec(repo))
@@ -114,10 +118,17 @@ class PyPI(Format):
                     raise
                 continue
             statuses.append(cached.status)
+            digests.append(cached.entry.digest if cached.entry else "hosted")
             names.update(ix.load_names(body))
-        ordered = sorted(names)
-        body = ix.render_index_json(ordered) if variant == "json" else ix.render_index_html(ordered)
-        return self._answer(ctx, body, variant, statuses)
+        key = None if "hosted" in digests else "index:" + "+".join(digests)
+        found = self._rendered.get((key, variant)) if key else None
+        if found is None:
+            ordered = sorted(names)
+            body = ix.render_index_json(ordered) if variant == "json" else ix.render_index_html(ordered)
+            found = (body, hashlib.sha256(body).hexdigest())
+            if key:
+                self._rendered[(key, variant)] = found
+        return self._answer(ctx, found[0], variant, statuses, found[1])
 
     @_pull_errors
     async def project_page(self, ctx: Ctx) -> web.StreamResponse:
@@ -209,6 +220,11 @@ class PyPI(Format):
 
     async def _proxy_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
                           filename: str) -> web.StreamResponse | None:
+        key = f"files/{fid}/{filename}"
+        entry = ctx.services.entries.cached(repo.name, key) or await ctx.services.entries.get(repo.name, key)
+        if entry is not None and ctx.services.blobs.exists(entry.digest):
+            # already stored: answer without consulting the project page (or its upstream)
+            return ctx.services.pull.respond(ctx.request, Cached("HIT", repo, entry))
         is_metadata = filename.endswith(".metadata")
         base = filename[: -len(".metadata")] if is_metadata else filename
         _, page = await self._proxy_page(ctx, repo, project)
@@ -217,7 +233,7 @@ class PyPI(Format):
             record = ix.metadata_record(record)
         if record is None:
             return None
-        spec = FetchSpec(_auth_for(repo, record.url), f"files/{fid}/{filename}", record.url,
+        spec = FetchSpec(_auth_for(repo, record.url), key, record.url,
                          Kind.IMMUTABLE, expect_sha256=record.sha256,
                          content_type="text/plain; charset=utf-8" if is_metadata else None)
         cached = await ctx.services.pull.open(spec)
@@ -371,14 +387,12 @@ def _auth_for(repo: RepoConfig, url: str) -> RepoConfig:
     return replace(repo, auth=UpstreamAuth())
 
 
-def _hosted_record(stored: "object") -> ix.FileRecord:
-    meta = stored.meta  # type: ignore[attr-defined]
-    filename = stored.path.split("/", 1)[1]  # type: ignore[attr-defined]
+def _hosted_record(stored: HostedFile) -> ix.FileRecord:
+    meta = stored.meta
     core: bool | dict[str, str] = {"sha256": meta["metadata_sha256"]} if meta.get("metadata_sha256") else False
-    return ix.FileRecord(filename=filename, url="", hashes={"sha256": stored.digest},  # type: ignore[attr-defined]
+    return ix.FileRecord(filename=stored.path.split("/", 1)[1], url="", hashes={"sha256": stored.digest},
                          requires_python=meta.get("requires_python"), yanked=meta.get("yanked", False),
-                         core_metadata=core, size=stored.size,  # type: ignore[attr-defined]
-                         upload_time=meta.get("upload_time"))
+                         core_metadata=core, size=stored.size, upload_time=meta.get("upload_time"))
 
 
 def _version_key(filename: str) -> tuple[int, Version | str]:
@@ -446,7 +460,7 @@ async def _read_field(part: BodyPartReader, limit: int) -> bytes:
     return bytes(data)
 
 
-async def _version_files(ctx: Ctx, repo: RepoConfig) -> list:
+async def _version_files(ctx: Ctx, repo: RepoConfig) -> list[HostedFile]:
     project = ix.normalize_project(ctx.match["project"])
     try:
         version = Version(ctx.match["version"])

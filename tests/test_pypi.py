@@ -21,7 +21,7 @@ import requests
 
 from depot_process import DepotProcess
 from http_util import get
-from pypi_fixtures import Dist, build_many, sha256_file, wheel_metadata, write_simple_project
+from pypi_fixtures import build_many, sha256_file, wheel_metadata, write_simple_project
 from upstream import start_upstream
 
 BIN = Path(sys.executable).parent
@@ -34,7 +34,7 @@ SPECS = [
     ("dpt-leaf", "1.0", ()), ("dpt-mid", "1.0", ("dpt-leaf>=1.0",)), ("Dpt.App", "1.0", ("dpt-mid",)),
     ("dpt-herd", "1.0", ()), ("dpt-late", "1.0", ()), ("dpt-late", "2.0", ()),
     ("dpt-priv", "1.0", ("dpt-mid",)), ("dpt-priv", "1.1", ("dpt-mid",)), ("dpt-yank", "1.0", ()),
-    ("dpt-fresh", "1.0", ()),
+    ("dpt-fresh", "1.0", ()), ("dpt-uvpub", "1.0", ("dpt-leaf",)),
 ]
 UPSTREAM_PROJECTS = ("dpt-leaf", "dpt-mid", "dpt-app", "dpt-herd", "dpt-late")
 
@@ -213,6 +213,8 @@ def test_parallel_pip_downloads_fetch_the_file_once(env: SimpleNamespace, tmp_pa
     digests = {sha256_file(tmp_path / f"d{i}" / herd.wheel.name) for i in range(20)}
     assert digests == {sha256_file(herd.wheel)}
     assert env.up.count(path) == 1
+    served = [l for l in env.depot.log().splitlines() if f"/{herd.wheel.name} " in l]
+    assert sum(l.endswith('"MISS"') for l in served) >= 2, served   # clients joined the one fetch
 
 
 def test_crafted_file_urls_never_reach_another_host(env: SimpleNamespace, tmp_path: Path) -> None:
@@ -270,6 +272,18 @@ def test_publish_is_visible_immediately(env: SimpleNamespace, tmp_path: Path) ->
     twine(f"{env.depot.url}/local/", *newer.files)
     pip_install(f"{env.depot.url}/all/simple/", tmp_path / "t", "dpt-priv==1.1", "dpt-fresh")
     assert {"dpt_priv==1.1", "dpt_fresh==1.0"} <= installed(tmp_path / "t")
+
+
+def test_uv_publish_and_legacy_path(env: SimpleNamespace, tmp_path: Path) -> None:
+    dist = env.dists[("dpt-uvpub", "1.0")]
+    run([str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{env.depot.url}/all/",
+         "-u", "user", "-p", "pass", str(dist.wheel)])
+    twine(f"{env.depot.url}/local/legacy/", dist.sdist)
+    page = get(f"{env.depot.url}/local/simple/dpt-uvpub/").body.decode()
+    assert dist.wheel.name in page and dist.sdist.name in page
+    run([str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache", "--python", sys.executable,
+         "--target", str(tmp_path / "t"), "--index-url", f"{env.depot.url}/all/simple/", "dpt-uvpub"])
+    assert installed(tmp_path / "t") == {"dpt_uvpub==1.0", "dpt_leaf==1.0"}
 
 
 def _post(url: str, fields: dict[str, str], filename: str, content: bytes) -> requests.Response:

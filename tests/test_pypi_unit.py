@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -285,3 +286,29 @@ def test_no_public_hosts_in_sources() -> None:
     for path in [root / "registry" / "pypi.py", root / "registry" / "pypi_index.py"]:
         text = path.read_text()
         assert "pythonhosted" not in text and "pypi.o" + "rg" not in text
+
+
+# ------------------------------------------------------------------ default upstream
+
+def _pip_default() -> str:
+    from pip._internal.models.index import PyPI as PipDefault
+    return PipDefault.simple_url
+
+
+@pytest.mark.parametrize("index_env, config_text, expected", [
+    ("http://env.test/simple/ http://second.test/", None, "http://env.test/simple/"),
+    (None, "[global]\nindex-url = http://config.test/simple/\n", "http://config.test/simple/"),
+    (None, "[install]\nindex-url = http://install.test/simple/\n", "http://install.test/simple/"),
+    (None, "", None),
+])
+def test_default_upstream_follows_pip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                      index_env: str | None, config_text: str | None,
+                                      expected: str | None) -> None:
+    from registry.pypi import pip_index_url
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    if index_env:
+        monkeypatch.setenv("PIP_INDEX_URL", index_env)
+    config = tmp_path / "pip.conf"
+    config.write_text(config_text or "")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config) if config_text else os.devnull)
+    assert pip_index_url.__wrapped__() == (expected or _pip_default())

@@ -1,0 +1,157 @@
+"""Observability glue of the front door: the response-code middleware and the process sampler.
+
+* `depot_responses_total{repository,format,code}` counts every answer to a repository request
+  (``/<repo>/…`` and ``/v2/…``); requests that name no configured repository count under
+  repository "-" and format "-" (so unknown names cannot blow up the label set).
+* prometheus_client's multiprocess mode has no ``process_*`` collector, so each worker samples
+  its own resident memory, open descriptors and CPU time every few seconds into
+  `depot_process_resident_memory_bytes` / `depot_process_open_fds` / `depot_workers` (gauges
+  with multiprocess_mode "livesum": the exposition sums the live workers) and
+  `depot_process_cpu_seconds_total` (a counter: CPU of every worker that ever ran). Files of
+  live gauges left by dead workers are removed (`mark_process_dead`) so they stop counting.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import multiprocess
+
+from cache import metrics
+
+log = logging.getLogger("depot.observe")
+
+SAMPLE_INTERVAL = 2.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def repository_of(request: web.Request, repos: dict[str, Any]) -> tuple[str, str]:
+    """(repository, format) labels for a request; ("-", "-") when it names no repository."""
+    name = request.match_info.get("repo")
+    if name is None and request.path.startswith("/v2/"):
+        first = request.path[4:].split("/", 1)[0]
+        name = first if first in repos else next(
+            (r.name for r in repos.values() if getattr(r, "mirror", False)), None)
+    repo = repos.get(name) if name else None
+    return (repo.name, repo.format) if repo is not None else ("-", "-")
+
+
+def _is_repository_request(request: web.Request) -> bool:
+    return not request.path.startswith("/-/")
+
+
+def response_counter(services_of: Callable[[web.Request], Any]) -> Any:
+    """Middleware counting each repository request's status code (HTTP errors and 500s too)."""
+    children: dict[tuple[str, str, str], Any] = {}
+
+    def count(request: web.Request, code: int) -> None:
+        services = services_of(request)
+        labels = (*repository_of(request, services.repos if services is not None else {}), str(code))
+        child = children.get(labels)
+        if child is None:
+            child = children[labels] = metrics.RESPONSES.labels(*labels)
+        child.inc()
+
+    @web.middleware
+    async def count_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not _is_repository_request(request):
+            return await handler(request)
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        except asyncio.CancelledError:
+            code = 499  # the client went away before an answer was made
+            raise
+        finally:
+            count(request, code)
+    return count_responses
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def forget_dead_workers(directory: str | None = None) -> list[int]:
+    """Remove the live-gauge files of processes that no longer exist; returns their PIDs."""
+    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return []
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        match = LIVE_FILE.match(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(dead)
+
+
+class ProcessSampler:
+    """Samples this worker's RSS, descriptors and CPU time into the depot_process_* metrics."""
+
+    def __init__(self) -> None:
+        self.cpu_reported = 0.0
+
+    def sample(self) -> None:
+        times = os.times()
+        cpu = times.user + times.system
+        if cpu > self.cpu_reported:
+            metrics.PROCESS_CPU.inc(cpu - self.cpu_reported)
+            self.cpu_reported = cpu
+        metrics.PROCESS_RSS.set(_rss_bytes())
+        metrics.PROCESS_FDS.set(_open_fds())
+        metrics.WORKERS.set(1)
+
+    async def run(self) -> None:
+        """Sample until cancelled; a failure is logged and the loop goes on."""
+        while True:
+            try:
+                self.sample()
+                if metrics.MULTIPROC:
+                    await asyncio.to_thread(forget_dead_workers)
+            except Exception:  # never let sampling take the worker down
+                log.exception("process sampling failed")
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
+
+async def _sampler_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(ProcessSampler().run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def install(app: web.Application) -> None:
+    """Add the response counter middleware and the process sampler to an application."""
+    from .app import SERVICES
+    app.middlewares.append(response_counter(lambda request: request.app.get(SERVICES)))
+    app.cleanup_ctx.append(_sampler_ctx)

@@ -1,0 +1,211 @@
+"""`depot warm REPO FILE`: prefetch what a lockfile or list names through a running depot.
+
+Every request goes through depot's own HTTP API (`--url`, default: the configured listen
+address), so single flight, metrics, verification and URL rewriting apply exactly as for a
+client. What FILE is, is decided by its name and the repository's format:
+
+* `package-lock.json` / `npm-shrinkwrap.json` (npm; lockfile v1, v2, v3): the packument of
+  every package (as npm asks for it) and every tarball; a tarball without `resolved` is
+  located through the packument.
+* `go.sum` (go): `<module>/@v/<version>.info|.mod|.zip` (only `.mod` for `/go.mod` lines).
+* a pypi repository: a requirements file with `==` pins: the project page (PEP 691 JSON), then
+  every file of the pinned version and its PEP 658 metadata.
+* an oci repository: image references `name[:tag|@digest]`: manifests, indexes, config, layers.
+* anything else: a plain list of paths inside the repository (`#` comments, blank lines).
+
+A list for a format this depot does not have is skipped with a message. Progress (files,
+bytes, rate, ETA) goes to stderr; the summary (fetched, already cached, failed) to stdout.
+Exit status 1 when anything failed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from . import warm_plans as plans
+from .progress import Progress, human_bytes, human_seconds
+
+log = logging.getLogger("depot.warm")
+
+CHUNK = 256 * 1024
+KIND_FORMAT = {"requirements": "pypi", "npm": "npm", "go": "go", "images": "oci"}
+
+
+def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the `warm` subcommand."""
+    warm = sub.add_parser("warm", help="prefetch what a lockfile or list names into a proxy repository")
+    warm.add_argument("repo", help="repository to fill (a proxy, or a group with proxy members)")
+    warm.add_argument("file", help="requirements.txt, package-lock.json, go.sum, image list or path list")
+    warm.add_argument("--jobs", "-j", type=int, default=8, help="concurrent requests (default 8)")
+    warm.add_argument("--url", help="depot's base URL (default: from the configured listen address)")
+    common(warm)
+
+
+@dataclass
+class Tally:
+    """What happened to every request."""
+
+    fetched: int = 0
+    cached: int = 0
+    failed: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Plan the requests for FILE and run them with --jobs concurrency."""
+    from .cli import _load
+    base = (args.url or _listen_url(_load(args).listen)).rstrip("/")
+    if args.jobs < 1:
+        print("depot: warm: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"depot: warm: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_warm(base, args.repo, path, text, args.jobs))
+    except plans.PlanError as exc:
+        print(f"depot: warm: {exc}", file=sys.stderr)
+        return 2
+
+
+def _listen_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _warm(base: str, repo: str, path: Path, text: str, jobs: int) -> int:
+    import aiohttp
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    connector = aiohttp.TCPConnector(limit=jobs)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        fmt = await _repo_format(session, base, repo)
+        kind = plans.detect(path.name, text, fmt)
+        wanted = KIND_FORMAT.get(kind)
+        if wanted and wanted != fmt:
+            from registry import FORMATS
+            if wanted not in FORMATS:
+                print(f"warm: {path.name} is a {wanted} list, and this depot has no {wanted} format; skipped")
+                return 0
+            raise plans.PlanError(f"{repo} is a {fmt} repository; {path.name} lists {wanted} packages")
+        mount = f"{base}/{quote(repo)}"
+        initial, notes = plans.plan(kind, mount, text)
+        progress = Progress(f"warm {repo}", total=len(initial))
+        for note in notes:
+            progress.message(f"warm: {note}")
+        started = time.monotonic()
+        tally = await Runner(session, jobs, progress).run(initial)
+        progress.finish()
+    for failure in tally.failed[:50]:
+        print(f"warm: failed {failure}", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print(f"warm: {tally.fetched} fetched, {tally.cached} already cached, {len(tally.failed)} failed"
+          f" ({human_bytes(tally.bytes)} in {human_seconds(elapsed)})")
+    return 1 if tally.failed else 0
+
+
+async def _repo_format(session: Any, base: str, repo: str) -> str:
+    """The repository's format, from /-/api/repositories."""
+    import aiohttp
+    try:
+        async with session.get(f"{base}/-/api/repositories") as resp:
+            if resp.status != 200:
+                raise plans.PlanError(f"{base}/-/api/repositories answered {resp.status}")
+            listing = await resp.json(content_type=None)
+    except aiohttp.ClientError as exc:
+        raise plans.PlanError(f"cannot reach depot at {base}: {exc}") from None
+    for item in listing:
+        if item.get("name") == repo:
+            return str(item.get("format"))
+    raise plans.PlanError(f"no repository named {repo!r} at {base}")
+
+
+class Runner:
+    """Runs jobs (and the jobs their answers lead to) with bounded concurrency, each URL once."""
+
+    def __init__(self, session: Any, jobs: int, progress: Progress) -> None:
+        self.session = session
+        self.jobs = jobs
+        self.progress = progress
+        self.tally = Tally()
+        self.seen: set[str] = set()
+        self.queue: asyncio.Queue[plans.Job] = asyncio.Queue()
+
+    def _add(self, job: plans.Job) -> bool:
+        if job.url in self.seen:
+            return False
+        self.seen.add(job.url)
+        self.queue.put_nowait(job)
+        return True
+
+    async def run(self, initial: list[plans.Job]) -> Tally:
+        self.progress.total = sum(self._add(job) for job in initial)
+        workers = [asyncio.create_task(self._work()) for _ in range(self.jobs)]
+        try:
+            await self.queue.join()
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return self.tally
+
+    async def _work(self) -> None:
+        while True:
+            job = await self.queue.get()
+            try:
+                more = await self._one(job)
+                added = sum(self._add(follow) for follow in more)
+                self.progress.add_total(added)
+            finally:
+                self.queue.task_done()
+
+    async def _one(self, job: plans.Job) -> list[plans.Job]:
+        """GET one URL, count it, and return the follow-up jobs its body names."""
+        import aiohttp
+        headers = {"Accept": job.accept} if job.accept else {}
+        body = bytearray()
+        nbytes = 0
+        try:
+            async with self.session.get(job.url, headers=headers) as resp:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    nbytes += len(chunk)
+                    self.progress.advance(0, len(chunk))
+                    if job.then is not None:
+                        body += chunk
+                status, cache = resp.status, resp.headers.get("X-Cache", "")
+                final_url = str(resp.url)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return self._fail(job, f"{type(exc).__name__}: {exc}")
+        if status != 200:
+            return self._fail(job, f"HTTP {status}")
+        self.tally.bytes += nbytes
+        if cache.upper() in ("HIT", ""):
+            self.tally.cached += 1
+        else:
+            self.tally.fetched += 1
+        self.progress.advance(1)
+        if job.then is None:
+            return []
+        try:
+            return job.then(bytes(body), final_url)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.tally.failed.append(f"{job.url}: {type(exc).__name__}: {exc}")
+            return []
+
+    def _fail(self, job: plans.Job, reason: str) -> list[plans.Job]:
+        self.tally.failed.append(f"{job.url}: {reason}")
+        self.progress.advance(1)
+        return []

@@ -1,0 +1,386 @@
+"""OCI Distribution v1.1 / Docker Registry v2: hosted registry, pull-through proxy, mirror mode.
+
+Clients address `/v2/<repo>/<image…>/…` where `<repo>` is a depot repository of format oci;
+a repository with `mirror: true` also answers `/v2/<image…>/…` (first segment not an oci
+repository) so that a Docker daemon's `registry-mirrors` works. Hosted data lives in the
+catalog (see registry/oci_store.py); uploads in registry/oci_uploads.py; the proxy side in
+registry/oci_proxy.py. Errors use the spec's JSON shape with its codes.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from cache.blobs import DigestMismatch, TooLarge
+from cache.serve import respond_blob, respond_bytes
+
+from . import oci_proxy
+from .base import Ctx, Format, FormatError, route
+from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, error_body, hex_of, is_digest, page,
+                           parse_manifest, referrers_index, validate_digest, validate_name,
+                           validate_reference)
+from .oci_store import HostedStore
+from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range
+from .repo import RepoConfig
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+DEFAULT_MAX_UPLOAD = 10 * 2**30
+CHUNK = 256 * 1024
+DEFAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
+                 405: "UNSUPPORTED", 409: "DENIED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID",
+                 429: "TOOMANYREQUESTS"}
+RunFormat = Callable[..., Awaitable[web.StreamResponse]]
+IMG = r"(?P<image>[^/].*?)"
+
+
+class Oci(Format):
+    """The oci format: `dispatch_v2` maps /v2/… onto a repository and a route below."""
+
+    name = "oci"
+    routes = (
+        route("GET HEAD", IMG + r"/manifests/(?P<ref>[^/]+)", "get_manifest", "hosted"),
+        route("PUT", IMG + r"/manifests/(?P<ref>[^/]+)", "put_manifest", "hosted"),
+        route("DELETE", IMG + r"/manifests/(?P<ref>[^/]+)", "delete_manifest", "hosted"),
+        route("POST", IMG + r"/blobs/uploads/?", "start_upload", "hosted"),
+        route("GET", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_status", "hosted"),
+        route("PATCH", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_chunk", "hosted"),
+        route("PUT", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "finish_upload", "hosted"),
+        route("DELETE", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "cancel_upload", "hosted"),
+        route("GET HEAD", IMG + r"/blobs/(?P<digest>[^/]+)", "get_blob", "hosted"),
+        route("DELETE", IMG + r"/blobs/(?P<digest>[^/]+)", "delete_blob", "hosted"),
+        route("GET", IMG + r"/tags/list", "list_tags", "hosted"),
+        route("GET", IMG + r"/referrers/(?P<digest>[^/]+)", "referrers", "hosted"),
+        route("GET", r"_catalog", "catalog", "hosted"),
+        route("GET HEAD", IMG + r"/manifests/(?P<ref>[^/]+)", "proxy_manifest", "proxy"),
+        route("GET HEAD", IMG + r"/blobs/(?P<digest>[^/]+)", "proxy_blob", "proxy"),
+        route("GET", IMG + r"/tags/list", "proxy_tags", "proxy"),
+        route("GET", IMG + r"/referrers/(?P<digest>[^/]+)", "proxy_referrers", "proxy"),
+    )
+
+    def __init__(self) -> None:
+        self._store: HostedStore | None = None
+        self._uploads: Uploads | None = None
+        self.proxy = oci_proxy.OciProxy()
+
+    @classmethod
+    def default_upstream(cls) -> str | None:
+        return oci_proxy.DOCKER_HUB
+
+    # ---------------------------------------------------------------- plumbing
+    def store(self, ctx: Ctx) -> HostedStore:
+        if self._store is None or self._store.catalog is not ctx.services.catalog:
+            self._store = HostedStore(ctx.services.catalog)
+        return self._store
+
+    def uploads(self, ctx: Ctx) -> Uploads:
+        if self._uploads is None or self._uploads.blobs is not ctx.services.blobs:
+            self._uploads = Uploads(ctx.services.blobs)
+        return self._uploads
+
+    def challenge(self, base_url: str) -> str:
+        """A Docker token challenge pointing at depot's token service (`/-/token`)."""
+        base = re.sub(r"/v2(/[^/]*)?\Z", "", base_url)
+        return f'Bearer realm="{base}/-/token",service="depot"'
+
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        """The spec's error JSON."""
+        code = code or DEFAULT_CODES.get(status, "UNKNOWN")
+        return web.Response(status=status, body=error_body(code, message), content_type="application/json",
+                            headers={"Cache-Control": "no-store", **API_VERSION})
+
+    async def dispatch_v2(self, request: web.Request, services: Any, run_format: RunFormat) -> web.StreamResponse:
+        """Route `/v2…` to a repository: `/v2/<repo>/…`, or `/v2/<image>/…` on a mirror repository."""
+        tail = request.match_info.get("tail", "")
+        if tail in ("", "/"):
+            if request.method not in ("GET", "HEAD"):
+                return self.error(None, 405, "method not allowed")
+            return web.json_response({}, headers=API_VERSION)
+        path = tail[1:] if tail.startswith("/") else None
+        if not path:
+            return self.error(None, 404, "not found", "NAME_UNKNOWN")
+        if path.rstrip("/") == "_catalog":
+            response = await self.catalog_all(request, services)
+        else:
+            first, _, rest = path.partition("/")
+            repo = services.repos.get(first)
+            if repo is not None and repo.format == self.name:
+                response = await run_format(request, self, repo, rest, f"/v2/{first}")
+            else:
+                mirror = _mirror(services.repos)
+                if mirror is None:
+                    return self.error(None, 404, f"no oci repository named {first!r}", "NAME_UNKNOWN")
+                response = await run_format(request, self, mirror, path, "/v2")
+        response.headers.update(API_VERSION)
+        return response
+
+    def _image(self, ctx: Ctx) -> str:
+        return validate_name(ctx.match["image"])
+
+    # ---------------------------------------------------------------- hosted: manifests
+    async def get_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        ref = validate_reference(ctx.match["ref"])
+        found = await self.store(ctx).resolve(ctx.repo.name, image, ref)
+        if found is None:
+            raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
+        digest = "sha256:" + found.digest
+        ctx.services.metrics.hosted(ctx.repo)
+        try:
+            return respond_blob(ctx.request, found.digest, found.size, found.content_type,
+                                {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,
+                                memory=ctx.services.memory)
+        except FileNotFoundError:
+            raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} has no stored bytes") from None
+
+    async def put_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        ref = validate_reference(ctx.match["ref"])
+        body = await _read_limited(ctx.request, MAX_MANIFEST)
+        manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"))
+        tags = [] if is_digest(ref) else [ref]
+        tags += [validate_reference(t) for t in ctx.request.query.getall("tag", []) if not is_digest(t)]
+        if is_digest(ref) and ref != manifest.digest:
+            raise OciError(400, "DIGEST_INVALID", "manifest digest does not match the reference",
+                           {"expected": ref, "actual": manifest.digest})
+        store = self.store(ctx)
+        async with store.lock(ctx.repo.name):
+            missing = await store.missing_blobs(ctx.repo.name, manifest.blobs)
+            missing += await store.missing_manifests(ctx.repo.name, image, manifest.manifests)
+            if missing:
+                raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
+                               f"{', '.join(missing)}", {"digests": missing})
+            await ctx.services.blobs.put_bytes(body, hex_of(manifest.digest))
+            await store.put_manifest(ctx.repo.name, image, manifest, tags)
+        ctx.services.metrics.publish(ctx.repo)
+        headers = {"Location": f"{ctx.base_url}/{image}/manifests/{manifest.digest}",
+                   "Docker-Content-Digest": manifest.digest}
+        if manifest.subject:
+            headers["OCI-Subject"] = manifest.subject
+        return web.Response(status=201, headers=headers)
+
+    async def delete_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        ref = validate_reference(ctx.match["ref"])
+        store = self.store(ctx)
+        async with store.lock(ctx.repo.name):
+            if is_digest(ref):
+                deleted = await store.delete_manifest(ctx.repo.name, image, ref)
+            else:
+                deleted = await store.delete_tag(ctx.repo.name, image, ref)
+        if not deleted:
+            raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
+        return web.Response(status=202)
+
+    # ---------------------------------------------------------------- hosted: blobs
+    async def get_blob(self, ctx: Ctx) -> web.StreamResponse:
+        self._image(ctx)
+        digest = validate_digest(ctx.match["digest"])
+        found = await self.store(ctx).blob(ctx.repo.name, digest)
+        if found is None:
+            raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} not found", {"digest": digest})
+        ctx.services.metrics.hosted(ctx.repo)
+        try:
+            return respond_blob(ctx.request, found.digest, found.size, "application/octet-stream",
+                                {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,
+                                memory=ctx.services.memory)
+        except FileNotFoundError:
+            raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} has no stored bytes") from None
+
+    async def delete_blob(self, ctx: Ctx) -> web.StreamResponse:
+        self._image(ctx)
+        digest = validate_digest(ctx.match["digest"])
+        if not await self.store(ctx).delete_blob(ctx.repo.name, digest):
+            raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} not found", {"digest": digest})
+        return web.Response(status=202)
+
+    def _max_upload(self, repo: RepoConfig) -> int:
+        return int(getattr(repo, "max_upload", None) or DEFAULT_MAX_UPLOAD)
+
+    def _blob_created(self, ctx: Ctx, image: str, digest: str) -> web.Response:
+        return web.Response(status=201, headers={"Location": f"{ctx.base_url}/{image}/blobs/{digest}",
+                                                 "Docker-Content-Digest": digest})
+
+    def _upload_headers(self, ctx: Ctx, image: str, upload_id: str, size: int) -> dict[str, str]:
+        return {"Location": f"{ctx.base_url}/{image}/blobs/uploads/{upload_id}",
+                "Range": f"0-{max(size - 1, 0)}", "Docker-Upload-UUID": upload_id,
+                "OCI-Chunk-Min-Length": "0"}
+
+    async def start_upload(self, ctx: Ctx) -> web.StreamResponse:
+        """POST: a new session, a single-request upload (?digest=) or a mount (?mount=&from=)."""
+        image = self._image(ctx)
+        query = ctx.request.query
+        if "mount" in query:
+            mounted = await self._mount(ctx, image, validate_digest(query["mount"]), query.get("from"))
+            if mounted is not None:
+                return mounted
+        if "digest" in query:
+            digest = validate_digest(query["digest"])
+            await self._store_stream(ctx, digest, None)
+            return self._blob_created(ctx, image, digest)
+        upload = self.uploads(ctx).create(ctx.repo.name, image)
+        return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, 0))
+
+    async def _mount(self, ctx: Ctx, image: str, digest: str, source: str | None) -> web.Response | None:
+        """Link a blob another oci repository holds; None: fall back to a normal upload."""
+        store = self.store(ctx)
+        candidates = [ctx.repo.name]
+        if source:
+            first = source.split("/", 1)[0]
+            repo = ctx.services.repos.get(first)
+            if repo is not None and repo.format == self.name and repo.is_hosted:
+                candidates.insert(0, repo.name)
+        for name in candidates:
+            found = await store.blob(name, digest)
+            if found is not None and ctx.services.blobs.exists(found.digest):
+                await store.add_blob(ctx.repo.name, digest, found.size)
+                return self._blob_created(ctx, image, digest)
+        return None
+
+    async def _store_stream(self, ctx: Ctx, digest: str, upload: Any) -> int:
+        """Store the request body (plus an upload's earlier chunks) as the blob `digest`."""
+        chunks = ctx.request.content.iter_chunked(CHUNK)
+        limit = self._max_upload(ctx.repo)
+        try:
+            if upload is None:
+                _, size = await ctx.services.blobs.put_stream(chunks, hex_of(digest), limit)
+            else:
+                _, size = await self.uploads(ctx).finish(upload, hex_of(digest), chunks, limit)
+        except DigestMismatch as exc:
+            raise OciError(400, "DIGEST_INVALID", "uploaded content does not match the digest",
+                           {"expected": digest, "actual": "sha256:" + exc.actual}) from None
+        except TooLarge:
+            raise OciError(413, "SIZE_INVALID", f"blob larger than {limit} bytes") from None
+        await self.store(ctx).add_blob(ctx.repo.name, digest, size)
+        ctx.services.metrics.publish(ctx.repo)
+        return size
+
+    def _session(self, ctx: Ctx, image: str) -> Any:
+        try:
+            return self.uploads(ctx).get(ctx.match["uuid"], ctx.repo.name, image)
+        except UploadUnknown:
+            raise OciError(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown") from None
+
+    async def upload_status(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        upload = self._session(ctx, image)
+        return web.Response(status=204, headers=self._upload_headers(ctx, image, upload.id, upload.size))
+
+    async def upload_chunk(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        upload = self._session(ctx, image)
+        try:
+            window = parse_content_range(ctx.request.headers.get("Content-Range"))
+            size = await self.uploads(ctx).append(upload, ctx.request.content.iter_chunked(CHUNK),
+                                                  window[0] if window else None, self._max_upload(ctx.repo))
+        except RangeInvalid as exc:
+            headers = self._upload_headers(ctx, image, upload.id, upload.size)
+            return web.Response(status=416, body=error_body("BLOB_UPLOAD_INVALID", str(exc)),
+                                content_type="application/json", headers=headers)
+        except TooLarge:
+            self.uploads(ctx).cancel(upload)
+            raise OciError(413, "SIZE_INVALID", "upload too large") from None
+        return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, size))
+
+    async def finish_upload(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        upload = self._session(ctx, image)
+        digest = validate_digest(ctx.request.query.get("digest", ""))
+        try:
+            window = parse_content_range(ctx.request.headers.get("Content-Range"))
+        except RangeInvalid as exc:
+            raise OciError(416, "BLOB_UPLOAD_INVALID", str(exc)) from None
+        if window is not None and window[0] != upload.size:
+            raise OciError(416, "BLOB_UPLOAD_INVALID", "chunk out of order")
+        await self._store_stream(ctx, digest, upload)
+        return self._blob_created(ctx, image, digest)
+
+    async def cancel_upload(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        self.uploads(ctx).cancel(self._session(ctx, image))
+        return web.Response(status=204)
+
+    # ---------------------------------------------------------------- hosted: listings
+    async def list_tags(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        store = self.store(ctx)
+        tags = await store.tags(ctx.repo.name, image)
+        if not tags and not await store.has_image(ctx.repo.name, image):
+            raise OciError(404, "NAME_UNKNOWN", f"repository {image} not known", {"name": image})
+        query = ctx.request.query
+        shown, more = page(tags, query.get("n"), query.get("last"))
+        headers = {}
+        if more and shown:
+            headers["Link"] = f'<{ctx.mount}/{image}/tags/list?n={query["n"]}&last={shown[-1]}>; rel="next"'
+        full_name = f"{ctx.mount.removeprefix('/v2').lstrip('/')}/{image}".lstrip("/")
+        return web.json_response({"name": full_name, "tags": shown}, headers=headers)
+
+    async def referrers(self, ctx: Ctx) -> web.StreamResponse:
+        image = self._image(ctx)
+        digest = validate_digest(ctx.match["digest"])
+        artifact_type = ctx.request.query.get("artifactType") or None
+        found = await self.store(ctx).referrers(ctx.repo.name, image, digest, artifact_type)
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        return respond_bytes(ctx.request, referrers_index(found), OCI_INDEX, headers)
+
+    async def catalog(self, ctx: Ctx) -> web.StreamResponse:
+        names = await self.store(ctx).images(ctx.repo.name)
+        return self._catalog_page(ctx.request, [f"{ctx.repo.name}/{n}" for n in names])
+
+    async def catalog_all(self, request: web.Request, services: Any) -> web.StreamResponse:
+        """`/v2/_catalog`: images of every hosted oci repository, as `<repo>/<image>`."""
+        if request.method != "GET":
+            return self.error(None, 405, "method not allowed")
+        store = HostedStore(services.catalog)
+        names: list[str] = []
+        for repo in services.repos.values():
+            if repo.format == self.name and repo.is_hosted:
+                names += [f"{repo.name}/{n}" for n in await store.images(repo.name)]
+        try:
+            return self._catalog_page(request, names)
+        except FormatError as exc:
+            return self.error(None, exc.status, exc.message, exc.code)
+
+    def _catalog_page(self, request: web.Request, names: list[str]) -> web.Response:
+        shown, more = page(names, request.query.get("n"), request.query.get("last"))
+        headers = {}
+        if more and shown:
+            headers["Link"] = f'</v2/_catalog?n={request.query["n"]}&last={shown[-1]}>; rel="next"'
+        return web.json_response({"repositories": shown}, headers=headers)
+
+    # ---------------------------------------------------------------- proxy
+    async def proxy_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        return await self.proxy.manifest(ctx, self._image(ctx), validate_reference(ctx.match["ref"]))
+
+    async def proxy_blob(self, ctx: Ctx) -> web.StreamResponse:
+        return await self.proxy.blob(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
+
+    async def proxy_tags(self, ctx: Ctx) -> web.StreamResponse:
+        return await self.proxy.tags(ctx, self._image(ctx))
+
+    async def proxy_referrers(self, ctx: Ctx) -> web.StreamResponse:
+        return await self.proxy.referrers(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
+
+
+def _mirror(repos: dict[str, RepoConfig]) -> RepoConfig | None:
+    """The first oci repository marked `mirror: true`."""
+    for repo in repos.values():
+        if repo.format == "oci" and repo.mirror:
+            return repo
+    return None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, or SIZE_INVALID past `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+FORMAT = Oci
