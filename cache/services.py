@@ -40,6 +40,7 @@ class EngineSettings:
     retries: int
     public_url: str | None
     trusted_proxies: tuple[str, ...]
+    ca_file: str | None = None
 
 
 class Services:
@@ -56,7 +57,7 @@ class Services:
         self.catalog = Catalog(self.db)
         self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
         self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
-                                       settings.retries)
+                                       settings.retries, settings.ca_file)
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
                                 on_stored=self._stored)
         self.metrics = _PublishMetrics(self.pull)

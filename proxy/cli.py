@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--listen", help="HOST:PORT")
     serve.add_argument("--workers", type=int, help="processes sharing one port and store")
+    serve.add_argument("--forward-proxy", metavar="HOST:PORT", help="also accept HTTPS_PROXY clients here")
     init = sub.add_parser("init", help="write a commented starter config")
     init.add_argument("file", nargs="?", default="depot.yaml")
     _common(init)
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     warm.register(sub, _common)
     backup.register(sub, _common)
+    ca = sub.add_parser("ca", help="the forward proxy's interception CA")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")
+    _common(export_ca)
     from . import cli_users
     for name, handler in cli_users.register(sub, _common).items():
         COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
@@ -84,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="depot-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported
     try:
-        config = _load(args, listen=args.listen, workers=args.workers)
+        config = _load(args, listen=args.listen, workers=args.workers,
+                       **{"forward_proxy.listen": args.forward_proxy})
         from .server import run, setup_logging
         setup_logging(config.log_level)
         _prepare_data_dir(config.data_dir)
@@ -166,6 +172,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca(args: argparse.Namespace) -> int:
+    from .forward import ensure_ca
+    config = _load(args)
+    print(ensure_ca(config.data_dir).read_text(), end="")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -188,7 +201,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "init": cmd_init, "check-config": cmd_check_config,
+COMMANDS = {"serve": cmd_serve, "ca": cmd_ca, "init": cmd_init, "check-config": cmd_check_config,
             "gc": cmd_gc, "stats": cmd_stats, "warm": warm.cmd_warm,
             "export": backup.cmd_export, "import": backup.cmd_import}
 

@@ -36,6 +36,13 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 2
+    ca_file: str | None = None          # extra CA bundle for upstream TLS (private registries)
+
+
+@dataclass(frozen=True)
+class ForwardProxyConfig:
+    listen: str | None = None           # HOST:PORT for HTTPS_PROXY clients; None: off
+    refuse_unknown: bool = False        # refuse hosts no repository serves (default: tunnel)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Config:
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
+    forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
     open_access: bool = False       # development only: anyone may read and write everything
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -91,7 +99,12 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             raise ConfigError("(file)", "the top level must be a mapping")
     apply_env(document, os.environ if env is None else env)
     for key, value in (overrides or {}).items():
-        if value is not None:
+        if value is None:
+            continue
+        if "." in key:
+            section, _, sub = key.partition(".")
+            document.setdefault(section, {})[sub] = value
+        else:
             document[key] = value
     return validate(document)
 
@@ -134,7 +147,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -173,11 +186,33 @@ def validate(document: dict[str, Any]) -> Config:
                                      upstream.get("connect_timeout", 10), parse_duration),
             read_timeout=_convert("upstream.read_timeout", upstream.get("read_timeout", 60), parse_duration),
             retries=_convert("upstream.retries", upstream.get("retries", 2), int),
+            ca_file=_existing_file("upstream.ca_file", upstream.get("ca_file")),
         ),
+        forward_proxy=_forward(_section(document, "forward_proxy")),
         repositories=validate_repositories(_section(document, "repositories")),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         **_tls(_section(document, "tls")),
     )
+
+
+def _existing_file(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not Path(str(value)).is_file():
+        raise ConfigError(key, f"no such file: {value}")
+    return str(value)
+
+
+def _forward(section: dict[str, Any]) -> ForwardProxyConfig:
+    listen = section.get("listen")
+    if listen is not None:
+        host, sep, port = str(listen).rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError("forward_proxy.listen", f"expected HOST:PORT, got {listen!r}")
+    unknown = section.get("unknown_hosts", "tunnel")
+    if unknown not in ("tunnel", "refuse"):
+        raise ConfigError("forward_proxy.unknown_hosts", "must be tunnel or refuse")
+    return ForwardProxyConfig(str(listen) if listen else None, unknown == "refuse")
 
 
 def _boolean(value: Any) -> bool:

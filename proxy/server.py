@@ -62,12 +62,21 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def _run_forward(config: Config) -> None:
+    from .forward import run_forward_process
+    fwd = config.forward_proxy
+    assert fwd.listen is not None
+    run_forward_process(fwd.listen, config.repositories.values(), config.data_dir, config.listen,
+                        fwd.refuse_unknown, config.upstream.ca_file)
+
+
 def run(config: Config) -> int:
-    """Serve with config.workers processes; the master restarts a worker that dies."""
-    if config.workers == 1:
+    """Serve with config.workers processes (+1 for the forward proxy); restart any that dies."""
+    if config.workers == 1 and config.forward_proxy.listen is None:
         run_worker(config)
         return 0
     children: dict[int, int] = {}
+    FORWARD = -1
 
     def spawn(slot: int) -> None:
         pid = os.fork()
@@ -75,10 +84,14 @@ def run(config: Config) -> int:
             _die_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
             try:
-                run_worker(config)
+                (_run_forward if slot == FORWARD else run_worker)(config)
+            except BaseException:
+                log.exception("process failed slot=%d", slot)
+                code = 1
             finally:
-                os._exit(0)
+                os._exit(code)
         children[pid] = slot
 
     stopping = False
@@ -96,6 +109,8 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     for slot in range(config.workers):
         spawn(slot)
+    if config.forward_proxy.listen is not None:
+        spawn(FORWARD)
     while children:
         try:
             pid, status = os.wait()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Mapping
@@ -35,15 +36,19 @@ class Timeouts:
 class UpstreamClient:
     """Every upstream request of a process goes through here."""
 
-    def __init__(self, timeouts: Timeouts = Timeouts(), retries: int = 2) -> None:
+    def __init__(self, timeouts: Timeouts = Timeouts(), retries: int = 2, ca_file: str | None = None) -> None:
         self.timeouts = timeouts
         self.retries = retries
+        self.ssl: ssl.SSLContext | bool = True
+        if ca_file:
+            self.ssl = ssl.create_default_context()
+            self.ssl.load_verify_locations(ca_file)
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300, ssl=self.ssl)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False,
                 headers={"User-Agent": USER_AGENT},
