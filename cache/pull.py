@@ -17,7 +17,7 @@ from registry.repo import RepoConfig
 from upstreams.client import UpstreamClient, UpstreamError
 
 from . import flight as fl
-from .blobs import BlobStore, BlobWriter
+from .blobs import BlobStore, BlobWriter, DigestMismatch
 from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
 from .metrics import RepoMetrics
@@ -300,7 +300,6 @@ class PullThrough:
             return writer.commit(spec.expect_sha256), writer.size
         raw_digest = writer.hasher.hexdigest()
         if spec.expect_sha256 and spec.expect_sha256.lower() != raw_digest:
-            from .blobs import DigestMismatch
             raise DigestMismatch(spec.expect_sha256.lower(), raw_digest)
         body = writer.temp_path.read_bytes()
         writer.abort()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import fnmatch
 import mimetypes
 import re
+import time
 from urllib.parse import quote
 
 from aiohttp import web
 
 from cache.blobs import DigestMismatch, TooLarge
 from cache.pull import FetchSpec, Kind, NotFound, UpstreamFailed
-from cache.serve import respond_blob
+from cache.serve import http_date, respond_blob
 
 from .base import Ctx, Format, FormatError, route
 from .repo import RepoConfig
@@ -110,8 +111,6 @@ class Generic(Format):
             raise FormatError(400, f"checksum mismatch: {exc}") from None
         except TooLarge:
             raise FormatError(413, f"upload larger than {MAX_UPLOAD} bytes") from None
-        from cache.serve import http_date
-        import time
         ctype = ctx.request.headers.get("Content-Type") or content_type_for(path)
         if ctype == "application/x-www-form-urlencoded":  # curl's default for --data-binary
             ctype = content_type_for(path)
