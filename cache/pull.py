@@ -91,8 +91,10 @@ class PullThrough:
         self._metrics: dict[str, RepoMetrics] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.wait_timeout = upstream.timeouts.connect + upstream.timeouts.read + 5
-        # request path -> (entry, body, headers) of small fresh hits; see hot_response()
-        self.hot: LRUCache[str, tuple[Entry, bytes, dict[str, str]]] = LRUCache(maxsize=10_000)
+        # (path, Accept, Host) -> (entry, body, headers) of small fresh hits; see hot_response().
+        # Accept and Host are in the key because formats negotiate bodies on them.
+        self.hot: LRUCache[tuple[str, str | None, str], tuple[Entry, bytes, dict[str, str]]] = \
+            LRUCache(maxsize=10_000)
 
     def metrics(self, repo: RepoConfig) -> RepoMetrics:
         found = self._metrics.get(repo.name)
@@ -342,7 +344,7 @@ class PullThrough:
                     "Content-Type": entry.content_type or "application/octet-stream", **headers}
             if entry.last_modified:
                 full["Last-Modified"] = entry.last_modified
-            self.hot[request.path] = (entry, body, full)
+            self.hot[_hot_key(request)] = (entry, body, full)
 
     def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:
         """The fast path for a repeat hit on a small body: no routing, parsing or lookups.
@@ -350,7 +352,7 @@ class PullThrough:
         Valid while the entry this process holds for the key is the very same object (not
         refreshed, replaced or forgotten), is fresh, and its bytes are still in memory.
         """
-        item = self.hot.get(request.path)
+        item = self.hot.get(_hot_key(request))
         if item is None:
             return None
         entry, body, headers = item
@@ -394,3 +396,7 @@ def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> No
     writer.write(chunk)
     if check is not None:
         check.update(chunk)
+
+
+def _hot_key(request: web.Request) -> tuple[str, str | None, str]:
+    return request.path, request.headers.get("Accept"), request.host

@@ -34,6 +34,8 @@ log = logging.getLogger("depot.npm")
 NAME = r"(?P<name>@[^/]+/[^/]+|[^/@][^/]*)"
 FILE = r"(?P<file>[^/]+\.tgz)"
 REV = r"(?P<rev>[^/]+)"
+# Passing headers to pull.respond also keeps packuments out of the engine's hot path, which
+# is keyed by request path alone: a packument's body depends on Accept and on the Host too.
 METADATA_HEADERS = {"Cache-Control": "no-cache"}
 TARBALL_TYPE = "application/octet-stream"
 AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "npm-command")
@@ -201,6 +203,14 @@ class Npm(Format):
                 self._rendered[("merge", token)] = merged
         return merged, token
 
+    async def _document(self, ctx: Ctx, name: str, abbreviated: bool) -> dict[str, Any]:
+        """The (merged) document parsed, for the rare endpoints that need to look inside."""
+        sources = await self._sources(ctx, name, abbreviated)
+        if not sources:
+            raise FormatError(404, f"package {name} not found")
+        body, _ = await self._combine(ctx, sources, abbreviated)
+        return await asyncio.to_thread(pk.offload, pk.loads, body)
+
     async def _proxy_packument(self, ctx: Ctx, name: str, abbreviated: bool) -> Cached:
         """The rewritten upstream packument (variant and base URL are part of the key)."""
         repo, base = ctx.repo, ctx.base_url
@@ -218,12 +228,7 @@ class Npm(Format):
     async def version(self, ctx: Ctx) -> web.StreamResponse:
         """`GET /<name>/<version|tag>`: one manifest, taken from the full document."""
         name = _name(ctx)
-        sources = await self._sources(ctx, name, abbreviated=False)
-        if not sources:
-            raise FormatError(404, f"package {name} not found")
-        body, _ = await self._combine(ctx, sources, False)
-        doc = await asyncio.to_thread(pk.offload, pk.loads, body)
-        manifest = pk.version_document(doc, ctx.match["spec"])
+        manifest = pk.version_document(await self._document(ctx, name, False), ctx.match["spec"])
         if manifest is None:
             raise FormatError(404, f"version {ctx.match['spec']} of {name} not found")
         return respond_bytes(ctx.request, pk.dumps(manifest), pk.JSON_TYPE, METADATA_HEADERS)
@@ -438,12 +443,7 @@ class Npm(Format):
 
     # ------------------------------------------------------------------ dist-tags
     async def get_tags(self, ctx: Ctx) -> web.StreamResponse:
-        name = _name(ctx)
-        sources = await self._sources(ctx, name, abbreviated=True)
-        if not sources:
-            raise FormatError(404, f"package {name} not found")
-        body, _ = await self._combine(ctx, sources, True)
-        doc = await asyncio.to_thread(pk.offload, pk.loads, body)
+        doc = await self._document(ctx, _name(ctx), True)
         return _json(200, doc.get("dist-tags") or {})
 
     async def set_tag(self, ctx: Ctx) -> web.StreamResponse:

@@ -386,3 +386,23 @@ def test_default_upstream_is_what_npm_prints(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(npm_format.shutil, "which", lambda _: None)
     assert npm_format.Npm.default_upstream() is None
     npm_format.npm_config_registry.cache_clear()
+
+
+# ---------------------------------------------------------------------------- engine catalog CAS
+
+def test_catalog_swap(tmp_path: Any) -> None:
+    import asyncio
+
+    from cache.catalog import Catalog
+    from cache.db import Database
+
+    async def scenario() -> list[bool]:
+        catalog = Catalog(Database(tmp_path / "db.sqlite"))
+        return [
+            await catalog.swap("r", "p", None, "a" * 64, 1),          # create
+            await catalog.swap("r", "p", None, "b" * 64, 1),          # exists already
+            await catalog.swap("r", "p", "b" * 64, "c" * 64, 1),      # stale expectation
+            await catalog.swap("r", "p", "a" * 64, "c" * 64, 1),      # current: swapped
+            (await catalog.get("r", "p")).digest == "c" * 64,         # type: ignore[union-attr]
+        ]
+    assert asyncio.run(scenario()) == [True, False, False, True, True]
