@@ -17,7 +17,9 @@ Routes, relative to `/<repo>/`:
   `DELETE <project>/<version>/yank` — un-yank.
 * `DELETE <project>/<version>` — delete every file of a version.
 
-Write routes work on hosted repositories and on groups (they go to `deploy_to`).
+Write routes work on hosted repositories and on groups (they go to `deploy_to`). Uploading needs
+the `write` permission, yanking and deleting `delete` (checked by the front door before a handler
+runs); pip/twine send Basic credentials (`user:password` or `user:<token>`).
 """
 from __future__ import annotations
 
@@ -75,7 +77,8 @@ class PyPI(Format):
         route("GET HEAD", r"simple/(?P<project>[^/]+)/?", "project_page"),
         route("GET HEAD", r"files/(?P<project>[^/]+)/(?P<fid>[^/]+)/(?P<filename>[^/]+)", "file"),
         route("POST", r"(?:legacy/?)?", "upload", "hosted group"),
-        route("POST DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)/yank", "yank", "hosted group"),
+        route("POST DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)/yank", "yank", "hosted group",
+              perm="delete"),
         route("DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)", "delete_version", "hosted group"),
     )
 

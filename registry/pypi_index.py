@@ -204,7 +204,7 @@ def _record_from_json(item: dict[str, Any], base: str) -> FileRecord | None:
     record = FileRecord(
         filename=filename, url=url, hashes=hashes,
         requires_python=_str_or_none(item.get("requires-python")),
-        yanked=yanked if isinstance(yanked, (bool, str)) else bool(yanked),
+        yanked=(yanked or True) if isinstance(yanked, str) else bool(yanked),
         core_metadata=_clean_metadata(item.get("core-metadata", item.get("dist-info-metadata", False))),
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         upload_time=upload_time if isinstance(upload_time, str) else None,

@@ -29,6 +29,7 @@ CLEAN_ENV = {k: v for k, v in os.environ.items()
              if not k.startswith(("PIP_", "UV_", "TWINE_", "DEPOT_"))}
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 TTL = 2.0
+ADMIN = DepotProcess.ADMIN_PASSWORD
 
 SPECS = [
     ("dpt-leaf", "1.0", ()), ("dpt-mid", "1.0", ("dpt-leaf>=1.0",)), ("Dpt.App", "1.0", ("dpt-mid",)),
@@ -82,7 +83,7 @@ def pip_install(index: str, target: Path, *reqs: str, check: bool = True) -> sub
 
 
 def twine(url: str, *files: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([str(BIN / "twine"), "upload", "--repository-url", url, "-u", "user", "-p", "pass",
+    return run([str(BIN / "twine"), "upload", "--repository-url", url, "-u", "admin", "-p", ADMIN,
                 "--non-interactive", "--disable-progress-bar", *map(str, files)], check=check)
 
 
@@ -198,7 +199,7 @@ def test_new_upstream_version_visible_after_metadata_ttl(env: SimpleNamespace, t
 def test_parallel_pip_downloads_fetch_the_file_once(env: SimpleNamespace, tmp_path: Path) -> None:
     herd = env.dists[("dpt-herd", "1.0")]
     path = f"/packages/{herd.wheel.name}"
-    env.up.mode(path, "slow", headers_delay=1.5, chunk=256, delay=0.05)
+    env.up.mode(path, "slow", headers_delay=2.5, chunk=256, delay=0.05)
     index = f"{env.depot.url}/remote/simple/"
 
     def download(i: int) -> subprocess.CompletedProcess[str]:
@@ -277,7 +278,7 @@ def test_publish_is_visible_immediately(env: SimpleNamespace, tmp_path: Path) ->
 def test_uv_publish_and_legacy_path(env: SimpleNamespace, tmp_path: Path) -> None:
     dist = env.dists[("dpt-uvpub", "1.0")]
     run([str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{env.depot.url}/all/",
-         "-u", "user", "-p", "pass", str(dist.wheel)])
+         "-u", "admin", "-p", ADMIN, str(dist.wheel)])
     twine(f"{env.depot.url}/local/legacy/", dist.sdist)
     page = get(f"{env.depot.url}/local/simple/dpt-uvpub/").body.decode()
     assert dist.wheel.name in page and dist.sdist.name in page
@@ -289,7 +290,7 @@ def test_uv_publish_and_legacy_path(env: SimpleNamespace, tmp_path: Path) -> Non
 def _post(url: str, fields: dict[str, str], filename: str, content: bytes) -> requests.Response:
     return requests.post(url, data={":action": "file_upload", "protocol_version": "1", **fields},
                          files={"content": (filename, content, "application/octet-stream")},
-                         auth=("user", "pass"), timeout=30)
+                         auth=("admin", ADMIN), timeout=30)
 
 
 @pytest.mark.parametrize("fields, filename, message", [
@@ -323,16 +324,17 @@ def test_yank_unyank_and_delete(env: SimpleNamespace, tmp_path: Path) -> None:
     dist = env.dists[("dpt-yank", "1.0")]
     twine(f"{env.depot.url}/local/", *dist.files)
     page_url = f"{env.depot.url}/all/simple/dpt-yank/"
-    assert requests.post(f"{env.depot.url}/all/dpt-yank/1.0/yank", data="broken build", timeout=10).ok
+    assert requests.post(f"{env.depot.url}/all/dpt-yank/1.0/yank", data="broken build", auth=("admin", ADMIN),
+                         timeout=10).ok
     assert 'data-yanked="broken build"' in get(page_url).body.decode()
     yanked = json.loads(get(page_url, headers={"Accept": JSON_TYPE}).body)["files"]
     assert {f["yanked"] for f in yanked} == {"broken build"}
     assert pip_install(f"{env.depot.url}/all/simple/", tmp_path / "a", "dpt-yank", check=False).returncode != 0
-    assert requests.delete(f"{env.depot.url}/local/dpt-yank/1.0/yank", timeout=10).ok
+    assert requests.delete(f"{env.depot.url}/local/dpt-yank/1.0/yank", auth=("admin", ADMIN), timeout=10).ok
     assert "data-yanked" not in get(page_url).body.decode()
-    assert requests.delete(f"{env.depot.url}/local/Dpt_Yank/1.0", timeout=10).ok
+    assert requests.delete(f"{env.depot.url}/local/Dpt_Yank/1.0", auth=("admin", ADMIN), timeout=10).ok
     assert get(page_url).status == 404
-    assert requests.delete(f"{env.depot.url}/local/dpt-yank/1.0", timeout=10).status_code == 404
+    assert requests.delete(f"{env.depot.url}/local/dpt-yank/1.0", auth=("admin", ADMIN), timeout=10).status_code == 404
 
 
 def test_proxy_of_a_depot_hosted_repo(env: SimpleNamespace, depot_factory: Any, tmp_path: Path) -> None:
@@ -343,3 +345,17 @@ def test_proxy_of_a_depot_hosted_repo(env: SimpleNamespace, depot_factory: Any, 
     assert installed(tmp_path / "t") == {"dpt_priv==1.0", "dpt_mid==1.0", "dpt_leaf==1.0"}
     listing = get(f"{second.url}/chain/simple/", headers={"Accept": JSON_TYPE})
     assert {"name": "dpt-priv"} in json.loads(listing.body)["projects"]
+
+
+def test_access_control_on_a_secure_depot(env: SimpleNamespace, depot_factory: Any, tmp_path: Path) -> None:
+    secure = depot_factory({"local": {"format": "pypi", "type": "hosted"}}, secure=True)
+    leaf = env.dists[("dpt-leaf", "1.0")]
+    denied = run([str(BIN / "twine"), "upload", "--repository-url", f"{secure.url}/local/", "-u", "admin",
+                  "-p", "wrong", "--non-interactive", "--disable-progress-bar", str(leaf.wheel)], check=False)
+    assert denied.returncode != 0 and "401" in denied.stdout + denied.stderr
+    twine(f"{secure.url}/local/", leaf.wheel)
+    assert requests.post(f"{secure.url}/local/dpt-leaf/1.0/yank", timeout=10).status_code == 401
+    assert pip_install(f"{secure.url}/local/simple/", tmp_path / "anon", "dpt-leaf", check=False).returncode != 0
+    authed = secure.url.replace("http://", f"http://admin:{ADMIN}@")
+    pip_install(f"{authed}/local/simple/", tmp_path / "t", "dpt-leaf")
+    assert installed(tmp_path / "t") == {"dpt_leaf==1.0"}

@@ -91,12 +91,14 @@ def test_parse_json_page_relative_and_validation() -> None:
          "hashes": {"sha256": SHA_A}, "dist-info-metadata": {"sha256": SHA_M}},
         {"filename": "../evil", "url": "http://h.example/evil", "hashes": {}},
         {"filename": "demo-2.tar.gz", "url": "file:///etc/passwd", "hashes": {}},
+        {"filename": "demo-0.1.tar.gz", "url": "/x/demo-0.1.tar.gz", "yanked": ""},
         {"filename": 5, "url": "x"},
         "garbage",
     ]}
     page = ix.parse_page(json.dumps(doc).encode(), PAGE_URL, "demo")
-    assert [r.filename for r in page.files] == ["demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl"]
-    sdist, wheel = page.files
+    assert [r.filename for r in page.files] == ["demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl", "demo-0.1.tar.gz"]
+    sdist, wheel, old = page.files
+    assert old.yanked is True and old.url == "http://up.test/x/demo-0.1.tar.gz"
     assert sdist.url == "http://up.test/f/demo-1.0.tar.gz" and sdist.size == 10
     assert sdist.yanked == "bad" and sdist.requires_python == ">=3.9"
     assert wheel.core_metadata == {"sha256": SHA_M}
