@@ -42,10 +42,9 @@ def mappings(repos: Iterable[RepoConfig]) -> list[Mapping]:
     for repo in repos:
         if not repo.is_proxy or not repo.upstream:
             continue
-        found.append(Mapping(_origin_prefix(repo.upstream), repo.name))
-        extra = getattr(FORMATS[repo.format], "forward_prefixes", None)
-        for url, target in (extra(repo) if extra else []):
-            found.append(Mapping(_origin_prefix(url), repo.name, target.strip("/") + "/"))
+        for url, target in FORMATS[repo.format].forward_prefixes(repo):
+            target = target.strip("/")
+            found.append(Mapping(_origin_prefix(url), repo.name, target + "/" if target else ""))
     return sorted(found, key=lambda m: len(m.prefix), reverse=True)
 
 

@@ -87,6 +87,12 @@ class Format:
         """Upstream used by a proxy repository that names none (None: must be configured)."""
         return None
 
+    @classmethod
+    def forward_prefixes(cls, repo: RepoConfig) -> list[tuple[str, str]]:
+        """For forward-proxy mode: (absolute URL prefix, path under /<repo>/) pairs this proxy
+        repository answers for. Default: its upstream maps onto the repository's root."""
+        return [(repo.upstream, "")] if repo.upstream else []
+
     def match(self, repo: RepoConfig, method: str, path: str) -> tuple[Route, re.Match[str]] | None:
         """First route accepting this method, path and repository type."""
         for entry in self.routes:

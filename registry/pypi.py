@@ -87,6 +87,15 @@ class PyPI(Format):
         self._rendered: LRUCache[tuple[str, str], tuple[bytes, str]] = LRUCache(maxsize=PAGE_CACHE_ITEMS)
 
     @classmethod
+    def forward_prefixes(cls, repo: RepoConfig) -> list[tuple[str, str]]:
+        """The index URL maps onto /<repo>/simple/, its parent onto /<repo>/ (so the relative
+        `../../files/…` links of depot's pages resolve back into this repository)."""
+        if not repo.upstream:
+            return []
+        base = _upstream_base(repo)
+        return [(base, "simple/"), (base.rstrip("/").rpartition("/")[0] + "/", "")]
+
+    @classmethod
     def default_upstream(cls) -> str | None:
         """The index pip on this machine uses (PIP_INDEX_URL, pip config, pip's built-in default)."""
         return pip_index_url()

@@ -1,20 +1,26 @@
 """Forward-proxy mode: clients that only know HTTPS_PROXY and depot's CA get cached answers."""
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from depot_process import free_port
+from depot_process import DepotProcess, free_port
+from npm_fixtures import NpmCli, installed_version, make_package, new_project, npm_path
+from pypi_fixtures import build_dist
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "up-cert.pem", directory / "up-key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", str(key),
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-days", "1", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True, timeout=60)
     return cert, key
 
@@ -42,9 +48,21 @@ def split_response(raw: bytes) -> tuple[bytes, bytes]:
 def https_upstream(depot_factory, tmp_path):
     """A TLS depot with a hosted generic repository: the 'public' upstream in these tests."""
     cert, key = make_cert(tmp_path)
-    up = depot_factory({"files": {"format": "generic", "type": "hosted", "anonymous_read": True}},
+    up = depot_factory({"files": {"format": "generic", "type": "hosted", "anonymous_read": True},
+                        "pypi-up": {"format": "pypi", "type": "hosted", "anonymous_read": True},
+                        "npm-up": {"format": "npm", "type": "hosted", "anonymous_read": True}},
                        extra={"tls": {"cert": str(cert), "key": str(key)}}, name="https-up")
     return up, cert
+
+
+def login_token(up, repo: str) -> str:
+    """A token for admin from npm's legacy login endpoint of the TLS upstream."""
+    import ssl
+    body = json.dumps({"name": "admin", "password": DepotProcess.ADMIN_PASSWORD}).encode()
+    req = urllib.request.Request(f"{up.url}/{repo}/-/user/org.couchdb.user:admin", data=body, method="PUT",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=30) as resp:
+        return json.loads(resp.read())["token"]
 
 
 def hosted_reads(up) -> int:
@@ -99,3 +117,81 @@ def test_unknown_hosts_are_refused_when_configured(depot_factory, https_upstream
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 or out.stdout in ("403", "000")
     assert front.log().count("listening pid=") >= 1
+
+
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """No inherited proxy, CA bundle or pip/npm settings: the test says what the client trusts."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "npm_", "NPM_")) and k.lower() not in ("https_proxy", "http_proxy")
+           and k not in CA_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def test_pip_with_only_https_proxy_gets_cached(depot_factory, https_upstream, tmp_path):
+    up, cert = https_upstream
+    dist = build_dist(tmp_path / "build", "fwd-tiny", "1.0")
+    twine = Path(sys.executable).parent / "twine"
+    subprocess.run([str(twine), "upload", "--repository-url", f"{up.url}/pypi-up/", "-u", "admin", "-p",
+                    DepotProcess.ADMIN_PASSWORD, "--cert", str(cert), "--non-interactive", str(dist.wheel)],
+                   check=True, capture_output=True, timeout=120, env=_clean_env())
+    forward_port = free_port()
+    front = depot_factory(
+        {"pypi-remote": {"format": "pypi", "type": "proxy", "upstream": f"{up.url}/pypi-up/simple/"}},
+        extra={"upstream": {"ca_file": str(cert)}, "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}},
+        name="front")
+    wait_port(forward_port)
+    ca = tmp_path / "depot-ca.pem"
+    ca.write_text(front.run_cli("ca", "export").stdout)
+    env = _clean_env(HTTPS_PROXY=f"http://127.0.0.1:{forward_port}")
+    for round_ in range(2):
+        target = tmp_path / f"site{round_}"
+        out = subprocess.run([sys.executable, "-m", "pip", "--isolated", "--no-cache-dir", "install",
+                              "--cert", str(ca), "--index-url", f"{up.url}/pypi-up/simple/",
+                              "--target", str(target), "fwd-tiny"],
+                             capture_output=True, text=True, env=env, timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert list(target.glob("fwd_tiny-1.0.dist-info"))
+    log = front.log()
+    assert '"GET /pypi-remote/files/' in log and '"GET /pypi-remote/simple/fwd-tiny/' in log
+    file_lines = [line for line in log.splitlines() if "GET /pypi-remote/files/" in line]
+    assert file_lines[-1].endswith('"HIT"')                # the second install came from the cache
+
+
+def test_npm_with_only_https_proxy_gets_cached(depot_factory, https_upstream, tmp_path):
+    up, cert = https_upstream
+    base = up.url.replace("127.0.0.1", "localhost")      # node wants a host name for TLS through a tunnel
+    pkg = make_package(tmp_path / "pkg", "fwd-npm-tiny", "1.0.0")
+    tarball = NpmCli(tmp_path / "packer", "http://127.0.0.1:1/").pack(pkg, tmp_path)
+    upstream_cli = NpmCli(tmp_path / "publisher", f"{base}/npm-up/")
+    token = login_token(up, "npm-up")
+    upstream_cli.write_userconfig(token)
+    published = subprocess.run([npm_path(), "publish", str(tarball), "--registry", f"{base}/npm-up/"],
+                               env=_clean_env(**{**upstream_cli.env(), "NODE_EXTRA_CA_CERTS": str(cert)}),
+                               capture_output=True, text=True, timeout=120)
+    assert published.returncode == 0, published.stdout + published.stderr
+    forward_port = free_port()
+    front = depot_factory(
+        {"npm-remote": {"format": "npm", "type": "proxy", "upstream": f"{base}/npm-up/"}},
+        extra={"upstream": {"ca_file": str(cert)}, "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}},
+        name="front")
+    wait_port(forward_port)
+    ca = tmp_path / "depot-ca.pem"
+    ca.write_text(front.run_cli("ca", "export").stdout)
+    client = NpmCli(tmp_path / "client", f"{base}/npm-up/")
+    client.userconfig.write_text("")                       # anonymous: the proxy is readable by all
+    client_env = {k: v for k, v in client.env().items() if k.lower() != "no_proxy"}
+    for round_ in range(2):
+        client.clear_cache()
+        project = new_project(tmp_path / f"proj{round_}", {"fwd-npm-tiny": "^1.0.0"})
+        out = subprocess.run([npm_path(), "install", "--no-audit", "--no-fund", "--registry", f"{base}/npm-up/"],
+                             cwd=project, capture_output=True, text=True, timeout=180,
+                             env=_clean_env(**{**client_env, "HTTPS_PROXY": f"http://127.0.0.1:{forward_port}",
+                                               "NODE_EXTRA_CA_CERTS": str(ca)}))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert installed_version(project, "fwd-npm-tiny") == "1.0.0"
+    tar_lines = [line for line in front.log().splitlines() if "/fwd-npm-tiny/-/" in line and "depot.access" in line]
+    assert len(tar_lines) == 2 and tar_lines[0].endswith('"MISS"') and tar_lines[1].endswith('"HIT"')
