@@ -33,6 +33,7 @@ DEFAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "N
                  429: "TOOMANYREQUESTS"}
 RunFormat = Callable[..., Awaitable[web.StreamResponse]]
 IMG = r"(?P<image>[^/].*?)"
+WRITES = "hosted group"          # a group writes to its deploy_to member
 
 
 class Oci(Format):
@@ -41,15 +42,15 @@ class Oci(Format):
     name = "oci"
     routes = (
         route("GET HEAD", IMG + r"/manifests/(?P<ref>[^/]+)", "get_manifest", "hosted"),
-        route("PUT", IMG + r"/manifests/(?P<ref>[^/]+)", "put_manifest", "hosted"),
-        route("DELETE", IMG + r"/manifests/(?P<ref>[^/]+)", "delete_manifest", "hosted"),
-        route("POST", IMG + r"/blobs/uploads/?", "start_upload", "hosted"),
-        route("GET", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_status", "hosted"),
-        route("PATCH", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_chunk", "hosted"),
-        route("PUT", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "finish_upload", "hosted"),
-        route("DELETE", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "cancel_upload", "hosted"),
+        route("PUT", IMG + r"/manifests/(?P<ref>[^/]+)", "put_manifest", WRITES),
+        route("DELETE", IMG + r"/manifests/(?P<ref>[^/]+)", "delete_manifest", WRITES),
+        route("POST", IMG + r"/blobs/uploads/?", "start_upload", WRITES),
+        route("GET", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_status", WRITES, perm="write"),
+        route("PATCH", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "upload_chunk", WRITES),
+        route("PUT", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "finish_upload", WRITES),
+        route("DELETE", IMG + r"/blobs/uploads/(?P<uuid>[^/]+)", "cancel_upload", WRITES, perm="write"),
         route("GET HEAD", IMG + r"/blobs/(?P<digest>[^/]+)", "get_blob", "hosted"),
-        route("DELETE", IMG + r"/blobs/(?P<digest>[^/]+)", "delete_blob", "hosted"),
+        route("DELETE", IMG + r"/blobs/(?P<digest>[^/]+)", "delete_blob", WRITES),
         route("GET", IMG + r"/tags/list", "list_tags", "hosted"),
         route("GET", IMG + r"/referrers/(?P<digest>[^/]+)", "referrers", "hosted"),
         route("GET", r"_catalog", "catalog", "hosted"),
@@ -57,6 +58,10 @@ class Oci(Format):
         route("GET HEAD", IMG + r"/blobs/(?P<digest>[^/]+)", "proxy_blob", "proxy"),
         route("GET", IMG + r"/tags/list", "proxy_tags", "proxy"),
         route("GET", IMG + r"/referrers/(?P<digest>[^/]+)", "proxy_referrers", "proxy"),
+        route("GET HEAD", IMG + r"/manifests/(?P<ref>[^/]+)", "group_manifest", "group"),
+        route("GET HEAD", IMG + r"/blobs/(?P<digest>[^/]+)", "group_blob", "group"),
+        route("GET", IMG + r"/tags/list", "group_tags", "group"),
+        route("GET", IMG + r"/referrers/(?P<digest>[^/]+)", "group_referrers", "group"),
     )
 
     def __init__(self) -> None:
@@ -96,7 +101,7 @@ class Oci(Format):
         if tail in ("", "/"):
             if request.method not in ("GET", "HEAD"):
                 return self.error(None, 405, "method not allowed")
-            return web.json_response({}, headers=API_VERSION)
+            return await self._ping(request, services)
         path = tail[1:] if tail.startswith("/") else None
         if not path:
             return self.error(None, 404, "not found", "NAME_UNKNOWN")
@@ -114,6 +119,21 @@ class Oci(Format):
                 response = await run_format(request, self, mirror, path, "/v2")
         response.headers.update(API_VERSION)
         return response
+
+    async def _ping(self, request: web.Request, services: Any) -> web.Response:
+        """`GET /v2/`: 200, or 401 with the token challenge when access control is on and the
+        request carries no valid credentials (clients only authenticate after a challenge here)."""
+        auth = getattr(services, "auth", None)
+        if auth is not None and not auth.open_access:
+            try:
+                known = "Authorization" in request.headers and await auth.identify(request.headers) is not None
+            except Exception:  # BadCredentials: answer the challenge again
+                known = False
+            if not known:
+                response = self.error(None, 401, "authentication required", "UNAUTHORIZED")
+                response.headers["WWW-Authenticate"] = self.challenge(services.public_base(request) + "/v2")
+                return response
+        return web.json_response({}, headers=API_VERSION)
 
     def _image(self, ctx: Ctx) -> str:
         return validate_name(ctx.match["image"])
@@ -135,6 +155,7 @@ class Oci(Format):
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} has no stored bytes") from None
 
     async def put_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
         body = await _read_limited(ctx.request, MAX_MANIFEST)
@@ -161,6 +182,7 @@ class Oci(Format):
         return web.Response(status=201, headers=headers)
 
     async def delete_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
         store = self.store(ctx)
@@ -189,6 +211,7 @@ class Oci(Format):
             raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} has no stored bytes") from None
 
     async def delete_blob(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         self._image(ctx)
         digest = validate_digest(ctx.match["digest"])
         if not await self.store(ctx).delete_blob(ctx.repo.name, digest):
@@ -209,6 +232,7 @@ class Oci(Format):
 
     async def start_upload(self, ctx: Ctx) -> web.StreamResponse:
         """POST: a new session, a single-request upload (?digest=) or a mount (?mount=&from=)."""
+        ctx = self._target(ctx)
         image = self._image(ctx)
         query = ctx.request.query
         if "mount" in query:
@@ -227,9 +251,9 @@ class Oci(Format):
         store = self.store(ctx)
         candidates = [ctx.repo.name]
         if source:
-            first = source.split("/", 1)[0]
-            repo = ctx.services.repos.get(first)
-            if repo is not None and repo.format == self.name and repo.is_hosted:
+            repo = ctx.services.repos.get(source.split("/", 1)[0])
+            readable = await _readable(ctx.request, ctx.services)
+            if repo is not None and repo.format == self.name and repo.is_hosted and readable(repo):
                 candidates.insert(0, repo.name)
         for name in candidates:
             found = await store.blob(name, digest)
@@ -263,11 +287,13 @@ class Oci(Format):
             raise OciError(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown") from None
 
     async def upload_status(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         upload = self._session(ctx, image)
         return web.Response(status=204, headers=self._upload_headers(ctx, image, upload.id, upload.size))
 
     async def upload_chunk(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         upload = self._session(ctx, image)
         try:
@@ -284,6 +310,7 @@ class Oci(Format):
         return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, size))
 
     async def finish_upload(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         upload = self._session(ctx, image)
         digest = validate_digest(ctx.request.query.get("digest", ""))
@@ -297,6 +324,7 @@ class Oci(Format):
         return self._blob_created(ctx, image, digest)
 
     async def cancel_upload(self, ctx: Ctx) -> web.StreamResponse:
+        ctx = self._target(ctx)
         image = self._image(ctx)
         self.uploads(ctx).cancel(self._session(ctx, image))
         return web.Response(status=204)
@@ -334,8 +362,9 @@ class Oci(Format):
             return self.error(None, 405, "method not allowed")
         store = HostedStore(services.catalog)
         names: list[str] = []
+        readable = await _readable(request, services)
         for repo in services.repos.values():
-            if repo.format == self.name and repo.is_hosted:
+            if repo.format == self.name and repo.is_hosted and readable(repo):
                 names += [f"{repo.name}/{n}" for n in await store.images(repo.name)]
         try:
             return self._catalog_page(request, names)
@@ -349,6 +378,63 @@ class Oci(Format):
             headers["Link"] = f'</v2/_catalog?n={request.query["n"]}&last={shown[-1]}>; rel="next"'
         return web.json_response({"repositories": shown}, headers=headers)
 
+    # ---------------------------------------------------------------- groups
+    def _target(self, ctx: Ctx) -> Ctx:
+        """Writes to a group go to its deploy_to member."""
+        if not ctx.repo.is_group:
+            return ctx
+        if not ctx.repo.deploy_to:
+            raise OciError(405, "UNSUPPORTED", f"group {ctx.repo.name} has no deploy_to member")
+        return ctx.for_repo(ctx.member(ctx.repo.deploy_to))
+
+    async def _first(self, ctx: Ctx, hosted: str, proxy: str, code: str) -> web.StreamResponse:
+        """The first member's answer that is not a 404."""
+        failure: FormatError | None = None
+        for name in ctx.repo.members:
+            member = ctx.for_repo(ctx.member(name))
+            handler = hosted if member.repo.is_hosted else proxy if member.repo.is_proxy else None
+            if handler is None:
+                continue
+            try:
+                return await getattr(self, handler)(member)
+            except FormatError as exc:
+                if exc.status != 404:
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
+        raise OciError(404, code, f"not found in any member of {ctx.repo.name}")
+
+    async def group_manifest(self, ctx: Ctx) -> web.StreamResponse:
+        return await self._first(ctx, "get_manifest", "proxy_manifest", "MANIFEST_UNKNOWN")
+
+    async def group_blob(self, ctx: Ctx) -> web.StreamResponse:
+        return await self._first(ctx, "get_blob", "proxy_blob", "BLOB_UNKNOWN")
+
+    async def group_tags(self, ctx: Ctx) -> web.StreamResponse:
+        """Tags of every hosted member (proxies answer for themselves), merged."""
+        image = self._image(ctx)
+        tags: set[str] = set()
+        for name in ctx.repo.members:
+            member = ctx.member(name)
+            if member.is_hosted:
+                tags.update(await self.store(ctx).tags(member.name, image))
+        if not tags:
+            return await self._first(ctx, "list_tags", "proxy_tags", "NAME_UNKNOWN")
+        shown, _ = page(sorted(tags), ctx.request.query.get("n"), ctx.request.query.get("last"))
+        return web.json_response({"name": image, "tags": shown})
+
+    async def group_referrers(self, ctx: Ctx) -> web.StreamResponse:
+        """Referrers recorded in every hosted member, merged."""
+        image = self._image(ctx)
+        digest = validate_digest(ctx.match["digest"])
+        artifact_type = ctx.request.query.get("artifactType") or None
+        found: list[dict[str, Any]] = []
+        for name in ctx.repo.members:
+            if ctx.member(name).is_hosted:
+                found += await self.store(ctx).referrers(name, image, digest, artifact_type)
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        return respond_bytes(ctx.request, referrers_index(found), OCI_INDEX, headers)
+
     # ---------------------------------------------------------------- proxy
     async def proxy_manifest(self, ctx: Ctx) -> web.StreamResponse:
         return await self.proxy.manifest(ctx, self._image(ctx), validate_reference(ctx.match["ref"]))
@@ -361,6 +447,20 @@ class Oci(Format):
 
     async def proxy_referrers(self, ctx: Ctx) -> web.StreamResponse:
         return await self.proxy.referrers(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
+
+
+async def _readable(request: web.Request, services: Any) -> Callable[[RepoConfig], bool]:
+    """Which repositories the caller may read (all of them when access control is off)."""
+    auth = getattr(services, "auth", None)
+    if auth is None or auth.open_access:
+        return lambda repo: True
+    try:
+        principal = await auth.identify(request.headers)
+    except Exception:  # bad credentials: treated as anonymous
+        principal = None
+    if principal is None:
+        return lambda repo: bool(auth.anonymous_can_read(repo))
+    return lambda repo: bool(auth.allowed(principal, repo, "read"))
 
 
 def _mirror(repos: dict[str, RepoConfig]) -> RepoConfig | None:

@@ -78,18 +78,17 @@ class OciProxy:
         base = self._base(ctx)
         return f"{base}/v2/{upstream_image(base, image)}/{tail}"
 
-    async def _needs_upstream(self, ctx: Ctx, key: str) -> Entry | None | bool:
-        """False when a fresh, usable entry exists; else the stale entry (or None)."""
+    async def _stored(self, ctx: Ctx, key: str) -> tuple[bool, Entry | None]:
+        """(fresh, entry): whether a usable entry within its TTL exists, and the entry if any."""
         entries = ctx.services.entries
         entry = entries.cached(ctx.repo.name, key) or await entries.get(ctx.repo.name, key)
-        if entry is not None and (entry.expires_at is None or time.time() < entry.expires_at) \
-                and ctx.services.blobs.exists(entry.digest):
-            return False
-        return entry
+        if entry is None or not ctx.services.blobs.exists(entry.digest):
+            return False, None
+        return entry.expires_at is None or time.time() < entry.expires_at, entry
 
     async def _headers(self, ctx: Ctx, image: str, key: str) -> dict[str, str]:
         """Authorization for the upstream, only when the key has to be fetched or revalidated."""
-        if await self._needs_upstream(ctx, key) is False:
+        if (await self._stored(ctx, key))[0]:
             return {}
         base = self._base(ctx)
         try:
@@ -105,7 +104,10 @@ class OciProxy:
                 else "NAME_UNKNOWN"
             raise OciError(404, code, f"{what} not found upstream of {ctx.repo.name}") from None
         except UpstreamFailed as exc:
-            raise OciError(exc.status, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
+            message = f"upstream of {ctx.repo.name} failed: {exc.reason}"
+            if re.match(r"upstream answered 429\b", exc.reason):   # nothing cached to answer with
+                raise OciError(429, "TOOMANYREQUESTS", message) from None
+            raise OciError(exc.status, "UNKNOWN", message) from None
 
     # ---------------------------------------------------------------- manifests
     async def manifest(self, ctx: Ctx, image: str, ref: str) -> web.StreamResponse:
@@ -149,8 +151,8 @@ class OciProxy:
 
         None: let the engine fetch (no entry, or the digest changed, or upstream said 404).
         """
-        stale = await self._needs_upstream(ctx, spec.key)
-        if not isinstance(stale, Entry) or not ctx.services.blobs.exists(stale.digest):
+        fresh, stale = await self._stored(ctx, spec.key)
+        if fresh or stale is None:
             return None
         try:
             response = await ctx.services.upstream.request("HEAD", spec.url, spec.request_headers or {},
@@ -161,7 +163,9 @@ class OciProxy:
             status, headers = response.status, response.headers
         self._set_ratelimit(ctx, headers.get("RateLimit-Remaining"))
         ctx.services.pull.metrics(ctx.repo).upstream_status(status)
-        if status in STALE_IF_ERROR or status >= 500:
+        if status in (401, 403):           # token expired or revoked: ask for a new one next time
+            self.auth(ctx).forget(self._base(ctx))
+        if status in STALE_IF_ERROR or status >= 500 or status in (401, 403):
             return Cached("STALE", ctx.repo, stale)
         if status == 200 and headers.get("Docker-Content-Digest") == "sha256:" + stale.digest:
             fresh = stale.refreshed(time.time(), ctx.repo.metadata_ttl)

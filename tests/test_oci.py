@@ -19,11 +19,15 @@ import requests
 
 from depot_process import DepotProcess, free_port
 from http_util import get, get_many, sha256
-from oci_fixtures import EMPTY_CONFIG, OCI_MANIFEST, Layout, artifact_manifest, digest_of, hello_layout, layer_tgz
+from oci_fixtures import (EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, artifact_manifest, digest_of,
+                          hello_layout, layer_tgz)
+from registry.oci_manifest import DOCKER_MANIFEST, MANIFEST_TYPES
 
 SKOPEO = shutil.which("skopeo")
+ALL_TYPES = ", ".join(MANIFEST_TYPES)
 REGISTRY = shutil.which("docker-registry")
 MiB = 2**20
+WORKERS = 2          # uploads, single flight and the catalog must work across worker processes
 
 
 def skopeo(*args: str, timeout: float = 60) -> str:
@@ -91,8 +95,9 @@ def depot(tmp_path_factory: pytest.TempPathFactory, upstream_registry: Registry)
     repos = {"hosted": {"format": "oci", "type": "hosted"},
              "other": {"format": "oci", "type": "hosted"},
              "hub": {"format": "oci", "type": "proxy", "upstream": upstream_registry.url,
-                     "metadata_ttl": "2s", "mirror": True}}
-    process = DepotProcess(tmp_path_factory.mktemp("depot"), repos)
+                     "metadata_ttl": "2s", "mirror": True},
+             "all": {"format": "oci", "type": "group", "members": ["hosted", "hub"], "deploy_to": "hosted"}}
+    process = DepotProcess(tmp_path_factory.mktemp("depot"), repos, workers=WORKERS)
     yield process
     process.stop()
 
@@ -138,6 +143,12 @@ def test_skopeo_copy_in_and_out_keeps_digests(depot, layout, tmp_path):
     assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
     head = requests.head(f"{depot.url}/v2/hosted/test/hello/manifests/{single['digest']}")
     assert head.status_code == 200 and int(head.headers["Content-Length"]) == single["size"]
+
+    skopeo("copy", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{built.root}:v1",
+           f"docker://{host(depot)}/hosted/test/docker:v1")
+    docker = requests.get(f"{depot.url}/v2/hosted/test/docker/manifests/v1", headers={"Accept": ALL_TYPES})
+    assert docker.headers["Content-Type"] == DOCKER_MANIFEST == docker.json()["mediaType"]
+    assert docker.headers["Docker-Content-Digest"] == digest_of(docker.content)
 
     skopeo("delete", "--tls-verify=false", f"{ref}:v1")
     gone = requests.get(f"{depot.url}/v2/hosted/test/hello/manifests/v1")
@@ -226,17 +237,79 @@ def test_pull_through_single_flight_and_stale(depot, upstream_registry, layout, 
     metrics = get(f"{depot.url}/-/metrics").body.decode()
     assert re.search(r'depot_upstream_requests_total\{[^}]*repository="hub"', metrics)
 
+    tag_url = f"{depot.url}/v2/hub/test/big/manifests/v1"
+    tag_gets = upstream_registry.gets("/v2/test/big/manifests/v1")
+    time.sleep(2.2)   # metadata_ttl of the tag: a HEAD upstream finds the same digest
+    tag = requests.get(tag_url, headers={"Accept": ALL_TYPES})
+    assert tag.status_code == 200 and tag.headers["X-Cache"] == "REVALIDATED"
+    assert upstream_registry.gets("/v2/test/big/manifests/v1") == tag_gets
+    assert "HEAD /v2/test/big/manifests/v1 HTTP" in upstream_registry.log_path.read_text()
+
     upstream_registry.stop()
     try:
-        time.sleep(2.2)   # metadata_ttl of the tag
-        tag = requests.get(f"{depot.url}/v2/hub/test/big/manifests/v1", headers={"Accept": OCI_MANIFEST})
-        assert tag.status_code == 200 and tag.headers["X-Cache"] == "STALE"
-        assert tag.headers["Docker-Content-Digest"] == big_desc["digest"]
+        time.sleep(2.2)
+        for accept in (ALL_TYPES, OCI_MANIFEST):
+            tag = requests.get(tag_url, headers={"Accept": accept})
+            assert tag.status_code == 200 and tag.headers["X-Cache"] == "STALE"
+            assert tag.headers["Docker-Content-Digest"] == big_desc["digest"]
         skopeo("copy", "--src-tls-verify=false", f"docker://{host(depot)}/hub/test/big:v1",
                f"oci:{tmp_path}/o3:v1")
         assert index_digest(tmp_path / "o3", "v1") == big_desc["digest"]
     finally:
         upstream_registry.start()
+
+
+def test_group_reads_members_and_writes_to_deploy_to(depot, upstream_registry, layout, tmp_path):
+    built, single, _ = layout
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{built.root}:v1", f"docker://{host(depot)}/all/test/grouped:v1")
+    hosted = requests.get(f"{depot.url}/v2/hosted/test/grouped/manifests/v1", headers={"Accept": ALL_TYPES})
+    assert hosted.headers["Docker-Content-Digest"] == single["digest"]
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host(depot)}/all/test/grouped:v1", f"oci:{tmp_path}/g:v1")
+    assert index_digest(tmp_path / "g", "v1") == single["digest"]
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{built.root}:v1",
+           f"docker://127.0.0.1:{upstream_registry.port}/test/remote-only:v1")
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host(depot)}/all/test/remote-only:v1",
+           f"oci:{tmp_path}/r:v1")
+    assert index_digest(tmp_path / "r", "v1") == single["digest"]
+    assert json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{host(depot)}/all/test/grouped"))[
+        "Tags"] == ["v1"]
+
+
+def test_upstream_token_flow_ratelimit_metric_and_429(upstream, depot_factory):
+    """A Docker-Hub-like upstream: Bearer challenge, ratelimit header, then 429s."""
+    layer = b"layer bytes"
+    config = {"mediaType": EMPTY_CONFIG, "digest": digest_of(b"{}"), "size": 2}
+    manifest = artifact_manifest(config, [{"mediaType": "x/y", "digest": digest_of(layer), "size": len(layer)}],
+                                 "application/x-test")
+    upstream.put(f"v2/test/app/blobs/{digest_of(layer)}", layer)
+    upstream.put("token", json.dumps({"token": "tok-1", "expires_in": 300}).encode())
+    upstream.mode("/v2/", "status", status=401,
+                  headers={"WWW-Authenticate": f'Bearer realm="{upstream.url}/token",service="fake"'})
+    upstream.mode("/v2/test/app/manifests/v1", "status", status=200, body=manifest.decode(),
+                  headers={"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest_of(manifest),
+                           "RateLimit-Remaining": "42;w=21600"})
+    depot = depot_factory({"dh": {"format": "oci", "type": "proxy", "upstream": upstream.url,
+                                  "metadata_ttl": "1s"}})
+    v2 = f"{depot.url}/v2/dh/test/app"
+    first = requests.get(f"{v2}/manifests/v1", headers={"Accept": ALL_TYPES})
+    assert first.status_code == 200 and first.content == manifest
+    assert first.headers["Content-Type"].startswith(OCI_MANIFEST)   # as upstream sent it
+    assert first.headers["Docker-Content-Digest"] == digest_of(manifest)
+    assert requests.get(f"{v2}/manifests/{digest_of(manifest)}").headers["X-Cache"] == "HIT"
+    assert requests.get(f"{v2}/blobs/{digest_of(layer)}").content == layer
+    sent = [e for e in upstream.log() if e["path"].startswith("/v2/test/app/")]
+    assert len(sent) == 2 and all(e["headers"].get("Authorization") == "Bearer tok-1" for e in sent)
+    assert upstream.count("/token") == 1
+    metrics = get(f"{depot.url}/-/metrics").body.decode()
+    assert re.search(r'depot_upstream_ratelimit_remaining\{repository="dh"\} 42\.0', metrics), metrics
+
+    time.sleep(1.1)
+    upstream.mode("/v2/test/app/manifests/v1", "status", status=429)
+    stale = requests.get(f"{v2}/manifests/v1", headers={"Accept": ALL_TYPES})
+    assert stale.status_code == 200 and stale.headers["X-Cache"] == "STALE" and stale.content == manifest
+    upstream.mode("/v2/test/app/manifests/v2", "status", status=429)
+    limited = requests.get(f"{v2}/manifests/v2", headers={"Accept": ALL_TYPES})
+    assert limited.status_code == 429 and error_code(limited) == "TOOMANYREQUESTS"
 
 
 # ---------------------------------------------------------------- 4. gc
@@ -270,6 +343,22 @@ def test_gc_reclaims_layers_of_deleted_manifest(depot, tmp_path):
     assert index_digest(tmp_path / "out", "two") == two["digest"]
 
 
+def test_push_with_credentials_through_the_token_challenge(depot_factory, layout):
+    built, single, _ = layout
+    secure = depot_factory({"private": {"format": "oci", "type": "hosted"}}, secure=True)
+    anonymous = requests.get(f"{secure.url}/v2/private/test/x/tags/list")
+    assert anonymous.status_code == 401 and error_code(anonymous) == "UNAUTHORIZED"
+    assert anonymous.headers["WWW-Authenticate"].startswith(f'Bearer realm="{secure.url}/-/token"')
+    creds = f"admin:{secure.ADMIN_PASSWORD}"
+    ref = f"docker://127.0.0.1:{secure.port}/private/test/x:v1"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{built.root}:v1", ref)
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", creds, ref))
+    assert inspected["Digest"] == single["digest"]
+    assert requests.get(f"{secure.url}/v2/_catalog").json()["repositories"] == []
+    listed = requests.get(f"{secure.url}/v2/_catalog", auth=("admin", secure.ADMIN_PASSWORD))
+    assert listed.json()["repositories"] == ["private/test/x"]
+
+
 # ---------------------------------------------------------------- 5. bad input, protocol details
 def test_bad_input_gets_spec_errors_and_stores_nothing(depot):
     v2 = f"{depot.url}/v2/hosted"
@@ -289,6 +378,13 @@ def test_bad_input_gets_spec_errors_and_stores_nothing(depot):
     assert put.status_code == 400 and error_code(put) == "MANIFEST_BLOB_UNKNOWN"
     assert requests.get(f"{v2}/test/bad/manifests/{digest_of(body)}").status_code == 404
     assert error_code(requests.get(f"{v2}/test/bad/tags/list")) == "NAME_UNKNOWN"
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest_of(body), "size": len(body)}]}).encode()
+    dangling = requests.put(f"{v2}/test/bad/manifests/list", data=index, headers={"Content-Type": OCI_INDEX})
+    assert dangling.status_code == 400 and error_code(dangling) == "MANIFEST_BLOB_UNKNOWN"
+    mismatch = requests.put(f"{v2}/test/bad/manifests/{digest_of(b'x')}", data=index,
+                            headers={"Content-Type": OCI_INDEX})
+    assert mismatch.status_code == 400 and error_code(mismatch) == "DIGEST_INVALID"
     invalid = requests.put(f"{v2}/test/bad/manifests/v1", data=b"{not json", headers={"Content-Type": OCI_MANIFEST})
     assert invalid.status_code == 400 and error_code(invalid) == "MANIFEST_INVALID"
 
@@ -343,3 +439,7 @@ def test_chunked_upload_resume_mount_cancel_and_paging(depot):
     assert requests.get(f"{v2}/tags/list?n=2&last=b").json()["tags"] == ["c"]
     catalog = requests.get(f"{depot.url}/v2/_catalog").json()["repositories"]
     assert "hosted/test/chunks" in catalog
+    assert requests.delete(f"{v2}/manifests/c").status_code == 202          # deleting a tag (v1.1)
+    assert requests.get(f"{v2}/tags/list").json()["tags"] == ["a", "b"]
+    assert requests.delete(f"{v2}/blobs/{digest_of(data)}").status_code == 202
+    assert requests.head(f"{v2}/blobs/{digest_of(data)}").status_code == 404

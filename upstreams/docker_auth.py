@@ -60,7 +60,8 @@ def token_lifetime(doc: dict[str, Any], now: float) -> float:
     return max(expires - EXPIRY_MARGIN, 1.0)
 
 
-def _ttu(_key: Any, value: tuple[str, float], now: float) -> float:
+def _ttu(_key: Any, value: tuple[Any, float], now: float) -> float:
+    """Time-to-use of a cache item stored as (value, seconds to live)."""
     return now + value[1]
 
 
@@ -70,7 +71,7 @@ class DockerAuth:
     def __init__(self, client: UpstreamClient, maxsize: int = 4096) -> None:
         self.client = client
         self.challenges: TLRUCache[str, tuple[Challenge, float]] = TLRUCache(
-            maxsize=256, ttu=lambda _k, v, now: now + v[1], timer=time.monotonic)
+            maxsize=256, ttu=_ttu, timer=time.monotonic)
         self.tokens: TLRUCache[tuple[str, str, str, str], tuple[str, float]] = TLRUCache(
             maxsize=maxsize, ttu=_ttu, timer=time.monotonic)
 
@@ -124,6 +125,8 @@ class DockerAuth:
 
     def forget(self, base: str) -> None:
         """Drop what is cached for an upstream (after it rejected a token)."""
-        self.challenges.pop(base, None)
-        for key in [k for k in self.tokens.keys()]:
+        found = self.challenges.pop(base, None)
+        if found is None:
+            return
+        for key in [k for k in self.tokens.keys() if k[0] == found[0].realm]:
             self.tokens.pop(key, None)
