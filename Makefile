@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := curl nginx wrk skopeo docker-registry
-CLIENTS := curl nginx wrk npm node git
+CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl
 
 .PHONY: serve test venv test-deps apt-deps check-clients bench clean
 

@@ -42,7 +42,7 @@ AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding"
 
 
 @functools.lru_cache(maxsize=1)
-def npm_config_registry(timeout: float = 5.0) -> str | None:
+def npm_config_registry(timeout: float = 30.0) -> str | None:
     """What `npm config get registry` prints on this machine (None without npm)."""
     exe = shutil.which("npm")
     if exe is None:
