@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := curl nginx wrk skopeo docker-registry
+APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl
 CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl
 
 .PHONY: serve test venv test-deps apt-deps check-clients bench clean

@@ -23,13 +23,15 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .progress import Progress
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("depot.backup")
 
@@ -65,6 +67,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .cli import _load
     config = _load(args)
+    if not (config.data_dir / "depot.db").is_file():
+        print(f"depot: export: {config.data_dir} holds no depot store (no depot.db)", file=sys.stderr)
+        return 1
     target = Path(args.dir)
     if (target / "manifest.json").exists():
         print(f"depot: {target} already holds an export; choose an empty directory", file=sys.stderr)
@@ -88,6 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "files": files}
     _write_atomic(target / "manifest.json", json.dumps(manifest, indent=1).encode())
     total = sum(f["size"] for f in files)
+    log.info("export done dir=%s files=%d bytes=%d", target, len(files), total)
     print(f"export: {len(files)} files in {len(repos)} repositories, {total} bytes -> {target}")
     return 0
 
@@ -114,6 +120,7 @@ def _copy_blobs(rows: list[dict[str, Any]], blobs: Any, out: Path) -> list[dict[
         try:
             _copy_verified(blobs.path(digest), out / digest, digest, size)
         except FileNotFoundError:
+            log.warning("export: blob vanished digest=%s", digest)
             missing.add(digest)
             progress.message(f"export: blob {digest} is gone (deleted and collected meanwhile); skipped")
         progress.advance(1, size)
@@ -200,6 +207,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     _warn_unknown_repos(manifest, config.repositories)
     _store_blobs(source, manifest["files"], config.data_dir)
     restored, unchanged, conflicts = _write_catalog(config.data_dir, manifest["files"], args.replace)
+    log.info("import done dir=%s restored=%d unchanged=%d conflicts=%d", source, restored, unchanged,
+             len(conflicts))
     print(f"import: {restored} files restored, {unchanged} already present, {len(conflicts)} conflicts")
     for repo, path in conflicts[:20]:
         print(f"import: kept the existing, different {repo}/{path} (use --replace to overwrite)",

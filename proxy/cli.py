@@ -164,6 +164,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     try:
         result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
                          progress=_progress("scanning blobs"))
+        if not args.dry_run:
+            from .observe import record_gc_run
+            record_gc_run(db, result.bytes_freed)      # a running depot exports it (depot_gc_*)
     finally:
         db.close()
     verb = "would remove" if args.dry_run else "removed"

@@ -20,8 +20,6 @@ Exit status 1 when anything failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import sys
 import time
@@ -46,6 +44,10 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     warm.add_argument("file", help="requirements.txt, package-lock.json, go.sum, image list or path list")
     warm.add_argument("--jobs", "-j", type=int, default=8, help="concurrent requests (default 8)")
     warm.add_argument("--url", help="depot's base URL (default: from the configured listen address)")
+    warm.add_argument("--insecure", action="store_true", help="do not verify depot's TLS certificate")
+    warm.add_argument("--user", help="authenticate as this user (HTTP Basic; proxies are usually readable anonymously)")
+    warm.add_argument("--password-env", metavar="VAR",
+                      help="environment variable holding --user's password or API token")
     common(warm)
 
 
@@ -62,9 +64,15 @@ class Tally:
 def cmd_warm(args: argparse.Namespace) -> int:
     """Plan the requests for FILE and run them with --jobs concurrency."""
     from .cli import _load
-    base = (args.url or _listen_url(_load(args).listen)).rstrip("/")
+    config = _load(args)
+    base = (args.url or _listen_url(config.listen, https=config.tls_cert is not None)).rstrip("/")
     if args.jobs < 1:
         print("depot: warm: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        auth = _auth(args.user, args.password_env)
+    except plans.PlanError as exc:
+        print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
     path = Path(args.file)
     try:
@@ -72,26 +80,44 @@ def cmd_warm(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"depot: warm: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
+    import asyncio
     try:
-        return asyncio.run(_warm(base, args.repo, path, text, args.jobs))
+        return asyncio.run(_warm(base, args.repo, path, text, args.jobs, auth, args.insecure))
     except plans.PlanError as exc:
         print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
 
 
-def _listen_url(listen: str) -> str:
+def _auth(user: str | None, password_env: str | None) -> Any:
+    """aiohttp.BasicAuth for --user with the secret from --password-env (never from argv)."""
+    if not user:
+        if password_env:
+            raise plans.PlanError("--password-env needs --user")
+        return None
+    import os
+
+    import aiohttp
+    if not password_env or password_env not in os.environ:
+        raise plans.PlanError("--user needs --password-env naming a set environment variable")
+    return aiohttp.BasicAuth(user, os.environ[password_env])
+
+
+def _listen_url(listen: str, https: bool = False) -> str:
+    """The URL of a listen address (a wildcard address is reached on loopback)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if https else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def _warm(base: str, repo: str, path: Path, text: str, jobs: int) -> int:
+async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: Any = None,
+                insecure: bool = False) -> int:
     import aiohttp
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
-    connector = aiohttp.TCPConnector(limit=jobs)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    connector = aiohttp.TCPConnector(limit=jobs, ssl=False if insecure else True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, auth=auth) as session:
         fmt = await _repo_format(session, base, repo)
         kind = plans.detect(path.name, text, fmt)
         wanted = KIND_FORMAT.get(kind)
@@ -122,6 +148,9 @@ async def _repo_format(session: Any, base: str, repo: str) -> str:
     import aiohttp
     try:
         async with session.get(f"{base}/-/api/repositories") as resp:
+            if resp.status in (401, 403):
+                raise plans.PlanError(f"{base} refused the repository list ({resp.status}): "
+                                      "give --user and --password-env")
             if resp.status != 200:
                 raise plans.PlanError(f"{base}/-/api/repositories answered {resp.status}")
             listing = await resp.json(content_type=None)
@@ -137,6 +166,7 @@ class Runner:
     """Runs jobs (and the jobs their answers lead to) with bounded concurrency, each URL once."""
 
     def __init__(self, session: Any, jobs: int, progress: Progress) -> None:
+        import asyncio                                  # imported late: `depot` starts faster
         self.session = session
         self.jobs = jobs
         self.progress = progress
@@ -152,6 +182,7 @@ class Runner:
         return True
 
     async def run(self, initial: list[plans.Job]) -> Tally:
+        import asyncio
         self.progress.total = sum(self._add(job) for job in initial)
         workers = [asyncio.create_task(self._work()) for _ in range(self.jobs)]
         try:
@@ -167,32 +198,35 @@ class Runner:
             job = await self.queue.get()
             try:
                 more = await self._one(job)
-                added = sum(self._add(follow) for follow in more)
-                self.progress.add_total(added)
+                self.progress.add_total(sum(self._add(follow) for follow in more))
+            except Exception as exc:                      # never let a worker die with work queued
+                log.exception("warm: unexpected error url=%s", job.url)
+                self._fail(job, f"{type(exc).__name__}: {exc}")
             finally:
                 self.queue.task_done()
 
     async def _one(self, job: plans.Job) -> list[plans.Job]:
         """GET one URL, count it, and return the follow-up jobs its body names."""
+        import asyncio
+
         import aiohttp
         headers = {"Accept": job.accept} if job.accept else {}
         body = bytearray()
         nbytes = 0
         try:
             async with self.session.get(job.url, headers=headers) as resp:
+                if resp.status != 200:
+                    return self._fail(job, f"HTTP {resp.status}")
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     nbytes += len(chunk)
                     self.progress.advance(0, len(chunk))
                     if job.then is not None:
                         body += chunk
-                status, cache = resp.status, resp.headers.get("X-Cache", "")
-                final_url = str(resp.url)
+                cache, final_url = resp.headers.get("X-Cache", ""), str(resp.url)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return self._fail(job, f"{type(exc).__name__}: {exc}")
-        if status != 200:
-            return self._fail(job, f"HTTP {status}")
         self.tally.bytes += nbytes
-        if cache.upper() in ("HIT", ""):
+        if cache.upper() in ("HIT", "STALE", ""):          # served from the store (or hosted)
             self.tally.cached += 1
         else:
             self.tally.fetched += 1
@@ -206,6 +240,7 @@ class Runner:
             return []
 
     def _fail(self, job: plans.Job, reason: str) -> list[plans.Job]:
+        log.debug("warm failed url=%s reason=%s", job.url, reason)
         self.tally.failed.append(f"{job.url}: {reason}")
         self.progress.advance(1)
         return []

@@ -11,13 +11,12 @@ import json
 import re
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote, urldefrag, urljoin
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
-                             parse_sdist_filename, parse_wheel_filename)
-from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 PYPI_JSON = "application/vnd.pypi.simple.v1+json"
 NPM_CORGI = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
@@ -73,6 +72,8 @@ def plan_paths(mount: str, text: str) -> tuple[list[Job], list[str]]:
 
 def pinned_requirements(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     """(normalised name, version) for every `name==version` line; notes for the rest."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
     pins, notes = [], []
     for line in _lines(text.replace("\\\n", " ")):
         if line.startswith("-"):
@@ -126,7 +127,10 @@ def _page_files(body: bytes) -> list[tuple[str, str, bool]]:
             for a in parser.links]
 
 
-def _version_of(filename: str) -> Version | str | None:
+def _version_of(filename: str) -> "Version | str | None":
+    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename,
+                                 parse_wheel_filename)
+    from packaging.version import InvalidVersion
     try:
         if filename.endswith(".whl"):
             return parse_wheel_filename(filename)[1]
@@ -139,6 +143,7 @@ def _version_of(filename: str) -> Version | str | None:
 
 def pypi_files(version: str, body: bytes, page_url: str) -> list[Job]:
     """Every file of `version` on a project page, and its PEP 658 metadata when announced."""
+    from packaging.version import InvalidVersion, Version
     try:
         wanted: Version | str = Version(version)
     except InvalidVersion:

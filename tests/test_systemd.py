@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from depot_process import DEPOT_BIN, ROOT, DepotProcess
+from depot_process import DEPOT_BIN, ROOT
 
 UNIT = ROOT / "systemd" / "depot.service"
 ENV_EXAMPLE = ROOT / "systemd" / "depot.env.example"
