@@ -41,6 +41,7 @@ class EngineSettings:
     public_url: str | None
     trusted_proxies: tuple[str, ...]
     ca_file: str | None = None
+    client_timeout: float = 60.0
 
 
 class Services:

@@ -53,6 +53,7 @@ class Config:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     workers: int = 1
     log_level: str = "INFO"
+    client_timeout: float = 60.0    # a client that sends nothing for this long is cut off
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
@@ -147,7 +148,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -174,6 +175,7 @@ def validate(document: dict[str, Any]) -> Config:
         trusted_proxies=tuple(document.get("trusted_proxies", Config.trusted_proxies)),
         workers=workers,
         log_level=str(document.get("log_level", "INFO")).upper(),
+        client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
         cache=CacheConfig(
             max_size=_convert("cache.max_size", cache.get("max_size", CacheConfig.max_size), parse_size),
             memory_size=_convert("cache.memory_size",

@@ -7,9 +7,10 @@ response; they use the engine services on `ctx.services` and never touch app set
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable
 
 from aiohttp import web
 
@@ -64,6 +65,29 @@ class Ctx:
         """The same request seen by another repository (a group's member)."""
         return Ctx(self.request, repo, self.path, self.match, self.services,
                    mount=self.mount, extra=self.extra)
+
+
+BODY_IDLE_TIMEOUT = 60.0
+
+
+async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_TIMEOUT,
+                      chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """The request body in chunks; 413 past `limit` bytes, 408 when the client stalls for `idle` s."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise FormatError(413, f"body of {declared} bytes is larger than the limit of {limit}")
+    seen = 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.read(chunk_size), timeout=idle)
+        except asyncio.TimeoutError:
+            raise FormatError(408, f"client sent nothing for {idle:.0f} s") from None
+        if not chunk:
+            return
+        seen += len(chunk)
+        if seen > limit:
+            raise FormatError(413, f"body larger than the limit of {limit} bytes")
+        yield chunk
 
 
 class FormatError(Exception):

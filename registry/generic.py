@@ -18,12 +18,11 @@ from cache.blobs import DigestMismatch, TooLarge
 from cache.pull import FetchSpec, Kind, NotFound, UpstreamFailed
 from cache.serve import http_date, respond_blob
 
-from .base import Ctx, Format, FormatError, route
+from .base import Ctx, Format, FormatError, body_chunks, route
 from .repo import RepoConfig
 
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._+~-]+$")
 MAX_PATH = 1024
-MAX_UPLOAD = 5 * 2**30
 
 
 def validate_path(path: str) -> str:
@@ -105,12 +104,13 @@ class Generic(Format):
         if expect is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expect):
             raise FormatError(400, "X-Checksum-Sha256 must be 64 hex digits")
         try:
-            digest, size = await services.blobs.put_stream(ctx.request.content.iter_chunked(256 * 1024),
-                                                           expect, MAX_UPLOAD)
+            digest, size = await services.blobs.put_stream(body_chunks(ctx.request, target.max_upload,
+                                                                       services.settings.client_timeout),
+                                                           expect, target.max_upload)
         except DigestMismatch as exc:
             raise FormatError(400, f"checksum mismatch: {exc}") from None
         except TooLarge:
-            raise FormatError(413, f"upload larger than {MAX_UPLOAD} bytes") from None
+            raise FormatError(413, f"upload larger than {target.max_upload} bytes") from None
         ctype = ctx.request.headers.get("Content-Type") or content_type_for(path)
         if ctype == "application/x-www-form-urlencoded":  # curl's default for --data-binary
             ctype = content_type_for(path)
