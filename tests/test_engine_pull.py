@@ -187,3 +187,25 @@ def test_eviction_keeps_proxy_under_max_size_and_never_hosted(upstream, depot_fa
     rows = {r["name"]: r for r in json.loads(stats)}
     assert rows["remote"]["bytes"] <= 3 * MiB
     assert rows["local"]["bytes"] == 2 * MiB
+
+
+def test_upstream_credentials_from_env_and_retries_on_503(upstream, depot_factory, tmp_path):
+    import base64
+    upstream.put("private.bin", b"secret stuff")
+    upstream.mode("/private.bin", "status", status=503, times=1)          # one transient failure
+    depot = depot_factory(proxy_repos(upstream.url, username="svc", password_env="UPSTREAM_PW"),
+                          env={"UPSTREAM_PW": "pw-from-env"})
+    result = get(f"{depot.url}/remote/private.bin")
+    assert result.status == 200 and result.body == b"secret stuff"
+    sent = [entry["headers"].get("Authorization") for entry in upstream.log() if entry["path"] == "/private.bin"]
+    assert sent == ["Basic " + base64.b64encode(b"svc:pw-from-env").decode()] * 2   # retried once
+    assert "pw-from-env" not in depot.log()
+
+
+def test_bearer_token_from_file(upstream, depot_factory, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-123\n")
+    upstream.put("t.bin", b"t")
+    depot = depot_factory(proxy_repos(upstream.url, token_file=str(token_file)))
+    assert get(f"{depot.url}/remote/t.bin").status == 200
+    assert [e["headers"].get("Authorization") for e in upstream.log()] == ["Bearer tok-123"]
