@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl
-CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl
+APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl prometheus chromium fonts-liberation
+CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl systemd-analyze prometheus promtool chromium
 
 .PHONY: serve test venv test-deps apt-deps check-clients bench clean
 

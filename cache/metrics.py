@@ -27,8 +27,11 @@ COALESCED = Counter("depot_coalesced_total", "Clients that joined a fetch alread
 EVICTIONS = Counter("depot_evictions_total", "Proxy entries evicted to stay under cache.max_size",
                     LABELS)
 EVICTED_BYTES = Counter("depot_evicted_bytes_total", "Blob bytes freed by eviction", ())
-GC_RUNS = Counter("depot_gc_runs_total", "Garbage collection runs", ())
-GC_FREED = Counter("depot_gc_freed_bytes_total", "Bytes freed by garbage collection", ())
+# `depot gc` runs in its own process: it adds its run to the database (proxy.observe.record_gc_run)
+# and every worker exports the persisted totals, so these only ever grow (gauges set to the totals)
+GC_RUNS = Gauge("depot_gc_runs_total", "Garbage collection runs (all time)", (), multiprocess_mode="max")
+GC_FREED = Gauge("depot_gc_freed_bytes_total", "Bytes freed by garbage collection (all time)", (),
+                 multiprocess_mode="max")
 PUBLISHES = Counter("depot_publishes_total", "Packages or files published to hosted repositories", LABELS)
 STORE_BYTES = Gauge("depot_store_bytes", "Bytes of proxy content in the store", LABELS,
                     multiprocess_mode="max")

@@ -185,6 +185,7 @@ class PullThrough:
                 return None
             return Cached("MISS" if outcome == "done" else "REVALIDATED", repo, entry)
         if outcome == "notfound":
+            self.metrics(repo).result("negative")
             raise NotFound(spec.key)
         if stale is None:
             stale = await self.entries.get(repo.name, spec.key)

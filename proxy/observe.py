@@ -9,6 +9,8 @@
   with multiprocess_mode "livesum": the exposition sums the live workers) and
   `depot_process_cpu_seconds_total` (a counter: CPU of every worker that ever ran). Files of
   live gauges left by dead workers are removed (`mark_process_dead`) so they stop counting.
+* `depot gc` runs in a process of its own: `record_gc_run` persists each run in the counters
+  table and the sampler exports the totals as `depot_gc_runs_total` / `depot_gc_freed_bytes_total`.
 """
 from __future__ import annotations
 
@@ -17,17 +19,21 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import multiprocess
 
 from cache import metrics
+from cache.db import Database
 
 log = logging.getLogger("depot.observe")
 
 SAMPLE_INTERVAL = 2.0
+GLOBAL_ROW = "-"           # counters-table rows that belong to no repository
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,17 +54,34 @@ def _is_repository_request(request: web.Request) -> bool:
     return not request.path.startswith("/-/")
 
 
-def response_counter(services_of: Callable[[web.Request], Any]) -> Any:
-    """Middleware counting each repository request's status code (HTTP errors and 500s too)."""
-    children: dict[tuple[str, str, str], Any] = {}
+class ResponseCounts:
+    """Per-process tallies of depot_responses_total, added to the shared counter in batches.
 
+    A multiprocess counter increment costs a lock and an mmap write; the hot path only bumps a
+    dict entry here and the sampler flushes every SAMPLE_INTERVAL (and at shutdown).
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str, str], int] = {}
+
+    def add(self, labels: tuple[str, str, str]) -> None:
+        self.pending[labels] = self.pending.get(labels, 0) + 1
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, {}
+        for labels, count in pending.items():
+            metrics.RESPONSES.labels(*labels).inc(count)
+
+
+RESPONSE_COUNTS = ResponseCounts()
+
+
+def response_counter(services_of: Callable[[web.Request], Any],
+                     counts: ResponseCounts = RESPONSE_COUNTS) -> Any:
+    """Middleware counting each repository request's status code (HTTP errors and 500s too)."""
     def count(request: web.Request, code: int) -> None:
         services = services_of(request)
-        labels = (*repository_of(request, services.repos if services is not None else {}), str(code))
-        child = children.get(labels)
-        if child is None:
-            child = children[labels] = metrics.RESPONSES.labels(*labels)
-        child.inc()
+        counts.add((*repository_of(request, services.repos if services is not None else {}), str(code)))
 
     @web.middleware
     async def count_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -114,11 +137,29 @@ def forget_dead_workers(directory: str | None = None) -> list[int]:
     return sorted(dead)
 
 
+def record_gc_run(db: Database, bytes_freed: int) -> None:
+    """Persist one `depot gc` run in the counters table (blocking; called by the CLI)."""
+    def work(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
+                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value",
+                         [(GLOBAL_ROW, "gc_runs", 1), (GLOBAL_ROW, "gc_freed_bytes", bytes_freed)])
+    db.run_sync(work)
+
+
+async def export_gc_totals(db: Database) -> None:
+    """Set depot_gc_* to the totals `depot gc` runs persisted."""
+    rows = await db.execute("SELECT name, value FROM counters WHERE repo = ?", (GLOBAL_ROW,))
+    values = {row["name"]: row["value"] for row in rows}
+    metrics.GC_RUNS.set(values.get("gc_runs", 0))
+    metrics.GC_FREED.set(values.get("gc_freed_bytes", 0))
+
+
 class ProcessSampler:
     """Samples this worker's RSS, descriptors and CPU time into the depot_process_* metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database | None = None) -> None:
         self.cpu_reported = 0.0
+        self.db = db
 
     def sample(self) -> None:
         times = os.times()
@@ -135,6 +176,9 @@ class ProcessSampler:
         while True:
             try:
                 self.sample()
+                RESPONSE_COUNTS.flush()
+                if self.db is not None:
+                    await export_gc_totals(self.db)
                 if metrics.MULTIPROC:
                     await asyncio.to_thread(forget_dead_workers)
             except Exception:  # never let sampling take the worker down
@@ -143,15 +187,19 @@ class ProcessSampler:
 
 
 async def _sampler_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(ProcessSampler().run())
+    from .app import SERVICES
+    services = app.get(SERVICES)
+    sampler = ProcessSampler(services.db if services is not None else None)
+    task = asyncio.get_running_loop().create_task(sampler.run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    RESPONSE_COUNTS.flush()
 
 
 def install(app: web.Application) -> None:
     """Add the response counter middleware and the process sampler to an application."""
     from .app import SERVICES
-    app.middlewares.append(response_counter(lambda request: request.app.get(SERVICES)))
+    app.middlewares.insert(0, response_counter(lambda request: request.app.get(SERVICES)))
     app.cleanup_ctx.append(_sampler_ctx)

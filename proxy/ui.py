@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client import multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from cache import metrics
 from cache.services import Services
@@ -63,6 +63,24 @@ def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
+ReadCheck = Callable[[RepoConfig], bool]
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="depot"'}
+
+
+async def readable(request: web.Request) -> ReadCheck:
+    """Which repositories the requester may read (access control); 401 on bad credentials."""
+    from .access import AUTH
+    from .auth import BadCredentials
+    auth = request.app.get(AUTH)
+    if auth is None:
+        return lambda repo: True
+    try:
+        principal = await auth.identify(request.headers)
+    except BadCredentials as exc:
+        raise web.HTTPUnauthorized(text=f"authentication failed: {exc}\n", headers=CHALLENGE) from None
+    return lambda repo: auth.allowed(principal, repo, "read")
+
+
 def _page(title: str, body: str, root: str, with_chart: bool = False) -> web.Response:
     """The page shell; `root` is the relative URL of /-/ui/ from the current page."""
     script = CHART_SCRIPT % {"interval": POLL_SECONDS} if with_chart else ""
@@ -86,15 +104,15 @@ async def persisted_counts(services: Services) -> dict[str, dict[str, int]]:
     return counts
 
 
-async def repository_rows(services: Services) -> list[dict[str, Any]]:
-    """One row per repository: name, format, type, entries, bytes, hit ratio."""
+async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[str, Any]]:
+    """One row per readable repository: name, format, type, entries, bytes, hit ratio."""
     proxy_stats = await services.entries.stats()
     rows = await services.db.execute(
         "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
     hosted = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
     counts = await persisted_counts(services)
     out = []
-    for repo in services.repos.values():
+    for repo in filter(may_read, services.repos.values()):
         stat = (proxy_stats if repo.is_proxy else hosted).get(repo.name, {"entries": 0, "bytes": 0})
         if repo.is_group:
             stat = {"entries": None, "bytes": None}
@@ -161,7 +179,7 @@ async def index(request: web.Request) -> web.Response:
     """All repositories, with the live chart."""
     services = _services(request)
     rows = []
-    for row in await repository_rows(services):
+    for row in await repository_rows(services, await readable(request)):
         repo: RepoConfig = row["repo"]
         size = "–" if row["bytes"] is None else human_bytes(row["bytes"])
         entries = "–" if row["entries"] is None else f"{row['entries']:,}"
@@ -198,7 +216,8 @@ def _listing_html(repo: RepoConfig, prefix: str, listing: Listing, base: str) ->
     rows = []
     for name, (count, size) in sorted(listing.dirs.items()):
         query = e(urlencode({"path": prefix + name}))
-        rows.append(f'<tr><td><a href="?{query}">{e(name)}</a></td><td class="muted">{count} files</td>'
+        files = "file" if count == 1 else "files"
+        rows.append(f'<tr><td><a href="?{query}">{e(name)}</a></td><td class="muted">{count} {files}</td>'
                     f'<td class="num">{e(human_bytes(size))}</td><td></td><td></td></tr>')
     for item in listing.files:
         name = e(item["name"])
@@ -228,6 +247,8 @@ async def repository_page(request: web.Request) -> web.Response:
     """One repository: summary, snippet, browser (or members), live chart."""
     services = _services(request)
     repo = services.repos.get(request.match_info["name"])
+    if repo is not None and not (await readable(request))(repo):
+        raise web.HTTPUnauthorized(text=f"authentication required to read {repo.name}\n", headers=CHALLENGE)
     if repo is None:
         body = f"<h1>Not found</h1><p>No repository named <code>{e(request.match_info['name'])}</code>.</p>"
         response = _page("not found", body, "../")
@@ -256,7 +277,9 @@ def _public_upstream(url: str) -> str:
 async def stats_api(request: web.Request) -> web.Response:
     """Live per-repository counters (summed over workers) for the chart."""
     services = _services(request)
-    repos = await asyncio.to_thread(live_counts, services.repos)
+    may_read = await readable(request)
+    visible = {name: repo for name, repo in services.repos.items() if may_read(repo)}
+    repos = await asyncio.to_thread(live_counts, visible)
     return web.json_response({"time": time.time(), "repositories": repos},
                              headers={"Cache-Control": "no-store"})
 

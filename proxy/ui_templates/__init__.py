@@ -6,7 +6,8 @@ after being HTML-escaped there. No external assets: the page works offline.
 from __future__ import annotations
 
 STYLE = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2330;
+       background: #f6f7f9; }
 header { background: #1d2330; color: #fff; padding: .6em 1.5em; display: flex; gap: 1.5em; align-items: baseline; }
 header a { color: #fff; text-decoration: none; } header .brand { font-weight: 700; font-size: 1.2em; }
 main { padding: 1em 1.5em; max-width: 72em; }
@@ -15,10 +16,11 @@ table { border-collapse: collapse; background: #fff; width: 100%; }
 th, td { text-align: left; padding: .35em .7em; border-bottom: 1px solid #e3e6eb; }
 th { background: #eef0f4; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #fff; border: 1px solid #e3e6eb; padding: .8em; overflow-x: auto; }
-.muted { color: #6b7385; } .tag { display: inline-block; padding: 0 .45em; border-radius: 3px; background: #e3e8f4; font-size: .9em; }
+.muted { color: #6b7385; }
+.tag { display: inline-block; padding: 0 .45em; border-radius: 3px; background: #e3e8f4; font-size: .9em; }
 .chart { background: #fff; border: 1px solid #e3e6eb; padding: .5em; display: inline-block; }
 .legend span { margin-right: 1.2em; } .hit { color: #2f8f46; } .miss { color: #c0392b; }
-nav.crumbs a { margin-right: .3em; }
+nav.crumbs { margin: .3em 0; font-family: ui-monospace, monospace; }
 """
 
 PAGE = """<!DOCTYPE html>
@@ -75,7 +77,7 @@ CHART_SCRIPT = r"""
   function line(ctx, key, color, top) {
     ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
     points.forEach(function (p, i) {
-      var x = 40 + i * (canvas.width - 50) / (MAX - 1);
+      var x = canvas.width - 10 - (points.length - 1 - i) * (canvas.width - 50) / (MAX - 1);  // newest at the right
       var y = canvas.height - 20 - (p[key] / top) * (canvas.height - 30);
       if (i === 0) { ctx.moveTo(x, y); } else { ctx.lineTo(x, y); }
     });
