@@ -288,8 +288,8 @@ def drive_traffic(depot: DepotProcess, upstream: Any) -> int:
         assert get(f"{url}/remote/meta.json").status == 200
     time.sleep(1.2)
     assert get(f"{url}/remote/meta.json").headers["X-Cache"] == "REVALIDATED"         # 1 revalidated
-    assert get(f"{url}/remote/missing.bin").status == 404                             # (not counted)
-    assert get(f"{url}/remote/missing.bin").status == 404                             # 1 negative
+    assert get(f"{url}/remote/missing.bin").status == 404                             # 1 negative (upstream)
+    assert get(f"{url}/remote/missing.bin").status == 404                             # 1 negative (cached)
     assert get(f"{url}/remote/broken.bin").status == 502                              # 1 error
     assert get(f"{url}/dead-remote/x.bin").status in (502, 504)
     put = urllib.request.Request(f"{url}/files/tools/1.0/tool.txt", data=b"tool", method="PUT")
@@ -303,7 +303,7 @@ def drive_traffic(depot: DepotProcess, upstream: Any) -> int:
     with urllib.request.urlopen(delete, timeout=10) as resp:
         assert resp.status == 204
     assert "removed 1 " in depot.run_cli("gc", "--grace", "0s").stdout     # `depot gc` is its own process
-    return 20
+    return 21
 
 
 def test_prometheus_scrapes_depot_and_every_dashboard_query_returns_data(
@@ -327,7 +327,7 @@ def test_prometheus_scrapes_depot_and_every_dashboard_query_returns_data(
     got = {r["metric"]["result"]: float(r["value"][1]) for r in prom.query(
         'sum by (result) (depot_requests_total{repository="remote", format="generic"})')}
     assert sum(got.values()) == sent_remote, got
-    assert (got["revalidated"], got["negative"], got["error"]) == (1, 1, 1), got
+    assert (got["revalidated"], got["negative"], got["error"]) == (1, 2, 1), got
     assert got["miss"] >= 5 and got["hit"] >= 4, got
     assert got == {k: total(scrape(depot.url), "depot_requests_total", repository="remote", result=k)
                    for k in got}
