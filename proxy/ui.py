@@ -29,6 +29,7 @@ from cache.services import Services
 from registry.repo import RepoConfig
 
 from . import observe
+from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
 from .ui_templates.snippets import snippet
 
@@ -42,14 +43,6 @@ def e(value: Any) -> str:
     """HTML-escape anything (quotes too)."""
     return html.escape(str(value), quote=True)
 
-
-def human_bytes(size: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def hit_ratio(counts: dict[str, int]) -> float | None:

@@ -24,6 +24,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group a test started (start_new_session=True), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 class DepotProcess:
     """A depot subprocess with its own config and data dir."""
 
@@ -93,12 +105,7 @@ class DepotProcess:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = None
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_group(self.proc)
         self.proc = None
         self._start_count = self._starts()
 

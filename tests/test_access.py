@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-import urllib.request
 
 import pytest
 

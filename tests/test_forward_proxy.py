@@ -73,19 +73,24 @@ def hosted_reads(up) -> int:
     return 0
 
 
+def start_front(depot_factory, repos: dict, cert: Path, tmp_path: Path) -> tuple[object, int, Path]:
+    """A depot with a forward proxy in front of the TLS upstream: (depot, proxy port, its CA file)."""
+    forward_port = free_port()
+    front = depot_factory(repos, extra={"upstream": {"ca_file": str(cert)},
+                                        "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}}, name="front")
+    wait_port(forward_port)
+    ca = tmp_path / "depot-ca.pem"
+    ca.write_text(front.run_cli("ca", "export").stdout)
+    return front, forward_port, ca
+
+
 def test_https_proxy_clients_are_served_from_the_cache(depot_factory, https_upstream, tmp_path):
     up, cert = https_upstream
     payload = b"through the forward proxy\n" * 1000
     subprocess.run(["curl", "-sk", "-T", "-", f"{up.url}/files/tool/1.0/tool.tgz"], input=payload,
                    check=True, capture_output=True, timeout=30)
-    forward_port = free_port()
-    front = depot_factory(
-        {"remote": {"format": "generic", "type": "proxy", "upstream": f"{up.url}/files/"}},
-        extra={"upstream": {"ca_file": str(cert)}, "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}},
-        name="front")
-    wait_port(forward_port)
-    ca = tmp_path / "depot-ca.pem"
-    ca.write_text(front.run_cli("ca", "export").stdout)
+    repos = {"remote": {"format": "generic", "type": "proxy", "upstream": f"{up.url}/files/"}}
+    front, forward_port, ca = start_front(depot_factory, repos, cert, tmp_path)
     target = f"{up.url}/files/tool/1.0/tool.tgz"
     results = []
     for _ in range(3):
@@ -138,14 +143,9 @@ def test_pip_with_only_https_proxy_gets_cached(depot_factory, https_upstream, tm
     subprocess.run([str(twine), "upload", "--repository-url", f"{up.url}/pypi-up/", "-u", "admin", "-p",
                     DepotProcess.ADMIN_PASSWORD, "--cert", str(cert), "--non-interactive", str(dist.wheel)],
                    check=True, capture_output=True, timeout=120, env=_clean_env())
-    forward_port = free_port()
-    front = depot_factory(
-        {"pypi-remote": {"format": "pypi", "type": "proxy", "upstream": f"{up.url}/pypi-up/simple/"}},
-        extra={"upstream": {"ca_file": str(cert)}, "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}},
-        name="front")
-    wait_port(forward_port)
-    ca = tmp_path / "depot-ca.pem"
-    ca.write_text(front.run_cli("ca", "export").stdout)
+    front, forward_port, ca = start_front(
+        depot_factory, {"pypi-remote": {"format": "pypi", "type": "proxy", "upstream": f"{up.url}/pypi-up/simple/"}},
+        cert, tmp_path)
     env = _clean_env(HTTPS_PROXY=f"http://127.0.0.1:{forward_port}")
     for round_ in range(2):
         target = tmp_path / f"site{round_}"
@@ -173,14 +173,8 @@ def test_npm_with_only_https_proxy_gets_cached(depot_factory, https_upstream, tm
                                env=_clean_env(**{**upstream_cli.env(), "NODE_EXTRA_CA_CERTS": str(cert)}),
                                capture_output=True, text=True, timeout=120)
     assert published.returncode == 0, published.stdout + published.stderr
-    forward_port = free_port()
-    front = depot_factory(
-        {"npm-remote": {"format": "npm", "type": "proxy", "upstream": f"{base}/npm-up/"}},
-        extra={"upstream": {"ca_file": str(cert)}, "forward_proxy": {"listen": f"127.0.0.1:{forward_port}"}},
-        name="front")
-    wait_port(forward_port)
-    ca = tmp_path / "depot-ca.pem"
-    ca.write_text(front.run_cli("ca", "export").stdout)
+    repos = {"npm-remote": {"format": "npm", "type": "proxy", "upstream": f"{base}/npm-up/"}}
+    front, forward_port, ca = start_front(depot_factory, repos, cert, tmp_path)
     client = NpmCli(tmp_path / "client", f"{base}/npm-up/")
     client.userconfig.write_text("")                       # anonymous: the proxy is readable by all
     client_env = {k: v for k, v in client.env().items() if k.lower() != "no_proxy"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from depot_process import ROOT, DepotProcess, free_port
+from depot_process import ROOT, DepotProcess, free_port, stop_group
 from http_util import get, get_many
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -239,13 +239,7 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from depot_process import DepotProcess
+from depot_process import DepotProcess, stop_group
 from http_util import get
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,13 +68,7 @@ class Chromium:
             return json.loads(resp.read())["webSocketDebuggerUrl"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc)
 
 
 class Page:
