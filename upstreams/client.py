@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
@@ -66,7 +67,8 @@ class UpstreamClient:
         if auth.token:
             return {"Authorization": f"Bearer {auth.token}"}
         if auth.username is not None:
-            return {"Authorization": aiohttp.BasicAuth(auth.username, auth.password or "").encode()}
+            pair = f"{auth.username}:{auth.password or ''}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
         return {}
 
     async def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
