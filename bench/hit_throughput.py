@@ -49,6 +49,7 @@ SIZES: list[tuple[str, str, int, float]] = [      # label, file name, bytes, tar
     ("100 MiB", "f100m.bin", 100 * MiB, 0.85),
 ]
 RSS_TARGET_MIB = 20
+BY_BYTES_FROM = 16 * MiB
 RSS_CLIENTS = 8
 
 
@@ -233,6 +234,7 @@ def start_nginx(nginx: str, work: Path, files: Path, workers: int) -> tuple[Proc
 
 
 DEPOT_CONF = """\
+access_log: false          # like nginx's `access_log off` below: measure serving, not logging
 repositories:
   bench:
     format: generic
@@ -275,6 +277,7 @@ class WrkResult:
     """One wrk run."""
 
     rps: float
+    mibs: float                               # wrk Transfer/sec: bytes read, partial bodies too
     errors: str = ""
 
 
@@ -288,7 +291,10 @@ def run_wrk(url: str, args: argparse.Namespace) -> WrkResult:
         raise BenchError(f"wrk failed (rc {out.returncode}): {out.stdout}{out.stderr}")
     errors = [line.strip() for line in out.stdout.splitlines()
               if line.strip().startswith(("Socket errors", "Non-2xx"))]
-    return WrkResult(float(m.group(1)), "; ".join(errors))
+    t = re.search(r"Transfer/sec:\s*([\d.]+)([KMGT]?)B", out.stdout)
+    scale = {"": 1 / MiB, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    mibs = float(t.group(1)) * scale[t.group(2)] if t else 0.0
+    return WrkResult(float(m.group(1)), mibs, "; ".join(errors))
 
 
 @dataclass
@@ -298,9 +304,19 @@ class SizeResult:
     label: str
     size: int
     target: float
-    depot: list[float] = field(default_factory=list)
-    nginx: list[float] = field(default_factory=list)
+    depot: list[WrkResult] = field(default_factory=list)
+    nginx: list[WrkResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def by_bytes(self) -> bool:
+        """Big files complete few requests per run: compare bytes/s, not requests/s."""
+        return self.size >= BY_BYTES_FROM
+
+    def basis(self, server: str) -> list[float]:
+        """The per-round figures the ratio is computed on."""
+        runs: list[WrkResult] = getattr(self, server)
+        return [r.mibs if self.by_bytes else r.rps for r in runs]
 
 
 def measure(ports: dict[str, int], args: argparse.Namespace) -> list[SizeResult]:
@@ -314,11 +330,12 @@ def measure(ports: dict[str, int], args: argparse.Namespace) -> list[SizeResult]
                     continue
                 path = f"/bench/{name}" if server == "depot" else f"/{name}"
                 r = run_wrk(f"http://127.0.0.1:{ports[server]}{path}", args)
-                getattr(res, server).append(r.rps)
+                getattr(res, server).append(r)
                 if r.errors:
                     res.errors.append(f"{server} round {rnd}: {r.errors}")
-                say(f"{label:>7} round {rnd}/{args.rounds} {server}: {r.rps:,.1f} req/s"
-                    f" = {r.rps * size / MiB:,.1f} MiB/s{'  ' + r.errors if r.errors else ''}")
+                say(f"{label:>7} round {rnd}/{args.rounds} {server}: {r.rps:,.1f} req/s, "
+                    f"{r.mibs:,.1f} MiB/s (load {os.getloadavg()[0]:.1f})"
+                    f"{'  ' + r.errors if r.errors else ''}")
         results.append(res)
     return results
 
@@ -376,23 +393,23 @@ def measure_rss(depot: Proc, port: int, args: argparse.Namespace) -> RssResult:
 
 def fmt_ratio(res: SizeResult) -> tuple[str, str, str]:
     """(ratio of medians, median of per-round ratios, verdict) for one size."""
-    if not res.depot or not res.nginx:
+    depot, nginx = res.basis("depot"), res.basis("nginx")
+    if not depot or not nginx or not statistics.median(nginx):
         return "-", "-", "-"
-    ratio = statistics.median(res.depot) / statistics.median(res.nginx)
-    paired = statistics.median(d / n for d, n in zip(res.depot, res.nginx) if n)
+    ratio = statistics.median(depot) / statistics.median(nginx)
+    paired = statistics.median([d / n for d, n in zip(depot, nginx) if n] or [0.0])
     return f"{ratio:.2f}x", f"{paired:.2f}x", "ok" if ratio >= res.target else "BELOW"
 
 
 def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     """Medians per size with ratio and target."""
-    def med(xs: list[float]) -> str:
-        return f"{statistics.median(xs):,.0f}" if xs else "-"
-
-    def mibs(xs: list[float], size: int) -> str:
-        return f"{statistics.median(xs) * size / MiB:,.1f}" if xs else "-"
+    def med(runs: list[WrkResult], attr: str) -> str:
+        xs = [getattr(r, attr) for r in runs]
+        return f"{statistics.median(xs):,.{1 if attr == 'mibs' else 0}f}" if xs else "-"
 
     print()
-    print("depot/nginx = ratio of the medians; (paired) = median of the per-round ratios")
+    print("depot/nginx = ratio of the medians (of req/s; of MiB/s from "
+          f"{BY_BYTES_FROM // MiB} MiB up); (paired) = median of the per-round ratios")
     print(f"hit throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
           f"{args.rounds} rounds interleaved, medians; depot --workers {args.workers}, "
           f"nginx worker_processes {args.workers}; {os.cpu_count()} CPUs")
@@ -401,8 +418,8 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     rows = [head]
     for r in results:
         ratio, paired, verdict = fmt_ratio(r)
-        rows.append((r.label, med(r.depot), med(r.nginx), mibs(r.depot, r.size),
-                     mibs(r.nginx, r.size), ratio, paired, f">={r.target:.2f}x", verdict))
+        rows.append((r.label, med(r.depot, "rps"), med(r.nginx, "rps"), med(r.depot, "mibs"),
+                     med(r.nginx, "mibs"), ratio, paired, f">={r.target:.2f}x", verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
@@ -410,9 +427,10 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     for r in results:
         for e in r.errors:
             print(f"  note {r.label}: {e}")
-        if r.depot:
-            print(f"  runs {r.label}: depot {[round(x) for x in r.depot]}"
-                  f" nginx {[round(x) for x in r.nginx]}")
+        if r.depot or r.nginx:
+            unit = "MiB/s" if r.by_bytes else "req/s"
+            print(f"  runs {r.label} ({unit}): depot {[round(x) for x in r.basis('depot')]}"
+                  f" nginx {[round(x) for x in r.basis('nginx')]}")
 
 
 def print_rss(rss: RssResult, args: argparse.Namespace) -> None:
@@ -435,8 +453,10 @@ def write_json(path: Path, results: list[SizeResult], rss: RssResult | None,
            "cpus": os.cpu_count(), "sizes": [], "rss_kib": asdict(rss) if rss else None}
     for r in results:
         row = asdict(r)
-        row["ratio"] = (statistics.median(r.depot) / statistics.median(r.nginx)
-                        if r.depot and r.nginx else None)
+        depot, nginx = r.basis("depot"), r.basis("nginx")
+        row["basis"] = "MiB/s" if r.by_bytes else "req/s"
+        row["ratio"] = (statistics.median(depot) / statistics.median(nginx)
+                        if depot and nginx and statistics.median(nginx) else None)
         doc["sizes"].append(row)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     say(f"results written to {path}")

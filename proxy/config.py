@@ -54,6 +54,7 @@ class Config:
     workers: int = 1
     log_level: str = "INFO"
     client_timeout: float = 60.0    # a client that sends nothing for this long is cut off
+    access_log: bool = True         # one log line per request (depot.access)
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
@@ -148,7 +149,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "access_log"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -176,6 +177,7 @@ def validate(document: dict[str, Any]) -> Config:
         workers=workers,
         log_level=str(document.get("log_level", "INFO")).upper(),
         client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
+        access_log=_convert("access_log", document.get("access_log", True), _boolean),
         cache=CacheConfig(
             max_size=_convert("cache.max_size", cache.get("max_size", CacheConfig.max_size), parse_size),
             memory_size=_convert("cache.memory_size",

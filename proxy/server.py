@@ -30,15 +30,17 @@ def _die_with_parent() -> None:
 
 def run_worker(config: Config) -> None:
     """Serve in this process until SIGTERM/SIGINT."""
-    from .app import build_app
+    from .app import build_app, with_hot_path
     host, port = config.host_port
     app = build_app(config)
 
     async def main() -> None:
-        runner = web.AppRunner(app, access_log=logging.getLogger("depot.access"),
+        runner = web.AppRunner(app, access_log=logging.getLogger("depot.access") if config.access_log else None,
                                access_log_format='%a "%r" %s %b %Tfs "%{X-Cache}o"',
                                handler_cancellation=False)
         await runner.setup()
+        assert runner.server is not None
+        runner.server.request_handler = with_hot_path(app, runner.server.request_handler)
         site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=_tls_context(config))
         await site.start()
         log.info("listening pid=%d address=%s:%d", os.getpid(), host, port)
