@@ -41,7 +41,8 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     try:
         principal = await auth.identify(request.headers)
     except BadCredentials as exc:
-        audit.record("authenticate", "denied", None, request.remote, repo.name, reason=str(exc))
+        audit.record("lockout" if exc.locked else "authenticate", "denied", None, request.remote, repo.name,
+                     reason=str(exc))
         return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}")
     if perm == "none":
         return principal, None
@@ -80,7 +81,8 @@ async def docker_token(request: web.Request) -> web.Response:
     try:
         principal = await auth.identify(request.headers)
     except BadCredentials as exc:
-        audit.record("login", "denied", None, request.remote, None, reason=str(exc))
+        audit.record("lockout" if exc.locked else "login", "denied", None, request.remote, None,
+                     reason=str(exc))
         return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": str(exc)}]}, status=401,
                                  headers={"WWW-Authenticate": 'Basic realm="depot"'})
     granted = []

@@ -16,6 +16,7 @@ from registry.base import Ctx, Format, FormatError
 from . import access, observe, ui
 from .auth import Authenticator
 from .config import Config
+from .lockout import LockoutPolicy
 from .users import AuditLog
 
 log = logging.getLogger("depot.app")
@@ -140,7 +141,8 @@ def build_app(config: Config) -> web.Application:
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)
         app[SERVICES] = services
-        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access)
+        policy = LockoutPolicy(config.login_max_failures, config.login_window, config.login_lockout)
+        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access, policy)
         audit = AuditLog(config.data_dir / "audit.log")
         app[access.AUTH], app[access.AUDIT] = auth, audit
         services.auth, services.audit = auth, audit    # for format handlers (npm login, …)

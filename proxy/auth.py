@@ -24,6 +24,7 @@ from cachetools import TTLCache
 from cache.db import Database
 from registry.repo import RepoConfig
 
+from . import lockout
 from .users import RANK, TOKEN_PREFIX, Token, UserStore
 
 DOCKER_TOKEN_TTL = 300
@@ -31,7 +32,11 @@ CREDENTIAL_CACHE_TTL = 5.0
 
 
 class BadCredentials(Exception):
-    """Credentials were sent and are wrong, expired or revoked."""
+    """Credentials were sent and are wrong, expired or revoked (or the name is locked out)."""
+
+    def __init__(self, message: str, locked: bool = False) -> None:
+        super().__init__(message)
+        self.locked = locked
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,11 @@ class Authenticator:
     """Identifies principals (with a short in-process cache) and checks permissions."""
 
     def __init__(self, db: Database, data_dir: Path, repos: Mapping[str, RepoConfig],
-                 open_access: bool = False) -> None:
+                 open_access: bool = False, policy: lockout.LockoutPolicy = lockout.LockoutPolicy()) -> None:
         self.db = db
         self.users = UserStore(db)
+        self.lockout = policy
+        db.run_sync(lambda conn: conn.executescript(lockout.SCHEMA))
         self.repos = repos
         self.open_access = open_access
         self.secret = _load_secret(Path(data_dir) / "token-secret")
@@ -96,10 +103,7 @@ class Authenticator:
             user, password = _basic(value)
             if password.startswith(TOKEN_PREFIX):
                 return self._token_principal(conn, password, user)
-            found = self.users.check_password(conn, user, password)
-            if found is None:
-                raise BadCredentials("wrong user name or password")
-            return Principal(found[0], found[1])
+            return self._password_principal(conn, user, password)
         if scheme_l == "bearer":
             if value.count(".") == 2 and not value.startswith(TOKEN_PREFIX):
                 return self._jwt_principal(conn, value)
@@ -107,6 +111,19 @@ class Authenticator:
         if nuget and not raw:
             return self._token_principal(conn, nuget.strip(), None)
         return self._token_principal(conn, raw.strip(), None)
+
+    def _password_principal(self, conn: sqlite3.Connection, user: str, password: str) -> Principal:
+        now = lockout.now()
+        wait = lockout.locked_for(conn, user, now)
+        if wait:
+            raise BadCredentials(f"too many failed logins for {user}; locked for {wait:.0f} s more",
+                                 locked=True)
+        found = self.users.check_password(conn, user, password)
+        if found is None:
+            engaged = lockout.record_failure(conn, user, self.lockout, now)
+            raise BadCredentials("wrong user name or password", locked=engaged)
+        lockout.record_success(conn, user)
+        return Principal(found[0], found[1])
 
     def _token_principal(self, conn: sqlite3.Connection, secret: str, user: str | None) -> Principal:
         token = self.users.find_token(conn, secret)

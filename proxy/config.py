@@ -55,6 +55,9 @@ class Config:
     log_level: str = "INFO"
     client_timeout: float = 60.0    # a client that sends nothing for this long is cut off
     access_log: bool = True         # one log line per request (depot.access)
+    login_max_failures: int = 10    # wrong passwords for one name within login_window → locked
+    login_window: float = 600.0
+    login_lockout: float = 300.0
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
@@ -149,7 +152,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "access_log"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "access_log", "login"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -178,6 +181,7 @@ def validate(document: dict[str, Any]) -> Config:
         log_level=str(document.get("log_level", "INFO")).upper(),
         client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
         access_log=_convert("access_log", document.get("access_log", True), _boolean),
+        **_login(_section(document, "login")),
         cache=CacheConfig(
             max_size=_convert("cache.max_size", cache.get("max_size", CacheConfig.max_size), parse_size),
             memory_size=_convert("cache.memory_size",
@@ -197,6 +201,16 @@ def validate(document: dict[str, Any]) -> Config:
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         **_tls(_section(document, "tls")),
     )
+
+
+def _login(section: dict[str, Any]) -> dict[str, Any]:
+    """login: {max_failures: 10, window: 10m, lockout: 5m} (brute-force protection)."""
+    for key in section:
+        if key not in ("max_failures", "window", "lockout"):
+            raise ConfigError(f"login.{key}", "unknown setting")
+    return {"login_max_failures": _convert("login.max_failures", section.get("max_failures", 10), int),
+            "login_window": _convert("login.window", section.get("window", 600), parse_duration),
+            "login_lockout": _convert("login.lockout", section.get("lockout", 300), parse_duration)}
 
 
 def _existing_file(key: str, value: Any) -> str | None:

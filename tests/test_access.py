@@ -136,3 +136,18 @@ def test_tls_serves_https(depot_factory, tmp_path):
     assert depot.url.startswith("https://")
     status, _, body = curl("--cacert", str(cert), f"{depot.url}/-/healthz")
     assert status == 200 and body == b"ok\n"
+
+
+def test_repeated_bad_passwords_lock_the_name_and_are_audited(depot_factory):
+    depot = depot_factory({"private": {"format": "generic", "type": "hosted"}}, secure=True,
+                          extra={"login": {"max_failures": 3, "window": "1m", "lockout": "3s"}})
+    make_user(depot, "mallory-target")
+    url = f"{depot.url}/private/x.txt"
+    for attempt in range(3):
+        assert curl("-u", f"mallory-target:guess-{attempt}", url)[0] == 401
+    status, _, body = curl("-u", "mallory-target:password-123", url)     # right password, but locked
+    assert status == 401 and b"locked" in body
+    records = [json.loads(line) for line in (depot.data_dir / "audit.log").read_text().splitlines()]
+    assert any(r["action"] == "lockout" for r in records)
+    time.sleep(3.5)
+    assert curl("-u", "mallory-target:password-123", url)[0] == 403     # unlocked: known, but no access
