@@ -49,3 +49,21 @@ def module_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstre
     server = start_upstream(root)
     yield server
     server.stop()
+
+
+SECRETS = (DepotProcess.ADMIN_PASSWORD, "password-123", "s3cret-upstream-pw", "pw-from-env")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no password or token appears in any log depot wrote."""
+    yield
+    leaks = []
+    for log in tmp_path_factory.getbasetemp().rglob("*.log"):
+        if not log.is_file() or log.stat().st_size > 50 * 2**20:
+            continue
+        text = log.read_text(errors="replace")
+        found = [s for s in SECRETS if s in text] + (["dpt_ token"] if "dpt_" in text else [])
+        if found and ("depot" in log.name or "audit" in log.name):
+            leaks.append(f"{log}: {', '.join(found)}")
+    assert not leaks, "secrets in logs:\n" + "\n".join(leaks)
