@@ -9,6 +9,8 @@ CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl systemd-an
 
 $(BIN)/depot: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "depot needs Python 3.11+"'
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
