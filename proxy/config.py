@@ -85,6 +85,9 @@ def default_document() -> dict[str, Any]:
         repos["npm-local"] = {"format": "npm", "type": "hosted"}
         repos["npm"] = {"format": "npm", "type": "group",
                         "members": ["npm-local", "npm-remote"], "deploy_to": "npm-local"}
+    if "oci" in FORMATS:
+        repos["docker"] = {"format": "oci", "type": "proxy", "mirror": True}     # Docker Hub
+        repos["containers"] = {"format": "oci", "type": "hosted"}
     return {"repositories": repos}
 
 
@@ -147,7 +150,7 @@ def _section(document: dict[str, Any], key: str) -> dict[str, Any]:
 def _convert(key: str, value: Any, parser: Any) -> Any:
     try:
         return parser(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(key, str(exc)) from exc
 
 
@@ -170,13 +173,16 @@ def validate(document: dict[str, Any]) -> Config:
     if public_url is not None and not str(public_url).startswith(("http://", "https://")):
         raise ConfigError("public_url", "must start with http:// or https://")
     workers = _convert("workers", document.get("workers", 1), int)
+    trusted = document.get("trusted_proxies", Config.trusted_proxies)
+    if not isinstance(trusted, (list, tuple)):
+        raise ConfigError("trusted_proxies", "must be a list of addresses")
     if workers < 1:
         raise ConfigError("workers", "must be at least 1")
     return Config(
         listen=listen,
         data_dir=Path(str(document.get("data_dir", Config.data_dir))),
         public_url=str(public_url).rstrip("/") if public_url else None,
-        trusted_proxies=tuple(document.get("trusted_proxies", Config.trusted_proxies)),
+        trusted_proxies=tuple(str(address) for address in trusted),
         workers=workers,
         log_level=str(document.get("log_level", "INFO")).upper(),
         client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
@@ -292,7 +298,7 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
         if key not in _REPO_KEYS:
             raise ConfigError(f"{prefix}.{key}", "unknown setting")
     fmt = raw.get("format")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ConfigError(f"{prefix}.format", f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}")
     kind = raw.get("type")
     if kind not in REPO_TYPES:
@@ -309,6 +315,9 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
         raise ConfigError(f"{prefix}.members", "a group needs at least one member")
     if not isinstance(members, list):
         raise ConfigError(f"{prefix}.members", "must be a list of repository names")
+    patterns = raw.get("metadata_patterns") or []
+    if not isinstance(patterns, list):
+        raise ConfigError(f"{prefix}.metadata_patterns", "must be a list of glob patterns")
     options = raw.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{prefix}.options", "must be a mapping")
@@ -327,7 +336,7 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
         negative_ttl=_convert(f"{prefix}.negative_ttl", raw.get("negative_ttl", 60), parse_duration),
         members=tuple(str(m) for m in members),
         deploy_to=raw.get("deploy_to"),
-        metadata_patterns=tuple(raw.get("metadata_patterns") or ()),
+        metadata_patterns=tuple(str(pattern) for pattern in patterns),
         allow_overwrite=bool(raw.get("allow_overwrite", False)),
         mirror=bool(raw.get("mirror", False)),
         auth=_auth(prefix, raw),
@@ -340,15 +349,16 @@ def _secret(prefix: str, raw: dict[str, Any], name: str) -> str | None:
         return str(raw[name])
     env_name = raw.get(f"{name}_env")
     if env_name:
+        env_name = str(env_name)
         if env_name not in os.environ:
             raise ConfigError(f"{prefix}.{name}_env", f"environment variable {env_name} is not set")
         return os.environ[env_name]
     file_name = raw.get(f"{name}_file")
     if file_name:
         try:
-            return Path(file_name).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{prefix}.{name}_file", f"cannot read: {exc.strerror}") from exc
+            return Path(str(file_name)).read_text().strip()
+        except (OSError, ValueError) as exc:     # ValueError: a NUL byte in the name
+            raise ConfigError(f"{prefix}.{name}_file", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     return None
 
 
