@@ -15,6 +15,7 @@ import logging
 import secrets
 import shutil
 import subprocess
+import threading
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -38,6 +39,7 @@ REV = r"(?P<rev>[^/]+)"
 # is keyed by request path alone: a packument's body depends on Accept and on the Host too.
 METADATA_HEADERS = {"Cache-Control": "no-cache"}
 TARBALL_TYPE = "application/octet-stream"
+FILL_INDEXES = 4096                 # packuments whose tarball index is remembered from their fill
 AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "npm-command")
 
 
@@ -103,6 +105,9 @@ class Npm(Format):
     def __init__(self) -> None:
         self._rendered: LRUCache[tuple[Any, ...], bytes] = LRUCache(maxsize=256 * 2**20, getsizeof=len)
         self._indexes: LRUCache[str, dict[str, dict[str, str]]] = LRUCache(maxsize=512)
+        # tarball indexes taken from packuments as they were filled (written from fill threads)
+        self._fill_indexes: dict[str, dict[str, dict[str, str]]] = {}
+        self._fill_lock = threading.Lock()
         self._locks: LRUCache[tuple[str, str], asyncio.Lock] = LRUCache(maxsize=4096)
 
     @classmethod
@@ -130,10 +135,7 @@ class Npm(Format):
         Without an authenticator (open appliance) any name gets a throw-away token.
         """
         body = await _read_body(ctx.request, 64 * 1024)
-        try:
-            doc = json.loads(body or b"{}")
-        except ValueError:
-            raise FormatError(400, "the request body is not valid JSON") from None
+        doc = pub.parse_json_body(body or b"{}")
         user = str(doc.get("name") or ctx.match["user"])
         auth = getattr(ctx.services, "auth", None)
         token = secrets.token_urlsafe(24)
@@ -219,8 +221,8 @@ class Npm(Format):
         accept = f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8" if abbreviated else pk.JSON_TYPE
         spec = FetchSpec(
             repo, f"packument/{name}/{variant}/{_short(base)}", _upstream_url(repo, pk.escaped_name(name)),
-            Kind.METADATA, transform=functools.partial(pk.transform_packument, base_url=base, name=name,
-                                                       abbreviated=abbreviated),
+            Kind.METADATA, transform=self._packument_transform(name, base, abbreviated,
+                                                               _upstream_url(repo, pk.escaped_name(name))),
             request_headers={"Accept": accept},
             content_type=pk.ABBREVIATED_TYPE if abbreviated else pk.JSON_TYPE)
         return await ctx.services.pull.open(spec)
@@ -266,7 +268,10 @@ class Npm(Format):
         entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
         if entry is not None:
             return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE))
-        info = (await self._tarball_index(ctx, name)).get(filename)
+        with self._fill_lock:
+            info = self._fill_indexes.get(name, {}).get(filename)
+        if info is None:
+            info = (await self._tarball_index(ctx, name)).get(filename)
         if info is None:
             log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
             raise NotFound(key)
@@ -275,6 +280,21 @@ class Npm(Format):
         spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
                          expect_integrity=_sri(info))
         return await services.pull.open(spec)
+
+    def _packument_transform(self, name: str, base: str, abbreviated: bool,
+                             url: str) -> Callable[[bytes], bytes]:
+        """Rewrite the packument and, for ordinary sizes, remember its tarball index, so the
+        first tarball request after a packument miss does not fetch the packument again."""
+        def transform(body: bytes) -> bytes:
+            out = pk.transform_packument(body, base_url=base, name=name, abbreviated=abbreviated)
+            if len(body) < pk.OFFLOAD_THRESHOLD:
+                index = json.loads(_index_transform(body, packument_url=url))
+                with self._fill_lock:
+                    self._fill_indexes[name] = index
+                    if len(self._fill_indexes) > FILL_INDEXES:
+                        self._fill_indexes.pop(next(iter(self._fill_indexes)))
+            return out
+        return transform
 
     async def _tarball_index(self, ctx: Ctx, name: str) -> dict[str, dict[str, str]]:
         """`{file: {version, integrity, shasum, url}}` from the upstream packument (own cache key)."""

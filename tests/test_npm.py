@@ -116,10 +116,14 @@ def seeded(work: Path, publisher: NpmCli) -> dict[str, Path]:
 # ---------------------------------------------------------------------------- 1. publish, install, ci
 
 def test_publish_install_and_ci_from_fresh_store(work: Path, seeded: dict[str, Path], client: NpmCli,
-                                                  down: DepotProcess) -> None:
+                                                  down: DepotProcess, up: DepotProcess) -> None:
     project = new_project(work / "proj-ci", {})
+    up_log_before = len(up.log())
     client.ok("install", "@acme/scoped", cwd=project)
     assert installed_version(project, "@acme/scoped") == "1.0.0"
+    # one upstream packument fetch per package: its tarball's miss reuses the packument's fill
+    upstream_gets = [line for line in up.log()[up_log_before:].splitlines() if '"GET /npm-local/dtiny ' in line]
+    assert len(upstream_gets) == 1, upstream_gets
     assert installed_version(project, "dtiny") == "1.0.0"
     lock = json.loads((project / "package-lock.json").read_text())
     for entry in lock["packages"].values():
