@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 POLL_INTERVAL = 0.01
+NO_LOCK = -1                     # the "lock" of single-process mode
+LEADER_GRACE = 0.5               # how long a lock holder may go without publishing a state
 READ_CHUNK = 256 * 1024
 TERMINAL = frozenset({"done", "refreshed", "notfound", "stale", "failed"})
 
@@ -67,17 +69,24 @@ class LocalFlight:
 class Flights:
     """Leader election and the files of fetches in progress."""
 
-    def __init__(self, tmp_dir: Path) -> None:
+    def __init__(self, tmp_dir: Path, cross_process: bool = True) -> None:
         self.dir = Path(tmp_dir) / "flights"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.local: dict[str, LocalFlight] = {}
+        # with one worker process, in-process state is all there is: no lock or state files
+        self.cross_process = cross_process
 
     @staticmethod
     def flight_id(repo: str, key: str) -> str:
         return hashlib.sha256(f"{repo}\0{key}".encode()).hexdigest()
 
     def try_lead(self, fid: str) -> int | None:
-        """An fd holding the exclusive lock of this key, or None if another leader has it."""
+        """An fd holding the exclusive lock of this key, or None if another leader has it.
+
+        Single-process mode returns -1 (no lock file): the caller has already checked self.local.
+        """
+        if not self.cross_process:
+            return NO_LOCK
         fd = os.open(self.dir / f"{fid}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,6 +108,11 @@ class Flights:
 
     def publish(self, flight: LocalFlight) -> None:
         """Write the state for other processes (atomically) and wake local followers."""
+        if not self.cross_process:
+            if flight.state.state != "starting":
+                flight.decided.set()
+            flight.pulse()
+            return
         meta = self.dir / f"{flight.fid}.json"
         temp = self.dir / f"{flight.fid}.{flight.state.gen}.json.tmp"
         temp.write_bytes(flight.state.to_json())
@@ -117,7 +131,7 @@ class Flights:
             self.publish(flight)
         finally:
             self.local.pop(flight.fid, None)
-            os.close(lock_fd)
+            release(lock_fd)
 
     def read_remote(self, fid: str) -> FlightState | None:
         try:
@@ -135,6 +149,12 @@ class Flights:
         return removed
 
 
+def release(lock_fd: int) -> None:
+    """Let go of a leader's lock (closing its file releases the flock)."""
+    if lock_fd != NO_LOCK:
+        os.close(lock_fd)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -149,8 +169,11 @@ async def wait_remote(flights: Flights, fid: str, since: float, timeout: float) 
     """Wait for another process's flight (started before `since` or after) to decide.
 
     Returns its state once streaming or terminal, or None if there is no live leader (retry).
+    A lock holder that publishes nothing (no state, or only an older flight's) for LEADER_GRACE
+    may have found the entry stored and let go without a flight: None, so the caller looks again.
     """
-    deadline = time.monotonic() + timeout
+    now = time.monotonic()
+    deadline, unpublished_since = now + timeout, now
     while time.monotonic() < deadline:
         state = flights.read_remote(fid)
         if state is not None:
@@ -160,6 +183,11 @@ async def wait_remote(flights: Flights, fid: str, since: float, timeout: float) 
                 return state
             if state.state in ("starting", "streaming") and not _alive(state.pid):
                 return None
+        if state is None or state.state in TERMINAL:
+            if time.monotonic() - unpublished_since > LEADER_GRACE:
+                return None
+        else:
+            unpublished_since = time.monotonic()
         await asyncio.sleep(POLL_INTERVAL)
     return None
 

@@ -81,12 +81,13 @@ class PullThrough:
     """The engine behind every proxy repository."""
 
     def __init__(self, entries: EntryIndex, blobs: BlobStore, memory: MemoryCache,
-                 upstream: UpstreamClient, on_stored: Callable[[int], None] | None = None) -> None:
+                 upstream: UpstreamClient, on_stored: Callable[[int], None] | None = None,
+                 cross_process: bool = True) -> None:
         self.entries = entries
         self.blobs = blobs
         self.memory = memory
         self.upstream = upstream
-        self.flights = fl.Flights(blobs.tmp)
+        self.flights = fl.Flights(blobs.tmp, cross_process)
         self.on_stored = on_stored
         self._metrics: dict[str, RepoMetrics] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,10 +157,13 @@ class PullThrough:
         raise UpstreamFailed(502, "could not coordinate the upstream fetch")
 
     async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
-        fresh = await self.entries.get(spec.repo.name, spec.key)
+        if self.flights.cross_process:   # another process may have just committed this key
+            fresh = await self.entries.get(spec.repo.name, spec.key)
+        else:                            # no await before start(): nobody else can lead meanwhile
+            fresh = self.entries.cached(spec.repo.name, spec.key)
         if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
                 and self._usable(fresh):
-            os.close(lock)
+            fl.release(lock)
             return Cached("HIT", spec.repo, fresh)
         stale = fresh if fresh is not None and self._usable(fresh) else stale
         flight = self.flights.start(fid)

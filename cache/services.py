@@ -42,6 +42,7 @@ class EngineSettings:
     trusted_proxies: tuple[str, ...]
     ca_file: str | None = None
     client_timeout: float = 60.0
+    workers: int = 1
 
 
 class Services:
@@ -60,7 +61,7 @@ class Services:
         self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
                                        settings.retries, settings.ca_file)
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
-                                on_stored=self._stored)
+                                on_stored=self._stored, cross_process=settings.workers > 1)
         self.metrics = _PublishMetrics(self.pull)
         self.auth: Any = None     # set by the front door: proxy.auth.Authenticator
         self.audit: Any = None    # proxy.users.AuditLog

@@ -118,7 +118,10 @@ async def audit_endpoint(request: web.Request) -> web.Response:
         status = 401 if principal.anonymous else 403
         return web.json_response({"error": "admins only"}, status=status,
                                  headers={"WWW-Authenticate": 'Basic realm="depot"'} if status == 401 else {})
-    limit = min(int(request.query.get("limit", "1000") or 1000), 10_000)
+    try:
+        limit = min(int(request.query.get("limit", "1000") or 1000), 10_000)
+    except ValueError:
+        return web.json_response({"error": "limit must be an integer"}, status=400)
     return web.json_response(request.app[AUDIT].tail(limit))
 
 

@@ -31,7 +31,7 @@ def settings_of(config: Config) -> EngineSettings:
         data_dir=config.data_dir, max_size=config.cache.max_size, memory_size=config.cache.memory_size,
         memory_item_max=config.cache.memory_item_max, connect_timeout=config.upstream.connect_timeout,
         read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
-        ca_file=config.upstream.ca_file, client_timeout=config.client_timeout,
+        ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies)
 
 

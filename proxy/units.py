@@ -19,7 +19,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"negative duration: {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"duration too large: {value!r}") from None
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"not a duration: {value!r} (use 90, 90s, 5m, 2h, 1d)")
@@ -38,4 +41,7 @@ def parse_size(value: object) -> int:
     if not match:
         raise ValueError(f"not a size: {value!r} (use 1024, 512MiB, 20GiB)")
     unit = match.group(2).lower() if match.group(2) else None
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    try:
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    except OverflowError:
+        raise ValueError(f"size too large: {value!r}") from None

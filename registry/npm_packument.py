@@ -175,7 +175,10 @@ def dumps(doc: dict[str, Any]) -> bytes:
 
 def loads(body: bytes) -> dict[str, Any]:
     """Parse a packument; ValueError if it is not a JSON object."""
-    doc = json.loads(body)
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise ValueError("a packument nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError("a packument must be a JSON object")
     return doc

@@ -157,6 +157,8 @@ def parse_publish(body: bytes | dict[str, Any], url_name: str,
     _, attachment = _attachment_for(doc.get("_attachments"), name, version)
     tarball = decode_attachment(attachment, max_size)
     dist = manifest.get("dist") if isinstance(manifest.get("dist"), dict) else {}
+    if any(not isinstance(dist.get(key), (str, type(None))) for key in ("integrity", "shasum")):
+        raise FormatError(400, "dist.integrity and dist.shasum must be strings")
     verify_digests(tarball, dist.get("integrity"), dist.get("shasum"))
     integrity, shasum = sri_digests(tarball)
     tags = doc.get("dist-tags") or {}
@@ -180,7 +182,7 @@ def _json_object(body: bytes | dict[str, Any]) -> dict[str, Any]:
         return body
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise FormatError(400, "the request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise FormatError(400, "the request body must be a JSON object")
@@ -201,6 +203,6 @@ def parse_tag_body(body: bytes) -> str:
     """The body of `PUT /-/package/<name>/dist-tags/<tag>`: a JSON string (the version)."""
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         value = body.decode("utf-8", "replace").strip()
     return check_version(value)

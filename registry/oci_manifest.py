@@ -171,7 +171,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
         raise OciError(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST} bytes")
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
         raise _invalid("manifest is not valid JSON") from None
     if not isinstance(doc, dict):
         raise _invalid("manifest is not a JSON object")

@@ -176,7 +176,7 @@ def parse_page(body: bytes, page_url: str, project: str) -> ProjectPage:
 
 def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     """Parse a PEP 691 project page; relative URLs resolved against `page_url`."""
-    doc = json.loads(body)
+    doc = _loads(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("files", []), list):
         raise ValueError("not a PEP 691 project page")
     files = []
@@ -190,6 +190,14 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     if not (isinstance(versions, list) and all(isinstance(v, str) for v in versions)):
         versions = None
     return ProjectPage(name=project, files=_dedupe(files), versions=versions)
+
+
+def _loads(body: bytes) -> Any:
+    """json.loads, with too deeply nested documents reported as ValueError too."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _record_from_json(item: dict[str, Any], base: str) -> FileRecord | None:
@@ -416,8 +424,10 @@ def render_index_json(projects: Sequence[str]) -> bytes:
 def parse_index(body: bytes) -> list[str]:
     """Normalised project names from an upstream root page (JSON or HTML)."""
     if body.lstrip()[:1] == b"{":
-        doc = json.loads(body)
-        raw = [p.get("name") for p in doc.get("projects", []) if isinstance(p, dict)]
+        projects = _loads(body).get("projects", [])
+        if not isinstance(projects, list):
+            raise ValueError("not a PEP 691 index: projects must be a list")
+        raw = [p.get("name") for p in projects if isinstance(p, dict)]
     else:
         parser = _AnchorParser()
         parser.feed(body.decode("utf-8", errors="replace"))
@@ -434,7 +444,7 @@ def dump_index(projects: Sequence[str]) -> bytes:
 
 def load_names(body: bytes) -> list[str]:
     """Inverse of `dump_index`."""
-    names = json.loads(body)
+    names = _loads(body)
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
