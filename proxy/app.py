@@ -113,6 +113,10 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         return response
     except FormatError as exc:
         return fmt.error(ctx, exc.status, exc.message, exc.code)
+    except ConnectionResetError:
+        # the client went away mid-request (e.g. an interrupted upload): nothing to answer
+        log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)
+        return web.Response(status=499)
 
 
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
