@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import replace
 from aiohttp import web
 
 from registry.base import Format, Route
@@ -33,9 +34,28 @@ def checked_repo(repo: RepoConfig, repos: dict[str, RepoConfig], perm: str) -> R
     return repo
 
 
+def group_view(auth: Authenticator, principal: Principal, group: RepoConfig) -> RepoConfig | None:
+    """For reading through a group: the group limited to the members the principal may read.
+
+    None (ask for credentials, or refuse) when no member is readable, or when an anonymous
+    caller could read only some of them and the group does not say anonymous reads are fine.
+    """
+    if principal.anonymous and group.anonymous_read is False and not auth.open_access:
+        return None
+    readable = tuple(m for m in group.members if auth.allowed(principal, auth.repos[m], "read"))
+    if not readable:
+        return None
+    if len(readable) < len(group.members) and principal.anonymous and group.anonymous_read is not True:
+        return None
+    return group if len(readable) == len(group.members) else replace(group, members=readable)
+
+
 async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: Route,
-                    base_url: str) -> tuple[Principal, web.Response | None]:
-    """(principal, None) when allowed; otherwise an error response in the format's shape."""
+                    base_url: str) -> tuple[Principal, web.Response | None, RepoConfig]:
+    """(principal, None, repository as seen) when allowed; else an error in the format's shape.
+
+    A group is seen with only the members the caller may read; writes check deploy_to.
+    """
     auth, audit = request.app[AUTH], request.app[AUDIT]
     perm = required_perm(route, request.method)
     try:
@@ -43,17 +63,21 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     except BadCredentials as exc:
         audit.record("lockout" if exc.locked else "authenticate", "denied", None, request.remote, repo.name,
                      reason=str(exc))
-        return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}")
+        return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}"), repo
     if perm == "none":
-        return principal, None
+        return principal, None, repo
+    if repo.is_group and perm == "read":
+        view = group_view(auth, principal, repo)
+        if view is not None:
+            return principal, None, view
     target = checked_repo(repo, auth.repos, perm)
-    if auth.allowed(principal, target, perm):
-        return principal, None
+    if not (repo.is_group and perm == "read") and auth.allowed(principal, target, perm):
+        return principal, None, repo
     audit.record(WRITE_ACTIONS.get(perm, perm), "denied", principal.label, request.remote, target.name,
                  method=request.method, path=request.path)
     if principal.anonymous:
-        return principal, _challenge(fmt, base_url, f"authentication required to {perm} {target.name}")
-    return principal, fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}")
+        return principal, _challenge(fmt, base_url, f"authentication required to {perm} {target.name}"), repo
+    return principal, fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}"), repo
 
 
 def _challenge(fmt: Format, base_url: str, message: str) -> web.Response:

@@ -79,12 +79,14 @@ def default_document() -> dict[str, Any]:
         repos["pypi-remote"] = {"format": "pypi", "type": "proxy"}
         repos["pypi-local"] = {"format": "pypi", "type": "hosted"}
         repos["pypi"] = {"format": "pypi", "type": "group",
-                         "members": ["pypi-local", "pypi-remote"], "deploy_to": "pypi-local"}
+                         "members": ["pypi-local", "pypi-remote"], "deploy_to": "pypi-local",
+                         "anonymous_read": True}      # anonymous callers see the public members
     if "npm" in FORMATS:
         repos["npm-remote"] = {"format": "npm", "type": "proxy"}
         repos["npm-local"] = {"format": "npm", "type": "hosted"}
         repos["npm"] = {"format": "npm", "type": "group",
-                        "members": ["npm-local", "npm-remote"], "deploy_to": "npm-local"}
+                        "members": ["npm-local", "npm-remote"], "deploy_to": "npm-local",
+                        "anonymous_read": True}
     if "oci" in FORMATS:
         repos["docker"] = {"format": "oci", "type": "proxy", "mirror": True}     # Docker Hub
         repos["containers"] = {"format": "oci", "type": "hosted"}

@@ -151,3 +151,23 @@ def test_repeated_bad_passwords_lock_the_name_and_are_audited(depot_factory):
     assert any(r["action"] == "lockout" for r in records)
     time.sleep(3.5)
     assert curl("-u", "mallory-target:password-123", url)[0] == 403     # unlocked: known, but no access
+
+
+def test_groups_show_each_caller_only_the_members_they_may_read(depot_factory, upstream):
+    upstream.put("shared.txt", b"from upstream")
+    repos = {"secret": {"format": "generic", "type": "hosted", "access": {"alice": "write"}},
+             "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url},
+             "strict": {"format": "generic", "type": "group", "members": ["secret", "remote"]},
+             "mixed": {"format": "generic", "type": "group", "members": ["secret", "remote"],
+                       "anonymous_read": True}}
+    depot = depot_factory(repos, secure=True)
+    make_user(depot, "alice")
+    make_user(depot, "bob")
+    assert put(f"{depot.url}/secret/plan.txt", b"private plan", "-u", "alice:password-123") == 201
+    status, headers, _ = curl(f"{depot.url}/strict/shared.txt")
+    assert status == 401 and "www-authenticate" in headers            # a member needs credentials
+    assert curl(f"{depot.url}/mixed/shared.txt")[2] == b"from upstream"  # anonymous: public members only
+    assert curl(f"{depot.url}/mixed/plan.txt")[0] == 404
+    assert curl("-u", "bob:password-123", f"{depot.url}/strict/plan.txt")[0] == 404    # not bob's member
+    assert curl("-u", "bob:password-123", f"{depot.url}/strict/shared.txt")[2] == b"from upstream"
+    assert curl("-u", "alice:password-123", f"{depot.url}/strict/plan.txt")[2] == b"private plan"
