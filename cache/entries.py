@@ -63,10 +63,12 @@ class EntryIndex:
     async def get(self, repo: str, key: str) -> Entry | None:
         rows = await self.db.execute("SELECT * FROM entries WHERE repo = ? AND key = ?", (repo, key))
         entry = _row(rows[0]) if rows else None
+        held = self.memory.get((repo, key))
+        # a read that started before a concurrent put() in this process must not undo it
+        if held is not None and (entry is None or held.fetched_at > entry.fetched_at):
+            return held
         if entry is not None:
             self.memory[(repo, key)] = entry
-        else:
-            self.memory.pop((repo, key), None)
         return entry
 
     async def put(self, entry: Entry) -> None:

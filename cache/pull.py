@@ -157,16 +157,13 @@ class PullThrough:
         raise UpstreamFailed(502, "could not coordinate the upstream fetch")
 
     async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
-        if self.flights.cross_process:   # another process may have just committed this key
-            fresh = await self.entries.get(spec.repo.name, spec.key)
-        else:                            # no await before start(): nobody else can lead meanwhile
-            fresh = self.entries.cached(spec.repo.name, spec.key)
+        flight = self.flights.start(fid)       # registered first: from here on others join it
+        fresh = await self.entries.get(spec.repo.name, spec.key)   # committed meanwhile?
         if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
                 and self._usable(fresh):
-            fl.release(lock)
+            self.flights.finish(flight, lock, "done")
             return Cached("HIT", spec.repo, fresh)
         stale = fresh if fresh is not None and self._usable(fresh) else stale
-        flight = self.flights.start(fid)
         task = asyncio.create_task(self._run_fetch(spec, flight, lock, stale))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
