@@ -9,6 +9,7 @@ made absolute when rendered, so the stored bytes never depend on the public URL.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import hashlib
 import json
@@ -434,7 +435,15 @@ class _Offloader:
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")
                 self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context)
+                atexit.register(self.close)
             return self._pool
+
+    def close(self) -> None:
+        """Stop the child processes (at exit, before the interpreter tears modules down)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, func: Callable[..., Any], *args: Any) -> Any:
         try:
