@@ -187,6 +187,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from cache.db import Database
     from cache.stats import repository_stats
+
+    from .progress import human_bytes
     config = _load(args)
     db = Database(config.data_dir / "depot.db")
     try:
@@ -201,6 +203,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['name']:24} {row['format']:8} {row['type']:7} {row['entries']:>8} {row['bytes']:>14}"
               f" {row['hits']:>8} {row['misses']:>8}")
+    hits, misses = sum(r["hits"] for r in rows), sum(r["misses"] for r in rows)
+    ratio = f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "-"
+    print(f"total: {len(rows)} repositories, {sum(r['entries'] for r in rows)} entries, "
+          f"{human_bytes(sum(r['bytes'] for r in rows))}, hit ratio {ratio}")
     return 0
 
 

@@ -83,7 +83,7 @@ def test_stats_counts_hits_and_misses(depot_factory, upstream):
     assert rows["remote"]["hits"] == 2 and rows["remote"]["misses"] == 1
     assert rows["remote"]["entries"] == 1 and rows["remote"]["bytes"] == 5
     table = depot.run_cli("stats").stdout
-    assert "remote" in table and "hits" in table
+    assert "remote" in table and "hits" in table and "hit ratio 66.7%" in table
 
 
 def test_serve_embedded_default_without_config(tmp_path):
