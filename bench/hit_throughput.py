@@ -37,6 +37,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -538,31 +539,45 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
         write_json(args.json, results, rss, args)
 
 
+def stop_tree(proc: Proc) -> None:
+    """Stop one of our processes by PID, then any descendants it left (only ours)."""
+    kids = children_of(proc.pid) if proc.popen.poll() is None else []
+    proc.stop()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_guarded(name: str, run_fn: Callable[[Path, list[Any]], None], prefix: str,
+                errors: tuple[type[BaseException], ...] = (BenchError,)) -> int:
+    """Run a benchmark in a fresh temp dir; whatever happens, stop what it started and clean up.
+
+    `run_fn(work, started)` appends everything it starts (objects with .stop()) to `started`.
+    """
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    started: list[Any] = []
+    try:
+        run_fn(work, started)
+        return 0
+    except errors as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for item in reversed(started):
+            stop_tree(item) if isinstance(item, Proc) else item.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        say("cleaned up")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="depot-bench-"))
-    procs: list[Proc] = []
-    try:
-        run(args, work, procs)
-        return 0
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for proc in reversed(procs):
-            kids = children_of(proc.pid) if proc.popen.poll() is None else []
-            proc.stop()
-            for pid in kids:                   # only descendants of our own processes
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(work, ignore_errors=True)
-        say("cleaned up")
+    return run_guarded("bench", lambda work, procs: run(args, work, procs), "depot-bench-")
 
 
 if __name__ == "__main__":

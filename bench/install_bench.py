@@ -43,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -55,7 +54,7 @@ from typing import Callable, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import install_setup as setup  # noqa: E402
-from hit_throughput import BenchError, children_of, say  # noqa: E402
+from hit_throughput import BenchError, children_of, run_guarded, say  # noqa: E402
 from depot_process import DepotProcess  # noqa: E402  (tests/ is on sys.path via install_setup)
 from npm_fixtures import NpmCli  # noqa: E402
 from upstream import Upstream, start_upstream  # noqa: E402
@@ -552,22 +551,8 @@ def run(args: argparse.Namespace, work: Path, started: list[Stoppable]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="depot-install-bench-"))
-    started: list[Stoppable] = []
-    try:
-        run(args, work, started)
-        return 0
-    except (BenchError, RuntimeError, subprocess.SubprocessError) as exc:
-        print(f"install_bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("install_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for item in reversed(started):
-            item.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        say("cleaned up")
+    return run_guarded("install_bench", lambda work, started: run(args, work, started),
+                       "depot-install-bench-", (BenchError, RuntimeError, subprocess.SubprocessError))
 
 
 if __name__ == "__main__":

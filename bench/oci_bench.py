@@ -29,18 +29,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hit_throughput import (BenchError, Proc, WrkResult, children_of, free_port, run_wrk,  # noqa: E402
-                            say, spawn, wait_http)
+from hit_throughput import (BenchError, Proc, WrkResult, children_of, free_port, run_guarded,  # noqa: E402
+                            run_wrk, say, spawn, stop_tree, wait_http)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -204,14 +202,8 @@ def start_proxy(name: str, args: argparse.Namespace, work: Path, upstream_port: 
 
 
 def stop(proc: Proc, procs: list[Proc]) -> None:
-    """Stop one of our processes (and its children) by PID."""
-    kids = children_of(proc.pid) if proc.popen.poll() is None else []
-    proc.stop()
-    for pid in kids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Stop one of our processes (and its children) by PID, and forget it."""
+    stop_tree(proc)
     procs.remove(proc)
 
 
@@ -389,22 +381,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="depot-oci-bench-"))
-    procs: list[Proc] = []
-    try:
-        run(args, work, procs)
-        return 0
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for proc in list(reversed(procs)):
-            stop(proc, procs)
-        shutil.rmtree(work, ignore_errors=True)
-        say("cleaned up")
+    return run_guarded("bench", lambda work, procs: run(args, work, procs), "depot-oci-bench-")
 
 
 if __name__ == "__main__":
