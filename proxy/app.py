@@ -102,7 +102,7 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
                 return response
             raise FormatError(404, f"no such endpoint in {repo.format} repository {repo.name}")
         route, match = found
-        principal, denied = await access.authorize(request, fmt, repo, route,
+        principal, denied, repo = await access.authorize(request, fmt, repo, route,
                                                    services.public_base(request) + mount)
         if denied is not None:
             return denied
