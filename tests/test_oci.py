@@ -393,6 +393,10 @@ def test_bad_input_gets_spec_errors_and_stores_nothing(depot):
     assert requests.head(f"{v2}/test/bad/blobs/{digest_of(b'content')}").status_code == 404
     missing = requests.get(f"{v2}/test/bad/blobs/uploads/{'0' * 32}")
     assert missing.status_code == 404 and error_code(missing) == "BLOB_UPLOAD_UNKNOWN"
+    huge = b'{"schemaVersion": 2, "pad": "' + b"x" * (4 * 2**20) + b'"}'
+    oversized = requests.put(f"{v2}/test/bad/manifests/huge", data=huge, headers={"Content-Type": OCI_MANIFEST})
+    assert oversized.status_code in (400, 413) and error_code(oversized) in ("SIZE_INVALID", "MANIFEST_INVALID")
+    assert requests.get(f"{v2}/test/bad/manifests/huge").status_code == 404
 
 
 def test_chunked_upload_resume_mount_cancel_and_paging(depot):
