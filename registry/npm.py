@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import threading
 from typing import Any, Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -27,7 +27,7 @@ from cache.serve import respond_blob, respond_bytes
 
 from . import npm_packument as pk
 from . import npm_publish as pub
-from .base import Ctx, Format, FormatError, route
+from .base import Ctx, Format, FormatError, body_chunks, route
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.npm")
@@ -278,7 +278,7 @@ class Npm(Format):
         if info.get("url") and _same_origin(info["url"], repo.upstream or ""):
             url = info["url"]          # where the upstream says it is (never another host)
         spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
-                         expect_integrity=_sri(info))
+                         expect_integrity=pk.tarball_sri(info))
         return await services.pull.open(spec)
 
     def _packument_transform(self, name: str, base: str, abbreviated: bool,
@@ -288,7 +288,7 @@ class Npm(Format):
         def transform(body: bytes) -> bytes:
             out = pk.transform_packument(body, base_url=base, name=name, abbreviated=abbreviated)
             if len(body) < pk.OFFLOAD_THRESHOLD:
-                index = json.loads(_index_transform(body, packument_url=url))
+                index = json.loads(pk.tarball_index_json(body, packument_url=url))
                 with self._fill_lock:
                     self._fill_indexes[name] = index
                     if len(self._fill_indexes) > FILL_INDEXES:
@@ -301,7 +301,7 @@ class Npm(Format):
         repo = ctx.repo
         url = _upstream_url(repo, pk.escaped_name(name))
         spec = FetchSpec(repo, f"index/{name}", url, Kind.METADATA,
-                         transform=functools.partial(_index_transform, packument_url=url),
+                         transform=functools.partial(pk.tarball_index_json, packument_url=url),
                          request_headers={"Accept": f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8"},
                          content_type=pk.JSON_TYPE)
         cached = await ctx.services.pull.open(spec)
@@ -577,26 +577,6 @@ def _upstream_url(repo: RepoConfig, path: str) -> str:
     return repo.upstream.rstrip("/") + "/" + path
 
 
-def _sri(info: dict[str, str]) -> str | None:
-    """The integrity to verify a tarball against: SRI if given, else the sha1 shasum as SRI."""
-    if info.get("integrity"):
-        return info["integrity"]
-    shasum = info.get("shasum")
-    if shasum and len(shasum) == 40:
-        import base64
-        return "sha1-" + base64.b64encode(bytes.fromhex(shasum)).decode()
-    return None
-
-
-def _index_transform(body: bytes, packument_url: str) -> bytes:
-    """Fill-time transform of the index key: tarball file -> integrity and original URL."""
-    index = pk.tarball_index(body)
-    for entry in index.values():
-        if entry.get("url"):
-            entry["url"] = urljoin(packument_url, entry["url"])
-    return json.dumps(index, separators=(",", ":")).encode()
-
-
 def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
     try:
         return min(high, max(low, int(raw))) if raw is not None else default
@@ -605,17 +585,8 @@ def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes with 413."""
-    if request.content_length is not None and request.content_length > limit:
-        raise FormatError(413, f"request body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_chunked(1 << 20):
-        total += len(chunk)
-        if total > limit:
-            raise FormatError(413, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body, refusing more than `limit` bytes with 413 (and stalled clients with 408)."""
+    return b"".join([chunk async for chunk in body_chunks(request, limit, chunk_size=1 << 20)])
 
 
 FORMAT = Npm

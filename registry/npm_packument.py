@@ -10,6 +10,7 @@ made absolute when rendered, so the stored bytes never depend on the public URL.
 from __future__ import annotations
 
 import atexit
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -18,7 +19,7 @@ import re
 import threading
 import time
 from typing import Any, Callable, Iterable
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 ABBREVIATED_TYPE = "application/vnd.npm.install-v1+json"
 JSON_TYPE = "application/json"
@@ -418,6 +419,26 @@ def search_matches(doc: dict[str, Any], text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- off-GIL parsing
+
+def tarball_sri(info: dict[str, str]) -> str | None:
+    """The integrity to verify a tarball against: SRI if given, else the sha1 shasum as SRI."""
+    if info.get("integrity"):
+        return info["integrity"]
+    shasum = info.get("shasum")
+    if shasum and len(shasum) == 40:
+        return "sha1-" + base64.b64encode(bytes.fromhex(shasum)).decode()
+    return None
+
+
+def tarball_index_json(body: bytes, packument_url: str) -> bytes:
+    """Fill-time transform of a proxy's index key: tarball file -> integrity and absolute URL."""
+    index = tarball_index(body)
+    for entry in index.values():
+        if entry.get("url"):
+            entry["url"] = urljoin(packument_url, entry["url"])
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
 
 class _Offloader:
     """A lazily started child-process pool for parsing large JSON documents.
