@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import BodyPartReader, web
@@ -420,13 +420,21 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
+async def _next_part(reader: Any) -> Any:
+    """The next multipart part; a malformed body is the client's error (400), not ours."""
+    try:
+        return await reader.next()
+    except ValueError as exc:
+        raise FormatError(400, f"malformed multipart body: {exc}") from None
+
+
 async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, str, int, upl.Hasher] | None]:
     """Form fields and the stored `content` part: (filename, sha256, size, hasher)."""
     reader = await ctx.request.multipart()
     fields: dict[str, str] = {}
     stored = None
     total = count = 0
-    while (part := await reader.next()) is not None:
+    while (part := await _next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise FormatError(400, "nested multipart is not supported")
         count += 1

@@ -397,3 +397,9 @@ def test_requests_that_once_were_500(fuzz_depot: DepotProcess, method: str, path
     """Found by this fuzzing: an uncaught exception (500) before the fix; a 4xx now."""
     headers = {"Content-Type": oci_manifest.OCI_MANIFEST if "/v2/" in path else "application/json"}
     assert 400 <= http_status(method, path, headers, body, fuzz_depot) < 500
+
+
+def test_malformed_multipart_upload_is_400(fuzz_depot: DepotProcess) -> None:
+    """Found by the HTTP fuzz: a multipart body without its boundary was a 500."""
+    headers = {"Content-Type": "multipart/form-data; boundary=xx"}
+    assert http_status("POST", "/py-h/", headers, b"no boundary here", fuzz_depot) == 400
