@@ -22,7 +22,7 @@ from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
 from .metrics import RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
-from .serve import MemoryCache, StreamingResponse, etag_of, respond_blob
+from .serve import MemoryCache, StreamingResponse, blob_headers, respond_blob
 
 log = logging.getLogger("depot.pull")
 
@@ -93,9 +93,10 @@ class PullThrough:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.wait_timeout = upstream.timeouts.connect + upstream.timeouts.read + 5
         # (path, Accept, Host) -> (entry, body, headers) of small fresh hits; see hot_response().
-        # Accept and Host are in the key because formats negotiate bodies on them.
+        # Accept and Host are in the key because formats negotiate bodies on them. Bounded by the
+        # bytes it keeps alive, like the memory cache whose bodies it shares.
         self.hot: LRUCache[tuple[str, str | None, str], tuple[Entry, bytes, dict[str, str]]] = \
-            LRUCache(maxsize=10_000)
+            LRUCache(maxsize=memory.data.maxsize, getsizeof=lambda item: len(item[1]) + 512)
 
     def metrics(self, repo: RepoConfig) -> RepoMetrics:
         found = self._metrics.get(repo.name)
@@ -342,10 +343,7 @@ class PullThrough:
     def _remember_hot(self, request: web.Request, entry: Entry, headers: dict[str, str]) -> None:
         body = self.memory.get(entry.digest)
         if body is not None:
-            full = {"ETag": etag_of(entry.digest), "Accept-Ranges": "bytes",
-                    "Content-Type": entry.content_type or "application/octet-stream", **headers}
-            if entry.last_modified:
-                full["Last-Modified"] = entry.last_modified
+            full = blob_headers(entry.digest, entry.content_type, headers, entry.last_modified)
             self.hot[_hot_key(request)] = (entry, body, full)
 
     def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:

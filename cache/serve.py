@@ -67,8 +67,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
     return start, min(end, size)
 
 
-def _headers(digest: str, size: int, content_type: str | None, extra: Mapping[str, str] | None,
-             last_modified: str | None) -> dict[str, str]:
+def blob_headers(digest: str, content_type: str | None, extra: Mapping[str, str] | None,
+                 last_modified: str | None) -> dict[str, str]:
+    """The headers every answer from the store carries (validators, type, ranges)."""
     headers = {"ETag": etag_of(digest), "Accept-Ranges": "bytes",
                "Content-Type": content_type or "application/octet-stream"}
     if last_modified:
@@ -85,7 +86,7 @@ def respond_bytes(request: web.Request, body: bytes, content_type: str,
     if digest is None:
         import hashlib
         digest = hashlib.sha256(body).hexdigest()
-    out = _headers(digest, len(body), content_type, headers, last_modified)
+    out = blob_headers(digest, content_type, headers, last_modified)
     if _not_modified(request, out["ETag"], last_modified):
         return web.Response(status=304, headers={k: v for k, v in out.items() if k != "Content-Type"})
     window = parse_range(request.headers.get("Range"), len(body)) if status == 200 else None
@@ -135,7 +136,7 @@ def respond_blob(request: web.Request, digest: str, size: int, content_type: str
             memory.put(digest, body)
         return respond_bytes(request, body, content_type or "application/octet-stream", headers,
                              digest=digest, last_modified=last_modified)
-    out = _headers(digest, size, content_type, headers, last_modified)
+    out = blob_headers(digest, content_type, headers, last_modified)
     if _not_modified(request, out["ETag"], last_modified):
         return web.Response(status=304, headers={k: v for k, v in out.items() if k != "Content-Type"})
     window = parse_range(request.headers.get("Range"), size)

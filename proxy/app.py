@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cache import metrics
 from cache.services import EngineSettings, Services
+from upstreams.client import without_credentials
 from registry import FORMATS
 from registry.base import Ctx, Format, FormatError
 
@@ -64,17 +65,12 @@ async def repositories(request: web.Request) -> web.Response:
         stat = (proxy_stats if repo.is_proxy else hosted_stats).get(repo.name, {"entries": 0, "bytes": 0})
         item = {"name": repo.name, "format": repo.format, "type": repo.type, **stat}
         if repo.is_proxy:
-            item["upstream"] = _without_credentials(repo.upstream or "")
+            item["upstream"] = without_credentials(repo.upstream or "")
         if repo.is_group:
             item["members"] = list(repo.members)
             item["deploy_to"] = repo.deploy_to
         listing.append(item)
     return web.json_response(listing)
-
-
-def _without_credentials(url: str) -> str:
-    from yarl import URL
-    return str(URL(url).with_user(None)) if "@" in url else url
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

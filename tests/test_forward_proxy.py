@@ -112,7 +112,7 @@ def test_https_proxy_clients_are_served_from_the_cache(depot_factory, https_upst
 def test_unknown_hosts_are_refused_when_configured(depot_factory, https_upstream, tmp_path):
     up, cert = https_upstream
     forward_port = free_port()
-    front = depot_factory(
+    depot_factory(
         {"remote": {"format": "generic", "type": "proxy", "upstream": "https://127.0.0.1:1/nothing/"}},
         extra={"forward_proxy": {"listen": f"127.0.0.1:{forward_port}", "unknown_hosts": "refuse"}},
         name="front")
@@ -121,7 +121,6 @@ def test_unknown_hosts_are_refused_when_configured(depot_factory, https_upstream
                           f"http://127.0.0.1:{forward_port}", f"{up.url}/files/"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 or out.stdout in ("403", "000")
-    assert front.log().count("listening pid=") >= 1
 
 
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import aiohttp
+from yarl import URL
 
 from cache.policy import backoff, retryable
 from registry.repo import UpstreamAuth
@@ -105,11 +106,10 @@ class UpstreamClient:
             if attempt > self.retries or not retryable(status) or error.timed_out:
                 raise error from cause
             log.info("upstream retry method=%s url=%s attempt=%d reason=%s",
-                     method, _loggable(url), attempt, error.reason)
+                     method, without_credentials(url), attempt, error.reason)
             await asyncio.sleep(backoff(attempt))
 
 
-def _loggable(url: str) -> str:
-    """The URL without any userinfo, for logs."""
-    from yarl import URL
+def without_credentials(url: str) -> str:
+    """The URL without any userinfo, for logs and API answers."""
     return str(URL(url).with_user(None)) if "@" in url else url
