@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp import web
 from cachetools import LRUCache
 
-from registry.repo import RepoConfig
-from upstreams.client import UpstreamClient, UpstreamError
+from depot.registry.repo import RepoConfig
+from depot.upstreams.client import UpstreamClient, UpstreamError
 
 from . import flight as fl
 from .blobs import BlobStore, BlobWriter, DigestMismatch

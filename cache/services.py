@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.repo import RepoConfig
-from upstreams.client import Timeouts, UpstreamClient
+from depot.registry.repo import RepoConfig
+from depot.upstreams.client import Timeouts, UpstreamClient
 
 from . import metrics
 from .blobs import BlobStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterable, Mapping
 
-from registry.repo import RepoConfig
+from depot.registry.repo import RepoConfig
 
 from .db import Database
 from .metrics import RepoMetrics

@@ -8,8 +8,8 @@ import re
 from dataclasses import replace
 from aiohttp import web
 
-from registry.base import Format, Route
-from registry.repo import RepoConfig
+from depot.registry.base import Format, Route
+from depot.registry.repo import RepoConfig
 
 from .auth import ANONYMOUS, Authenticator, BadCredentials, Principal
 from .users import RANK, AuditLog, UserError

@@ -8,11 +8,11 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from cache import metrics
-from cache.services import EngineSettings, Services
-from upstreams.client import without_credentials
-from registry import FORMATS
-from registry.base import Ctx, Format, FormatError
+from depot.cache import metrics
+from depot.cache.services import EngineSettings, Services
+from depot.upstreams.client import without_credentials
+from depot.registry import FORMATS
+from depot.registry.base import Ctx, Format, FormatError
 
 from . import access, observe, ui
 from .auth import Authenticator

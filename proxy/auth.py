@@ -21,8 +21,8 @@ from typing import Mapping
 import jwt
 from cachetools import TTLCache
 
-from cache.db import Database
-from registry.repo import RepoConfig
+from depot.cache.db import Database
+from depot.registry.repo import RepoConfig
 
 from . import lockout
 from .users import RANK, TOKEN_PREFIX, Token, UserStore

@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write DIR/blobs, DIR/config and (last) DIR/manifest.json."""
-    from cache.blobs import BlobStore
-    from cache.db import Database
+    from depot.cache.blobs import BlobStore
+    from depot.cache.db import Database
 
     from .cli import _load
     config = _load(args)
@@ -218,8 +218,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def read_manifest(source: Path) -> dict[str, Any]:
     """Load and validate DIR/manifest.json (BackupError names the first problem)."""
-    from cache.blobs import HEX64
-    from registry.repo import REPO_NAME
+    from depot.cache.blobs import HEX64
+    from depot.registry.repo import REPO_NAME
     try:
         manifest = json.loads((source / "manifest.json").read_text())
     except FileNotFoundError:
@@ -290,7 +290,7 @@ def _warn_unknown_repos(manifest: dict[str, Any], repos: dict[str, Any]) -> None
 
 def _store_blobs(source: Path, files: list[dict[str, Any]], data_dir: Path) -> None:
     """Copy every blob into the store (verified again on commit); refresh ones already there."""
-    from cache.blobs import BlobStore
+    from depot.cache.blobs import BlobStore
     blobs = BlobStore(data_dir)
     digests = {item["sha256"]: item["size"] for item in files}
     progress = Progress("import", total=len(digests), total_bytes=sum(digests.values()))
@@ -314,7 +314,7 @@ def _store_blobs(source: Path, files: list[dict[str, Any]], data_dir: Path) -> N
 def _write_catalog(data_dir: Path, files: list[dict[str, Any]],
                    replace: bool) -> tuple[int, int, list[tuple[str, str]]]:
     """One transaction: new rows inserted, identical ones kept, different ones replaced or reported."""
-    from cache.db import Database
+    from depot.cache.db import Database
 
     def work(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[str, str]]]:
         restored, unchanged, conflicts = 0, 0, []

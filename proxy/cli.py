@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _prepare_data_dir(data_dir: Path) -> None:
     """Create the data directory and clear leftovers of fetches from a previous run."""
     import logging
-    from cache.flight import Flights
+    from depot.cache.flight import Flights
     (data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     removed = Flights(data_dir / "tmp").clean()
     for stray in (data_dir / "tmp").glob("blob-*.part"):
@@ -114,7 +114,7 @@ def _prepare_data_dir(data_dir: Path) -> None:
 
 
 def _bootstrap_admin(data_dir: Path) -> None:
-    from cache.db import Database
+    from depot.cache.db import Database
 
     from .access import bootstrap_admin
     from .auth import Authenticator
@@ -153,9 +153,9 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from cache.blobs import BlobStore
-    from cache.db import Database
-    from cache.evict import collect
+    from depot.cache.blobs import BlobStore
+    from depot.cache.db import Database
+    from depot.cache.evict import collect
 
     from .units import parse_duration
     config = _load(args)
@@ -185,8 +185,8 @@ def cmd_ca(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from cache.db import Database
-    from cache.stats import repository_stats
+    from depot.cache.db import Database
+    from depot.cache.stats import repository_stats
 
     from .progress import human_bytes
     config = _load(args)

@@ -51,7 +51,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _stores(args: argparse.Namespace, load: Callable[..., Any]) -> tuple[Any, Any, Any]:
-    from cache.db import Database
+    from depot.cache.db import Database
 
     from .users import AuditLog, UserStore
     config = load(args)

@@ -8,8 +8,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from registry import FORMATS
-from registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
+from depot.registry import FORMATS
+from depot.registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
 from .units import parse_duration, parse_size
 

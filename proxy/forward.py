@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from registry import FORMATS
-from registry.repo import RepoConfig
+from depot.registry import FORMATS
+from depot.registry.repo import RepoConfig
 
 log = logging.getLogger("depot.forward")
 

@@ -27,8 +27,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from cache import metrics
-from cache.db import Database
+from depot.cache import metrics
+from depot.cache.db import Database
 
 log = logging.getLogger("depot.observe")
 

@@ -24,9 +24,9 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
-from cache import metrics
-from cache.services import Services
-from registry.repo import RepoConfig
+from depot.cache import metrics
+from depot.cache.services import Services
+from depot.registry.repo import RepoConfig
 
 from . import observe
 from .progress import human_bytes

@@ -17,7 +17,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from cache.db import Database
+from depot.cache.db import Database
 
 PERMS = ("read", "write", "delete", "admin")
 RANK = {name: index for index, name in enumerate(PERMS, 1)}

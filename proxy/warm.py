@@ -122,7 +122,7 @@ async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: An
         kind = plans.detect(path.name, text, fmt)
         wanted = KIND_FORMAT.get(kind)
         if wanted and wanted != fmt:
-            from registry import FORMATS
+            from depot.registry import FORMATS
             if wanted not in FORMATS:
                 print(f"warm: {path.name} is a {wanted} list, and this depot has no {wanted} format; skipped")
                 return 0

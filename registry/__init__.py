@@ -10,10 +10,10 @@ log = logging.getLogger("depot.registry")
 
 # format name -> module under registry/ exporting FORMAT (a Format subclass)
 _MODULES = {
-    "generic": "registry.generic",
-    "pypi": "registry.pypi",
-    "npm": "registry.npm",
-    "oci": "registry.oci",
+    "generic": "depot.registry.generic",
+    "pypi": "depot.registry.pypi",
+    "npm": "depot.registry.npm",
+    "oci": "depot.registry.oci",
 }
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from .repo import RepoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cache.services import Services
+    from depot.cache.services import Services
 
 Handler = Callable[["Format", "Ctx"], Awaitable[web.StreamResponse]]
 

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from cache.blobs import DigestMismatch, TooLarge
-from cache.pull import FetchSpec, Kind, NotFound, UpstreamFailed
-from cache.serve import http_date, respond_blob
+from depot.cache.blobs import DigestMismatch, TooLarge
+from depot.cache.pull import FetchSpec, Kind, NotFound, UpstreamFailed
+from depot.cache.serve import http_date, respond_blob
 
 from .base import Ctx, Format, FormatError, body_chunks, route
 from .repo import RepoConfig

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from cachetools import LRUCache
 
-from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from cache.serve import respond_blob, respond_bytes
+from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from depot.cache.serve import respond_blob, respond_bytes
 
 from . import npm_packument as pk
 from . import npm_publish as pub

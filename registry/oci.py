@@ -13,8 +13,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from cache.blobs import DigestMismatch, TooLarge
-from cache.serve import respond_blob, respond_bytes
+from depot.cache.blobs import DigestMismatch, TooLarge
+from depot.cache.serve import respond_blob, respond_bytes
 
 from . import oci_proxy
 from .base import Ctx, Format, FormatError, route

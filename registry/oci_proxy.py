@@ -21,11 +21,11 @@ from aiohttp import web
 from prometheus_client import Gauge
 from yarl import URL
 
-from cache.entries import Entry
-from cache.policy import STALE_IF_ERROR
-from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from upstreams.client import UpstreamError
-from upstreams.docker_auth import DockerAuth
+from depot.cache.entries import Entry
+from depot.cache.policy import STALE_IF_ERROR
+from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from depot.upstreams.client import UpstreamError
+from depot.upstreams.docker_auth import DockerAuth
 
 from .base import Ctx
 from .oci_manifest import DEFAULT_ACCEPT, OciError, accept_variant, hex_of, is_digest

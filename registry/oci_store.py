@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cache.catalog import Catalog, HostedFile
+from depot.cache.catalog import Catalog, HostedFile
 
 from .oci_manifest import Manifest, descriptor_of, hex_of
 

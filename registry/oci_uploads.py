@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from cache.blobs import BlobStore, DigestMismatch, TooLarge
+from depot.cache.blobs import BlobStore, DigestMismatch, TooLarge
 
 UUID_RE = re.compile(r"[0-9a-f]{32}")
 SESSION_MAX_AGE = 24 * 3600.0

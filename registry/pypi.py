@@ -38,10 +38,10 @@ from aiohttp import BodyPartReader, web
 from cachetools import LRUCache
 from packaging.version import InvalidVersion, Version
 
-from cache.blobs import DigestMismatch, TooLarge
-from cache.catalog import HostedFile
-from cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from cache.serve import respond_blob, respond_bytes
+from depot.cache.blobs import DigestMismatch, TooLarge
+from depot.cache.catalog import HostedFile
+from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from depot.cache.serve import respond_blob, respond_bytes
 
 from . import pypi_index as ix
 from . import pypi_upload as upl

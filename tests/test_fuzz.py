@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from depot_process import DepotProcess, free_port
-from proxy.config import ConfigError, validate
-from proxy.units import parse_duration, parse_size
-from registry import generic, npm_packument, npm_publish, oci_manifest, pypi_index, pypi_upload
-from registry.base import FormatError
+from depot.proxy.config import ConfigError, validate
+from depot.proxy.units import parse_duration, parse_size
+from depot.registry import generic, npm_packument, npm_publish, oci_manifest, pypi_index, pypi_upload
+from depot.registry.base import FormatError
 
 EXAMPLES = int(os.environ.get("DEPOT_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from cache.integrity import IntegrityCheck, IntegrityMismatch
-from registry import npm_packument as pk
-from registry import npm_publish as pub
-from registry.base import FormatError
+from depot.cache.integrity import IntegrityCheck, IntegrityMismatch
+from depot.registry import npm_packument as pk
+from depot.registry import npm_publish as pub
+from depot.registry.base import FormatError
 
 BASE = "http://depot.test:8080/npm"
 DATA = b"\x1f\x8b fake tarball bytes"
@@ -375,7 +375,7 @@ def test_default_upstream_is_what_npm_prints(monkeypatch: pytest.MonkeyPatch) ->
     import shutil
     import subprocess
 
-    from registry import npm as npm_format
+    from depot.registry import npm as npm_format
     npm = shutil.which("npm")
     assert npm, "npm is not installed"
     printed = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True,
@@ -393,8 +393,8 @@ def test_default_upstream_is_what_npm_prints(monkeypatch: pytest.MonkeyPatch) ->
 def test_catalog_swap(tmp_path: Any) -> None:
     import asyncio
 
-    from cache.catalog import Catalog
-    from cache.db import Database
+    from depot.cache.catalog import Catalog
+    from depot.cache.db import Database
 
     async def scenario() -> list[bool]:
         catalog = Catalog(Database(tmp_path / "db.sqlite"))

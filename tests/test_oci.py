@@ -21,7 +21,7 @@ from depot_process import DepotProcess, free_port
 from http_util import get, get_many, sha256
 from oci_fixtures import (EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, artifact_manifest, digest_of,
                           hello_layout, layer_tgz)
-from registry.oci_manifest import DOCKER_MANIFEST, MANIFEST_TYPES
+from depot.registry.oci_manifest import DOCKER_MANIFEST, MANIFEST_TYPES
 
 SKOPEO = shutil.which("skopeo")
 ALL_TYPES = ", ".join(MANIFEST_TYPES)

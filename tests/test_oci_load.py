@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import requests
 
-from cache.flight import Flights, wait_remote
+from depot.cache.flight import Flights, wait_remote
 from depot_process import DepotProcess
 from oci_fixtures import OCI_CONFIG, OCI_MANIFEST, Layout, digest_of, layer_tgz
 from test_oci import SKOPEO, Registry, host, index_digest, skopeo

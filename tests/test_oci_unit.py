@@ -10,14 +10,14 @@ import pytest
 from aiohttp import web
 
 from oci_fixtures import EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, artifact_manifest, digest_of
-from registry.oci_manifest import (DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_TYPES, OciError, accept_variant,
+from depot.registry.oci_manifest import (DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_TYPES, OciError, accept_variant,
                                    error_body, page, parse_manifest, validate_digest, validate_name,
                                    validate_reference)
-from registry.oci_proxy import ratelimit_value, upstream_image
-from registry.oci_uploads import RangeInvalid, parse_content_range
-from registry.repo import UpstreamAuth
-from upstreams.client import UpstreamClient
-from upstreams.docker_auth import Challenge, DockerAuth, parse_challenge, token_lifetime
+from depot.registry.oci_proxy import ratelimit_value, upstream_image
+from depot.registry.oci_uploads import RangeInvalid, parse_content_range
+from depot.registry.repo import UpstreamAuth
+from depot.upstreams.client import UpstreamClient
+from depot.upstreams.docker_auth import Challenge, DockerAuth, parse_challenge, token_lifetime
 
 D1, D2, D3 = digest_of(b"1"), digest_of(b"2"), digest_of(b"3")
 

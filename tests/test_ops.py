@@ -175,7 +175,7 @@ def _resolve(path: str) -> str:
 # ---------------------------------------------------------------------------- warm
 
 def test_warm_plans_parse_every_list_kind() -> None:
-    from proxy import warm_plans as wp
+    from depot.proxy import warm_plans as wp
     pins, notes = wp.pinned_requirements("A_B==1.0 --hash=sha256:00 \\\n  --hash=sha256:11\nc[x]===2.0b1; os_name == 'posix'\n"
                                          "d>=1\ne==1.*\n-r other.txt\nf @ https://x/f.whl\n# c\n")
     assert pins == [("a-b", "1.0"), ("c", "2.0b1")]
@@ -242,7 +242,7 @@ def test_warm_refuses_a_list_of_another_format(depot_factory: Any, upstream: Ups
     gosum = tmp_path / "go.sum"
     gosum.write_text("golang.org/x/text v0.3.0 h1:abc=\n")
     out = warm(depot, "remote", gosum)
-    from registry import FORMATS
+    from depot.registry import FORMATS
     if "go" in FORMATS:
         assert out.returncode == 2 and "generic repository" in out.stderr
     else:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.base import FormatError
-from registry import pypi_index as ix
-from registry import pypi_upload as up
+from depot.registry.base import FormatError
+from depot.registry import pypi_index as ix
+from depot.registry import pypi_upload as up
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -306,7 +306,7 @@ def _pip_default() -> str:
 def test_default_upstream_follows_pip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                       index_env: str | None, config_text: str | None,
                                       expected: str | None) -> None:
-    from registry.pypi import pip_index_url
+    from depot.registry.pypi import pip_index_url
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     if index_env:
         monkeypatch.setenv("PIP_INDEX_URL", index_env)

@@ -12,8 +12,8 @@ from typing import Mapping
 import aiohttp
 from yarl import URL
 
-from cache.policy import backoff, retryable
-from registry.repo import UpstreamAuth
+from depot.cache.policy import backoff, retryable
+from depot.registry.repo import UpstreamAuth
 
 log = logging.getLogger("depot.upstream")
 

@@ -17,7 +17,7 @@ from typing import Any
 from cachetools import TLRUCache
 from yarl import URL
 
-from registry.repo import UpstreamAuth
+from depot.registry.repo import UpstreamAuth
 
 from .client import UpstreamClient, UpstreamError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from registry.repo import RepoConfig
+from depot.registry.repo import RepoConfig
 
 Snippet = tuple[str, str]
 
