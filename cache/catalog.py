@@ -70,9 +70,49 @@ class Catalog:
         rows = await self.db.execute("SELECT * FROM files WHERE repo = ? AND path = ?", (repo, path))
         return _row(rows[0]) if rows else None
 
-    async def delete(self, repo: str, path: str) -> bool:
+    async def delete(self, repo: str, path: str, tombstone: bool = False) -> bool:
+        """Remove a file; with `tombstone`, remember its digest so the path can never be
+        published again with other content."""
         def work(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, path)).rowcount > 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT digest FROM files WHERE repo = ? AND path = ?", (repo, path)).fetchone()
+                if row is not None:
+                    conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, path))
+                    if tombstone:
+                        conn.execute("INSERT OR REPLACE INTO tombstones (repo, path, digest, deleted)"
+                                     " VALUES (?, ?, ?, ?)", (repo, path, row["digest"], time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return row is not None
+        return await self.db.run(work)
+
+    async def tombstone(self, repo: str, path: str) -> str | None:
+        """The digest a deleted, tombstoned path held, or None."""
+        rows = await self.db.execute("SELECT digest FROM tombstones WHERE repo = ? AND path = ?", (repo, path))
+        return rows[0]["digest"] if rows else None
+
+    async def put_all_new(self, repo: str, rows: list[tuple[str, str, int, str | None, dict[str, Any]]]) -> bool:
+        """Create every (path, digest, size, content_type, meta) in one transaction, only if
+        none of the paths exists; False (and nothing written) otherwise."""
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for path, digest, size, content_type, meta in rows:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO files (repo, path, digest, size, content_type, meta, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (repo, path, digest, size, content_type, json.dumps(meta), time.time()))
+                    if cur.rowcount != 1:
+                        conn.execute("ROLLBACK")
+                        return False
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return True
         return await self.db.run(work)
 
     async def list(self, repo: str, prefix: str = "") -> list[HostedFile]:

@@ -43,6 +43,13 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (repo, path)
 );
 CREATE INDEX IF NOT EXISTS files_digest ON files (digest);
+CREATE TABLE IF NOT EXISTS tombstones (
+    repo TEXT NOT NULL,
+    path TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    deleted REAL NOT NULL,
+    PRIMARY KEY (repo, path)
+);
 CREATE TABLE IF NOT EXISTS counters (
     repo TEXT NOT NULL,
     name TEXT NOT NULL,

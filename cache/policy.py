@@ -59,16 +59,6 @@ def classify(status: int | None, have_stored: bool) -> Outcome:
     return Outcome.FAIL
 
 
-def retryable(status: int | None) -> bool:
-    """Whether the upstream client may retry: connect errors and 502/503/504 only."""
-    return status is None or status in (502, 503, 504)
-
-
-def backoff(attempt: int, base: float = 0.2, cap: float = 2.0) -> float:
-    """Delay before retry number `attempt` (1-based): exponential, capped."""
-    return min(cap, base * (2 ** (attempt - 1)))
-
-
 def error_status(status: int | None, timed_out: bool) -> int:
     """The status depot answers when the upstream failed and nothing is cached."""
     if timed_out:

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from cachetools import LRUCache
 
-from depot.registry.repo import RepoConfig
+from .types import RepoConfig
 from depot.upstreams.client import UpstreamClient, UpstreamError
 
 from . import flight as fl

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.registry.repo import RepoConfig
+from .types import RepoConfig
 from depot.upstreams.client import Timeouts, UpstreamClient
 
 from . import metrics
 from .blobs import BlobStore
 from .catalog import Catalog
 from .db import Database
+from .documents import DocumentCache
 from .entries import EntryIndex
 from .evict import evict
 from .pull import PullThrough
@@ -58,6 +59,8 @@ class Services:
         self.entries = EntryIndex(self.db, data / "negative")
         self.catalog = Catalog(self.db)
         self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
+        # rendered documents (merged indexes, rebased metadata): a quarter of the memory budget
+        self.documents = DocumentCache(max(settings.memory_size // 4, 1), max(settings.memory_size // 8, 1))
         self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
                                        settings.retries, settings.ca_file)
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterable, Mapping
 
-from depot.registry.repo import RepoConfig
+from .types import RepoConfig
 
 from .db import Database
 from .metrics import RepoMetrics

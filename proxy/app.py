@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from typing import Awaitable, Callable
 
@@ -12,7 +13,7 @@ from depot.cache import metrics
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
-from depot.registry.base import Ctx, Format, FormatError
+from depot.registry.base import Ctx, Format, FormatError, Route
 
 from . import access, observe, ui
 from .auth import Authenticator
@@ -84,10 +85,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await run_format(request, fmt, repo, request.match_info["tail"], f"/{name}")
 
 
-async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: str) -> web.StreamResponse:
-    """Find the route and call the handler; FormatError becomes the format's error shape."""
+async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: str,
+                     found: tuple[Route, re.Match[str]] | None = None) -> web.StreamResponse:
+    """Find the route (unless given) and call the handler; FormatError becomes the format's
+    error shape."""
     services = request.app[SERVICES]
-    found = fmt.match(repo, request.method, path)
+    found = found or fmt.match(repo, request.method, path)
     ctx = None
     try:
         if found is None:
@@ -147,7 +150,11 @@ def build_app(config: Config) -> web.Application:
         app[access.AUTH], app[access.AUDIT] = auth, audit
         services.auth, services.audit = auth, audit    # for format handlers (npm login, …)
         await services.start()
+        for fmt in app[FORMAT_INSTANCES].values():
+            await fmt.start(services)
         yield
+        for fmt in app[FORMAT_INSTANCES].values():
+            await fmt.close()
         await services.close()
 
     app.cleanup_ctx.append(services_ctx)
@@ -159,7 +166,23 @@ def build_app(config: Config) -> web.Application:
     if "oci" in FORMATS:
         app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
     app.router.add_route("*", "/{repo:[a-z0-9][a-z0-9._-]*}/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", dispatch_root)
     return app
+
+
+async def dispatch_root(request: web.Request) -> web.StreamResponse:
+    """Paths outside /<repo>/ that a format declares in its root_routes."""
+    path = request.match_info["tail"]
+    services = request.app[SERVICES]
+    for fmt in request.app[FORMAT_INSTANCES].values():
+        for route in fmt.root_routes:
+            match = route.pattern.match(path)
+            if match is None or request.method not in route.methods:
+                continue
+            repo = fmt.root_repository(services.repos)
+            if repo is not None:
+                return await run_format(request, fmt, repo, path, f"/{repo.name}", (route, match))
+    raise web.HTTPNotFound(text=f"no repository or endpoint at /{path}\n")
 
 
 async def dispatch_v2(request: web.Request) -> web.StreamResponse:

@@ -90,6 +90,9 @@ def default_document() -> dict[str, Any]:
     if "oci" in FORMATS:
         repos["docker"] = {"format": "oci", "type": "proxy", "mirror": True}     # Docker Hub
         repos["containers"] = {"format": "oci", "type": "hosted"}
+    for cls in FORMATS.values():      # every other format declares its own
+        for name, raw in cls.default_repositories().items():
+            repos.setdefault(name, raw)
     return {"repositories": repos}
 
 
@@ -323,6 +326,11 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
     options = raw.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{prefix}.options", "must be a mapping")
+    try:
+        options = FORMATS[fmt].parse_options(options)
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(f"{prefix}.options.{key}", why or str(exc)) from None
     access = raw.get("access") or {}
     if not isinstance(access, dict) or any(p not in _PERMS for p in access.values()):
         raise ConfigError(f"{prefix}.access", f"must map user names to one of {', '.join(_PERMS)}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-from . import warm_plans as plans
+from depot.registry import warm_plans as plans
 from .progress import Progress, human_bytes, human_seconds
 
 log = logging.getLogger("depot.warm")
@@ -119,22 +119,30 @@ async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: An
     connector = aiohttp.TCPConnector(limit=jobs, ssl=False if insecure else True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector, auth=auth) as session:
         fmt = await _repo_format(session, base, repo)
+        mount = f"{base}/{quote(repo)}"
+        from depot.registry import FORMATS
+        planned = FORMATS[fmt].warm_plan(mount, path.name, text) if fmt in FORMATS else None
+        if planned is not None:   # the format reads its own lockfile
+            return await _run_plan(session, repo, jobs, *planned)
         kind = plans.detect(path.name, text, fmt)
         wanted = KIND_FORMAT.get(kind)
         if wanted and wanted != fmt:
-            from depot.registry import FORMATS
             if wanted not in FORMATS:
                 print(f"warm: {path.name} is a {wanted} list, and this depot has no {wanted} format; skipped")
                 return 0
             raise plans.PlanError(f"{repo} is a {fmt} repository; {path.name} lists {wanted} packages")
-        mount = f"{base}/{quote(repo)}"
         initial, notes = plans.plan(kind, mount, text)
-        progress = Progress(f"warm {repo}", total=len(initial))
-        for note in notes:
-            progress.message(f"warm: {note}")
-        started = time.monotonic()
-        tally = await Runner(session, jobs, progress).run(initial)
-        progress.finish()
+        return await _run_plan(session, repo, jobs, initial, notes)
+
+
+async def _run_plan(session: Any, repo: str, jobs: int, initial: list[plans.Job], notes: list[str]) -> int:
+    """Fetch every job (and what their answers lead to) with progress; the exit status."""
+    progress = Progress(f"warm {repo}", total=len(initial))
+    for note in notes:
+        progress.message(f"warm: {note}")
+    started = time.monotonic()
+    tally = await Runner(session, jobs, progress).run(initial)
+    progress.finish()
     for failure in tally.failed[:50]:
         print(f"warm: failed {failure}", file=sys.stderr)
     elapsed = time.monotonic() - started

@@ -1,32 +1,32 @@
-"""Package formats. FORMATS maps a format name to its Format class (one module each)."""
+"""Package formats. FORMATS maps a format name to its Format class.
+
+A format is a module (or package) under registry/ that exports `FORMAT = <Format subclass>`;
+it is found here by that attribute, so adding a format touches no shared file.
+"""
 from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 
 from .base import Format
 
 log = logging.getLogger("depot.registry")
 
-# format name -> module under registry/ exporting FORMAT (a Format subclass)
-_MODULES = {
-    "generic": "depot.registry.generic",
-    "pypi": "depot.registry.pypi",
-    "npm": "depot.registry.npm",
-    "oci": "depot.registry.oci",
-}
+# the original four first, so that the embedded default lists them in this order
+_FIRST = ("generic", "pypi", "npm", "oci")
+_NOT_FORMATS = frozenset({"base", "repo", "options", "warm_plans", "tree"})
 
 
 def _load() -> dict[str, type[Format]]:
+    names = [m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_FORMATS]
+    ordered = [n for n in _FIRST if n in names] + sorted(n for n in names if n not in _FIRST)
     formats: dict[str, type[Format]] = {}
-    for name, module_name in _MODULES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        formats[name] = module.FORMAT
+    for module_name in ordered:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        cls = getattr(module, "FORMAT", None)
+        if isinstance(cls, type) and issubclass(cls, Format) and cls.name:
+            formats[cls.name] = cls
     return formats
 
 

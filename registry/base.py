@@ -3,21 +3,33 @@
 A format module defines one Format subclass whose `routes` table maps
 (methods, path regex, repository types) to handler methods. The path a handler
 sees is the part after `/<repo>/`. Handlers get a Ctx and return an aiohttp
-response; they use the engine services on `ctx.services` and never touch app setup.
+response. They reach the engine only through the Ctx: `ctx.pull` (pull-through),
+`ctx.hosted` (published files), `ctx.body()`, the group helpers and `ctx.documents`;
+API.md documents the contract. (`ctx.services` remains for the four original formats
+while they move over; new formats must not use it.)
 """
 from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable, Iterator, Mapping,
+                    TypeVar)
 
 from aiohttp import web
 
+from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, Kind, NotFound, Published,
+                             PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
+from depot.cache.documents import DocumentCache
+
+from .options import Option, parse_options
 from .repo import RepoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from depot.cache.services import Services
+
+T = TypeVar("T")
 
 Handler = Callable[["Format", "Ctx"], Awaitable[web.StreamResponse]]
 
@@ -66,6 +78,143 @@ class Ctx:
         return Ctx(self.request, repo, self.path, self.match, self.services,
                    mount=self.mount, extra=self.extra)
 
+    # ------------------------------------------------------------ the engine, bound to ctx.repo
+    @property
+    def pull(self) -> PullApi:
+        """Pull-through for this (proxy) repository."""
+        return PullApi(self.services, self.repo)
+
+    @property
+    def hosted(self) -> HostedApi:
+        """Published files of this (hosted) repository."""
+        return HostedApi(self.services, self.repo, self.services.settings.client_timeout)
+
+    @property
+    def documents(self) -> DocumentCache:
+        """Rendered documents, memory-budgeted; key them by what they are rendered from."""
+        return self.services.documents
+
+    @property
+    def principal(self) -> Any:
+        """Who is calling (proxy.auth.Principal), as access control identified them."""
+        return self.extra.get("principal")
+
+    def allowed(self, repo: RepoConfig, perm: str) -> bool:
+        """Whether the caller holds `perm` on `repo` (for handlers that switch repository)."""
+        auth = self.services.auth
+        principal = self.principal
+        if auth is None or principal is None:
+            return True
+        return bool(auth.allowed(principal, repo, perm))
+
+    def body(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The request body in chunks: 413 past `limit` (default the repository's max_upload),
+        408 when the client stalls longer than the configured client_timeout."""
+        return body_chunks(self.request, self.repo.max_upload if limit is None else limit,
+                           self.services.settings.client_timeout)
+
+    async def read_body(self, limit: int | None = None) -> bytes:
+        """The whole request body (same limits as body())."""
+        return b"".join([chunk async for chunk in self.body(limit)])
+
+    # ------------------------------------------------------------ groups: one rule for every format
+    def members(self) -> list["Ctx"]:
+        """A group's members as the caller may read them, in configured order."""
+        return [self.for_repo(self.member(name)) for name in self.repo.members]
+
+    def deploy_target(self, perm: str = "write") -> "Ctx":
+        """Where a write lands: this hosted repository, or a group's deploy_to member (the
+        caller's `perm` re-checked on that member). 405 for proxies and groups without one."""
+        if self.repo.is_hosted:
+            return self
+        if self.repo.is_group and self.repo.deploy_to:
+            target = self.member(self.repo.deploy_to)
+            if not self.allowed(target, perm):
+                raise FormatError(403, f"no {perm} permission on {target.name}")
+            return self.for_repo(target)
+        raise FormatError(405, f"{self.repo.type} repository {self.repo.name} does not accept uploads")
+
+    async def first_member(self, answer: Callable[["Ctx"], Awaitable[T]], what: str = "") -> T:
+        """Ask each member in order; the first answer wins. When none has it: the first
+        member failure that is not a 404 (an upstream down may hide the file), else 404."""
+        failure: FormatError | None = None
+        for member in self.members():
+            try:
+                return await answer(member)
+            except FormatError as exc:
+                if exc.status != 404 and failure is None:
+                    failure = exc
+        raise failure or FormatError(404, f"{what or self.path} not found in {self.repo.name}")
+
+    async def each_member(self, answer: Callable[["Ctx"], Awaitable[T]],
+                          what: str = "") -> list[tuple["Ctx", T]]:
+        """Every member's answer, in order, for documents merged across members. Members that
+        fail are left out while at least one answers; when none does, the rule of first_member."""
+        results: list[tuple[Ctx, T]] = []
+        failure: FormatError | None = None
+        for member in self.members():
+            try:
+                results.append((member, await answer(member)))
+            except FormatError as exc:
+                if exc.status != 404 and failure is None:
+                    failure = exc
+        if not results:
+            raise failure or FormatError(404, f"{what or self.path} not found in {self.repo.name}")
+        return results
+
+    # ------------------------------------------------------------ proxy conveniences
+    async def open_upstream(self, spec: FetchSpec) -> Cached:
+        """pull.open() with the engine's outcomes as FormatErrors (404, 502/504)."""
+        try:
+            return await self.pull.open(spec)
+        except NotFound:
+            raise FormatError(404, f"{spec.key} not found upstream of {self.repo.name}") from None
+        except UpstreamFailed as exc:
+            raise FormatError(exc.status, f"upstream of {self.repo.name} failed: {exc.reason}") from None
+
+    async def fetch_upstream(self, spec: FetchSpec) -> tuple[Cached, bytes]:
+        """open_upstream() then the whole body (for metadata the format parses)."""
+        cached = await self.open_upstream(spec)
+        try:
+            return cached, await self.pull.read(cached)
+        except UpstreamFailed as exc:
+            raise FormatError(exc.status, f"upstream of {self.repo.name} failed: {exc.reason}") from None
+
+    async def publish(self, path: str, body: bytes | AsyncIterator[bytes], **kwargs: Any) -> Published:
+        """ctx.hosted.publish() with its failures as FormatErrors (409, 400, 413)."""
+        with engine_errors(self.repo):
+            return await self.hosted.publish(path, body, **kwargs)
+
+    async def stage(self, body: bytes | AsyncIterator[bytes] | None = None, expect_sha256: str | None = None,
+                    max_size: int | None = None) -> Staged:
+        """ctx.hosted.stage() of `body` (default: the request body, streamed with the limits)."""
+        with engine_errors(self.repo):
+            return await self.hosted.stage(self.body(max_size) if body is None else body, expect_sha256, max_size)
+
+    async def record(self, path: str, staged: Staged, **kwargs: Any) -> Published:
+        """ctx.hosted.record() of a staged upload, with its failures as FormatErrors."""
+        with engine_errors(self.repo):
+            return await self.hosted.record(path, staged.digest, staged.size, **kwargs)
+
+
+@contextmanager
+def engine_errors(repo: RepoConfig) -> Iterator[None]:
+    """Engine exceptions of hosted writes as FormatErrors: Conflict 409, DigestMismatch 400,
+    TooLarge 413 (the format's error() renders them)."""
+    try:
+        yield
+    except Conflict as exc:
+        raise FormatError(409, str(exc)) from None
+    except DigestMismatch as exc:
+        raise FormatError(400, f"checksum mismatch: {exc}") from None
+    except TooLarge:
+        raise FormatError(413, f"upload larger than {repo.max_upload} bytes") from None
+
+
+def x_cache_of(responses: Iterable[web.StreamResponse]) -> str | None:
+    """The X-Cache of an answer merged from members' answers (one precedence for every format)."""
+    return merge_x_cache(r.headers.get("X-Cache") for r in responses)
+
 
 BODY_IDLE_TIMEOUT = 60.0
 
@@ -90,6 +239,16 @@ async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_
         yield chunk
 
 
+def standard_repositories(fmt: str, prefix: str | None = None) -> dict[str, dict[str, Any]]:
+    """The usual trio for the embedded default: `<p>-remote` (proxy of the format's default
+    upstream), `<p>-local` (hosted) and `<p>` (group of both, deploying to the hosted one)."""
+    p = prefix or fmt
+    return {f"{p}-remote": {"format": fmt, "type": "proxy"},
+            f"{p}-local": {"format": fmt, "type": "hosted"},
+            p: {"format": fmt, "type": "group", "members": [f"{p}-local", f"{p}-remote"],
+                "deploy_to": f"{p}-local", "anonymous_read": True}}
+
+
 class FormatError(Exception):
     """Raised by handlers and parsers; rendered in the format's own error shape."""
 
@@ -105,6 +264,48 @@ class Format:
 
     name: ClassVar[str] = ""
     routes: ClassVar[tuple[Route, ...]] = ()
+    # routes at depot's root, outside /<repo>/ (e.g. /.well-known/terraform.json); the handler's
+    # ctx is bound to root_repository() and ctx.path is the path without its leading "/"
+    root_routes: ClassVar[tuple[Route, ...]] = ()
+    # typed per-repository options, validated when the config is loaded (see registry/options.py)
+    options: ClassVar[Mapping[str, Option]] = {}
+
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The repository's `options:` checked against cls.options (ValueError names the key)."""
+        return parse_options(cls.options, raw)
+
+    @classmethod
+    def default_repositories(cls) -> dict[str, dict[str, Any]]:
+        """Repositories of this format in the embedded default config (name -> raw settings)."""
+        return {}
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """`depot warm` for this format's lockfile: (jobs, notes) from registry.warm_plans, or
+        None when this format does not read that file (the generic planners are tried then)."""
+        return None
+
+    def credentials(self, headers: Mapping[str, str]) -> str | None:
+        """A token the format's clients send in a header of their own (X-NuGet-ApiKey, …);
+        None when the standard Authorization header carries them."""
+        return None
+
+    def root_repository(self, repos: Mapping[str, RepoConfig]) -> RepoConfig | None:
+        """The repository root routes answer for: the first one of this format whose options say
+        `root: true`, else the first group, hosted, then proxy repository of this format."""
+        mine = [r for r in repos.values() if r.format == self.name]
+        flagged = [r for r in mine if r.options.get("root")]
+        for candidates in (flagged, [r for r in mine if r.is_group], [r for r in mine if r.is_hosted], mine):
+            if candidates:
+                return candidates[0]
+        return None
+
+    async def start(self, services: "Services") -> None:
+        """Called once per process after the engine started (background tasks, keys, …)."""
+
+    async def close(self) -> None:
+        """Called once per process before the engine closes."""
 
     @classmethod
     def default_upstream(cls) -> str | None:

@@ -1,53 +1,6 @@
-"""What a format module is told about one repository: its validated configuration."""
+"""Re-export of the plain repository types (they live in depot.cache.types)."""
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from depot.cache.types import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
-REPO_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-RESERVED_NAMES = frozenset({"v2", "-"})
-REPO_TYPES = ("hosted", "proxy", "group")
-
-
-@dataclass(frozen=True)
-class UpstreamAuth:
-    """Credentials for an upstream; secrets already resolved from env or files."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """One repository as configured (validated by proxy.config)."""
-
-    name: str
-    format: str
-    type: str
-    upstream: str | None = None
-    metadata_ttl: float = 300.0
-    negative_ttl: float = 60.0
-    members: tuple[str, ...] = ()
-    deploy_to: str | None = None
-    metadata_patterns: tuple[str, ...] = ()
-    allow_overwrite: bool = False
-    mirror: bool = False
-    auth: UpstreamAuth = UpstreamAuth()
-    anonymous_read: bool | None = None      # None: proxy yes, hosted no, group if all members
-    access: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # user -> perm
-    max_upload: int = 5 * 2**30
-    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def is_proxy(self) -> bool:
-        return self.type == "proxy"
-
-    @property
-    def is_hosted(self) -> bool:
-        return self.type == "hosted"
-
-    @property
-    def is_group(self) -> bool:
-        return self.type == "group"
+__all__ = ["REPO_NAME", "RESERVED_NAMES", "REPO_TYPES", "UpstreamAuth", "RepoConfig"]

@@ -89,6 +89,24 @@ def test_duplicate_put_refused_without_overwrite(depot, tmp_path):
     assert curl(f"{depot.url}/local/a.txt").stdout == b"one"
 
 
+def test_racing_puts_of_one_path_store_exactly_one(depot, tmp_path):
+    """Overwrite off: of N concurrent PUTs of different bytes to one path, exactly one wins (201)
+    and the rest get 409; the stored file is the winner's. Re-sending the same bytes is a 200."""
+    from concurrent.futures import ThreadPoolExecutor
+    bodies = []
+    for i in range(8):
+        src = tmp_path / f"race-{i}.bin"
+        src.write_bytes(os.urandom(200_000) + bytes([i]))
+        bodies.append(src)
+    url = f"{depot.url}/local/race/file.bin"
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        codes = list(pool.map(lambda src: status_of("-T", str(src), url), bodies))
+    assert sorted(codes) == [201] + [409] * (len(bodies) - 1), codes
+    winner = bodies[codes.index(201)]
+    assert curl(url).stdout == winner.read_bytes()
+    assert status_of("-T", str(winner), url) == 200          # same bytes again: accepted, unchanged
+
+
 def test_group_reads_members_in_order_and_writes_to_deploy_to(depot, tmp_path):
     src = tmp_path / "g.txt"
     src.write_bytes(b"published through the group\n")

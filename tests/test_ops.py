@@ -175,7 +175,7 @@ def _resolve(path: str) -> str:
 # ---------------------------------------------------------------------------- warm
 
 def test_warm_plans_parse_every_list_kind() -> None:
-    from depot.proxy import warm_plans as wp
+    from depot.registry import warm_plans as wp
     pins, notes = wp.pinned_requirements("A_B==1.0 --hash=sha256:00 \\\n  --hash=sha256:11\nc[x]===2.0b1; os_name == 'posix'\n"
                                          "d>=1\ne==1.*\n-r other.txt\nf @ https://x/f.whl\n# c\n")
     assert pins == [("a-b", "1.0"), ("c", "2.0b1")]

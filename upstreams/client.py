@@ -12,8 +12,8 @@ from typing import Mapping
 import aiohttp
 from yarl import URL
 
-from depot.cache.policy import backoff, retryable
-from depot.registry.repo import UpstreamAuth
+from .retry import backoff, retryable
+from .auth import UpstreamAuth
 
 log = logging.getLogger("depot.upstream")
 

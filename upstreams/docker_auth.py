@@ -17,7 +17,7 @@ from typing import Any
 from cachetools import TLRUCache
 from yarl import URL
 
-from depot.registry.repo import UpstreamAuth
+from .auth import UpstreamAuth
 
 from .client import UpstreamClient, UpstreamError
 

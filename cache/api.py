@@ -1,0 +1,262 @@
+"""The engine as format handlers see it: pull-through and hosted storage for one repository.
+
+`PullApi` and `HostedApi` are thin, repository-bound views over the engine services; a format
+reaches storage only through them (via `Ctx.pull` / `Ctx.hosted`), never through the stores.
+Everything here is format-agnostic: paths are opaque strings chosen by the format.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+
+from aiohttp import web
+
+from .blobs import DigestMismatch, TooLarge
+from .catalog import HostedFile
+from .documents import BASE_PLACEHOLDER, rebase
+from .entries import Entry
+from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from .serve import http_date, respond_blob, respond_bytes
+from .types import RepoConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .services import Services
+
+__all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
+           "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
+           "X_CACHE_PRECEDENCE", "merge_x_cache"]
+
+# When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
+# a STALE part means the upstream is failing (the most important thing to see), then MISS.
+X_CACHE_PRECEDENCE = ("STALE", "MISS", "REVALIDATED", "HIT")
+
+
+def merge_x_cache(values: Iterable[str | None]) -> str | None:
+    """The X-Cache of an answer merged from several members' answers (see X_CACHE_PRECEDENCE)."""
+    seen = {v for v in values if v}
+    for value in X_CACHE_PRECEDENCE:
+        if value in seen:
+            return value
+    return None
+
+
+class Conflict(Exception):
+    """A publish or document update collided with stored content (duplicate, tombstone, race)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What `HostedApi.publish` did: the stored file and whether it was created or replaced."""
+
+    file: HostedFile
+    created: bool            # False: identical content was already stored at that path
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An upload stored in the blob store and not yet recorded at any path."""
+
+    digest: str
+    size: int
+
+
+class PullApi:
+    """Pull-through for one proxy repository (single flight, verification, stale-if-error)."""
+
+    def __init__(self, services: "Services", repo: RepoConfig) -> None:
+        self._services = services
+        self.repo = repo
+
+    def spec(self, key: str, url: str | None = None, kind: Kind = Kind.IMMUTABLE, **fields: Any) -> FetchSpec:
+        """A FetchSpec for this repository; `url` defaults to `<upstream>/<key>`."""
+        if url is None:
+            assert self.repo.upstream is not None, f"{self.repo.name} has no upstream"
+            url = self.repo.upstream.rstrip("/") + "/" + key
+        return FetchSpec(self.repo, key, url, kind, **fields)
+
+    async def open(self, spec: FetchSpec) -> Cached:
+        """The stored entry or a fetch streaming in; raises NotFound / UpstreamFailed."""
+        return await self._services.pull.open(spec)
+
+    async def peek(self, key: str) -> Entry | None:
+        """What is stored for `key` (fresh or not), without contacting the upstream."""
+        return await self._services.entries.get(self.repo.name, key)
+
+    def respond(self, request: web.Request, cached: Cached,
+                headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """Stream an opened key (Range, HEAD, ETag/304, X-Cache; in-flight fetches too)."""
+        return self._services.pull.respond(request, cached, headers)
+
+    async def respond_rebased(self, request: web.Request, cached: Cached, base_url: str,
+                              headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """Answer with a body stored with BASE_PLACEHOLDER in place of the repository's URL
+        (see cache.documents), rebased onto `base_url`: one stored copy and one upstream
+        fetch whatever Host the client used; the rebased body is kept in the document cache."""
+        body = await self.read(cached)
+        pull = self._services.pull
+        metrics = pull.metrics(cached.repo)
+        metrics.result(cached.status.lower())
+        entry = cached.entry
+        digest = entry.digest if entry is not None else None
+        if entry is not None:
+            pull.entries.touch(entry.repo, entry.key)
+        if request.method != "HEAD":
+            (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(len(body))
+        stored_headers = dict(entry.headers) if entry is not None else {}
+        content_type = (entry.content_type if entry is not None else None) or "application/octet-stream"
+        out = {**stored_headers, "X-Cache": cached.status, **(headers or {})}
+        if digest is None:
+            return respond_bytes(request, rebase(body, base_url), content_type, out)
+        rendered = self._services.documents.get_or_render(("rebase", digest, base_url),
+                                                          lambda: rebase(body, base_url))
+        validator = hashlib.sha256(f"{digest} {base_url}".encode()).hexdigest()   # opaque ETag
+        return respond_bytes(request, rendered, content_type, out, digest=validator)
+
+    async def read(self, cached: Cached) -> bytes:
+        """The whole stored (transformed) body, waiting for an in-flight fetch."""
+        return await self._services.pull.read(cached)
+
+    async def open_read(self, spec: FetchSpec) -> tuple[Cached, bytes]:
+        """open() then read(): for metadata a format parses (merged, filtered, rendered)."""
+        cached = await self.open(spec)
+        return cached, await self.read(cached)
+
+    def count(self, result: str) -> None:
+        """Count one answer of this repository (hit, miss, negative, error, hosted)."""
+        self._services.pull.metrics(self.repo).result(result)
+
+
+class HostedApi:
+    """Durable published files of one hosted repository."""
+
+    def __init__(self, services: "Services", repo: RepoConfig, client_timeout: float) -> None:
+        self._services = services
+        self.repo = repo
+        self._idle = client_timeout
+
+    async def get(self, path: str) -> HostedFile | None:
+        """The stored file at `path`, or None."""
+        return await self._services.catalog.get(self.repo.name, path)
+
+    async def list(self, prefix: str = "", after: str | None = None, limit: int | None = None) -> list[HostedFile]:
+        """Files under `prefix` ordered by path; `after`/`limit` page through big repositories."""
+        files = await self._services.catalog.list(self.repo.name, prefix)
+        if after is not None:
+            files = [f for f in files if f.path > after]
+        return files if limit is None else files[:limit]
+
+    async def read(self, file: HostedFile) -> bytes:
+        """The bytes of a stored file (small documents; stream big files with serve())."""
+        body = self._services.memory.get(file.digest)
+        if body is None:
+            body = await self._services.blobs.read(file.digest)
+            self._services.memory.put(file.digest, body)
+        return body
+
+    async def publish(self, path: str, body: bytes | AsyncIterator[bytes], *, content_type: str | None = None,
+                      meta: Mapping[str, Any] | None = None, expect_sha256: str | None = None,
+                      overwrite: bool | None = None, max_size: int | None = None) -> Published:
+        """Store `body` at `path` in one step: the blob is verified and stored first, then the
+        record is created atomically. `overwrite` (default: the repository's allow_overwrite)
+        decides whether other content may replace what is there; identical content is accepted.
+        Raises Conflict, DigestMismatch or TooLarge; nothing is recorded then."""
+        staged = await self.stage(body, expect_sha256, max_size)
+        return await self.record(path, staged.digest, staged.size, content_type=content_type, meta=meta,
+                                 overwrite=overwrite)
+
+    async def stage(self, body: bytes | AsyncIterator[bytes], expect_sha256: str | None = None,
+                    max_size: int | None = None) -> "Staged":
+        """Store bytes (verified, bounded by max_size or the repository's max_upload) without
+        recording them anywhere yet: validate with read_staged(), then record(). A staged blob
+        nothing records is reclaimed by GC after its grace period."""
+        limit = self.repo.max_upload if max_size is None else max_size
+        blobs = self._services.blobs
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if len(body) > limit:
+                raise TooLarge(f"larger than {limit} bytes")
+            digest, size = await blobs.put_bytes(bytes(body), expect_sha256)
+        else:
+            digest, size = await blobs.put_stream(body, expect_sha256, limit)
+        return Staged(digest, size)
+
+    async def read_staged(self, staged: "Staged") -> bytes:
+        """The bytes of a staged upload (for parsing the package inside)."""
+        return await self._services.blobs.read(staged.digest)
+
+    async def record(self, path: str, digest: str, size: int, *, content_type: str | None = None,
+                     meta: Mapping[str, Any] | None = None, overwrite: bool | None = None) -> Published:
+        """Record an already stored blob at `path` (see publish for the overwrite rule)."""
+        catalog = self._services.catalog
+        allow = self.repo.allow_overwrite if overwrite is None else overwrite
+        meta = {"last_modified": http_date(time.time()), **(meta or {})}
+        stone = await catalog.tombstone(self.repo.name, path)
+        if stone is not None and stone != digest and not allow:
+            raise Conflict(f"{path} was published before and deleted; it cannot be reused with other content")
+        if await catalog.put_new(self.repo.name, path, digest, size, content_type, dict(meta)):
+            found = await catalog.get(self.repo.name, path)
+            assert found is not None
+            return Published(found, True)
+        current = await catalog.get(self.repo.name, path)
+        if current is not None and current.digest == digest:
+            return Published(current, False)
+        if not allow:
+            raise Conflict(f"{path} already exists in {self.repo.name} with other content")
+        await catalog.put(self.repo.name, path, digest, size, content_type, dict(meta))
+        found = await catalog.get(self.repo.name, path)
+        assert found is not None
+        return Published(found, True)
+
+    async def publish_all(self, items: list[tuple[str, bytes, str | None, Mapping[str, Any] | None]]) -> list[HostedFile]:
+        """Publish several new files all or nothing: every blob is stored first, then every record
+        in one transaction, and only if none of the paths is taken (else Conflict, nothing recorded)."""
+        rows = []
+        for path, data, content_type, meta in items:
+            digest, size = await self._services.blobs.put_bytes(data)
+            rows.append((path, digest, size, content_type, {"last_modified": http_date(time.time()), **(meta or {})}))
+        if not await self._services.catalog.put_all_new(self.repo.name, rows):
+            raise Conflict(f"one of {', '.join(r[0] for r in rows)} already exists in {self.repo.name}")
+        return [f for f in [await self.get(r[0]) for r in rows] if f is not None]
+
+    async def update_document(self, path: str, mutate: Callable[[bytes | None], bytes | None | Awaitable[bytes | None]],
+                              content_type: str | None = None, meta: Mapping[str, Any] | None = None,
+                              attempts: int = 64) -> HostedFile | None:
+        """Compare-and-swap a stored document: `mutate(old_bytes_or_None)` returns the new bytes
+        (None: leave it as it is). Retried when a concurrent writer changed the document first,
+        so concurrent updates never lose one another (index.yaml, maven-metadata.xml, …)."""
+        catalog = self._services.catalog
+        for _ in range(attempts):
+            current = await catalog.get(self.repo.name, path)
+            old = await self.read(current) if current is not None else None
+            new = mutate(old)
+            if not isinstance(new, (bytes, type(None))):
+                new = await new
+            if new is None:
+                return current
+            digest, size = await self._services.blobs.put_bytes(new)
+            full_meta = {"last_modified": http_date(time.time()), **(meta or {})}
+            if await catalog.swap(self.repo.name, path, current.digest if current else None, digest, size,
+                                  content_type or (current.content_type if current else None), full_meta):
+                return await catalog.get(self.repo.name, path)
+        raise Conflict(f"{path} changed concurrently {attempts} times; giving up")
+
+    async def delete(self, path: str, tombstone: bool = False) -> bool:
+        """Remove the file at `path`. With `tombstone`, its digest is remembered so the path can
+        never be published again with other content (package versions are immutable)."""
+        return await self._services.catalog.delete(self.repo.name, path, tombstone=tombstone)
+
+    def serve(self, request: web.Request, file: HostedFile, headers: Mapping[str, str] | None = None,
+              x_cache: str | None = None) -> web.StreamResponse:
+        """Answer with a stored file (Range, HEAD, ETag/304) and count it as a hosted answer."""
+        self._services.pull.metrics(self.repo).result("hosted")
+        out = dict(headers or {})
+        if x_cache:
+            out["X-Cache"] = x_cache
+        return respond_blob(request, file.digest, file.size, file.content_type, out or None,
+                            blobs=self._services.blobs, memory=self._services.memory,
+                            last_modified=file.meta.get("last_modified"))
+
+    def count_publish(self) -> None:
+        """Count one publish in this repository's metrics."""
+        self._services.pull.metrics(self.repo).publishes.inc()
