@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl prometheus chromium fonts-liberation
-CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl systemd-analyze prometheus promtool chromium
+APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl prometheus chromium fonts-liberation \
+	$(shell cat tests/clients/*.apt 2>/dev/null)
+CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl systemd-analyze prometheus promtool chromium \
+	$(shell cat tests/clients/*.check 2>/dev/null)
 
 .PHONY: serve test venv test-deps apt-deps check-clients bench clean
 
@@ -33,6 +35,8 @@ apt-deps:
 
 test-deps: venv apt-deps
 	$(BIN)/pip install --quiet -e '.[test]'
+	@for f in tests/clients/*.pip; do [ -e "$$f" ] || continue; $(BIN)/pip install --quiet -r "$$f" || exit 1; done
+	@for f in tests/clients/*.sh; do [ -e "$$f" ] || continue; echo "running $$f"; VENV=$(VENV) bash "$$f" || { echo "FAILED: $$f" >&2; exit 1; }; done
 
 check-clients:
 	@for c in $(CLIENTS); do command -v $$c >/dev/null || { echo "missing client: $$c" >&2; exit 1; }; done

@@ -239,6 +239,15 @@ async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_
         yield chunk
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version a metadata document offers (for the supply-chain policy)."""
+
+    package: str
+    version: str
+    published: float | None = None        # epoch seconds upstream, None when unknown
+
+
 def standard_repositories(fmt: str, prefix: str | None = None) -> dict[str, dict[str, Any]]:
     """The usual trio for the embedded default: `<p>-remote` (proxy of the format's default
     upstream), `<p>-local` (hosted) and `<p>` (group of both, deploying to the hosted one)."""
@@ -286,6 +295,12 @@ class Format:
         None when this format does not read that file (the generic planners are tried then)."""
         return None
 
+    @classmethod
+    def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]] | None:
+        """"How to use this repository" for the UI and README: (title, text) pairs with the
+        repository's URL filled in (`insecure`: plain http, clients may need a flag); None: none."""
+        return None
+
     def credentials(self, headers: Mapping[str, str]) -> str | None:
         """A token the format's clients send in a header of their own (X-NuGet-ApiKey, …);
         None when the standard Authorization header carries them."""
@@ -300,6 +315,23 @@ class Format:
             if candidates:
                 return candidates[0]
         return None
+
+    # -------------------------------------------------------------- policy and admin hooks
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(package, version) a stored or proxied file belongs to, or None (an index, a
+        document). The admin API groups files by it; the supply-chain policy refuses direct
+        downloads of hidden versions with it."""
+        return None
+
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """The versions a metadata document offers clients to resolve from, with publish times
+        where the document has them; None when `path` is not such a document."""
+        return None
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        """The document without the hidden (package, version) pairs, kept consistent (latest
+        tags, counts). Only called for paths metadata_versions() understood."""
+        return body
 
     async def start(self, services: "Services") -> None:
         """Called once per process after the engine started (background tasks, keys, …)."""

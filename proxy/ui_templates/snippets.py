@@ -73,6 +73,11 @@ def snippet(repo: RepoConfig, base: str) -> list[Snippet]:
     base = base.rstrip("/")
     parts = urlsplit(base)
     url = f"{base}/{repo.name}"
+    from depot.registry import FORMATS
+    own = FORMATS[repo.format].snippets(repo, url, parts.netloc, parts.scheme == "http") \
+        if repo.format in FORMATS else None
+    if own is not None:       # formats declare their own (Format.snippets)
+        return own
     make = SNIPPETS.get(repo.format)
     if make is None:
         return [("base URL", f"{url}/")]
