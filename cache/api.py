@@ -6,6 +6,7 @@ Everything here is format-agnostic: paths are opaque strings chosen by the forma
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import time
 from dataclasses import dataclass
@@ -208,7 +209,8 @@ class HostedApi:
         assert found is not None
         return Published(found, True)
 
-    async def publish_all(self, items: list[tuple[str, bytes, str | None, Mapping[str, Any] | None]]) -> list[HostedFile]:
+    async def publish_all(self, items: builtins.list[tuple[str, bytes, str | None, Mapping[str, Any] | None]]
+                          ) -> builtins.list[HostedFile]:
         """Publish several new files all or nothing: every blob is stored first, then every record
         in one transaction, and only if none of the paths is taken (else Conflict, nothing recorded)."""
         rows = []

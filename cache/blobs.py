@@ -96,6 +96,44 @@ class BlobStore:
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def stat(self, digest: str) -> int | None:
+        """Size of a stored blob, None when absent."""
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> Path | None:
+        """The blob's file (for sendfile); None when absent."""
+        target = self.path(digest)
+        return target if target.is_file() else None
+
+    def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
+        """Local blobs have no URL of their own."""
+        return None
+
+    async def read_chunks(self, digest: str, start: int = 0, end: int | None = None,
+                          chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a blob as chunks (reads in a thread)."""
+        handle = await asyncio.to_thread(open, self.path(digest), "rb")
+        try:
+            await asyncio.to_thread(handle.seek, start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                size = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = await asyncio.to_thread(handle.read, size)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    def scan(self) -> list[tuple[str, int, float]]:
+        """Every stored blob as (digest, size, mtime). Blocking."""
+        return self.iter_digests()
+
     def writer(self, max_size: int | None = None, path: Path | None = None) -> BlobWriter:
         """A writer into a fresh temp file (or `path`, which must be under tmp/)."""
         return BlobWriter(self, max_size, path)

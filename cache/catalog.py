@@ -129,3 +129,45 @@ class Catalog:
                                (json.dumps(meta), repo, path))
             return cur.rowcount > 0
         return await self.db.run(work)
+
+
+def snapshot_files(conn: sqlite3.Connection, repos: list[str]) -> list[dict[str, Any]]:
+    """Hosted files (all, or of `repos`) read in one statement: a consistent snapshot (backup)."""
+    sql = "SELECT repo, path, digest, size, content_type, meta, created FROM files"
+    params: tuple[str, ...] = ()
+    if repos:
+        sql += f" WHERE repo IN ({','.join('?' * len(repos))})"
+        params = tuple(repos)
+    rows = conn.execute(sql + " ORDER BY repo, path", params).fetchall()
+    return [{"repo": r["repo"], "path": r["path"], "sha256": r["digest"], "size": r["size"],
+             "content_type": r["content_type"], "meta": json.loads(r["meta"]), "created": r["created"]}
+            for r in rows]
+
+
+def restore_files(conn: sqlite3.Connection, files: list[dict[str, Any]],
+                  replace: bool) -> tuple[int, int, list[tuple[str, str]]]:
+    """One transaction: new rows inserted, identical ones kept, different ones replaced or
+    reported as conflicts (backup import). Returns (restored, unchanged, conflicts)."""
+    restored, unchanged, conflicts = 0, 0, []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for item in files:
+            row = conn.execute("SELECT digest FROM files WHERE repo = ? AND path = ?",
+                               (item["repo"], item["path"])).fetchone()
+            if row is not None and row["digest"] == item["sha256"]:
+                unchanged += 1
+                continue
+            if row is not None and not replace:
+                conflicts.append((item["repo"], item["path"]))
+                continue
+            conn.execute(
+                "INSERT OR REPLACE INTO files (repo, path, digest, size, content_type, meta, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (item["repo"], item["path"], item["sha256"], item["size"], item["content_type"],
+                 json.dumps(item["meta"]), float(item["created"] or time.time())))
+            restored += 1
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return restored, unchanged, conflicts

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -115,7 +116,7 @@ def collect(db: Database, blobs: BlobStore, dry_run: bool = False, grace: float 
             if now - mtime < grace:
                 result.kept_young += 1
                 continue
-            if db.run_sync(lambda conn: _referenced(conn, digest)):
+            if db.run_sync(partial(_referenced, digest=digest)):
                 continue
             result.removed += 1
             result.bytes_freed += size if dry_run else blobs.delete(digest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from email.utils import formatdate
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Literal, Mapping
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -44,7 +44,7 @@ def _not_modified(request: web.Request, etag: str, last_modified: str | None) ->
     return bool(ims and last_modified and ims == last_modified)
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """(start, end_exclusive) for one satisfiable byte range; None: whole body; False: 416."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None

@@ -13,15 +13,12 @@ from .types import RepoConfig
 from depot.upstreams.client import Timeouts, UpstreamClient
 
 from . import metrics
-from .blobs import BlobStore
-from .catalog import Catalog
-from .db import Database
 from .documents import DocumentCache
-from .entries import EntryIndex
 from .evict import evict
 from .pull import PullThrough
 from .serve import MemoryCache
 from .stats import add_counts
+from .storage import open_storage
 
 log = logging.getLogger("depot.services")
 
@@ -52,12 +49,11 @@ class Services:
     def __init__(self, settings: EngineSettings, repos: dict[str, RepoConfig]) -> None:
         self.settings = settings
         self.repos = repos
-        data = Path(settings.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(data)
-        self.db = Database(data / "depot.db")
-        self.entries = EntryIndex(self.db, data / "negative")
-        self.catalog = Catalog(self.db)
+        self.storage = open_storage(Path(settings.data_dir))
+        self.blobs = self.storage.blobs
+        self.db = self.storage.db
+        self.entries = self.storage.entries
+        self.catalog = self.storage.catalog
         self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
         # rendered documents (merged indexes, rebased metadata): a quarter of the memory budget
         self.documents = DocumentCache(max(settings.memory_size // 4, 1), max(settings.memory_size // 8, 1))
@@ -123,8 +119,7 @@ class Services:
         except Exception:
             log.exception("final access flush failed")
         await self.upstream.close()
-        self.entries.close()
-        self.db.close()
+        self.storage.close()
 
 
 class _PublishMetrics:

@@ -26,12 +26,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .progress import Progress
-
-if TYPE_CHECKING:
-    import sqlite3
 
 log = logging.getLogger("depot.backup")
 
@@ -62,8 +59,8 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write DIR/blobs, DIR/config and (last) DIR/manifest.json."""
-    from depot.cache.blobs import BlobStore
-    from depot.cache.db import Database
+    from depot.cache.catalog import snapshot_files
+    from depot.cache.storage import open_storage
 
     from .cli import _load
     config = _load(args)
@@ -75,12 +72,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"depot: {target} already holds an export; choose an empty directory", file=sys.stderr)
         return 1
     (target / "blobs").mkdir(parents=True, exist_ok=True)
-    db = Database(config.data_dir / "depot.db")
+    storage = open_storage(config.data_dir)
     try:
-        rows = db.run_sync(lambda conn: _select_files(conn, args.repo))
+        rows = storage.db.run_sync(lambda conn: snapshot_files(conn, args.repo))
     finally:
-        db.close()
-    blobs = BlobStore(config.data_dir)
+        storage.close()
+    blobs = storage.blobs
     try:
         files = _copy_blobs(rows, blobs, target / "blobs")
     except BackupError as exc:
@@ -96,19 +93,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     log.info("export done dir=%s files=%d bytes=%d", target, len(files), total)
     print(f"export: {len(files)} files in {len(repos)} repositories, {total} bytes -> {target}")
     return 0
-
-
-def _select_files(conn: sqlite3.Connection, repos: list[str]) -> list[dict[str, Any]]:
-    """Hosted files (all, or of `repos`) read in one statement: a consistent snapshot."""
-    sql = "SELECT repo, path, digest, size, content_type, meta, created FROM files"
-    params: tuple[str, ...] = ()
-    if repos:
-        sql += f" WHERE repo IN ({','.join('?' * len(repos))})"
-        params = tuple(repos)
-    rows = conn.execute(sql + " ORDER BY repo, path", params).fetchall()
-    return [{"repo": r["repo"], "path": r["path"], "sha256": r["digest"], "size": r["size"],
-             "content_type": r["content_type"], "meta": json.loads(r["meta"]), "created": r["created"]}
-            for r in rows]
 
 
 def _copy_blobs(rows: list[dict[str, Any]], blobs: Any, out: Path) -> list[dict[str, Any]]:
@@ -290,8 +274,8 @@ def _warn_unknown_repos(manifest: dict[str, Any], repos: dict[str, Any]) -> None
 
 def _store_blobs(source: Path, files: list[dict[str, Any]], data_dir: Path) -> None:
     """Copy every blob into the store (verified again on commit); refresh ones already there."""
-    from depot.cache.blobs import BlobStore
-    blobs = BlobStore(data_dir)
+    from depot.cache.storage import open_blobs
+    blobs = open_blobs(data_dir)
     digests = {item["sha256"]: item["size"] for item in files}
     progress = Progress("import", total=len(digests), total_bytes=sum(digests.values()))
     for digest, size in digests.items():
@@ -313,36 +297,11 @@ def _store_blobs(source: Path, files: list[dict[str, Any]], data_dir: Path) -> N
 
 def _write_catalog(data_dir: Path, files: list[dict[str, Any]],
                    replace: bool) -> tuple[int, int, list[tuple[str, str]]]:
-    """One transaction: new rows inserted, identical ones kept, different ones replaced or reported."""
-    from depot.cache.db import Database
-
-    def work(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[str, str]]]:
-        restored, unchanged, conflicts = 0, 0, []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for item in files:
-                row = conn.execute("SELECT digest FROM files WHERE repo = ? AND path = ?",
-                                   (item["repo"], item["path"])).fetchone()
-                if row is not None and row["digest"] == item["sha256"]:
-                    unchanged += 1
-                    continue
-                if row is not None and not replace:
-                    conflicts.append((item["repo"], item["path"]))
-                    continue
-                conn.execute(
-                    "INSERT OR REPLACE INTO files (repo, path, digest, size, content_type, meta, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (item["repo"], item["path"], item["sha256"], item["size"], item["content_type"],
-                     json.dumps(item["meta"]), float(item["created"] or time.time())))
-                restored += 1
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return restored, unchanged, conflicts
-
-    db = Database(data_dir / "depot.db")
+    """Restore the catalog rows in one transaction (see cache.catalog.restore_files)."""
+    from depot.cache.catalog import restore_files
+    from depot.cache.storage import open_database
+    db = open_database(data_dir)
     try:
-        return db.run_sync(work)
+        return db.run_sync(lambda conn: restore_files(conn, files, replace))
     finally:
         db.close()

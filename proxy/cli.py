@@ -114,12 +114,12 @@ def _prepare_data_dir(data_dir: Path) -> None:
 
 
 def _bootstrap_admin(data_dir: Path) -> None:
-    from depot.cache.db import Database
+    from depot.cache.storage import open_database
 
     from .access import bootstrap_admin
     from .auth import Authenticator
     from .users import AuditLog
-    db = Database(data_dir / "depot.db")
+    db = open_database(data_dir)
     try:
         bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
     finally:
@@ -153,14 +153,13 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from depot.cache.blobs import BlobStore
-    from depot.cache.db import Database
     from depot.cache.evict import collect
+    from depot.cache.storage import open_storage
 
     from .units import parse_duration
     config = _load(args)
-    blobs = BlobStore(config.data_dir)
-    db = Database(config.data_dir / "depot.db")
+    storage = open_storage(config.data_dir)
+    blobs, db = storage.blobs, storage.db
     try:
         result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
                          progress=_progress("scanning blobs"))
@@ -168,7 +167,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             from .observe import record_gc_run
             record_gc_run(db, result.bytes_freed)      # a running depot exports it (depot_gc_*)
     finally:
-        db.close()
+        storage.close()
     verb = "would remove" if args.dry_run else "removed"
     print(f"gc: scanned {result.scanned} blobs, {verb} {result.removed} "
           f"({result.bytes_freed} bytes), kept {result.kept_young} younger than the grace period")
@@ -185,12 +184,12 @@ def cmd_ca(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from depot.cache.db import Database
     from depot.cache.stats import repository_stats
+    from depot.cache.storage import open_database
 
     from .progress import human_bytes
     config = _load(args)
-    db = Database(config.data_dir / "depot.db")
+    db = open_database(config.data_dir)
     try:
         rows = repository_stats(db, config.repositories)
     finally:

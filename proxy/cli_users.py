@@ -91,16 +91,16 @@ def cmd_token(args: argparse.Namespace, load: Callable[..., Any]) -> int:
             audit.record("token.create", "ok", actor, None, None, token=token.id, user=args.user,
                          repos=list(token.repos), perm=token.perm)
             print(f"token {token.id} for {args.user or 'deployment'}: {args.perm} on {', '.join(token.repos)}"
-                  f"{'' if token.expires is None else ' until ' + time.strftime('%Y-%m-%d %H:%M', time.gmtime(token.expires))}")
+                  f"{_until(token.expires)}")
             print(secret)
         elif args.token_command == "list":
             print(f"{'id':12} {'user':16} {'perm':7} {'repositories':24} {'expires':17} state")
             now = time.time()
             for token in users.list_tokens():
-                expires = "-" if token.expires is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(token.expires))
+                until = "-" if token.expires is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(token.expires))
                 state = "revoked" if token.revoked else ("expired" if not token.usable(now) else "active")
                 print(f"{token.id:12} {token.user or '(deploy)':16} {token.perm:7} {','.join(token.repos):24}"
-                      f" {expires:17} {state}")
+                      f" {until:17} {state}")
         else:
             if not users.revoke(args.id):
                 print(f"depot: no active token {args.id}", file=sys.stderr)
@@ -113,3 +113,8 @@ def cmd_token(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     finally:
         db.close()
     return 0
+
+
+def _until(expires: float | None) -> str:
+    """' until <UTC time>' for an expiring token, '' for one that never expires."""
+    return "" if expires is None else " until " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(expires))

@@ -160,7 +160,8 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "access_log", "login"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
+             "access_log", "login"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -169,6 +170,7 @@ def validate(document: dict[str, Any]) -> Config:
         if key not in _TOP_KEYS:
             raise ConfigError(str(key), "unknown setting")
     listen = str(document.get("listen", Config.listen))
+    tls = _tls(_section(document, "tls"))
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError("listen", f"expected HOST:PORT, got {listen!r}")
@@ -210,7 +212,7 @@ def validate(document: dict[str, Any]) -> Config:
         forward_proxy=_forward(_section(document, "forward_proxy")),
         repositories=validate_repositories(_section(document, "repositories")),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
-        **_tls(_section(document, "tls")),
+        tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
     )
 
 
@@ -253,7 +255,7 @@ def _boolean(value: Any) -> bool:
 def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
     if not section:
         return {"tls_cert": None, "tls_key": None}
-    paths = {}
+    paths: dict[str, Path | None] = {}
     for key in ("cert", "key"):
         if not section.get(key):
             raise ConfigError(f"tls.{key}", "tls needs both cert and key (PEM files)")

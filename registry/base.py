@@ -19,7 +19,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Clas
 
 from aiohttp import web
 
-from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, Kind, NotFound, Published,
+from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, NotFound, Published,
                              PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
 from depot.cache.documents import DocumentCache
 

@@ -89,7 +89,7 @@ def pinned_requirements(text: str) -> tuple[list[tuple[str, str]], list[str]]:
         if len(exact) != 1 or req.url:
             notes.append(f"not pinned with ==, skipped: {line}")
             continue
-        pins.append((canonicalize_name(req.name), exact[0].version))
+        pins.append((str(canonicalize_name(req.name)), exact[0].version))
     return pins, notes
 
 

@@ -1,0 +1,134 @@
+"""The storage protocols the engine is written against, and the one factory that builds them.
+
+The server (cache.services), the CLI (gc, stats, users, tokens) and backup all open storage with
+`open_storage(settings)`; nothing else constructs a store. Each protocol has one contract test
+suite in tests/contract/ that every implementation must pass. The embedded implementations:
+`local` blobs (files, sendfile) and `sqlite` metadata with a diskcache negative cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
+
+from .blobs import BlobStore, BlobWriter
+from .catalog import Catalog, HostedFile
+from .db import Database
+from .entries import Entry, EntryIndex
+
+
+@runtime_checkable
+class BlobStorage(Protocol):
+    """Content-addressed bytes (sha256 hex digests), written once, read many times."""
+
+    def stat(self, digest: str) -> int | None:
+        """Size of a stored blob, None when absent."""
+
+    def exists(self, digest: str) -> bool:
+        """Whether the blob is stored."""
+
+    async def read(self, digest: str) -> bytes:
+        """The whole blob (small blobs only)."""
+
+    def read_chunks(self, digest: str, start: int = 0, end: int | None = None,
+                    chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """A byte range of the blob as chunks."""
+
+    def local_path(self, digest: str) -> Path | None:
+        """A local file for sendfile, or None when the store is remote."""
+
+    def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
+        """A short-lived URL clients may download from directly (presigned), or None."""
+
+    def writer(self, max_size: int | None = None, path: Path | None = None) -> BlobWriter:
+        """A writer: write(), then commit(expect_sha256) or abort(); nothing is visible before."""
+
+    async def put_bytes(self, data: bytes, expect_sha256: str | None = None) -> tuple[str, int]:
+        """Store bytes; (digest, size)."""
+
+    async def put_stream(self, chunks: AsyncIterator[bytes], expect_sha256: str | None = None,
+                         max_size: int | None = None) -> tuple[str, int]:
+        """Store a stream; nothing is stored when it fails, is too large or mismatches."""
+
+    def delete(self, digest: str) -> int:
+        """Remove a blob; the bytes freed (0 when absent)."""
+
+    def scan(self) -> list[tuple[str, int, float]]:
+        """Every stored blob as (digest, size, mtime), for GC."""
+
+
+@runtime_checkable
+class EntryStorage(Protocol):
+    """Proxy entries: what a repository knows about one upstream path."""
+
+    async def get(self, repo: str, key: str) -> Entry | None: ...
+    async def put(self, entry: Entry) -> None: ...
+    async def refresh(self, entry: Entry) -> None: ...
+    async def delete(self, repo: str, key: str) -> None: ...
+    async def stats(self) -> dict[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class NegativeCache(Protocol):
+    """Upstream 404s remembered for a short time."""
+
+    def is_negative(self, repo: str, key: str) -> bool: ...
+    def set_negative(self, repo: str, key: str, ttl: float, status: int) -> None: ...
+    def clear_negative(self, repo: str, key: str) -> None: ...
+
+
+@runtime_checkable
+class CatalogStorage(Protocol):
+    """Hosted files: durable (repo, path) -> blob records, with atomic create/swap/batches."""
+
+    async def get(self, repo: str, path: str) -> HostedFile | None: ...
+    async def list(self, repo: str, prefix: str = "") -> list[HostedFile]: ...
+    async def put(self, repo: str, path: str, digest: str, size: int, content_type: str | None = None,
+                  meta: dict[str, Any] | None = None) -> None: ...
+    async def put_new(self, repo: str, path: str, digest: str, size: int, content_type: str | None = None,
+                      meta: dict[str, Any] | None = None) -> bool: ...
+    async def put_all_new(self, repo: str, rows: list[tuple[str, str, int, str | None, dict[str, Any]]]) -> bool: ...
+    async def swap(self, repo: str, path: str, expect_digest: str | None, digest: str, size: int,
+                   content_type: str | None = None, meta: dict[str, Any] | None = None) -> bool: ...
+    async def delete(self, repo: str, path: str, tombstone: bool = False) -> bool: ...
+    async def tombstone(self, repo: str, path: str) -> str | None: ...
+
+
+@dataclass
+class Storage:
+    """Everything persistent one process uses, opened together and closed together."""
+
+    kind: str
+    blobs: BlobStore
+    db: Database
+    entries: EntryIndex
+    catalog: Catalog
+
+    def close(self) -> None:
+        self.entries.close()
+        self.db.close()
+
+
+KINDS = ("local",)
+
+
+def open_storage(data_dir: Path, kind: str = "local") -> Storage:
+    """Open the configured stores (the only place that constructs them)."""
+    if kind != "local":
+        raise ValueError(f"unknown storage kind {kind!r}; known: {', '.join(KINDS)}")
+    data = Path(data_dir)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    blobs = BlobStore(data)
+    db = Database(data / "depot.db")
+    entries = EntryIndex(db, data / "negative")
+    return Storage(kind, blobs, db, entries, Catalog(db))
+
+
+def open_database(data_dir: Path) -> Database:
+    """Only the metadata database (admin commands that touch no blob)."""
+    return Database(Path(data_dir) / "depot.db")
+
+
+def open_blobs(data_dir: Path) -> BlobStore:
+    """Only the blob store (import of a backup's blobs)."""
+    return BlobStore(Path(data_dir))
