@@ -36,7 +36,16 @@ class Kind(str, enum.Enum):
 
 
 class NotFound(Exception):
-    """Upstream said 404/410, now or within negative_ttl."""
+    """Upstream said 404/410, now (cached=False) or within negative_ttl (cached=True)."""
+
+    def __init__(self, key: str, cached: bool = False) -> None:
+        super().__init__(key)
+        self.cached = cached
+
+    @property
+    def x_cache(self) -> str:
+        """The X-Cache of the 404 answer: HIT when it came from the negative cache."""
+        return "HIT" if self.cached else "MISS"
 
 
 class UpstreamFailed(Exception):
@@ -127,7 +136,7 @@ class PullThrough:
             return Cached("HIT", repo, entry)
         if action is Action.NEGATIVE:
             self.metrics(repo).result("negative")
-            raise NotFound(key)
+            raise NotFound(key, cached=True)
         return await self._fetch(spec, entry)
 
     async def _fetch(self, spec: FetchSpec, stale: Entry | None) -> Cached:

@@ -109,9 +109,14 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
         response = await handler(ctx)
         access.record_outcome(request, route, repo, principal, response.status)
+        if not repo.is_hosted and not response.prepared and "X-Cache" not in response.headers:
+            response.headers["X-Cache"] = "MISS"       # every proxy and group answer says where it came from
         return response
     except FormatError as exc:
-        return fmt.error(ctx, exc.status, exc.message, exc.code)
+        response = fmt.error(ctx, exc.status, exc.message, exc.code)
+        if not repo.is_hosted and "X-Cache" not in response.headers:
+            response.headers["X-Cache"] = exc.x_cache or "MISS"
+        return response
     except ConnectionResetError:
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)

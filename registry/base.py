@@ -167,8 +167,9 @@ class Ctx:
         """pull.open() with the engine's outcomes as FormatErrors (404, 502/504)."""
         try:
             return await self.pull.open(spec)
-        except NotFound:
-            raise FormatError(404, f"{spec.key} not found upstream of {self.repo.name}") from None
+        except NotFound as exc:
+            raise FormatError(404, f"{spec.key} not found upstream of {self.repo.name}",
+                              x_cache=exc.x_cache) from None
         except UpstreamFailed as exc:
             raise FormatError(exc.status, f"upstream of {self.repo.name} failed: {exc.reason}") from None
 
@@ -261,11 +262,12 @@ def standard_repositories(fmt: str, prefix: str | None = None) -> dict[str, dict
 class FormatError(Exception):
     """Raised by handlers and parsers; rendered in the format's own error shape."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, x_cache: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.x_cache = x_cache        # for proxy answers: HIT when a cached 404 (negative cache)
 
 
 class Format:
