@@ -131,7 +131,9 @@ class PullThrough:
             await self.entries.delete(repo.name, key)
             entry = None
         stored = Stored(entry.expires_at, bool(entry.etag or entry.last_modified)) if entry else None
-        action = decide(stored, entry is None and self.entries.is_negative(repo.name, key), now)
+        # the negative cache is on disk (shared by workers): asked off the loop, and only on a miss
+        negative = entry is None and await asyncio.to_thread(self.entries.is_negative, repo.name, key)
+        action = decide(stored, negative, now)
         if action is Action.SERVE:
             return Cached("HIT", repo, entry)
         if action is Action.NEGATIVE:
@@ -259,7 +261,7 @@ class PullThrough:
         elif outcome is Outcome.NOT_FOUND:
             if stale is not None:
                 await self.entries.delete(repo.name, key)
-            self.entries.set_negative(repo.name, key, repo.negative_ttl, response.status)
+            await asyncio.to_thread(self.entries.set_negative, repo.name, key, repo.negative_ttl, response.status)
             self.flights.finish(flight, lock, "notfound")
         else:
             state = "stale" if outcome is Outcome.SERVE_STALE else "failed"
@@ -303,7 +305,7 @@ class PullThrough:
                       response.headers.get("ETag"), response.headers.get("Last-Modified"),
                       spec.kind.value, now, None if ttl is None else now + ttl)
         await self.entries.put(entry)
-        self.entries.clear_negative(spec.repo.name, spec.key)
+        await asyncio.to_thread(self.entries.clear_negative, spec.repo.name, spec.key)
         self.flights.finish(flight, lock, "done")
         if self.on_stored is not None:
             self.on_stored(size)
