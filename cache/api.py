@@ -18,6 +18,7 @@ from .blobs import DigestMismatch, TooLarge
 from .catalog import HostedFile
 from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
+from .gate import Verdict, VersionInfo
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from .serve import http_date, respond_blob, respond_bytes
 from .types import RepoConfig
@@ -27,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
-           "X_CACHE_PRECEDENCE", "merge_x_cache", "respond_bytes", "respond_blob", "http_date"]
+           "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "respond_bytes",
+           "respond_blob", "http_date"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
 # a STALE part means the upstream is failing (the most important thing to see), then MISS.
@@ -63,12 +65,22 @@ class Staged:
     size: int
 
 
+@dataclass(frozen=True)
+class PolicyHooks:
+    """What the supply-chain policy needs from a format (bound by Ctx from Format hooks)."""
+
+    scheme: str
+    versions: Callable[[str, bytes], "list[VersionInfo] | None"]
+    filter: Callable[[str, bytes, frozenset[tuple[str, str]]], bytes]
+
+
 class PullApi:
     """Pull-through for one proxy repository (single flight, verification, stale-if-error)."""
 
-    def __init__(self, services: "Services", repo: RepoConfig) -> None:
+    def __init__(self, services: "Services", repo: RepoConfig, hooks: PolicyHooks | None = None) -> None:
         self._services = services
         self.repo = repo
+        self.hooks = hooks
 
     def spec(self, key: str, url: str | None = None, kind: Kind = Kind.IMMUTABLE, **fields: Any) -> FetchSpec:
         """A FetchSpec for this repository; `url` defaults to `<upstream>/<key>`."""
@@ -95,25 +107,93 @@ class PullApi:
         """Answer with a body stored with BASE_PLACEHOLDER in place of the repository's URL
         (see cache.documents), rebased onto `base_url`: one stored copy and one upstream
         fetch whatever Host the client used; the rebased body is kept in the document cache."""
+        return await self.answer(request, cached, None, headers, base_url)
+
+    async def answer(self, request: web.Request, cached: Cached, key: str | None = None,
+                     headers: Mapping[str, str] | None = None, base_url: str | None = None) -> web.StreamResponse:
+        """THE way a format answers with an opened key: metadata documents pass the supply-chain
+        policy (hidden versions removed; `key` names the document for the format's hook), bodies
+        stored with BASE_PLACEHOLDER are rebased onto `base_url`, everything else streams."""
+        judge = self._judge()
+        entry = cached.entry
+        is_metadata = entry is not None and entry.kind == Kind.METADATA.value
+        if (judge is None or not is_metadata or key is None) and base_url is None:
+            return self.respond(request, cached, headers)
         body = await self.read(cached)
+        digest = entry.digest if entry is not None else hashlib.sha256(body).hexdigest()
+        rendered, extra = body, dict(headers or {})
+        if judge is not None and is_metadata and key is not None:
+            rendered = self._documents().get_or_render(
+                ("policy", self.repo.name, digest, self._services.policy.version_key()),
+                lambda: self._filtered(key, body, judge))
+        if base_url is not None:
+            source = rendered
+            rendered = self._documents().get_or_render(("rebase", hashlib.sha256(source).hexdigest()
+                                                        if source is not body else digest, base_url),
+                                                       lambda: rebase(source, base_url))
+        self._count_answer(cached, len(rendered), request)
+        stored_headers = dict(entry.headers) if entry is not None else {}
+        content_type = (entry.content_type if entry is not None else None) or "application/octet-stream"
+        out = {**stored_headers, "X-Cache": cached.status, **extra}
+        validator = hashlib.sha256(f"{digest} {base_url} {len(rendered)}".encode()).hexdigest()
+        return respond_bytes(request, rendered, content_type, out, digest=validator)
+
+    def _documents(self) -> Any:
+        return self._services.documents
+
+    def _judge(self) -> Any:
+        if self.hooks is None:
+            return None
+        return self._services.policy.judge(self.repo, self.hooks.scheme)
+
+    def _filtered(self, key: str, body: bytes, judge: Any) -> bytes:
+        """The document without the versions the policy hides (report mode: unchanged, counted)."""
+        assert self.hooks is not None
+        versions = self.hooks.versions(key, body)
+        if not versions:
+            return body
+        service = self._services.policy
+        for info in versions:
+            service.remember(self.repo.name, info.package, info.version, info.published)
+        hidden = judge.hidden((v.package, v.version, v.published) for v in versions)
+        mode = judge.policy.mode
+        for (package, version), verdict in hidden.items():
+            service.record(self.repo, package, version, verdict, mode, "hidden")
+        if not hidden or mode == "report":
+            return body
+        return self.hooks.filter(key, body, frozenset(hidden))
+
+    def _count_answer(self, cached: Cached, size: int, request: web.Request) -> None:
         pull = self._services.pull
         metrics = pull.metrics(cached.repo)
         metrics.result(cached.status.lower())
-        entry = cached.entry
-        digest = entry.digest if entry is not None else None
-        if entry is not None:
-            pull.entries.touch(entry.repo, entry.key)
+        if cached.entry is not None:
+            pull.entries.touch(cached.entry.repo, cached.entry.key)
         if request.method != "HEAD":
-            (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(len(body))
-        stored_headers = dict(entry.headers) if entry is not None else {}
-        content_type = (entry.content_type if entry is not None else None) or "application/octet-stream"
-        out = {**stored_headers, "X-Cache": cached.status, **(headers or {})}
-        if digest is None:
-            return respond_bytes(request, rebase(body, base_url), content_type, out)
-        rendered = self._services.documents.get_or_render(("rebase", digest, base_url),
-                                                          lambda: rebase(body, base_url))
-        validator = hashlib.sha256(f"{digest} {base_url}".encode()).hexdigest()   # opaque ETag
-        return respond_bytes(request, rendered, content_type, out, digest=validator)
+            (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(size)
+
+    def check_download(self, key: str, package_version: tuple[str, str] | None,
+                       published: float | None = None) -> Verdict | None:
+        """The policy's verdict on downloading `key` (None: allowed, or report mode)."""
+        judge = self._judge()
+        if judge is None or package_version is None:
+            return None
+        package, version = package_version
+        if published is None:
+            _known, published = self._services.policy.publish_time(self.repo.name, package, version)
+        verdict = judge.verdict(package, version, published)
+        if verdict is None:
+            return None
+        self._services.policy.record(self.repo, package, version, verdict, judge.policy.mode, "refused")
+        return None if judge.policy.mode == "report" else verdict
+
+    def policy_active(self) -> bool:
+        """Whether any rule or advisory concerns this repository."""
+        return self._judge() is not None
+
+    def knows_publish_time(self, package: str, version: str) -> bool:
+        """Whether a metadata document seen by this process listed that version."""
+        return self._services.policy.publish_time(self.repo.name, package, version)[0]
 
     async def read(self, cached: Cached) -> bytes:
         """The whole stored (transformed) body, waiting for an in-flight fetch."""

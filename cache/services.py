@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from depot.upstreams.client import Timeouts, UpstreamClient
 from . import metrics
 from .documents import DocumentCache
 from .evict import evict
+from .gate import Policy
+from .policy_service import PolicyService, refresh_loop
 from .pull import PullThrough
 from .serve import MemoryCache
 from .stats import add_counts
@@ -41,6 +43,8 @@ class EngineSettings:
     ca_file: str | None = None
     client_timeout: float = 60.0
     workers: int = 1
+    policy: Policy = field(default_factory=Policy)
+    osv_severity: str | None = None
 
 
 class Services:
@@ -62,6 +66,8 @@ class Services:
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
                                 on_stored=self._stored, cross_process=settings.workers > 1)
         self.metrics = _PublishMetrics(self.pull)
+        self.policy = PolicyService(self.db, settings.policy, repos, settings.osv_severity)
+        self._policy_task: asyncio.Task[Any] | None = None
         self.auth: Any = None     # set by the front door: proxy.auth.Authenticator
         self.audit: Any = None    # proxy.users.AuditLog
         self._evicting: asyncio.Task[Any] | None = None
@@ -96,6 +102,8 @@ class Services:
 
     async def start(self) -> None:
         self._background = asyncio.get_running_loop().create_task(self._housekeeping())
+        await self.policy.refresh()
+        self._policy_task = asyncio.get_running_loop().create_task(refresh_loop(self.policy))
 
     async def _housekeeping(self) -> None:
         while True:
@@ -110,8 +118,9 @@ class Services:
                 log.exception("housekeeping failed")
 
     async def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        for task in (self._background, self._policy_task):
+            if task is not None:
+                task.cancel()
         await self.pull.close()
         try:
             await self.entries.flush_access()

@@ -9,6 +9,8 @@ from typing import Any
 
 from depot.upstreams.auth import UpstreamAuth
 
+from .gate import Policy
+
 REPO_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 RESERVED_NAMES = frozenset({"v2", "-"})
 REPO_TYPES = ("hosted", "proxy", "group")
@@ -34,6 +36,7 @@ class RepoConfig:
     access: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # user -> perm
     max_upload: int = 5 * 2**30
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    policy: Policy | None = field(default=None, hash=False, compare=False)   # this repository's own rules
 
     @property
     def is_proxy(self) -> bool:

@@ -34,7 +34,8 @@ def settings_of(config: Config) -> EngineSettings:
         memory_item_max=config.cache.memory_item_max, connect_timeout=config.upstream.connect_timeout,
         read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
-        public_url=config.public_url, trusted_proxies=config.trusted_proxies)
+        public_url=config.public_url, trusted_proxies=config.trusted_proxies,
+        policy=config.policy, osv_severity=config.osv_severity)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -105,7 +106,7 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
                                                    services.public_base(request) + mount)
         if denied is not None:
             return denied
-        ctx = Ctx(request, repo, path, match, services, mount=mount, extra={"principal": principal})
+        ctx = Ctx(request, repo, path, match, services, mount=mount, extra={"principal": principal, "format": fmt})
         handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
         response = await handler(ctx)
         access.record_outcome(request, route, repo, principal, response.status)
@@ -114,6 +115,7 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         return response
     except FormatError as exc:
         response = fmt.error(ctx, exc.status, exc.message, exc.code)
+        response.headers.update(exc.headers)
         if not repo.is_hosted and "X-Cache" not in response.headers:
             response.headers["X-Cache"] = exc.x_cache or "MISS"
         return response

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from depot.cache.gate import Policy, parse_policy
+from depot.cache.osv import SEVERITY_ORDER
 from depot.registry import FORMATS
 from depot.registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
@@ -62,6 +64,8 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
+    policy: Policy = Policy()       # supply-chain rules for every proxy and group (cache/gate.py)
+    osv_severity: str | None = None # imported vulnerabilities at or above this severity act as deny rules
     open_access: bool = False       # development only: anyone may read and write everything
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -161,7 +165,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
-             "access_log", "login"}
+             "access_log", "login", "policy"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -210,6 +214,8 @@ def validate(document: dict[str, Any]) -> Config:
             ca_file=_existing_file("upstream.ca_file", upstream.get("ca_file")),
         ),
         forward_proxy=_forward(_section(document, "forward_proxy")),
+        policy=_policy("policy", _section(document, "policy"), top=True),
+        osv_severity=_osv_severity(_section(document, "policy")),
         repositories=validate_repositories(_section(document, "repositories")),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
@@ -246,6 +252,25 @@ def _forward(section: dict[str, Any]) -> ForwardProxyConfig:
     return ForwardProxyConfig(str(listen) if listen else None, unknown == "refuse")
 
 
+def _policy(prefix: str, section: dict[str, Any], top: bool = False) -> Policy:
+    """A `policy:` mapping (global, or a repository's own) -> Policy; errors name the key."""
+    raw = {k: v for k, v in section.items() if not (top and k == "osv_severity")}
+    try:
+        return parse_policy(raw, parse_duration)
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(f"{prefix}.{key}", why or str(exc)) from None
+
+
+def _osv_severity(section: dict[str, Any]) -> str | None:
+    value = section.get("osv_severity")
+    if value is None:
+        return None
+    if str(value).upper() not in SEVERITY_ORDER:
+        raise ConfigError("policy.osv_severity", f"must be one of {', '.join(SEVERITY_ORDER)}")
+    return str(value).upper()
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, not {value!r}")
@@ -269,7 +294,7 @@ def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
 _REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "members", "deploy_to",
               "metadata_patterns", "allow_overwrite", "mirror", "username", "password", "token",
               "password_env", "password_file", "token_env", "token_file", "options",
-              "anonymous_read", "access", "max_upload"}
+              "anonymous_read", "access", "max_upload", "policy"}
 _PERMS = ("read", "write", "delete", "admin")
 
 
@@ -353,6 +378,7 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
         mirror=bool(raw.get("mirror", False)),
         auth=_auth(prefix, raw),
         options=options,
+        policy=_policy(f"{prefix}.policy", raw["policy"]) if isinstance(raw.get("policy"), dict) else None,
     )
 
 

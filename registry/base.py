@@ -19,9 +19,10 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Clas
 
 from aiohttp import web
 
-from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, NotFound, Published,
-                             PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
+from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, Kind, NotFound, PolicyHooks,
+                             Published, PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
 from depot.cache.documents import DocumentCache
+from depot.cache.gate import VersionInfo
 
 from .options import Option, parse_options
 from .repo import RepoConfig
@@ -80,9 +81,16 @@ class Ctx:
 
     # ------------------------------------------------------------ the engine, bound to ctx.repo
     @property
+    def format(self) -> "Format | None":
+        """The format answering this request."""
+        return self.extra.get("format")
+
+    @property
     def pull(self) -> PullApi:
-        """Pull-through for this (proxy) repository."""
-        return PullApi(self.services, self.repo)
+        """Pull-through for this (proxy) repository, with the format's policy hooks bound."""
+        fmt = self.format
+        hooks = None if fmt is None else PolicyHooks(fmt.version_scheme, fmt.metadata_versions, fmt.filter_metadata)
+        return PullApi(self.services, self.repo, hooks)
 
     @property
     def hosted(self) -> HostedApi:
@@ -164,7 +172,9 @@ class Ctx:
 
     # ------------------------------------------------------------ proxy conveniences
     async def open_upstream(self, spec: FetchSpec) -> Cached:
-        """pull.open() with the engine's outcomes as FormatErrors (404, 502/504)."""
+        """pull.open() with the engine's outcomes as FormatErrors (404, 502/504); a download of a
+        version the supply-chain policy hides is refused (403, naming the rule)."""
+        await self.check_policy(spec.key)
         try:
             return await self.pull.open(spec)
         except NotFound as exc:
@@ -172,6 +182,23 @@ class Ctx:
                               x_cache=exc.x_cache) from None
         except UpstreamFailed as exc:
             raise FormatError(exc.status, f"upstream of {self.repo.name} failed: {exc.reason}") from None
+
+    async def check_policy(self, key: str) -> None:
+        """Refuse (403) a file of a version the policy hides; the format's package_of() names it."""
+        fmt = self.format
+        if fmt is None:
+            return
+        package_version = fmt.package_of(key)
+        pull = self.pull
+        if package_version is None or not pull.policy_active():
+            return
+        published = None
+        if not pull.knows_publish_time(*package_version):
+            published = await fmt.publish_time(self, *package_version)
+        verdict = pull.check_download(key, package_version, published)
+        if verdict is not None:
+            raise FormatError(403, verdict.message(*package_version), code="DENIED",
+                              headers={"X-Depot-Policy": verdict.header()})
 
     async def fetch_upstream(self, spec: FetchSpec) -> tuple[Cached, bytes]:
         """open_upstream() then the whole body (for metadata the format parses)."""
@@ -240,15 +267,6 @@ async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_
         yield chunk
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    """One version a metadata document offers (for the supply-chain policy)."""
-
-    package: str
-    version: str
-    published: float | None = None        # epoch seconds upstream, None when unknown
-
-
 def standard_repositories(fmt: str, prefix: str | None = None) -> dict[str, dict[str, Any]]:
     """The usual trio for the embedded default: `<p>-remote` (proxy of the format's default
     upstream), `<p>-local` (hosted) and `<p>` (group of both, deploying to the hosted one)."""
@@ -262,11 +280,13 @@ def standard_repositories(fmt: str, prefix: str | None = None) -> dict[str, dict
 class FormatError(Exception):
     """Raised by handlers and parsers; rendered in the format's own error shape."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, x_cache: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, x_cache: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = dict(headers or {})
         self.x_cache = x_cache        # for proxy answers: HIT when a cached 404 (negative cache)
 
 
@@ -280,6 +300,8 @@ class Format:
     root_routes: ClassVar[tuple[Route, ...]] = ()
     # typed per-repository options, validated when the config is loaded (see registry/options.py)
     options: ClassVar[Mapping[str, Option]] = {}
+    # how the supply-chain policy reads version ranges of this format: pep440 | semver | maven | generic
+    version_scheme: ClassVar[str] = "generic"
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -334,6 +356,27 @@ class Format:
         """The document without the hidden (package, version) pairs, kept consistent (latest
         tags, counts). Only called for paths metadata_versions() understood."""
         return body
+
+    def metadata_key_for(self, package: str) -> str | None:
+        """The key (path) of the proxy metadata document listing `package`'s versions, so a
+        download the client found elsewhere (a lockfile) is still judged with its publish time."""
+        return None
+
+    async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
+        """When `version` of `package` was published upstream (None: unknown); by default read
+        from the metadata document at metadata_key_for(package), through the cache."""
+        key = self.metadata_key_for(package)
+        if key is None or not ctx.repo.is_proxy:
+            return None
+        try:
+            cached = await ctx.pull.open(ctx.pull.spec(key, kind=Kind.METADATA))
+            body = await ctx.pull.read(cached)
+        except (NotFound, UpstreamFailed):
+            return None
+        for info in self.metadata_versions(key, body) or []:
+            if info.package == package and info.version == version:
+                return info.published
+        return None
 
     async def start(self, services: "Services") -> None:
         """Called once per process after the engine started (background tasks, keys, …)."""

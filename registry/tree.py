@@ -161,9 +161,8 @@ class TreeFormat(Format):
             raise FormatError(404, f"{path} is not a {self.name} repository path")
         spec = self.fetch_spec(ctx, path, entry)
         cached = await ctx.open_upstream(spec)
-        if entry.rewrite is not None:
-            return await ctx.pull.respond_rebased(ctx.request, cached, ctx.base_url)
-        return ctx.pull.respond(ctx.request, cached)
+        return await ctx.pull.answer(ctx.request, cached, path,
+                                     base_url=ctx.base_url if entry.rewrite is not None else None)
 
     def fetch_spec(self, ctx: Ctx, path: str, entry: TreeRule, **fields: Any) -> FetchSpec:
         """The FetchSpec for a proxied path (formats add expect_sha256 etc. through fields)."""

@@ -87,7 +87,7 @@ def test_anonymous_write_gets_the_format_challenge(depot: DepotProcess, fmt: str
 def test_missing_file_is_404_in_the_format_shape(depot: DepotProcess, fmt: str) -> None:
     expected = FORMATS[fmt]().error(None, 404, "probe").content_type
     tried = 0
-    for route, path in routes_of(fmt, "hosted", ("GET",)):
+    for _route, path in routes_of(fmt, "hosted", ("GET",)):
         url = depot.url + mount(fmt, f"{fmt}-hosted") + path
         answer = requests.get(url, auth=ADMIN, timeout=30)
         if answer.status_code == 404:
@@ -103,7 +103,7 @@ def test_unrouted_method_is_405_with_allow(depot: DepotProcess, fmt: str) -> Non
     cls = FORMATS[fmt]()
     repo = _repo(fmt, "hosted")
     tried = 0
-    for route, path in routes_of(fmt, "hosted", ("GET", "HEAD", "PUT", "POST", "DELETE")):
+    for _route, path in routes_of(fmt, "hosted", ("GET", "HEAD", "PUT", "POST", "DELETE")):
         allowed = set(cls.allowed_methods(repo, path))
         method = next((m for m in ("PATCH", "PROPFIND") if m not in allowed), None)
         if method is None:
