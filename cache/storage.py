@@ -124,9 +124,19 @@ def open_storage(data_dir: Path, kind: str = "local") -> Storage:
     return Storage(kind, blobs, db, entries, Catalog(db))
 
 
-def open_database(data_dir: Path) -> Database:
-    """Only the metadata database (admin commands that touch no blob)."""
-    return Database(Path(data_dir) / "depot.db")
+class StoreMissing(FileNotFoundError):
+    """The data directory holds no depot store (admin commands say so instead of creating one)."""
+
+
+def open_database(data_dir: Path, create: bool = False) -> Database:
+    """Only the metadata database (admin commands that touch no blob). Without `create`, a
+    missing data directory is an error (StoreMissing) rather than a new empty store."""
+    data = Path(data_dir)
+    if not create and not (data / "depot.db").is_file():
+        raise StoreMissing(f"no depot store in {data.resolve()} (looked for {data.resolve() / 'depot.db'}); "
+                           "give --data or run from the directory that holds depot-data")
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Database(data / "depot.db")
 
 
 def open_blobs(data_dir: Path) -> BlobStore:

@@ -156,6 +156,9 @@ def build_app(config: Config) -> web.Application:
         audit = AuditLog(config.data_dir / "audit.log")
         app[access.AUTH], app[access.AUDIT] = auth, audit
         services.auth, services.audit = auth, audit    # for format handlers (npm login, …)
+        services.policy.audit = lambda d: audit.record(
+            f"policy-{d.action}", "denied" if d.mode == "enforce" else "reported", None, None, d.repository,
+            package=d.package, version=d.version, rule=d.rule, mode=d.mode)
         await services.start()
         for fmt in app[FORMAT_INSTANCES].values():
             await fmt.start(services)

@@ -300,7 +300,7 @@ def _write_catalog(data_dir: Path, files: list[dict[str, Any]],
     """Restore the catalog rows in one transaction (see cache.catalog.restore_files)."""
     from depot.cache.catalog import restore_files
     from depot.cache.storage import open_database
-    db = open_database(data_dir)
+    db = open_database(data_dir, create=True)
     try:
         return db.run_sync(lambda conn: restore_files(conn, files, replace))
     finally:

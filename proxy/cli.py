@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")
     _common(export_ca)
-    from . import cli_users
-    for name, handler in cli_users.register(sub, _common).items():
+    from . import cli_policy, cli_users
+    for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common)}.items():
         COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
     return parser
 
@@ -119,7 +119,7 @@ def _bootstrap_admin(data_dir: Path) -> None:
     from .access import bootstrap_admin
     from .auth import Authenticator
     from .users import AuditLog
-    db = open_database(data_dir)
+    db = open_database(data_dir, create=True)
     try:
         bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
     finally:
@@ -215,8 +215,13 @@ COMMANDS = {"serve": cmd_serve, "ca": cmd_ca, "init": cmd_init, "check-config": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from depot.cache.storage import StoreMissing
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except StoreMissing as exc:        # an admin command pointed at no store: say where we looked
+        print(f"depot: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
