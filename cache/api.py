@@ -152,16 +152,24 @@ class PullApi:
         versions = self.hooks.versions(key, body)
         if not versions:
             return body
+        hidden = self.hidden(versions)
+        return self.hooks.filter(key, body, frozenset(hidden)) if hidden else body
+
+    def hidden(self, versions: Iterable[VersionInfo]) -> dict[tuple[str, str], Verdict]:
+        """For formats that filter parsed metadata themselves: the (package, version) pairs the
+        policy hides from this repository's answers (decisions counted and audited; empty in
+        report mode). Publish times are remembered for the download check."""
+        judge = self._judge()
+        if judge is None:
+            return {}
+        versions = list(versions)
         service = self._services.policy
         for info in versions:
             service.remember(self.repo.name, info.package, info.version, info.published)
         hidden = judge.hidden((v.package, v.version, v.published) for v in versions)
-        mode = judge.policy.mode
         for (package, version), verdict in hidden.items():
-            service.record(self.repo, package, version, verdict, mode, "hidden")
-        if not hidden or mode == "report":
-            return body
-        return self.hooks.filter(key, body, frozenset(hidden))
+            service.record(self.repo, package, version, verdict, judge.policy.mode, "hidden")
+        return {} if judge.policy.mode == "report" else hidden
 
     def _count_answer(self, cached: Cached, size: int, request: web.Request) -> None:
         pull = self._services.pull

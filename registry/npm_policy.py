@@ -1,0 +1,70 @@
+"""The supply-chain policy hook of npm: versions and publish times of a packument, and the
+packument without hidden versions (versions, time and dist-tags kept consistent)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import semantic_version
+
+from depot.cache.api import VersionInfo
+
+
+def _timestamp(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def packument_versions(body: bytes) -> list[VersionInfo] | None:
+    """Every version a full packument offers, with its `time` entry (None: not a packument)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
+        return None
+    name = str(doc.get("name", ""))
+    times = doc.get("time") if isinstance(doc.get("time"), dict) else {}
+    return [VersionInfo(name, version, _timestamp(times.get(version))) for version in doc["versions"]]
+
+
+def _semver(version: str) -> semantic_version.Version | None:
+    try:
+        return semantic_version.Version(version)
+    except ValueError:
+        return None
+
+
+def newest(versions: list[str], stable_first: bool = True) -> str | None:
+    """The highest version by semver precedence (releases before pre-releases when asked)."""
+    parsed = [(v, _semver(v)) for v in versions]
+    ordered = sorted((p for p in parsed if p[1] is not None), key=lambda p: p[1])
+    if stable_first:
+        stable = [p for p in ordered if not p[1].prerelease]
+        if stable:
+            return stable[-1][0]
+    return ordered[-1][0] if ordered else None
+
+
+def filter_packument(body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+    """The packument without the hidden versions: `latest` moves to the newest allowed
+    version, other dist-tags that pointed at a hidden version are dropped."""
+    doc = json.loads(body)
+    name = str(doc.get("name", ""))
+    gone = {version for package, version in hidden if package == name}
+    if not gone:
+        return body
+    versions = {v: data for v, data in doc.get("versions", {}).items() if v not in gone}
+    doc["versions"] = versions
+    if isinstance(doc.get("time"), dict):
+        doc["time"] = {k: v for k, v in doc["time"].items() if k not in gone}
+    tags = {tag: v for tag, v in (doc.get("dist-tags") or {}).items() if v not in gone}
+    if "latest" not in tags:
+        best = newest(list(versions))
+        if best is not None:
+            tags["latest"] = best
+    doc["dist-tags"] = tags
+    return json.dumps(doc, separators=(",", ":")).encode()
