@@ -78,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace, **extra: Any) -> Any:
     from .config import ConfigError, load
     overrides = {"data_dir": args.data, **extra}
+    # only commands that talk to upstreams resolve default ones (pip/npm/apt configuration)
+    resolve = args.command in ("serve", "check-config", "warm")
     try:
-        return load(args.config, overrides=overrides)
+        return load(args.config, overrides=overrides, resolve_upstreams=resolve)
     except ConfigError as exc:
         print(f"depot: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -101,7 +101,8 @@ def default_document() -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Any] | None = None) -> Config:
+         overrides: Mapping[str, Any] | None = None,
+         resolve_upstreams: bool = True) -> Config:
     """Read `path` (or the embedded default), apply DEPOT_* env and CLI overrides, validate."""
     if path is None:
         document = default_document()
@@ -123,7 +124,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             document.setdefault(section, {})[sub] = value
         else:
             document[key] = value
-    return validate(document)
+    return validate(document, resolve_upstreams)
 
 
 def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -168,8 +169,10 @@ _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "
              "access_log", "login", "policy"}
 
 
-def validate(document: dict[str, Any]) -> Config:
-    """Turn a parsed document into a Config or raise ConfigError naming the key."""
+def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
+    """Turn a parsed document into a Config or raise ConfigError naming the key. Without
+    `resolve_upstreams` (admin commands), proxies keep no default upstream: nothing asks the
+    machine's pip/npm/apt configuration."""
     for key in document:
         if key not in _TOP_KEYS:
             raise ConfigError(str(key), "unknown setting")
@@ -216,7 +219,7 @@ def validate(document: dict[str, Any]) -> Config:
         forward_proxy=_forward(_section(document, "forward_proxy")),
         policy=_policy("policy", _section(document, "policy"), top=True),
         osv_severity=_osv_severity(_section(document, "policy")),
-        repositories=validate_repositories(_section(document, "repositories")),
+        repositories=validate_repositories(_section(document, "repositories"), resolve_upstreams),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
     )
@@ -298,11 +301,11 @@ _REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "mem
 _PERMS = ("read", "write", "delete", "admin")
 
 
-def validate_repositories(section: dict[str, Any]) -> dict[str, RepoConfig]:
+def validate_repositories(section: dict[str, Any], resolve_upstreams: bool = True) -> dict[str, RepoConfig]:
     """Validate every repository and the references between them."""
     repos: dict[str, RepoConfig] = {}
     for name, raw in section.items():
-        repos[str(name)] = _validate_repo(str(name), raw)
+        repos[str(name)] = _validate_repo(str(name), raw, resolve_upstreams)
     for repo in repos.values():
         prefix = f"repositories.{repo.name}"
         for member in repo.members:
@@ -320,7 +323,7 @@ def validate_repositories(section: dict[str, Any]) -> dict[str, RepoConfig]:
     return repos
 
 
-def _validate_repo(name: str, raw: Any) -> RepoConfig:
+def _validate_repo(name: str, raw: Any, resolve_upstreams: bool = True) -> RepoConfig:
     prefix = f"repositories.{name}"
     if not REPO_NAME.match(name) or name in RESERVED_NAMES:
         raise ConfigError(prefix, "repository names are [a-z0-9][a-z0-9._-]* and not 'v2' or '-'")
@@ -336,7 +339,7 @@ def _validate_repo(name: str, raw: Any) -> RepoConfig:
     if kind not in REPO_TYPES:
         raise ConfigError(f"{prefix}.type", f"must be one of {', '.join(REPO_TYPES)}")
     upstream = raw.get("upstream")
-    if kind == "proxy":
+    if kind == "proxy" and (upstream or resolve_upstreams):
         upstream = upstream or FORMATS[fmt].default_upstream()
         if not upstream:
             raise ConfigError(f"{prefix}.upstream", "a proxy repository needs an upstream URL")
