@@ -344,6 +344,8 @@ class PullThrough:
         body = self.memory.get(entry.digest)
         if body is not None:
             full = blob_headers(entry.digest, entry.content_type, headers, entry.last_modified)
+            if not body:
+                full["Content-Length"] = "0"     # as respond_bytes: a HEAD keeps the length too
             self.hot[_hot_key(request)] = (entry, body, full)
 
     def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:

@@ -9,7 +9,7 @@ registry/oci_proxy.py. Errors use the spec's JSON shape with its codes.
 from __future__ import annotations
 
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -17,19 +17,20 @@ from depot.cache.blobs import DigestMismatch, TooLarge
 from depot.cache.serve import respond_blob, respond_bytes
 
 from . import oci_proxy
-from .base import Ctx, Format, FormatError, route
-from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, error_body, hex_of, is_digest, page,
-                           parse_manifest, referrers_index, validate_digest, validate_name,
-                           validate_reference)
+from .base import Ctx, Format, FormatError, body_chunks, route
+from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
+                           parse_manifest, read_reference, referrers_index, validate_digest,
+                           validate_name, validate_reference)
 from .oci_store import HostedStore
-from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range
+from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
 from .repo import RepoConfig
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DEFAULT_MAX_UPLOAD = 10 * 2**30
 CHUNK = 256 * 1024
 DEFAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
-                 405: "UNSUPPORTED", 409: "DENIED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID",
+                 405: "UNSUPPORTED", 408: "BLOB_UPLOAD_INVALID", 409: "DENIED", 413: "SIZE_INVALID",
+                 416: "BLOB_UPLOAD_INVALID",
                  429: "TOOMANYREQUESTS"}
 RunFormat = Callable[..., Awaitable[web.StreamResponse]]
 IMG = r"(?P<image>[^/].*?)"
@@ -141,11 +142,11 @@ class Oci(Format):
     # ---------------------------------------------------------------- hosted: manifests
     async def get_manifest(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
-        ref = validate_reference(ctx.match["ref"])
+        ref = read_reference(ctx.match["ref"])
         found = await self.store(ctx).resolve(ctx.repo.name, image, ref)
         if found is None:
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
-        digest = "sha256:" + found.digest
+        digest = str(found.meta.get("digest") or "sha256:" + found.digest)   # as it was pushed
         ctx.services.metrics.hosted(ctx.repo)
         try:
             return respond_blob(ctx.request, found.digest, found.size, found.content_type,
@@ -158,8 +159,9 @@ class Oci(Format):
         ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
-        body = await _read_limited(ctx.request, MAX_MANIFEST)
-        manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"))
+        body = await _read_limited(ctx.request, MAX_MANIFEST, ctx.services.settings.client_timeout)
+        algorithm = algorithm_of(ref) if is_digest(ref) else "sha256"
+        manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"), algorithm)
         tags = [] if is_digest(ref) else [ref]
         tags += [validate_reference(t) for t in ctx.request.query.getall("tag", []) if not is_digest(t)]
         if is_digest(ref) and ref != manifest.digest:
@@ -172,7 +174,7 @@ class Oci(Format):
             if missing:
                 raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
                                f"{', '.join(missing)}", {"digests": missing})
-            await ctx.services.blobs.put_bytes(body, hex_of(manifest.digest))
+            await ctx.services.blobs.put_bytes(body, manifest.sha256)
             await store.put_manifest(ctx.repo.name, image, manifest, tags)
         ctx.services.metrics.publish(ctx.repo)
         headers = {"Location": f"{ctx.base_url}/{image}/manifests/{manifest.digest}",
@@ -258,27 +260,31 @@ class Oci(Format):
         for name in candidates:
             found = await store.blob(name, digest)
             if found is not None and ctx.services.blobs.exists(found.digest):
-                await store.add_blob(ctx.repo.name, digest, found.size)
+                await store.add_blob(ctx.repo.name, digest, found.size, found.digest)
                 return self._blob_created(ctx, image, digest)
         return None
 
     async def _store_stream(self, ctx: Ctx, digest: str, upload: Any) -> int:
         """Store the request body (plus an upload's earlier chunks) as the blob `digest`."""
-        chunks = ctx.request.content.iter_chunked(CHUNK)
         limit = self._max_upload(ctx.repo)
+        chunks = self._body(ctx, limit)
         try:
             if upload is None:
-                _, size = await ctx.services.blobs.put_stream(chunks, hex_of(digest), limit)
+                stored, size = await store_stream(ctx.services.blobs, chunks, digest, limit)
             else:
-                _, size = await self.uploads(ctx).finish(upload, hex_of(digest), chunks, limit)
+                stored, size = await self.uploads(ctx).finish(upload, digest, chunks, limit)
         except DigestMismatch as exc:
             raise OciError(400, "DIGEST_INVALID", "uploaded content does not match the digest",
-                           {"expected": digest, "actual": "sha256:" + exc.actual}) from None
+                           {"expected": digest, "actual": f"{algorithm_of(digest)}:{exc.actual}"}) from None
         except TooLarge:
             raise OciError(413, "SIZE_INVALID", f"blob larger than {limit} bytes") from None
-        await self.store(ctx).add_blob(ctx.repo.name, digest, size)
+        await self.store(ctx).add_blob(ctx.repo.name, digest, size, stored)
         ctx.services.metrics.publish(ctx.repo)
         return size
+
+    def _body(self, ctx: Ctx, limit: int) -> AsyncIterator[bytes]:
+        """The request body, cut off when the client sends nothing for `client_timeout`."""
+        return body_chunks(ctx.request, limit, ctx.services.settings.client_timeout, CHUNK)
 
     def _session(self, ctx: Ctx, image: str) -> Any:
         try:
@@ -298,13 +304,16 @@ class Oci(Format):
         upload = self._session(ctx, image)
         try:
             window = parse_content_range(ctx.request.headers.get("Content-Range"))
-            size = await self.uploads(ctx).append(upload, ctx.request.content.iter_chunked(CHUNK),
-                                                  window[0] if window else None, self._max_upload(ctx.repo))
+            limit = self._max_upload(ctx.repo)
+            size = await self.uploads(ctx).append(upload, self._body(ctx, limit),
+                                                  window[0] if window else None, limit)
         except RangeInvalid as exc:
             headers = self._upload_headers(ctx, image, upload.id, upload.size)
             return web.Response(status=416, body=error_body("BLOB_UPLOAD_INVALID", str(exc)),
                                 content_type="application/json", headers=headers)
-        except TooLarge:
+        except (TooLarge, FormatError) as exc:
+            if isinstance(exc, FormatError) and exc.status != 413:
+                raise               # a stalled client: the session keeps what arrived (resumable)
             self.uploads(ctx).cancel(upload)
             raise OciError(413, "SIZE_INVALID", "upload too large") from None
         return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, size))
@@ -437,7 +446,7 @@ class Oci(Format):
 
     # ---------------------------------------------------------------- proxy
     async def proxy_manifest(self, ctx: Ctx) -> web.StreamResponse:
-        return await self.proxy.manifest(ctx, self._image(ctx), validate_reference(ctx.match["ref"]))
+        return await self.proxy.manifest(ctx, self._image(ctx), read_reference(ctx.match["ref"]))
 
     async def proxy_blob(self, ctx: Ctx) -> web.StreamResponse:
         return await self.proxy.blob(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
@@ -471,16 +480,14 @@ def _mirror(repos: dict[str, RepoConfig]) -> RepoConfig | None:
     return None
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """The request body, or SIZE_INVALID past `limit` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+async def _read_limited(request: web.Request, limit: int, idle: float) -> bytes:
+    """The request body, or SIZE_INVALID past `limit` bytes (408 when the client stalls)."""
+    try:
+        return b"".join([chunk async for chunk in body_chunks(request, limit, idle, CHUNK)])
+    except FormatError as exc:
+        if exc.status == 413:
+            raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes") from None
+        raise
 
 
 FORMAT = Oci
