@@ -8,6 +8,7 @@ registry/oci_proxy.py. Errors use the spec's JSON shape with its codes.
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -19,12 +20,13 @@ from depot.cache.serve import respond_blob, respond_bytes
 from . import oci_proxy
 from .base import Ctx, Format, FormatError, body_chunks, route
 from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
-                           parse_manifest, read_reference, referrers_index, validate_digest,
+                           parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
                            validate_name, validate_reference)
 from .oci_store import HostedStore
 from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
 from .repo import RepoConfig
 
+log = logging.getLogger("depot.oci")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DEFAULT_MAX_UPLOAD = 10 * 2**30
 CHUNK = 256 * 1024
@@ -345,13 +347,8 @@ class Oci(Format):
         tags = await store.tags(ctx.repo.name, image)
         if not tags and not await store.has_image(ctx.repo.name, image):
             raise OciError(404, "NAME_UNKNOWN", f"repository {image} not known", {"name": image})
-        query = ctx.request.query
-        shown, more = page(tags, query.get("n"), query.get("last"))
-        headers = {}
-        if more and shown:
-            headers["Link"] = f'<{ctx.mount}/{image}/tags/list?n={query["n"]}&last={shown[-1]}>; rel="next"'
-        full_name = f"{ctx.mount.removeprefix('/v2').lstrip('/')}/{image}".lstrip("/")
-        return web.json_response({"name": full_name, "tags": shown}, headers=headers)
+        body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"), ctx.request.query.get("last"))
+        return web.json_response(body, headers=headers)
 
     async def referrers(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
@@ -429,8 +426,9 @@ class Oci(Format):
                 tags.update(await self.store(ctx).tags(member.name, image))
         if not tags:
             return await self._first(ctx, "list_tags", "proxy_tags", "NAME_UNKNOWN")
-        shown, _ = page(sorted(tags), ctx.request.query.get("n"), ctx.request.query.get("last"))
-        return web.json_response({"name": image, "tags": shown})
+        body, headers = tags_page(ctx.mount, image, sorted(tags), ctx.request.query.get("n"),
+                                  ctx.request.query.get("last"))
+        return web.json_response(body, headers=headers)
 
     async def group_referrers(self, ctx: Ctx) -> web.StreamResponse:
         """Referrers recorded in every hosted member, merged."""
@@ -439,8 +437,17 @@ class Oci(Format):
         artifact_type = ctx.request.query.get("artifactType") or None
         found: list[dict[str, Any]] = []
         for name in ctx.repo.members:
-            if ctx.member(name).is_hosted:
+            member = ctx.member(name)
+            if member.is_hosted:
                 found += await self.store(ctx).referrers(name, image, digest, artifact_type)
+            elif member.is_proxy:
+                try:
+                    listed, _ = await self.proxy.referrer_descriptors(ctx.for_repo(member), image, digest)
+                except FormatError as exc:   # a merged listing: one failing upstream hides nothing else
+                    log.warning("referrers of %s from %s failed: %s", digest, name, exc.message)
+                    continue
+                found += [d for d in listed if not artifact_type or d.get("artifactType") == artifact_type]
+        found = list({d.get("digest"): d for d in found}.values())
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
         return respond_bytes(ctx.request, referrers_index(found), OCI_INDEX, headers)
 

@@ -282,6 +282,18 @@ def page(items: list[str], n: str | None, last: str | None) -> tuple[list[str], 
     return ordered[:limit], len(ordered) > limit
 
 
+def tags_page(mount: str, image: str, tags: list[str], n: str | None,
+              last: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(body, headers) of a `tags/list` answer: sorted, paged by n and last, with the Link of
+    the next page; the same for hosted and pull-through repositories."""
+    shown, more = page(tags, n, last)
+    headers = {}
+    if more and shown:
+        headers["Link"] = f'<{mount}/{image}/tags/list?n={n}&last={shown[-1]}>; rel="next"'
+    full_name = f"{mount.removeprefix('/v2').lstrip('/')}/{image}".lstrip("/")
+    return {"name": full_name, "tags": shown}, headers
+
+
 def accept_variant(accept: str | None) -> tuple[str, str]:
     """(Accept header to send upstream, short cache-key variant) for a client's Accept.
 
