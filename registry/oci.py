@@ -19,7 +19,7 @@ from depot.cache.serve import respond_blob, respond_bytes
 
 from . import oci_proxy
 from .base import Ctx, Format, FormatError, body_chunks, route
-from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
+from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
                            parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
                            validate_name, validate_reference)
 from .oci_store import HostedStore
@@ -183,6 +183,9 @@ class Oci(Format):
                    "Docker-Content-Digest": manifest.digest}
         if manifest.subject:
             headers["OCI-Subject"] = manifest.subject
+        tagged = [t for t in tags if t != ref]
+        if tagged:                       # the spec: one OCI-Tag value per tag a `?tag=` created
+            headers["OCI-Tag"] = ", ".join(dict.fromkeys(tagged))
         return web.Response(status=201, headers=headers)
 
     async def delete_manifest(self, ctx: Ctx) -> web.StreamResponse:
@@ -243,6 +246,9 @@ class Oci(Format):
             mounted = await self._mount(ctx, image, validate_digest(query["mount"]), query.get("from"))
             if mounted is not None:
                 return mounted
+        algorithm = query.get("digest-algorithm")
+        if algorithm is not None and algorithm not in HEX_LENGTHS:
+            raise OciError(400, "UNSUPPORTED", f"digest algorithm {algorithm!r} is not supported")
         if "digest" in query:
             digest = validate_digest(query["digest"])
             await self._store_stream(ctx, digest, None)

@@ -218,3 +218,23 @@ def test_a_pull_through_repository_answers_pulls_as_a_hosted_one_does(depot, reg
     assert index_digest(out, "v2") == single["digest"]
     assert json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{host(depot)}/hub/test/par"))["Tags"] \
         == ["v1", "v2"]
+
+
+def test_tag_parameters_are_confirmed_with_oci_tag_and_digest_algorithm_is_checked(depot):
+    """A push by digest with `?tag=` MUST answer an OCI-Tag per tag it created (without it the
+    spec's tests take tag parameters as unsupported and push sha512 content by tag instead)."""
+    base = f"{depot.url}/v2/local/test/tagparams"
+    config = b"{}"
+    assert upload_monolithic(base, config, digest_of(config)).status_code == 201
+    body = artifact_manifest({"mediaType": EMPTY_CONFIG, "digest": digest_of(config), "size": 2}, [], "x/tags")
+    put = requests.put(f"{base}/manifests/{sha512(body)}?tag=1.2.3&tag=1.2&tag=latest", data=body,
+                       headers={"Content-Type": OCI_MANIFEST})
+    assert put.status_code == 201, put.text
+    confirmed = [t.strip() for value in put.raw.headers.getlist("OCI-Tag") for t in value.split(",")]
+    assert sorted(confirmed) == ["1.2", "1.2.3", "latest"]
+    assert requests.get(f"{base}/tags/list").json()["tags"] == ["1.2", "1.2.3", "latest"]
+    head = requests.head(f"{base}/manifests/latest")
+    assert head.headers["Docker-Content-Digest"] == sha512(body)
+    assert requests.post(f"{base}/blobs/uploads/?digest-algorithm=sha512").status_code == 202
+    unsupported = requests.post(f"{base}/blobs/uploads/?digest-algorithm=md5")
+    assert unsupported.status_code == 400 and error_code(unsupported) == "UNSUPPORTED"
