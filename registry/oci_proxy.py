@@ -27,6 +27,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
+from cachetools import LRUCache
 from prometheus_client import Gauge
 from yarl import URL
 
@@ -45,6 +46,7 @@ from .oci_manifest import (DEFAULT_ACCEPT, OCI_INDEX, OciError, accept_variant, 
 DOCKER_HUB = "https://registry-1.docker.io"
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io",
                               "registry.hub.docker.com"})
+HEAD_SIZES = 10_000
 MANIFEST_HEADERS = ("Docker-Content-Digest", "RateLimit-Remaining", "RateLimit-Limit")
 
 RATELIMIT_REMAINING = Gauge("depot_upstream_ratelimit_remaining",
@@ -77,6 +79,10 @@ class OciProxy:
 
     def __init__(self) -> None:
         self._auth: DockerAuth | None = None
+        # (repository, digest) -> (size, when): what an upstream HEAD said of a blob not stored
+        # here, trusted for the repository's metadata_ttl (a blob's size never changes, but the
+        # upstream may drop it)
+        self._sizes: LRUCache[tuple[str, str], tuple[str, float]] = LRUCache(maxsize=HEAD_SIZES)
 
     def auth(self, ctx: Ctx) -> DockerAuth:
         if self._auth is None or self._auth.client is not ctx.services.upstream:
@@ -231,6 +237,9 @@ class OciProxy:
             return None
         if ctx.services.entries.is_negative(ctx.repo.name, key):
             raise OciError(404, "BLOB_UNKNOWN", f"blob not found upstream of {ctx.repo.name}")
+        known = self._sizes.get((ctx.repo.name, digest))
+        if known is not None and time.time() - known[1] < (ctx.repo.metadata_ttl or 0):
+            return _blob_head(known[0], digest, "HIT")
         url = self._url(ctx, image, f"blobs/{digest}")
         try:
             response = await ctx.services.upstream.request("HEAD", url, await self._headers(ctx, image, key),
@@ -248,9 +257,8 @@ class OciProxy:
             if status in (401, 403):
                 self.auth(ctx).forget(self._base(ctx))
             return None                    # let the GET path fetch (and report its failure)
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": length,
-                   "Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "X-Cache": "MISS"}
-        return web.Response(status=200, headers=headers)
+        self._sizes[(ctx.repo.name, digest)] = (length, time.time())
+        return _blob_head(length, digest, "MISS")
 
     # ---------------------------------------------------------------- listings
     async def tags(self, ctx: Ctx, image: str) -> web.StreamResponse:
@@ -320,6 +328,13 @@ class OciProxy:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
         ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
         return body
+
+
+def _blob_head(length: str, digest: str, status: str) -> web.Response:
+    """The answer to HEAD of a blob known only from an upstream HEAD (no body is stored)."""
+    return web.Response(status=200, headers={
+        "Content-Type": "application/octet-stream", "Content-Length": length, "Docker-Content-Digest": digest,
+        "Accept-Ranges": "bytes", "X-Cache": status})
 
 
 def _sha256_hex(digest: str) -> str | None:

@@ -138,6 +138,21 @@ def test_head_of_an_unstored_blob_asks_upstream_head_and_stores_nothing(depot, r
     assert requests.head(url).headers["X-Cache"] == "HIT"
 
 
+def test_repeated_heads_of_an_unstored_blob_reuse_the_size_within_metadata_ttl(upstream, depot_factory):
+    blob = os.urandom(100_000)
+    path = f"/v2/test/app/blobs/{digest_of(blob)}"
+    upstream.put(path, blob)
+    depot = depot_factory({"up": {"format": "oci", "type": "proxy", "upstream": upstream.url,
+                                  "metadata_ttl": "1s"}})
+    url = f"{depot.url}/v2/up/test/app/blobs/{digest_of(blob)}"
+    answers = [requests.head(url) for _ in range(3)]
+    assert [a.headers["Content-Length"] for a in answers] == [str(len(blob))] * 3
+    assert [a.headers["X-Cache"] for a in answers] == ["MISS", "HIT", "HIT"]
+    assert (upstream.count(path, "HEAD"), upstream.count(path, "GET")) == (1, 0)
+    time.sleep(1.2)
+    assert requests.head(url).headers["X-Cache"] == "MISS" and upstream.count(path, "HEAD") == 2
+
+
 # ---------------------------------------------------------------- closing note: referrers fallback
 def put_manifest(base: str, body: bytes, ref: str, media_type: str = OCI_MANIFEST) -> None:
     response = requests.put(f"{base}/manifests/{ref}", data=body, headers={"Content-Type": media_type})
