@@ -34,12 +34,11 @@ from yarl import URL
 from depot.cache.entries import Entry
 from depot.cache.policy import STALE_IF_ERROR
 from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
+from depot.cache.serve import respond_bytes
 from depot.upstreams.client import UpstreamError
 from depot.upstreams.docker_auth import DockerAuth
 
 from .base import Ctx
-from depot.cache.serve import respond_bytes
-
 from .oci_manifest import (DEFAULT_ACCEPT, OCI_INDEX, OciError, accept_variant, algorithm_of, hex_of,
                            is_digest, referrers_index, sri_of, tags_page)
 
