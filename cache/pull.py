@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -73,6 +73,11 @@ class FetchSpec:
     request_headers: Mapping[str, str] | None = None
     keep_headers: tuple[str, ...] = ()
     content_type: str | None = None       # override the upstream's Content-Type
+    # A cheaper check of an expired entry than a conditional GET (OCI: a HEAD comparing the
+    # digest), run by the flight's leader so N concurrent requests cost one check. It answers
+    # "fresh" (keep the entry for another TTL), "stale" (upstream failed: serve the old copy)
+    # or None (changed: GET it).
+    revalidate: Callable[[Entry], Awaitable[str | None]] | None = None
 
 
 @dataclass
@@ -222,6 +227,10 @@ class PullThrough:
         metrics.inflight.inc()
         done = False
         try:
+            if spec.revalidate is not None and stale is not None:
+                done = await self._revalidated(spec, flight, lock, stale)
+                if done:
+                    return
             started = time.monotonic()
             try:
                 response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale),
@@ -247,6 +256,17 @@ class PullThrough:
                 self.flights.finish(flight, lock, state, status=502, reason=f"{type(exc).__name__}: {exc}")
         finally:
             metrics.inflight.dec()
+
+    async def _revalidated(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry) -> bool:
+        """Settle the flight by the spec's own check of an expired entry; False: go on to GET."""
+        assert spec.revalidate is not None
+        verdict = await spec.revalidate(stale)
+        if verdict == "fresh":
+            await self.entries.refresh(stale.refreshed(time.time(), self._ttl(spec)))
+            self.flights.finish(flight, lock, "refreshed")
+        elif verdict == "stale":
+            self.flights.finish(flight, lock, "stale", status=502, reason="revalidation failed")
+        return verdict in ("fresh", "stale")
 
     async def _settle(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry | None,
                       response: aiohttp.ClientResponse) -> bool:
@@ -355,6 +375,8 @@ class PullThrough:
         body = self.memory.get(entry.digest)
         if body is not None:
             full = blob_headers(entry.digest, entry.content_type, headers, entry.last_modified)
+            if not body:
+                full["Content-Length"] = "0"     # as respond_bytes: a HEAD keeps the length too
             self.hot[_hot_key(request)] = (entry, body, full)
 
     def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:

@@ -97,6 +97,10 @@ def respond_bytes(request: web.Request, body: bytes, content_type: str,
         start, end = window
         out["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
         return web.Response(status=206, body=body[start:end], headers=out)
+    if not body:
+        # aiohttp leaves Content-Length out of a HEAD answer with an empty body; the HEAD must
+        # carry the length its GET would (0), or clients cannot tell an empty blob from a stream
+        out["Content-Length"] = "0"
     return web.Response(status=status, body=body, headers=out)
 
 

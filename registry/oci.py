@@ -8,8 +8,9 @@ registry/oci_proxy.py. Errors use the spec's JSON shape with its codes.
 """
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -17,19 +18,21 @@ from depot.cache.blobs import DigestMismatch, TooLarge
 from depot.cache.serve import respond_blob, respond_bytes
 
 from . import oci_proxy
-from .base import Ctx, Format, FormatError, route
-from .oci_manifest import (MAX_MANIFEST, OCI_INDEX, OciError, error_body, hex_of, is_digest, page,
-                           parse_manifest, referrers_index, validate_digest, validate_name,
-                           validate_reference)
+from .base import Ctx, Format, FormatError, body_chunks, route
+from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
+                           parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
+                           validate_name, validate_reference)
 from .oci_store import HostedStore
-from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range
+from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
 from .repo import RepoConfig
 
+log = logging.getLogger("depot.oci")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 DEFAULT_MAX_UPLOAD = 10 * 2**30
 CHUNK = 256 * 1024
 DEFAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
-                 405: "UNSUPPORTED", 409: "DENIED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID",
+                 405: "UNSUPPORTED", 408: "BLOB_UPLOAD_INVALID", 409: "DENIED", 413: "SIZE_INVALID",
+                 416: "BLOB_UPLOAD_INVALID",
                  429: "TOOMANYREQUESTS"}
 RunFormat = Callable[..., Awaitable[web.StreamResponse]]
 IMG = r"(?P<image>[^/].*?)"
@@ -141,11 +144,11 @@ class Oci(Format):
     # ---------------------------------------------------------------- hosted: manifests
     async def get_manifest(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
-        ref = validate_reference(ctx.match["ref"])
+        ref = read_reference(ctx.match["ref"])
         found = await self.store(ctx).resolve(ctx.repo.name, image, ref)
         if found is None:
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
-        digest = "sha256:" + found.digest
+        digest = str(found.meta.get("digest") or "sha256:" + found.digest)   # as it was pushed
         ctx.services.metrics.hosted(ctx.repo)
         try:
             return respond_blob(ctx.request, found.digest, found.size, found.content_type,
@@ -158,8 +161,9 @@ class Oci(Format):
         ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
-        body = await _read_limited(ctx.request, MAX_MANIFEST)
-        manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"))
+        body = await _read_limited(ctx.request, MAX_MANIFEST, ctx.services.settings.client_timeout)
+        algorithm = algorithm_of(ref) if is_digest(ref) else "sha256"
+        manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"), algorithm)
         tags = [] if is_digest(ref) else [ref]
         tags += [validate_reference(t) for t in ctx.request.query.getall("tag", []) if not is_digest(t)]
         if is_digest(ref) and ref != manifest.digest:
@@ -172,13 +176,16 @@ class Oci(Format):
             if missing:
                 raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
                                f"{', '.join(missing)}", {"digests": missing})
-            await ctx.services.blobs.put_bytes(body, hex_of(manifest.digest))
+            await ctx.services.blobs.put_bytes(body, manifest.sha256)
             await store.put_manifest(ctx.repo.name, image, manifest, tags)
         ctx.services.metrics.publish(ctx.repo)
         headers = {"Location": f"{ctx.base_url}/{image}/manifests/{manifest.digest}",
                    "Docker-Content-Digest": manifest.digest}
         if manifest.subject:
             headers["OCI-Subject"] = manifest.subject
+        tagged = [t for t in tags if t != ref]
+        if tagged:                       # the spec: one OCI-Tag value per tag a `?tag=` created
+            headers["OCI-Tag"] = ", ".join(dict.fromkeys(tagged))
         return web.Response(status=201, headers=headers)
 
     async def delete_manifest(self, ctx: Ctx) -> web.StreamResponse:
@@ -239,6 +246,9 @@ class Oci(Format):
             mounted = await self._mount(ctx, image, validate_digest(query["mount"]), query.get("from"))
             if mounted is not None:
                 return mounted
+        algorithm = query.get("digest-algorithm")
+        if algorithm is not None and algorithm not in HEX_LENGTHS:
+            raise OciError(400, "UNSUPPORTED", f"digest algorithm {algorithm!r} is not supported")
         if "digest" in query:
             digest = validate_digest(query["digest"])
             await self._store_stream(ctx, digest, None)
@@ -258,27 +268,31 @@ class Oci(Format):
         for name in candidates:
             found = await store.blob(name, digest)
             if found is not None and ctx.services.blobs.exists(found.digest):
-                await store.add_blob(ctx.repo.name, digest, found.size)
+                await store.add_blob(ctx.repo.name, digest, found.size, found.digest)
                 return self._blob_created(ctx, image, digest)
         return None
 
     async def _store_stream(self, ctx: Ctx, digest: str, upload: Any) -> int:
         """Store the request body (plus an upload's earlier chunks) as the blob `digest`."""
-        chunks = ctx.request.content.iter_chunked(CHUNK)
         limit = self._max_upload(ctx.repo)
+        chunks = self._body(ctx, limit)
         try:
             if upload is None:
-                _, size = await ctx.services.blobs.put_stream(chunks, hex_of(digest), limit)
+                stored, size = await store_stream(ctx.services.blobs, chunks, digest, limit)
             else:
-                _, size = await self.uploads(ctx).finish(upload, hex_of(digest), chunks, limit)
+                stored, size = await self.uploads(ctx).finish(upload, digest, chunks, limit)
         except DigestMismatch as exc:
             raise OciError(400, "DIGEST_INVALID", "uploaded content does not match the digest",
-                           {"expected": digest, "actual": "sha256:" + exc.actual}) from None
+                           {"expected": digest, "actual": f"{algorithm_of(digest)}:{exc.actual}"}) from None
         except TooLarge:
             raise OciError(413, "SIZE_INVALID", f"blob larger than {limit} bytes") from None
-        await self.store(ctx).add_blob(ctx.repo.name, digest, size)
+        await self.store(ctx).add_blob(ctx.repo.name, digest, size, stored)
         ctx.services.metrics.publish(ctx.repo)
         return size
+
+    def _body(self, ctx: Ctx, limit: int) -> AsyncIterator[bytes]:
+        """The request body, cut off when the client sends nothing for `client_timeout`."""
+        return body_chunks(ctx.request, limit, ctx.services.settings.client_timeout, CHUNK)
 
     def _session(self, ctx: Ctx, image: str) -> Any:
         try:
@@ -298,13 +312,16 @@ class Oci(Format):
         upload = self._session(ctx, image)
         try:
             window = parse_content_range(ctx.request.headers.get("Content-Range"))
-            size = await self.uploads(ctx).append(upload, ctx.request.content.iter_chunked(CHUNK),
-                                                  window[0] if window else None, self._max_upload(ctx.repo))
+            limit = self._max_upload(ctx.repo)
+            size = await self.uploads(ctx).append(upload, self._body(ctx, limit),
+                                                  window[0] if window else None, limit)
         except RangeInvalid as exc:
             headers = self._upload_headers(ctx, image, upload.id, upload.size)
             return web.Response(status=416, body=error_body("BLOB_UPLOAD_INVALID", str(exc)),
                                 content_type="application/json", headers=headers)
-        except TooLarge:
+        except (TooLarge, FormatError) as exc:
+            if isinstance(exc, FormatError) and exc.status != 413:
+                raise               # a stalled client: the session keeps what arrived (resumable)
             self.uploads(ctx).cancel(upload)
             raise OciError(413, "SIZE_INVALID", "upload too large") from None
         return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, size))
@@ -336,13 +353,8 @@ class Oci(Format):
         tags = await store.tags(ctx.repo.name, image)
         if not tags and not await store.has_image(ctx.repo.name, image):
             raise OciError(404, "NAME_UNKNOWN", f"repository {image} not known", {"name": image})
-        query = ctx.request.query
-        shown, more = page(tags, query.get("n"), query.get("last"))
-        headers = {}
-        if more and shown:
-            headers["Link"] = f'<{ctx.mount}/{image}/tags/list?n={query["n"]}&last={shown[-1]}>; rel="next"'
-        full_name = f"{ctx.mount.removeprefix('/v2').lstrip('/')}/{image}".lstrip("/")
-        return web.json_response({"name": full_name, "tags": shown}, headers=headers)
+        body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"), ctx.request.query.get("last"))
+        return web.json_response(body, headers=headers)
 
     async def referrers(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
@@ -420,8 +432,9 @@ class Oci(Format):
                 tags.update(await self.store(ctx).tags(member.name, image))
         if not tags:
             return await self._first(ctx, "list_tags", "proxy_tags", "NAME_UNKNOWN")
-        shown, _ = page(sorted(tags), ctx.request.query.get("n"), ctx.request.query.get("last"))
-        return web.json_response({"name": image, "tags": shown})
+        body, headers = tags_page(ctx.mount, image, sorted(tags), ctx.request.query.get("n"),
+                                  ctx.request.query.get("last"))
+        return web.json_response(body, headers=headers)
 
     async def group_referrers(self, ctx: Ctx) -> web.StreamResponse:
         """Referrers recorded in every hosted member, merged."""
@@ -430,14 +443,23 @@ class Oci(Format):
         artifact_type = ctx.request.query.get("artifactType") or None
         found: list[dict[str, Any]] = []
         for name in ctx.repo.members:
-            if ctx.member(name).is_hosted:
+            member = ctx.member(name)
+            if member.is_hosted:
                 found += await self.store(ctx).referrers(name, image, digest, artifact_type)
+            elif member.is_proxy:
+                try:
+                    listed, _ = await self.proxy.referrer_descriptors(ctx.for_repo(member), image, digest)
+                except FormatError as exc:   # a merged listing: one failing upstream hides nothing else
+                    log.warning("referrers of %s from %s failed: %s", digest, name, exc.message)
+                    continue
+                found += [d for d in listed if not artifact_type or d.get("artifactType") == artifact_type]
+        found = list({d.get("digest"): d for d in found}.values())
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
         return respond_bytes(ctx.request, referrers_index(found), OCI_INDEX, headers)
 
     # ---------------------------------------------------------------- proxy
     async def proxy_manifest(self, ctx: Ctx) -> web.StreamResponse:
-        return await self.proxy.manifest(ctx, self._image(ctx), validate_reference(ctx.match["ref"]))
+        return await self.proxy.manifest(ctx, self._image(ctx), read_reference(ctx.match["ref"]))
 
     async def proxy_blob(self, ctx: Ctx) -> web.StreamResponse:
         return await self.proxy.blob(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
@@ -471,16 +493,14 @@ def _mirror(repos: dict[str, RepoConfig]) -> RepoConfig | None:
     return None
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """The request body, or SIZE_INVALID past `limit` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+async def _read_limited(request: web.Request, limit: int, idle: float) -> bytes:
+    """The request body, or SIZE_INVALID past `limit` bytes (408 when the client stalls)."""
+    try:
+        return b"".join([chunk async for chunk in body_chunks(request, limit, idle, CHUNK)])
+    except FormatError as exc:
+        if exc.status == 413:
+            raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes") from None
+        raise
 
 
 FORMAT = Oci

@@ -6,6 +6,7 @@ answers for it. Spec: OCI distribution-spec v1.1, image-spec v1.1, Docker image 
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -26,7 +27,10 @@ DEFAULT_ACCEPT = ", ".join(MANIFEST_TYPES)
 
 NAME_RE = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+# digest algorithms the image spec registers; the blob store itself is sha256-addressed, a
+# sha512 digest is an alias checked when the bytes arrive (upload or proxy fill)
+HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 ANY_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 MAX_NAME = 255
 MAX_MANIFEST = 4 * 2**20
@@ -58,11 +62,12 @@ def validate_name(name: str) -> str:
 
 
 def validate_digest(digest: str) -> str:
-    """'sha256:<64 hex>' or DIGEST_INVALID (other algorithms: UNSUPPORTED)."""
+    """'sha256:<64 hex>' or 'sha512:<128 hex>', else DIGEST_INVALID (other algorithms: UNSUPPORTED)."""
     if DIGEST_RE.fullmatch(digest):
         return digest
-    if ANY_DIGEST_RE.fullmatch(digest) and not digest.startswith("sha256:"):
-        raise OciError(400, "UNSUPPORTED", "only sha256 digests are supported", {"digest": digest})
+    if ANY_DIGEST_RE.fullmatch(digest) and digest.split(":", 1)[0] not in HEX_LENGTHS:
+        raise OciError(400, "UNSUPPORTED", "only sha256 and sha512 digests are supported",
+                       {"digest": digest})
     raise OciError(400, "DIGEST_INVALID", "invalid digest", {"digest": digest})
 
 
@@ -72,7 +77,7 @@ def is_digest(reference: str) -> bool:
 
 
 def validate_reference(reference: str) -> str:
-    """A tag or a digest; MANIFEST_INVALID / DIGEST_INVALID when neither."""
+    """A tag or a digest; MANIFEST_INVALID / DIGEST_INVALID when neither (for writes)."""
     if is_digest(reference):
         return validate_digest(reference)
     if not TAG_RE.fullmatch(reference):
@@ -80,14 +85,39 @@ def validate_reference(reference: str) -> str:
     return reference
 
 
+def read_reference(reference: str) -> str:
+    """A reference to read: a name that cannot be a tag names no manifest (404 MANIFEST_UNKNOWN,
+    as the distribution spec's tests expect); a malformed digest stays DIGEST_INVALID."""
+    if not is_digest(reference) and not TAG_RE.fullmatch(reference):
+        raise OciError(404, "MANIFEST_UNKNOWN", "no manifest with that reference", {"reference": reference})
+    return validate_reference(reference)
+
+
 def sha256_digest(body: bytes) -> str:
     """'sha256:<hex>' of bytes."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def digest_with(algorithm: str, body: bytes) -> str:
+    """'<algorithm>:<hex>' of bytes (sha256 or sha512)."""
+    return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+
+
+def algorithm_of(digest: str) -> str:
+    """'sha512' of 'sha512:…'."""
+    return digest.split(":", 1)[0]
+
+
 def hex_of(digest: str) -> str:
-    """The hex part of a validated sha256 digest."""
+    """The hex part of a validated digest (the blob store's address only for sha256)."""
     return digest.split(":", 1)[1]
+
+
+def sri_of(digest: str) -> str | None:
+    """A sha512 digest as the engine's SRI check ("sha512-<base64>"); None for sha256."""
+    if algorithm_of(digest) == "sha256":
+        return None
+    return f"{algorithm_of(digest)}-{base64.b64encode(bytes.fromhex(hex_of(digest))).decode()}"
 
 
 @dataclass
@@ -95,8 +125,9 @@ class Manifest:
     """What depot needs to know about one stored manifest."""
 
     media_type: str
-    digest: str
+    digest: str                                          # as the client addresses it
     size: int
+    sha256: str = ""                                     # hex: where the bytes are stored
     blobs: list[str] = field(default_factory=list)       # config + layers (digests)
     manifests: list[str] = field(default_factory=list)   # children of an index (digests)
     subject: str | None = None
@@ -165,8 +196,10 @@ def _media_type(doc: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
-    """Validate an uploaded manifest or index; raises OciError (MANIFEST_INVALID, …)."""
+def parse_manifest(body: bytes, content_type: str | None, algorithm: str = "sha256") -> Manifest:
+    """Validate an uploaded manifest or index; raises OciError (MANIFEST_INVALID, …).
+
+    `algorithm` is the digest algorithm the manifest is known by (a push by sha512 digest)."""
     if len(body) > MAX_MANIFEST:
         raise OciError(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST} bytes")
     try:
@@ -178,7 +211,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     if doc.get("schemaVersion") != 2:
         raise _invalid("schemaVersion must be 2")
     media_type = _media_type(doc, content_type)
-    found = Manifest(media_type, sha256_digest(body), len(body))
+    found = Manifest(media_type, digest_with(algorithm, body), len(body), hashlib.sha256(body).hexdigest())
     if media_type in IMAGE_TYPES:
         _parse_image(doc, found)
     else:
@@ -249,20 +282,32 @@ def page(items: list[str], n: str | None, last: str | None) -> tuple[list[str], 
     return ordered[:limit], len(ordered) > limit
 
 
+def tags_page(mount: str, image: str, tags: list[str], n: str | None,
+              last: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(body, headers) of a `tags/list` answer: sorted, paged by n and last, with the Link of
+    the next page; the same for hosted and pull-through repositories."""
+    shown, more = page(tags, n, last)
+    headers = {}
+    if more and shown:
+        headers["Link"] = f'<{mount}/{image}/tags/list?n={n}&last={shown[-1]}>; rel="next"'
+    full_name = f"{mount.removeprefix('/v2').lstrip('/')}/{image}".lstrip("/")
+    return {"name": full_name, "tags": shown}, headers
+
+
 def accept_variant(accept: str | None) -> tuple[str, str]:
     """(Accept header to send upstream, short cache-key variant) for a client's Accept.
 
-    Manifest media types are kept in the client's order; an empty or wildcard-only Accept
-    becomes depot's default list. Clients that take every manifest type (docker, containerd,
-    skopeo, oras) share the variant "all"; others get a variant per set of accepted types.
+    Only manifest media types are kept (in the client's order), so the variant is a function
+    of exactly what is asked upstream: an Accept naming no manifest type (`application/json`,
+    `*/*`, empty) asks the default list, like a client that takes every type, and can never
+    store a different answer under the shared variant "all". Clients that take every manifest
+    type (docker, containerd, skopeo, oras) share "all"; others get a variant per set of types.
     """
     types: list[str] = []
     for part in (accept or "").split(","):
         media = part.split(";")[0].strip().lower()
-        if media and media not in types and media != "*/*":
+        if media in MANIFEST_TYPES and media not in types:
             types.append(media)
-    header = ", ".join(types) if types else DEFAULT_ACCEPT
-    wanted = sorted(t for t in types if t in MANIFEST_TYPES)
-    if not wanted or set(MANIFEST_TYPES) <= set(wanted):
-        return header, "all"
-    return header, hashlib.sha256(",".join(wanted).encode()).hexdigest()[:12]
+    if not types or set(MANIFEST_TYPES) <= set(types):
+        return ", ".join(types) if types else DEFAULT_ACCEPT, "all"
+    return ", ".join(types), hashlib.sha256(",".join(sorted(types)).encode()).hexdigest()[:12]

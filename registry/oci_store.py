@@ -61,8 +61,10 @@ class HostedStore:
     async def blob(self, repo: str, digest: str) -> HostedFile | None:
         return await self.catalog.get(repo, blob_path(digest))
 
-    async def add_blob(self, repo: str, digest: str, size: int) -> None:
-        await self.catalog.put(repo, blob_path(digest), hex_of(digest), size,
+    async def add_blob(self, repo: str, digest: str, size: int, sha256_hex: str) -> None:
+        """Record a blob of this repository by the digest the client knows it by (sha256 or
+        sha512); `sha256_hex` is where its bytes are in the store."""
+        await self.catalog.put(repo, blob_path(digest), sha256_hex, size,
                                "application/octet-stream", {"digest": digest})
 
     async def delete_blob(self, repo: str, digest: str) -> bool:
@@ -76,7 +78,7 @@ class HostedStore:
 
     async def put_manifest(self, repo: str, image: str, manifest: Manifest, tags: list[str]) -> None:
         """Record a stored manifest (its bytes are already in the blob store) and its tags."""
-        hexd = hex_of(manifest.digest)
+        hexd = manifest.sha256 or hex_of(manifest.digest)
         await self.catalog.put(repo, manifest_path(image, manifest.digest), hexd, manifest.size,
                                manifest.media_type, manifest.meta())
         for tag in tags:

@@ -17,9 +17,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
-from depot.cache.blobs import BlobStore, DigestMismatch, TooLarge
+from depot.cache.blobs import BlobStore, BlobWriter, DigestMismatch, TooLarge
 
 UUID_RE = re.compile(r"[0-9a-f]{32}")
 SESSION_MAX_AGE = 24 * 3600.0
@@ -103,33 +103,38 @@ class Uploads:
             os.close(fd)
         return size
 
-    async def finish(self, upload: Upload, digest_hex: str, chunks: AsyncIterator[bytes],
+    async def finish(self, upload: Upload, digest: str, chunks: AsyncIterator[bytes],
                      max_size: int) -> tuple[str, int]:
-        """Take the last chunk, verify the whole blob against digest_hex and store it."""
+        """Take the last chunk, verify the whole blob against `digest` (sha256 or sha512) and
+        store it; returns (sha256 hex, size)."""
         try:
             if upload.size == 0:
-                result = await self.blobs.put_stream(chunks, digest_hex, max_size)
+                result = await store_stream(self.blobs, chunks, digest, max_size)
             else:
                 await self.append(upload, chunks, None, max_size)
-                result = await asyncio.to_thread(self._adopt_part, upload, digest_hex)
+                result = await asyncio.to_thread(self._adopt_part, upload, digest)
         except (DigestMismatch, TooLarge):
             self.cancel(upload)
             raise
         self.cancel(upload)
         return result
 
-    def _adopt_part(self, upload: Upload, digest_hex: str) -> tuple[str, int]:
+    def _adopt_part(self, upload: Upload, digest: str) -> tuple[str, int]:
         """Hash the part file (blocking) and rename it into the store when it matches."""
+        algorithm, expected = digest.split(":", 1)
         hasher = hashlib.sha256()
+        alias = hasher if algorithm == "sha256" else hashlib.new(algorithm)
         size = 0
         with open(upload.part, "rb") as fobj:
             while block := fobj.read(READ_CHUNK):
                 hasher.update(block)
+                if alias is not hasher:
+                    alias.update(block)
                 size += len(block)
             os.fsync(fobj.fileno())
+        if alias.hexdigest() != expected:
+            raise DigestMismatch(expected, alias.hexdigest())
         actual = hasher.hexdigest()
-        if actual != digest_hex:
-            raise DigestMismatch(digest_hex, actual)
         self.blobs.adopt(upload.part, actual)
         return actual, size
 
@@ -151,6 +156,33 @@ class Uploads:
                     path.unlink(missing_ok=True)
             except FileNotFoundError:
                 continue
+
+
+async def store_stream(blobs: BlobStore, chunks: AsyncIterator[bytes], digest: str,
+                       max_size: int) -> tuple[str, int]:
+    """Store a blob the client names by `digest` (sha256 or sha512); returns (sha256 hex, size).
+
+    The store is sha256-addressed: a sha512 digest is checked on a second hasher while the
+    bytes stream in, and nothing is committed unless it matches."""
+    algorithm, expected = digest.split(":", 1)
+    if algorithm == "sha256":
+        return await blobs.put_stream(chunks, expected, max_size)
+    alias = hashlib.new(algorithm)
+    writer = await asyncio.to_thread(blobs.writer, max_size)
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(_write_hashed, writer, alias, chunk)
+        if alias.hexdigest() != expected:
+            raise DigestMismatch(expected, alias.hexdigest())
+        return await asyncio.to_thread(writer.commit), writer.size
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _write_hashed(writer: BlobWriter, alias: Any, chunk: bytes) -> None:
+    writer.write(chunk)
+    alias.update(chunk)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -198,8 +198,14 @@ def test_oci_names_digests_references(text: str, n: str | None, last: str | None
     digest = only((FormatError,), oci_manifest.validate_digest, text)
     assert digest is None or "/" not in oci_manifest.hex_of(digest)
     only((FormatError,), oci_manifest.validate_reference, text)
+    read = only((FormatError,), oci_manifest.read_reference, text)
+    assert read is None or read == text
+    if digest is not None:
+        assert oci_manifest.sri_of(digest) is None or oci_manifest.sri_of(digest).startswith("sha512-")
     only((FormatError,), oci_manifest.page, [text, "a", "b"], n, last)
-    oci_manifest.accept_variant(text)
+    only((FormatError,), oci_manifest.tags_page, "/v2/r", "img", [text, "a"], n, last)
+    header, variant = oci_manifest.accept_variant(text)
+    assert all(t.strip() in oci_manifest.MANIFEST_TYPES for t in header.split(","))
 
 
 # ---------------------------------------------------------------------------- units and config
@@ -267,12 +273,15 @@ TEMPLATES = (
     "DELETE /v2/oci-h/{}/manifests/{}", "POST /v2/oci-h/{}/blobs/uploads/?digest={}&mount={}&from={}",
     "PATCH /v2/oci-h/img/blobs/uploads/{}", "PUT /v2/oci-h/img/blobs/uploads/{}?digest={}",
     "GET /v2/oci-h/{}/blobs/{}", "GET /v2/oci-p/{}/blobs/{}", "GET /v2/oci-h/{}/tags/list?n={}&last={}",
-    "GET /v2/oci-p/{}/tags/list?n={}", "GET /v2/oci-h/{}/referrers/{}?artifactType={}",
+    "GET /v2/oci-p/{}/tags/list?n={}&last={}", "GET /v2/oci-h/{}/referrers/{}?artifactType={}",
+    "GET /v2/oci-p/{}/referrers/{}?artifactType={}", "HEAD /v2/oci-p/{}/blobs/{}", "HEAD /v2/oci-h/{}/manifests/{}",
+    "POST /v2/oci-h/{}/blobs/uploads/?digest-algorithm={}", "PUT /v2/oci-h/{}/manifests/{}?tag={}&tag={}",
     "GET /v2/_catalog?n={}&last={}", "GET /-/token?scope={}&service={}", "GET /-/api/audit?limit={}",
     "GET /-/api/stats", "GET /-/api/repositories", "GET /-/ui/", "GET /-/ui/repositories/{}?path={}",
     "GET /-/metrics", "GET /{}/{}", "GET /{}",
 )
 SEGMENT = (st.sampled_from(["pkg", "img", "a/b", "1.0", "1.0.0", "latest", "v1", "sha256:" + "a" * 64, "a" * 64,
+                            "sha512:" + "b" * 128, "sha512", ".INVALID_MANIFEST_NAME",
                             "@s%2fpkg", "@s/pkg", "..", "%2e%2e", "%2F", "a..b", "-1", "0", "9" * 25, "", "x.tgz",
                             "pkg-1.0.tar.gz", "pkg-1.0-py3-none-any.whl", "repository:oci-h/img:pull,push",
                             "gen-h", "oci-p"]) | st.text(max_size=12)).map(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -10,9 +11,9 @@ import pytest
 from aiohttp import web
 
 from oci_fixtures import EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, artifact_manifest, digest_of
-from depot.registry.oci_manifest import (DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_TYPES, OciError, accept_variant,
-                                   error_body, page, parse_manifest, validate_digest, validate_name,
-                                   validate_reference)
+from depot.registry.oci_manifest import (DEFAULT_ACCEPT, DOCKER_LIST, DOCKER_MANIFEST, MANIFEST_TYPES, OciError,
+                                         accept_variant, error_body, page, parse_manifest, read_reference,
+                                         validate_digest, validate_name, validate_reference)
 from depot.registry.oci_proxy import ratelimit_value, upstream_image
 from depot.registry.oci_uploads import RangeInvalid, parse_content_range
 from depot.registry.repo import UpstreamAuth
@@ -42,10 +43,31 @@ def test_digests_and_references():
     assert validate_digest(D1) == D1
     assert code_of(validate_digest, "sha256:xyz") == "DIGEST_INVALID"
     assert code_of(validate_digest, "sha256:" + "A" * 64) == "DIGEST_INVALID"
-    assert code_of(validate_digest, "sha512:" + "a" * 128) == "UNSUPPORTED"
+    assert validate_digest("sha512:" + "a" * 128) == "sha512:" + "a" * 128     # image-spec registered
+    assert code_of(validate_digest, "sha512:" + "a" * 64) == "DIGEST_INVALID"
+    assert code_of(validate_digest, "sha384:" + "a" * 96) == "UNSUPPORTED"
     assert validate_reference("v1.0_rc-1") == "v1.0_rc-1"
     assert code_of(validate_reference, ".hidden") == "MANIFEST_INVALID"
     assert code_of(validate_reference, "x" * 129) == "MANIFEST_INVALID"
+
+
+def test_reads_of_a_reference_that_cannot_be_a_tag_are_manifest_unknown():
+    """The spec's tests read `.INVALID_MANIFEST_NAME` and expect 404 MANIFEST_UNKNOWN; a PUT of it
+    stays 400 MANIFEST_INVALID (validate_reference above)."""
+    with pytest.raises(OciError) as info:
+        read_reference(".INVALID_MANIFEST_NAME")
+    assert (info.value.status, info.value.code) == (404, "MANIFEST_UNKNOWN")
+    assert read_reference("v1") == "v1" and read_reference(D1) == D1
+    assert code_of(read_reference, "sha256:zzz") == "DIGEST_INVALID"
+
+
+def test_sha512_manifests_are_known_by_their_sha512_and_stored_by_sha256():
+    body = image_manifest()
+    found = parse_manifest(body, OCI_MANIFEST, "sha512")
+    assert found.digest == "sha512:" + hashlib.sha512(body).hexdigest()
+    assert found.sha256 == hashlib.sha256(body).hexdigest()
+    config = {"mediaType": EMPTY_CONFIG, "digest": "sha512:" + "b" * 128, "size": 2}
+    assert parse_manifest(artifact_manifest(config, [], "x/y"), None).blobs == [config["digest"]]
 
 
 def test_error_body_shape():
@@ -119,6 +141,16 @@ def test_accept_variants():
     assert accept_variant("")[1] == "all" and accept_variant("*/*")[0] == ", ".join(MANIFEST_TYPES)
     header, variant = accept_variant(f"{OCI_MANIFEST};q=0.9")
     assert header == OCI_MANIFEST and variant not in ("all", accept_variant(DOCKER_MANIFEST)[1])
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/html, */*", "application/x-garbage;q=1"])
+def test_an_accept_naming_no_manifest_type_asks_upstream_what_the_all_variant_asks(accept):
+    """Issue 10 item 7: `Accept: application/json` was sent upstream verbatim under the shared
+    variant "all", so its 404 was then served to every docker client. The variant is now a
+    function of exactly what goes upstream."""
+    assert accept_variant(accept) == (DEFAULT_ACCEPT, "all")
+    header, variant = accept_variant(f"application/json, {OCI_MANIFEST}")
+    assert header == OCI_MANIFEST and variant == accept_variant(OCI_MANIFEST)[1]
 
 
 def test_content_range_and_helpers():

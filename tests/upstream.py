@@ -34,7 +34,7 @@ Control API (never counted):
   ``after`` bytes (default half), then close; ``reset: true`` sends a TCP RST instead of
   FIN); ``short`` (Content-Length announces ``extra`` (default 100) bytes more than the
   whole body that is then sent, then a clean close); ``status`` (``status``, optional
-  ``body``, ``headers``); ``hang`` (read the request, never answer; closes after
+  ``body``, ``headers``, ``delay`` s before answering); ``hang`` (read the request, never answer; closes after
   ``seconds``, default 300).
 * ``PUT /_files/<path>`` writes a file (``?mtime=<epoch seconds>`` sets its mtime);
   ``DELETE /_files/<path>`` removes it.
@@ -270,6 +270,7 @@ async def _answer(request: web.Request, state: UpstreamState, spec: ModeSpec) ->
         await _flush_and_close(request, False)
         return web.Response(status=504)
     if spec.mode == "status":
+        await asyncio.sleep(float(spec.params.get("delay", 0)))
         return web.Response(status=int(spec.params.get("status", 500)),
                             text=str(spec.params.get("body", "")),
                             headers=spec.params.get("headers") or {})
