@@ -49,7 +49,10 @@ def loose_key(version: str) -> tuple[Any, ...]:
 
 
 def _loose_in(version: str, spec: str) -> bool:
-    """Comparators joined by ',' (all must hold): `<1.2`, `>=1.0,<2`, `==1.4.1`, or a bare version."""
+    """Comparators joined by ',' (all must hold): `<1.2`, `>=1.0,<2`, `==1.4.1`, or a bare version.
+    Something that does not look like a version (`latest`, `release-7`) is in no range."""
+    if not re.match(r"v?\d", version):
+        return False
     key = loose_key(version)
     for part in spec.split(","):
         found = _COMPARATOR.fullmatch(part)

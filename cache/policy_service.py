@@ -99,8 +99,8 @@ class PolicyService:
 
     def record(self, repo: RepoConfig, package: str, version: str | None, verdict: Verdict,
                mode: str, action: str) -> None:
-        """Count and remember a decision (each (repo, package, version, rule) once a minute)."""
-        key = (repo.name, package, version, verdict.rule)
+        """Count and remember a decision (each (repo, package, version, rule, action) once a minute)."""
+        key = (repo.name, package, version, verdict.rule + "/" + action)
         now = time.time()
         if now - self._counted.get(key, 0.0) < 60:
             return

@@ -3,6 +3,7 @@
 Hosted: `PUT /<repo>/<path>` (optional `X-Checksum-Sha256`), `GET`/`HEAD` with ETag, Range and
 conditional requests, `DELETE`. Proxy: `GET /<repo>/<path>` pulls `<upstream>/<path>`; paths
 matching `metadata_patterns` are metadata (metadata_ttl), everything else is immutable.
+The supply-chain policy's deny/allow rules match generic paths.
 A path holds one content unless the repository sets `allow_overwrite`; re-sending the same
 bytes is accepted (200), other bytes are refused (409), even when two uploads race.
 """
@@ -26,6 +27,11 @@ class Generic(TreeFormat):
 
     name = "generic"
     unmatched = "immutable"
+
+    def package_of(self, path: str) -> tuple[str, str]:
+        """A generic file is its own package (rules match paths: `deny: ["tools/*/beta/*"]`);
+        generic files carry no version or publish time, so only deny/allow apply to them."""
+        return path, ""
 
     def classify(self, repo: RepoConfig, path: str) -> TreeRule:
         metadata = any(fnmatch.fnmatchcase(path, pattern) for pattern in repo.metadata_patterns)

@@ -39,6 +39,9 @@ IMG = r"(?P<image>[^/].*?)"
 WRITES = "hosted group"          # a group writes to its deploy_to member
 
 
+_TAG_KEY = re.compile(r"(?P<image>.+)/manifests/(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})(@[^/]*)?")
+
+
 class Oci(Format):
     """The oci format: `dispatch_v2` maps /v2/… onto a repository and a route below."""
 
@@ -91,6 +94,12 @@ class Oci(Format):
         """A Docker token challenge pointing at depot's token service (`/-/token`)."""
         base = re.sub(r"/v2(/[^/]*)?\Z", "", base_url)
         return f'Bearer realm="{base}/-/token",service="depot"'
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(image, tag) of a manifest-by-tag key, for the supply-chain policy (tags by pattern:
+        `deny: ["library/node@<18"]`); digests and blobs belong to no tag."""
+        found = _TAG_KEY.fullmatch(path)
+        return (found["image"], found["tag"]) if found else None
 
     def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
         """The spec's error JSON."""

@@ -31,6 +31,7 @@ from cachetools import LRUCache
 from prometheus_client import Gauge
 from yarl import URL
 
+from depot.cache.api import VersionInfo
 from depot.cache.entries import Entry
 from depot.cache.policy import STALE_IF_ERROR
 from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
@@ -139,6 +140,7 @@ class OciProxy:
             cached = await self._open(ctx, spec, "manifest")
         else:
             key = f"{image}/manifests/{ref}@{variant}"
+            await ctx.check_policy(key)          # deny/allow rules on tags (403 DENIED)
             headers = {"Accept": accept, **await self._headers(ctx, image, key)}
             spec = FetchSpec(ctx.repo, key, url, Kind.METADATA, transform=_identity,
                              request_headers=headers, keep_headers=MANIFEST_HEADERS)
@@ -274,6 +276,8 @@ class OciProxy:
                 raise ValueError("tags is not a list of strings")
         except (ValueError, AttributeError, UpstreamFailed) as exc:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} sent a bad tag list: {exc}") from None
+        hidden = ctx.pull.hidden(VersionInfo(image, tag, None) for tag in tags)
+        tags = [tag for tag in tags if (image, tag) not in hidden]
         ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
         body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"),
                                   ctx.request.query.get("last"))
