@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (repo, path)
 );
 CREATE INDEX IF NOT EXISTS files_digest ON files (digest);
+-- what was ever published at a path of a hosted repository whose versions are immutable
+-- (npm versions, PyPI files): kept after deletion, so that a path is never reused with other bytes
+CREATE TABLE IF NOT EXISTS published (
+    repo TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (repo, path)
+);
 CREATE TABLE IF NOT EXISTS counters (
     repo TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -1,6 +1,7 @@
 """The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -102,13 +103,20 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
                                                    services.public_base(request) + mount)
         if denied is not None:
             return denied
-        ctx = Ctx(request, repo, path, match, services, mount=mount, extra={"principal": principal})
+        auth = request.app[access.AUTH]
+        # handlers re-check the caller on any other repository they switch to (Ctx.member)
+        ctx = Ctx(request, repo, path, match, services, mount=mount,
+                  extra={"principal": principal, "perm": access.required_perm(route, request.method),
+                         "allowed": functools.partial(auth.allowed, principal)})
         handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
         response = await handler(ctx)
-        access.record_outcome(request, route, repo, principal, response.status)
+        access.record_outcome(request, route, repo, principal, response.status, ctx.extra.get("audit_action"))
         return response
     except FormatError as exc:
-        return fmt.error(ctx, exc.status, exc.message, exc.code)
+        response = fmt.error(ctx, exc.status, exc.message, exc.code)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = fmt.challenge(services.public_base(request) + mount)
+        return response
     except ConnectionResetError:
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)

@@ -58,8 +58,48 @@ class Ctx:
         """Absolute public URL of this repository's mount point (no trailing slash)."""
         return self.services.public_base(self.request) + self.mount
 
-    def member(self, name: str) -> RepoConfig:
-        return self.services.repos[name]
+    def permits(self, repo: RepoConfig, perm: str) -> bool:
+        """Whether the caller may `perm` (read, write, delete, admin) on `repo`.
+
+        The front door (run_format) puts the caller's check in `extra["allowed"]`; a Ctx
+        built without one (unit tests of pure handlers) is unrestricted.
+        """
+        check = self.extra.get("allowed")
+        return True if check is None else bool(check(repo, perm))
+
+    def require(self, perm: str, repo: RepoConfig | None = None) -> RepoConfig:
+        """`repo` (default: this one) if the caller may `perm` it, else FormatError.
+
+        Anonymous callers get 401; others 404 for an unreadable repository (as if it held
+        nothing, like a group's read view) and 403 for a missing write/delete right.
+        """
+        repo = repo or self.repo
+        if self.permits(repo, perm):
+            return repo
+        principal = self.extra.get("principal")
+        anonymous = bool(getattr(principal, "anonymous", False))
+        audit = getattr(self.services, "audit", None)
+        if audit is not None:
+            audit.record({"write": "publish"}.get(perm, perm), "denied", getattr(principal, "label", None),
+                         self.request.remote, repo.name, method=self.request.method, path=self.request.path)
+        if anonymous:
+            raise FormatError(401, f"authentication required to {perm} {repo.name}", "UNAUTHORIZED")
+        if perm == "read":
+            raise FormatError(404, f"not found in {self.repo.name}")
+        raise FormatError(403, f"{getattr(principal, 'label', 'caller')} may not {perm} {repo.name}", "DENIED")
+
+    def member(self, name: str, perm: str = "read") -> RepoConfig:
+        """Another repository (a group's member), after checking the caller may `perm` it."""
+        return self.require(perm, self.services.repos[name])
+
+    def deploy_target(self, perm: str | None = None) -> "Ctx":
+        """This request seen by the repository that writes land in: a group's deploy_to member
+        (checked for `perm`, default the permission the route needed), else this repository."""
+        if not self.repo.is_group:
+            return self
+        if not self.repo.deploy_to:
+            raise FormatError(405, f"group {self.repo.name} has no deploy_to member")
+        return self.for_repo(self.member(self.repo.deploy_to, perm or self.extra.get("perm") or "read"))
 
     def for_repo(self, repo: RepoConfig) -> "Ctx":
         """The same request seen by another repository (a group's member)."""

@@ -88,11 +88,7 @@ class Generic(Format):
         raise failure or FormatError(404, f"{ctx.match['path']} not found in {ctx.repo.name}")
 
     def _target(self, ctx: Ctx) -> RepoConfig:
-        if ctx.repo.is_group:
-            if not ctx.repo.deploy_to:
-                raise FormatError(405, f"group {ctx.repo.name} has no deploy_to member")
-            return ctx.member(ctx.repo.deploy_to)
-        return ctx.repo
+        return ctx.deploy_target().repo
 
     async def put(self, ctx: Ctx) -> web.StreamResponse:
         path = validate_path(ctx.match["path"])
