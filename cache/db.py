@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS published (
     created REAL NOT NULL,
     PRIMARY KEY (repo, path)
 );
+-- the sha256 an immutable proxy file had when first fetched: outlives eviction, so that a
+-- refetch is verified against the same bytes (or refused)
+CREATE TABLE IF NOT EXISTS pins (
+    repo TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (repo, key)
+);
 CREATE TABLE IF NOT EXISTS counters (
     repo TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -272,25 +272,22 @@ class Npm(Format):
         raise failure or FormatError(404, f"{name}/-/{filename} not found")
 
     async def _proxy_tarball(self, ctx: Ctx, name: str, filename: str) -> Cached:
-        """A proxied tarball; every fetch is verified: against the sha256 of the first fetch
-        while its entry exists (a blob lost to eviction), else the packument's integrity."""
+        """A proxied tarball. Every fetch is verified: against the integrity of this repository's
+        packument, and (by the engine) a refetch after eviction against its first fetch's sha256."""
         repo, services = ctx.repo, ctx.services
         key = f"tarball/{name}/{filename}"
         url = _upstream_url(repo, f"{name}/-/{filename}")
         entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
-        if entry is not None:
-            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
-                                                      expect_sha256=entry.digest))
+        if entry is not None and services.pull.usable(entry):
+            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE))
         info = await self._tarball_info(ctx, name, filename)
         if info is None:
             log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
             raise NotFound(key)
-        integrity = pk.tarball_sri(info)
-        if integrity is None:
-            raise UpstreamFailed(502, f"the packument of {name} gives no integrity for {filename}")
         if info.get("url") and _same_origin(info["url"], repo.upstream or ""):
             url = info["url"]          # where the upstream says it is (never another host)
-        spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE, expect_integrity=integrity)
+        spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
+                         expect_integrity=pk.tarball_sri(info))
         return await services.pull.open(spec)
 
     def _packument_transform(self, repo: str, name: str, url: str) -> Callable[[bytes], bytes]:
