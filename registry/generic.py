@@ -2,7 +2,13 @@
 
 Hosted: `PUT /<repo>/<path>` (optional `X-Checksum-Sha256`), `GET`/`HEAD` with ETag, Range and
 conditional requests, `DELETE`. Proxy: `GET /<repo>/<path>` pulls `<upstream>/<path>`; paths
-matching `metadata_patterns` are metadata (metadata_ttl), everything else is immutable.
+matching `metadata_patterns` are metadata (metadata_ttl), everything else is immutable: it is
+pinned to the sha256 of its first fetch, so a refetch after eviction must bring the same bytes.
+
+Reuse rule: a generic path is a location, not a version. With `allow_overwrite` off a PUT
+over an existing path is refused (409); with it on, it replaces the file. Once a path is
+DELETEd (which needs the `delete` permission) it is free, and may be PUT again with other
+bytes. Formats whose paths name released versions (npm, PyPI) never reuse them instead.
 """
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -168,13 +167,13 @@ class Npm(Format):
         body, token = await self._combine(sources, abbreviated)
         if any(s.status == "HIT" and s.hosted for s in sources):
             ctx.services.metrics.hosted(ctx.repo)
-        headers = {**METADATA_HEADERS, "X-Cache": _x_cache(sources)}
+        headers = {**METADATA_HEADERS, "X-Cache": pk.x_cache(sources)}
         return respond_bytes(ctx.request, body, ctype, headers, digest=token)
 
-    async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[Source]:
+    async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[pk.Source]:
         """The rendered document of every member holding the package (hosted or proxied)."""
         repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
-        found: list[Source] = []
+        found: list[pk.Source] = []
         failure: FormatError | None = None
         for repo in repos:
             member = ctx.for_repo(repo)
@@ -193,7 +192,7 @@ class Npm(Format):
             raise failure
         return found
 
-    async def _combine(self, sources: list[Source], abbreviated: bool) -> tuple[bytes, str]:
+    async def _combine(self, sources: list[pk.Source], abbreviated: bool) -> tuple[bytes, str]:
         """One body from several members (merged, hosted first); cached by the members' tokens."""
         if len(sources) == 1:
             return sources[0].body, sources[0].token
@@ -222,7 +221,7 @@ class Npm(Format):
                          request_headers={"Accept": pk.JSON_TYPE}, content_type=pk.JSON_TYPE)
         return await ctx.services.pull.open(spec)
 
-    async def _proxy_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> Source:
+    async def _proxy_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source:
         """The proxied document for this client's base URL and variant (rendered once, kept)."""
         cached = await self._proxy_packument(ctx, name)
         assert cached.entry is not None          # a transformed fill is never streamed
@@ -235,7 +234,7 @@ class Npm(Format):
             self._rendered[key] = body
         ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
         token = hashlib.sha256(f"{cached.entry.digest}|{base}|{abbreviated}".encode()).hexdigest()
-        return Source(body, token, cached.status)
+        return pk.Source(body, token, cached.status)
 
     async def version(self, ctx: Ctx) -> web.StreamResponse:
         """`GET /<name>/<version|tag>`: one manifest, taken from the full document."""
@@ -328,7 +327,7 @@ class Npm(Format):
         body = await ctx.services.blobs.read(found.digest)
         return await asyncio.to_thread(pk.offload, pk.loads, body), found.digest
 
-    async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> Source | None:
+    async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source | None:
         found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
         if found is None:
             return None
@@ -339,7 +338,7 @@ class Npm(Format):
             body = await asyncio.to_thread(pk.render_stored, stored, ctx.base_url, abbreviated)
             self._rendered[key] = body
         token = hashlib.sha256(f"{found.digest}|{ctx.base_url}|{abbreviated}".encode()).hexdigest()
-        return Source(body, token, "HIT", hosted=True)
+        return pk.Source(body, token, "HIT", hosted=True)
 
     async def _change(self, ctx: Ctx, name: str, mutate: Mutate, create: bool = False) -> dict[str, Any]:
         """Read-modify-write the hosted document; `await mutate(doc)` edits it (or raises
@@ -558,25 +557,6 @@ class Npm(Format):
 def _republish(release: pub.Publish) -> FormatError:
     return FormatError(403, f"cannot publish over the previously published version "
                             f"{release.name}@{release.version}")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One member's rendered document, what identifies it (for ETags and merges), its status."""
-
-    body: bytes
-    token: str
-    status: str                     # HIT | MISS | STALE | REVALIDATED
-    hosted: bool = False
-
-
-def _x_cache(sources: list[Source]) -> str:
-    """What a combined document reports: the worst of its proxied members' cache statuses."""
-    statuses = {s.status for s in sources}
-    for status in ("STALE", "MISS", "REVALIDATED"):
-        if status in statuses:
-            return status
-    return "HIT"
 
 
 def _same_origin(url: str, other: str) -> bool:

@@ -18,6 +18,7 @@ import multiprocessing
 import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -275,6 +276,25 @@ def render_proxied(stored: bytes, base_url: str, abbreviated: bool) -> bytes:
 
 
 # ----------------------------------------------------------------------------- groups
+
+@dataclass(frozen=True)
+class Source:
+    """One member's rendered document, what identifies it (for ETags and merges), its status."""
+
+    body: bytes
+    token: str
+    status: str                     # HIT | MISS | STALE | REVALIDATED
+    hosted: bool = False
+
+
+def x_cache(sources: list[Source]) -> str:
+    """What a combined document reports: the worst of its members' cache statuses."""
+    statuses = {s.status for s in sources}
+    for status in ("STALE", "MISS", "REVALIDATED"):
+        if status in statuses:
+            return status
+    return "HIT"
+
 
 def merge_packuments(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge members' documents in order: earlier members win versions, dist-tags and fields."""

@@ -391,3 +391,12 @@ def test_deleted_file_name_is_never_reused_with_other_bytes(env: SimpleNamespace
     assert get(f"{env.depot.url}/local/simple/dpt-reuse/").status == 404
     again = _post(url, form, "dpt_reuse-1.0.tar.gz", b"the first bytes")     # the same file: fine
     assert again.status_code == 200, again.text
+
+
+def test_project_pages_do_not_depend_on_the_host(env: SimpleNamespace) -> None:
+    """Issue 10 item 15, checked for PyPI: links are relative, so neither the stored page nor
+    what a client gets depends on the Host it used (a guard: this held before the issue)."""
+    url = f"{env.depot.url}/remote/simple/dpt-herd/"
+    for accept in ("text/html", JSON_TYPE):
+        bodies = {get(url, headers={"Host": f"mirror{i}.example", "Accept": accept}).body for i in range(4)}
+        assert len(bodies) == 1 and b"mirror" not in next(iter(bodies))
