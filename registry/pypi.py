@@ -331,7 +331,7 @@ class PyPI(Format):
         files = await _version_files(ctx, repo)
         value: bool | str = False
         if ctx.request.method == "POST":
-            value = await _yank_reason(ctx.request) or True
+            value = await _yank_reason(ctx.request, ctx.services.settings.client_timeout) or True
         for stored in files:
             await ctx.services.catalog.update_meta(repo.name, stored.path, {**stored.meta, "yanked": value})
         state = "yanked" if value is not False else "un-yanked"
@@ -516,9 +516,9 @@ async def _version_files(ctx: Ctx, repo: RepoConfig) -> list[HostedFile]:
     return files
 
 
-async def _yank_reason(request: web.Request) -> str:
-    """The reason: form field `reason` (urlencoded) or the plain-text body."""
-    text = (await request.content.read(4096)).decode("utf-8", errors="replace").strip()
+async def _yank_reason(request: web.Request, idle: float) -> str:
+    """The reason: form field `reason` (urlencoded) or the plain-text body (its first 4 KiB)."""
+    text = (await _timed(request.content.read(4096), idle)).decode("utf-8", errors="replace").strip()
     if request.content_type == "application/x-www-form-urlencoded" and "reason=" in text:
         return parse_qs(text).get("reason", [""])[0].strip()
     return text
