@@ -21,6 +21,28 @@ class HostedFile:
     created: float = 0.0
 
 
+ANY = "*"          # Write.expect: replace whatever the path holds
+
+
+@dataclass(frozen=True)
+class Write:
+    """One file of an all-or-nothing commit.
+
+    expect: None — the path must be free; a digest — the path must still hold it; ANY — replace.
+    once: also remember the bytes as published at this path for good (see `published_digest`).
+    delete: remove the path instead (nothing to expect; `once` remembers what it held).
+    """
+
+    path: str
+    digest: str
+    size: int
+    content_type: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    expect: str | None = ANY
+    once: bool = False
+    delete: bool = False
+
+
 def _row(row: sqlite3.Row) -> HostedFile:
     return HostedFile(row["repo"], row["path"], row["digest"], row["size"], row["content_type"],
                       json.loads(row["meta"]), row["created"])
@@ -66,54 +88,61 @@ class Catalog:
             return cur.rowcount == 1
         return await self.db.run(work)
 
+    async def commit(self, repo: str, writes: list[Write]) -> bool:
+        """Write several files in ONE transaction: all of them, or (when an expectation fails,
+        or on any error) none. Blobs must be stored before; the rows are what publishes them."""
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not all(_apply(conn, repo, write) for write in writes):
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return await self.db.run(work)
+
+    async def published_digest(self, repo: str, path: str) -> str | None:
+        """The sha256 once published at `path` (even if deleted since); None if never."""
+        rows = await self.db.execute("SELECT sha256 FROM published WHERE repo = ? AND path = ?", (repo, path))
+        return rows[0]["sha256"] if rows else None
+
+    async def remember(self, repo: str, path: str, sha256: str) -> None:
+        """Record bytes as published at `path` unless something already is (before a deletion)."""
+        await self.db.execute("INSERT OR IGNORE INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)",
+                              (repo, path, sha256, time.time()))
+
     async def get(self, repo: str, path: str) -> HostedFile | None:
         rows = await self.db.execute("SELECT * FROM files WHERE repo = ? AND path = ?", (repo, path))
         return _row(rows[0]) if rows else None
 
     async def delete(self, repo: str, path: str, tombstone: bool = False) -> bool:
-        """Remove a file; with `tombstone`, remember its digest so the path can never be
-        published again with other content."""
+        """Remove a file; with `tombstone`, remember what it held as published for good, so the
+        path can never take other bytes again (see published_digest)."""
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute("SELECT digest FROM files WHERE repo = ? AND path = ?", (repo, path)).fetchone()
-                if row is not None:
-                    conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, path))
-                    if tombstone:
-                        conn.execute("INSERT OR REPLACE INTO tombstones (repo, path, digest, deleted)"
-                                     " VALUES (?, ?, ?, ?)", (repo, path, row["digest"], time.time()))
+                existed = conn.execute("SELECT 1 FROM files WHERE repo = ? AND path = ?",
+                                       (repo, path)).fetchone() is not None
+                _apply(conn, repo, Write(path, "", 0, delete=True, once=tombstone))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return row is not None
+            return existed
         return await self.db.run(work)
 
     async def tombstone(self, repo: str, path: str) -> str | None:
-        """The digest a deleted, tombstoned path held, or None."""
-        rows = await self.db.execute("SELECT digest FROM tombstones WHERE repo = ? AND path = ?", (repo, path))
-        return rows[0]["digest"] if rows else None
+        """The digest once published for good at `path` (None if never): see published_digest."""
+        return await self.published_digest(repo, path)
 
     async def put_all_new(self, repo: str, rows: list[tuple[str, str, int, str | None, dict[str, Any]]]) -> bool:
         """Create every (path, digest, size, content_type, meta) in one transaction, only if
         none of the paths exists; False (and nothing written) otherwise."""
-        def work(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for path, digest, size, content_type, meta in rows:
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO files (repo, path, digest, size, content_type, meta, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (repo, path, digest, size, content_type, json.dumps(meta), time.time()))
-                    if cur.rowcount != 1:
-                        conn.execute("ROLLBACK")
-                        return False
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return True
-        return await self.db.run(work)
+        return await self.commit(repo, [Write(path, digest, size, content_type, meta, expect=None)
+                                        for path, digest, size, content_type, meta in rows])
 
     async def list(self, repo: str, prefix: str = "") -> list[HostedFile]:
         """Files of a repository whose path starts with prefix, ordered by path."""
@@ -129,6 +158,33 @@ class Catalog:
                                (json.dumps(meta), repo, path))
             return cur.rowcount > 0
         return await self.db.run(work)
+
+
+def _apply(conn: sqlite3.Connection, repo: str, write: Write) -> bool:
+    """One write of a commit (inside its transaction); False when its expectation fails."""
+    if write.delete:
+        if write.once:
+            conn.execute("INSERT OR IGNORE INTO published (repo, path, sha256, created)"
+                         " SELECT repo, path, digest, ? FROM files WHERE repo = ? AND path = ?",
+                         (time.time(), repo, write.path))
+        conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, write.path))
+        return True
+    values = (write.digest, write.size, write.content_type, json.dumps(write.meta), time.time())
+    if write.expect is None:
+        done = conn.execute("INSERT OR IGNORE INTO files (digest, size, content_type, meta, created, repo, path)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?)", (*values, repo, write.path)).rowcount == 1
+    elif write.expect == ANY:
+        done = conn.execute("INSERT OR REPLACE INTO files (digest, size, content_type, meta, created, repo, path)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?)", (*values, repo, write.path)).rowcount == 1
+    else:
+        done = conn.execute("UPDATE files SET digest = ?, size = ?, content_type = ?, meta = ?, created = ?"
+                            " WHERE repo = ? AND path = ? AND digest = ?",
+                            (*values, repo, write.path, write.expect)).rowcount == 1
+    if done and write.once:
+        verb = "REPLACE" if write.expect == ANY else "IGNORE"
+        conn.execute(f"INSERT OR {verb} INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)",
+                     (repo, write.path, write.digest, time.time()))
+    return done
 
 
 def snapshot_files(conn: sqlite3.Connection, repos: list[str]) -> list[dict[str, Any]]:

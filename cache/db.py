@@ -43,12 +43,22 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (repo, path)
 );
 CREATE INDEX IF NOT EXISTS files_digest ON files (digest);
-CREATE TABLE IF NOT EXISTS tombstones (
+-- what was ever published at a path of a hosted repository whose versions are immutable
+-- (npm versions, PyPI files): kept after deletion, so that a path is never reused with other bytes
+CREATE TABLE IF NOT EXISTS published (
     repo TEXT NOT NULL,
     path TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    deleted REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
     PRIMARY KEY (repo, path)
+);
+-- the sha256 an immutable proxy file had when first fetched: outlives eviction, so that a
+-- refetch is verified against the same bytes (or refused)
+CREATE TABLE IF NOT EXISTS pins (
+    repo TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (repo, key)
 );
 CREATE TABLE IF NOT EXISTS counters (
     repo TEXT NOT NULL,

@@ -83,6 +83,16 @@ class EntryIndex:
              json.dumps(entry.headers), entry.etag, entry.last_modified, entry.kind,
              entry.fetched_at, entry.expires_at, now))
 
+    async def pin(self, repo: str, key: str, sha256: str) -> None:
+        """Remember the bytes an immutable key had when first fetched (never evicted)."""
+        await self.db.execute("INSERT OR IGNORE INTO pins (repo, key, sha256) VALUES (?, ?, ?)",
+                              (repo, key, sha256))
+
+    async def pinned(self, repo: str, key: str) -> str | None:
+        """The sha256 an immutable key was first fetched with, if it ever was."""
+        rows = await self.db.execute("SELECT sha256 FROM pins WHERE repo = ? AND key = ?", (repo, key))
+        return rows[0]["sha256"] if rows else None
+
     async def refresh(self, entry: Entry) -> None:
         """Update only the freshness times of an entry (after a 304)."""
         self.memory[(entry.repo, entry.key)] = entry

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import os
@@ -121,6 +122,10 @@ class PullThrough:
     def all_metrics(self) -> list[RepoMetrics]:
         return list(self._metrics.values())
 
+    def usable(self, entry: Entry) -> bool:
+        """Whether an entry's bytes are still here (a lost or evicted blob means a refetch)."""
+        return self._usable(entry)
+
     def _usable(self, entry: Entry) -> bool:
         if entry.size <= self.memory.item_max and self.memory.get(entry.digest) is not None:
             return True
@@ -132,9 +137,10 @@ class PullThrough:
         entry = self.entries.cached(repo.name, key)
         if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
             entry = await self.entries.get(repo.name, key)
+        lost = None
         if entry is not None and not self._usable(entry):
             await self.entries.delete(repo.name, key)
-            entry = None
+            entry, lost = None, entry
         stored = Stored(entry.expires_at, bool(entry.etag or entry.last_modified)) if entry else None
         # the negative cache is on disk (shared by workers): asked off the loop, and only on a miss
         negative = entry is None and await asyncio.to_thread(self.entries.is_negative, repo.name, key)
@@ -144,7 +150,19 @@ class PullThrough:
         if action is Action.NEGATIVE:
             self.metrics(repo).result("negative")
             raise NotFound(key, cached=True)
-        return await self._fetch(spec, entry)
+        return await self._fetch(await self._pinned(spec, lost), entry)
+
+    async def _pinned(self, spec: FetchSpec, lost: Entry | None) -> FetchSpec:
+        """An immutable key is fetched again (its blob was evicted or lost) only to get the very
+        bytes of its first fetch: the spec, expecting the sha256 pinned then (or the lost entry's)."""
+        if spec.kind is not Kind.IMMUTABLE or spec.transform is not None:
+            return spec
+        pinned = await self.entries.pinned(spec.repo.name, spec.key) or (lost.digest if lost else None)
+        if pinned is None or spec.expect_sha256 is None:
+            return spec if pinned is None else dataclasses.replace(spec, expect_sha256=pinned)
+        if spec.expect_sha256.lower() != pinned:
+            raise UpstreamFailed(502, f"{spec.key} changed upstream since it was first fetched")
+        return spec
 
     async def _fetch(self, spec: FetchSpec, stale: Entry | None) -> Cached:
         fid = fl.Flights.flight_id(spec.repo.name, spec.key)
@@ -325,6 +343,8 @@ class PullThrough:
                       response.headers.get("ETag"), response.headers.get("Last-Modified"),
                       spec.kind.value, now, None if ttl is None else now + ttl)
         await self.entries.put(entry)
+        if spec.kind is Kind.IMMUTABLE and spec.transform is None:
+            await self.entries.pin(spec.repo.name, spec.key, digest)
         await asyncio.to_thread(self.entries.clear_negative, spec.repo.name, spec.key)
         self.flights.finish(flight, lock, "done")
         if self.on_stored is not None:

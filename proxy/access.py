@@ -87,13 +87,14 @@ def _challenge(fmt: Format, base_url: str, message: str) -> web.Response:
 
 
 def record_outcome(request: web.Request, route: Route, repo: RepoConfig, principal: Principal,
-                   status: int) -> None:
-    """Audit successful publishes and deletions."""
+                   status: int, action: str | None = None) -> None:
+    """Audit successful publishes and deletions; `action` (set by the handler, e.g. "delete"
+    for an npm update that removed versions) overrides what the route's permission implies."""
     perm = required_perm(route, request.method)
     if perm in WRITE_ACTIONS and status < 400:
         target = checked_repo(repo, request.app[AUTH].repos, perm)
-        request.app[AUDIT].record(WRITE_ACTIONS[perm], "ok", principal.label, request.remote, target.name,
-                                  method=request.method, path=request.path, status=status)
+        request.app[AUDIT].record(action or WRITE_ACTIONS[perm], "ok", principal.label, request.remote,
+                                  target.name, method=request.method, path=request.path, status=status)
 
 
 _SCOPE = re.compile(r"^(repository|registry):([^:]+):([a-z*,]*)$")

@@ -1,6 +1,7 @@
 """The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -106,16 +107,22 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
                                                    services.public_base(request) + mount)
         if denied is not None:
             return denied
-        ctx = Ctx(request, repo, path, match, services, mount=mount, extra={"principal": principal, "format": fmt})
+        auth = request.app[access.AUTH]
+        # handlers re-check the caller on any other repository they switch to (Ctx.member)
+        ctx = Ctx(request, repo, path, match, services, mount=mount,
+                  extra={"principal": principal, "format": fmt, "perm": access.required_perm(route, request.method),
+                         "allowed": functools.partial(auth.allowed, principal)})
         handler: Callable[[Ctx], Awaitable[web.StreamResponse]] = getattr(fmt, route.handler)
         response = await handler(ctx)
-        access.record_outcome(request, route, repo, principal, response.status)
+        access.record_outcome(request, route, repo, principal, response.status, ctx.extra.get("audit_action"))
         if not repo.is_hosted and not response.prepared and "X-Cache" not in response.headers:
             response.headers["X-Cache"] = "MISS"       # every proxy and group answer says where it came from
         return response
     except FormatError as exc:
         response = fmt.error(ctx, exc.status, exc.message, exc.code)
         response.headers.update(exc.headers)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = fmt.challenge(services.public_base(request) + mount)
         if not repo.is_hosted and "X-Cache" not in response.headers:
             response.headers["X-Cache"] = exc.x_cache or "MISS"
         return response

@@ -71,8 +71,50 @@ class Ctx:
         """Absolute public URL of this repository's mount point (no trailing slash)."""
         return self.services.public_base(self.request) + self.mount
 
-    def member(self, name: str) -> RepoConfig:
-        return self.services.repos[name]
+    def permits(self, repo: RepoConfig, perm: str) -> bool:
+        """Whether the caller may `perm` (read, write, delete, admin) on `repo`.
+
+        The front door (run_format) puts the caller's check in `extra["allowed"]`; a Ctx
+        built without one (unit tests of pure handlers) is unrestricted.
+        """
+        check = self.extra.get("allowed")
+        return True if check is None else bool(check(repo, perm))
+
+    def require(self, perm: str, repo: RepoConfig | None = None) -> RepoConfig:
+        """`repo` (default: this one) if the caller may `perm` it, else FormatError.
+
+        Anonymous callers get 401; others 404 for an unreadable repository (as if it held
+        nothing, like a group's read view) and 403 for a missing write/delete right.
+        """
+        repo = repo or self.repo
+        if self.permits(repo, perm):
+            return repo
+        principal = self.extra.get("principal")
+        anonymous = bool(getattr(principal, "anonymous", False))
+        audit = getattr(self.services, "audit", None)
+        if audit is not None:
+            audit.record({"write": "publish"}.get(perm, perm), "denied", getattr(principal, "label", None),
+                         self.request.remote, repo.name, method=self.request.method, path=self.request.path)
+        if anonymous:
+            raise FormatError(401, f"authentication required to {perm} {repo.name}", "UNAUTHORIZED")
+        if perm == "read":
+            raise FormatError(404, f"not found in {self.repo.name}")
+        raise FormatError(403, f"{getattr(principal, 'label', 'caller')} may not {perm} {repo.name}", "DENIED")
+
+    def member(self, name: str, perm: str = "read") -> RepoConfig:
+        """Another repository (a group's member), after checking the caller may `perm` it."""
+        return self.require(perm, self.services.repos[name])
+
+    def deploy_target(self, perm: str | None = None) -> "Ctx":
+        """This request seen by the repository that writes land in: a group's deploy_to member
+        (checked for `perm`, default the permission the route needed), else this repository."""
+        if self.repo.is_proxy:
+            raise FormatError(405, f"proxy repository {self.repo.name} does not accept uploads")
+        if not self.repo.is_group:
+            return self
+        if not self.repo.deploy_to:
+            raise FormatError(405, f"group {self.repo.name} has no deploy_to member")
+        return self.for_repo(self.member(self.repo.deploy_to, perm or self.extra.get("perm") or "read"))
 
     def for_repo(self, repo: RepoConfig) -> "Ctx":
         """The same request seen by another repository (a group's member)."""
@@ -108,12 +150,8 @@ class Ctx:
         return self.extra.get("principal")
 
     def allowed(self, repo: RepoConfig, perm: str) -> bool:
-        """Whether the caller holds `perm` on `repo` (for handlers that switch repository)."""
-        auth = self.services.auth
-        principal = self.principal
-        if auth is None or principal is None:
-            return True
-        return bool(auth.allowed(principal, repo, perm))
+        """Whether the caller holds `perm` on `repo` (same as permits())."""
+        return self.permits(repo, perm)
 
     def body(self, limit: int | None = None) -> AsyncIterator[bytes]:
         """The request body in chunks: 413 past `limit` (default the repository's max_upload),
@@ -129,18 +167,6 @@ class Ctx:
     def members(self) -> list["Ctx"]:
         """A group's members as the caller may read them, in configured order."""
         return [self.for_repo(self.member(name)) for name in self.repo.members]
-
-    def deploy_target(self, perm: str = "write") -> "Ctx":
-        """Where a write lands: this hosted repository, or a group's deploy_to member (the
-        caller's `perm` re-checked on that member). 405 for proxies and groups without one."""
-        if self.repo.is_hosted:
-            return self
-        if self.repo.is_group and self.repo.deploy_to:
-            target = self.member(self.repo.deploy_to)
-            if not self.allowed(target, perm):
-                raise FormatError(403, f"no {perm} permission on {target.name}")
-            return self.for_repo(target)
-        raise FormatError(405, f"{self.repo.type} repository {self.repo.name} does not accept uploads")
 
     async def first_member(self, answer: Callable[["Ctx"], Awaitable[T]], what: str = "") -> T:
         """Ask each member in order; the first answer wins. When none has it: the first

@@ -2,10 +2,15 @@
 
 Hosted: `PUT /<repo>/<path>` (optional `X-Checksum-Sha256`), `GET`/`HEAD` with ETag, Range and
 conditional requests, `DELETE`. Proxy: `GET /<repo>/<path>` pulls `<upstream>/<path>`; paths
-matching `metadata_patterns` are metadata (metadata_ttl), everything else is immutable.
+matching `metadata_patterns` are metadata (metadata_ttl), everything else is immutable: it is
+pinned to the sha256 of its first fetch, so a refetch after eviction must bring the same bytes.
 The supply-chain policy's deny/allow rules match generic paths.
-A path holds one content unless the repository sets `allow_overwrite`; re-sending the same
-bytes is accepted (200), other bytes are refused (409), even when two uploads race.
+
+Reuse rule: a generic path is a location, not a version. With `allow_overwrite` off a PUT over
+an existing path with other bytes is refused (409), even when two uploads race; the same bytes
+again are accepted (200). With it on, it replaces the file. Once a path is DELETEd (which needs
+the `delete` permission) it is free, and may be PUT again with other bytes. Formats whose paths
+name released versions (npm, PyPI) never reuse them instead.
 """
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """npm: packuments, tarballs, publish, dist-tags, deprecate, unpublish, search, audit relay.
 
 Protocol translation only; the document work lives in npm_packument (pure) and the upload
-checks in npm_publish (pure). Proxy packuments are rewritten and abbreviated once, at fill
-time, and stored per (variant, public base URL); a hit serves the stored bytes as they are.
+checks in npm_publish (pure). A proxy fetches ONE document per package (the full packument),
+stores it with its tarball index and tarball URLs on a placeholder base, and renders it per
+client (abbreviated or not, on the client's own base URL), keeping the rendered bytes.
+Every proxied tarball fetch is verified (see _proxy_tarball); everything derived from an
+upstream is keyed by repository.
 Hosted documents live in the catalog at `<name>/package.json`, tarballs at `<name>/-/<file>`.
 """
 from __future__ import annotations
@@ -16,12 +19,13 @@ import secrets
 import shutil
 import subprocess
 import threading
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache
 
+from depot.cache.catalog import ANY, Write
 from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from depot.cache.serve import respond_blob, respond_bytes
 
@@ -39,6 +43,7 @@ REV = r"(?P<rev>[^/]+)"
 # is keyed by request path alone: a packument's body depends on Accept and on the Host too.
 METADATA_HEADERS = {"Cache-Control": "no-cache"}
 TARBALL_TYPE = "application/octet-stream"
+Mutate = Callable[[dict[str, Any]], Awaitable[list[Write]]]   # edits a hosted document
 FILL_INDEXES = 4096                 # packuments whose tarball index is remembered from their fill
 AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "npm-command")
 
@@ -77,10 +82,6 @@ def _file(ctx: Ctx, name: str) -> str:
     return filename
 
 
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 class Npm(Format):
     name = "npm"
     routes = (
@@ -104,9 +105,10 @@ class Npm(Format):
 
     def __init__(self) -> None:
         self._rendered: LRUCache[tuple[Any, ...], bytes] = LRUCache(maxsize=256 * 2**20, getsizeof=len)
-        self._indexes: LRUCache[str, dict[str, dict[str, str]]] = LRUCache(maxsize=512)
-        # tarball indexes taken from packuments as they were filled (written from fill threads)
-        self._fill_indexes: dict[str, dict[str, dict[str, str]]] = {}
+        # tarball indexes by (repository, stored packument digest): never shared across upstreams
+        self._indexes: LRUCache[tuple[str, str], dict[str, dict[str, str]]] = LRUCache(maxsize=512)
+        # tarball indexes taken from packuments as they were filled, by (repository, package)
+        self._fill_indexes: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         self._fill_lock = threading.Lock()
         self._locks: LRUCache[tuple[str, str], asyncio.Lock] = LRUCache(maxsize=4096)
 
@@ -134,7 +136,7 @@ class Npm(Format):
 
         Without an authenticator (open appliance) any name gets a throw-away token.
         """
-        body = await _read_body(ctx.request, 64 * 1024)
+        body = await _read_body(ctx, 64 * 1024)
         doc = pub.parse_json_body(body or b"{}")
         user = str(doc.get("name") or ctx.match["user"])
         auth = getattr(ctx.services, "auth", None)
@@ -158,31 +160,30 @@ class Npm(Format):
             and "write" not in ctx.request.query
         ctype = pk.ABBREVIATED_TYPE if abbreviated else pk.JSON_TYPE
         if ctx.repo.is_group and "write" in ctx.request.query:
-            ctx = ctx.for_repo(self._deploy_target(ctx))
+            ctx = ctx.deploy_target("read")       # the caller must be able to read that member
         sources = await self._sources(ctx, name, abbreviated)
         if not sources:
             raise FormatError(404, f"package {name} not found")
-        if len(sources) == 1 and isinstance(sources[0][1], Cached):
-            return ctx.services.pull.respond(ctx.request, sources[0][1], METADATA_HEADERS)
-        body, token = await self._combine(ctx, sources, abbreviated)
-        ctx.services.metrics.hosted(ctx.repo)
-        headers = {**METADATA_HEADERS, "X-Cache": _x_cache(s for _, s in sources)}
+        body, token = await self._combine(sources, abbreviated)
+        if any(s.status == "HIT" and s.hosted for s in sources):
+            ctx.services.metrics.hosted(ctx.repo)
+        headers = {**METADATA_HEADERS, "X-Cache": pk.x_cache(sources)}
         return respond_bytes(ctx.request, body, ctype, headers, digest=token)
 
-    async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[tuple[str, Any]]:
-        """(member name, rendered bytes or Cached) for every member holding the package."""
+    async def _sources(self, ctx: Ctx, name: str, abbreviated: bool) -> list[pk.Source]:
+        """The rendered document of every member holding the package (hosted or proxied)."""
         repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
-        found: list[tuple[str, Any]] = []
+        found: list[pk.Source] = []
         failure: FormatError | None = None
         for repo in repos:
             member = ctx.for_repo(repo)
             try:
                 if repo.is_hosted:
-                    body = await self._hosted_rendered(member, name, abbreviated)
-                    if body is not None:
-                        found.append((repo.name, body))
+                    source = await self._hosted_rendered(member, name, abbreviated)
+                    if source is not None:
+                        found.append(source)
                 else:
-                    found.append((repo.name, await self._proxy_packument(member, name, abbreviated)))
+                    found.append(await self._proxy_rendered(member, name, abbreviated))
             except NotFound:
                 continue
             except UpstreamFailed as exc:
@@ -191,18 +192,15 @@ class Npm(Format):
             raise failure
         return found
 
-    async def _combine(self, ctx: Ctx, sources: list[tuple[str, Any]],
-                       abbreviated: bool) -> tuple[bytes, str | None]:
-        """One body from several members (merged, hosted first); cached by the members' digests."""
-        tokens = [_token(source) for _, source in sources]
-        token = None if None in tokens else \
-            hashlib.sha256("|".join([*map(str, tokens), str(abbreviated)]).encode()).hexdigest()
-        merged = self._rendered.get(("merge", token)) if token else None
+    async def _combine(self, sources: list[pk.Source], abbreviated: bool) -> tuple[bytes, str]:
+        """One body from several members (merged, hosted first); cached by the members' tokens."""
+        if len(sources) == 1:
+            return sources[0].body, sources[0].token
+        token = hashlib.sha256("|".join([*(s.token for s in sources), str(abbreviated)]).encode()).hexdigest()
+        merged = self._rendered.get(("merge", token))
         if merged is None:
-            parts = [await ctx.services.pull.read(s) if isinstance(s, Cached) else s for _, s in sources]
-            merged = await asyncio.to_thread(pk.merge_bodies, parts)
-            if token:
-                self._rendered[("merge", token)] = merged
+            merged = await asyncio.to_thread(pk.merge_bodies, [s.body for s in sources])
+            self._rendered[("merge", token)] = merged
         return merged, token
 
     async def _document(self, ctx: Ctx, name: str, abbreviated: bool) -> dict[str, Any]:
@@ -210,22 +208,33 @@ class Npm(Format):
         sources = await self._sources(ctx, name, abbreviated)
         if not sources:
             raise FormatError(404, f"package {name} not found")
-        body, _ = await self._combine(ctx, sources, abbreviated)
+        body, _ = await self._combine(sources, abbreviated)
         return await asyncio.to_thread(pk.offload, pk.loads, body)
 
-    async def _proxy_packument(self, ctx: Ctx, name: str, abbreviated: bool) -> Cached:
-        """The rewritten upstream packument (variant and base URL are part of the key)."""
-        repo, base = ctx.repo, ctx.base_url
-        assert repo.upstream is not None
-        variant = "corgi" if abbreviated else "full"
-        accept = f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8" if abbreviated else pk.JSON_TYPE
-        spec = FetchSpec(
-            repo, f"packument/{name}/{variant}/{_short(base)}", _upstream_url(repo, pk.escaped_name(name)),
-            Kind.METADATA, transform=self._packument_transform(name, base, abbreviated,
-                                                               _upstream_url(repo, pk.escaped_name(name))),
-            request_headers={"Accept": accept},
-            content_type=pk.ABBREVIATED_TYPE if abbreviated else pk.JSON_TYPE)
+    async def _proxy_packument(self, ctx: Ctx, name: str) -> Cached:
+        """The upstream's full packument: ONE cache entry per package and repository, whatever
+        the variant or the Host asked for (both are applied when rendering)."""
+        repo = ctx.repo
+        url = _upstream_url(repo, pk.escaped_name(name))
+        spec = FetchSpec(repo, f"packument/{name}", url, Kind.METADATA,
+                         transform=self._packument_transform(repo.name, name, url),
+                         request_headers={"Accept": pk.JSON_TYPE}, content_type=pk.JSON_TYPE)
         return await ctx.services.pull.open(spec)
+
+    async def _proxy_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source:
+        """The proxied document for this client's base URL and variant (rendered once, kept)."""
+        cached = await self._proxy_packument(ctx, name)
+        assert cached.entry is not None          # a transformed fill is never streamed
+        base = ctx.base_url
+        key = ("proxy", cached.entry.digest, base, abbreviated)
+        body = self._rendered.get(key)
+        if body is None:
+            stored = await ctx.services.pull.read(cached)
+            body = await asyncio.to_thread(pk.render_proxied, stored, base, abbreviated)
+            self._rendered[key] = body
+        ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
+        token = hashlib.sha256(f"{cached.entry.digest}|{base}|{abbreviated}".encode()).hexdigest()
+        return pk.Source(body, token, cached.status)
 
     async def version(self, ctx: Ctx) -> web.StreamResponse:
         """`GET /<name>/<version|tag>`: one manifest, taken from the full document."""
@@ -262,16 +271,15 @@ class Npm(Format):
         raise failure or FormatError(404, f"{name}/-/{filename} not found")
 
     async def _proxy_tarball(self, ctx: Ctx, name: str, filename: str) -> Cached:
+        """A proxied tarball. Every fetch is verified: against the integrity of this repository's
+        packument, and (by the engine) a refetch after eviction against its first fetch's sha256."""
         repo, services = ctx.repo, ctx.services
         key = f"tarball/{name}/{filename}"
         url = _upstream_url(repo, f"{name}/-/{filename}")
         entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
-        if entry is not None:
-            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE))
-        with self._fill_lock:
-            info = self._fill_indexes.get(name, {}).get(filename)
-        if info is None:
-            info = (await self._tarball_index(ctx, name)).get(filename)
+        if entry is not None and services.pull.usable(entry):
+            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE))
+        info = await self._tarball_info(ctx, name, filename)
         if info is None:
             log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
             raise NotFound(key)
@@ -281,37 +289,35 @@ class Npm(Format):
                          expect_integrity=pk.tarball_sri(info))
         return await services.pull.open(spec)
 
-    def _packument_transform(self, name: str, base: str, abbreviated: bool,
-                             url: str) -> Callable[[bytes], bytes]:
-        """Rewrite the packument and, for ordinary sizes, remember its tarball index, so the
-        first tarball request after a packument miss does not fetch the packument again."""
+    def _packument_transform(self, repo: str, name: str, url: str) -> Callable[[bytes], bytes]:
+        """Store the packument (index line + document) and, for ordinary sizes, remember its
+        tarball index, so the first tarball request after the fill need not read it back."""
         def transform(body: bytes) -> bytes:
-            out = pk.transform_packument(body, base_url=base, name=name, abbreviated=abbreviated)
+            out = pk.store_proxied(body, name, url)
             if len(body) < pk.OFFLOAD_THRESHOLD:
-                index = json.loads(pk.tarball_index_json(body, packument_url=url))
+                index = pk.stored_index(out)
                 with self._fill_lock:
-                    self._fill_indexes[name] = index
+                    self._fill_indexes[(repo, name)] = index
                     if len(self._fill_indexes) > FILL_INDEXES:
                         self._fill_indexes.pop(next(iter(self._fill_indexes)))
             return out
         return transform
 
-    async def _tarball_index(self, ctx: Ctx, name: str) -> dict[str, dict[str, str]]:
-        """`{file: {version, integrity, shasum, url}}` from the upstream packument (own cache key)."""
+    async def _tarball_info(self, ctx: Ctx, name: str, filename: str) -> dict[str, str] | None:
+        """`{version, integrity, shasum, url}` of a tarball, from this repository's packument."""
         repo = ctx.repo
-        url = _upstream_url(repo, pk.escaped_name(name))
-        spec = FetchSpec(repo, f"index/{name}", url, Kind.METADATA,
-                         transform=functools.partial(pk.tarball_index_json, packument_url=url),
-                         request_headers={"Accept": f"{pk.ABBREVIATED_TYPE}; q=1.0, application/json; q=0.8"},
-                         content_type=pk.JSON_TYPE)
-        cached = await ctx.services.pull.open(spec)
-        digest = cached.entry.digest if cached.entry else None
-        index = self._indexes.get(digest) if digest else None
+        with self._fill_lock:
+            info = self._fill_indexes.get((repo.name, name), {}).get(filename)
+        if info is not None:
+            return info
+        cached = await self._proxy_packument(ctx, name)
+        assert cached.entry is not None
+        index = self._indexes.get((repo.name, cached.entry.digest))
         if index is None:
-            index = await asyncio.to_thread(json.loads, await ctx.services.pull.read(cached))
-            if digest:
-                self._indexes[digest] = index
-        return index
+            stored = await ctx.services.pull.read(cached)
+            index = await asyncio.to_thread(pk.stored_index, stored)
+            self._indexes[(repo.name, cached.entry.digest)] = index
+        return index.get(filename)
 
     # ------------------------------------------------------------------ hosted documents
     async def _hosted_doc(self, ctx: Ctx, name: str) -> tuple[dict[str, Any], str] | None:
@@ -321,7 +327,7 @@ class Npm(Format):
         body = await ctx.services.blobs.read(found.digest)
         return await asyncio.to_thread(pk.offload, pk.loads, body), found.digest
 
-    async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> bytes | None:
+    async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source | None:
         found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
         if found is None:
             return None
@@ -331,14 +337,16 @@ class Npm(Format):
             stored = await ctx.services.blobs.read(found.digest)
             body = await asyncio.to_thread(pk.render_stored, stored, ctx.base_url, abbreviated)
             self._rendered[key] = body
-        return body
+        token = hashlib.sha256(f"{found.digest}|{ctx.base_url}|{abbreviated}".encode()).hexdigest()
+        return pk.Source(body, token, "HIT", hosted=True)
 
-    async def _change(self, ctx: Ctx, name: str, mutate: Callable[[dict[str, Any]], None],
-                      create: bool = False) -> dict[str, Any]:
-        """Read-modify-write the hosted document; `mutate(doc)` edits it or raises FormatError.
+    async def _change(self, ctx: Ctx, name: str, mutate: Mutate, create: bool = False) -> dict[str, Any]:
+        """Read-modify-write the hosted document; `await mutate(doc)` edits it (or raises
+        FormatError) and returns the other files to write along with it.
 
-        Serialised in this process by a lock, and across worker processes by a
-        compare-and-swap on the catalog entry (retried when another writer got there first).
+        The document and those files are committed in ONE catalog transaction (all or nothing),
+        guarded by a compare-and-swap on the document (retried when another writer, maybe in
+        another worker process, got there first); serialised in this process by a lock.
         """
         path, services = f"{name}/package.json", ctx.services
         async with self._lock(ctx.repo, name):
@@ -347,10 +355,10 @@ class Npm(Format):
                 if current is None and not create:
                     raise FormatError(404, f"package {name} not found")
                 doc, expect = current if current is not None else (pk.new_hosted(name), None)
-                mutate(doc)
+                writes = await mutate(doc)
                 digest, size = await services.blobs.put_bytes(pk.dumps(doc))
-                if await services.catalog.swap(ctx.repo.name, path, expect, digest, size,
-                                               pk.JSON_TYPE, {"rev": doc.get("_rev")}):
+                document = Write(path, digest, size, pk.JSON_TYPE, {"rev": doc.get("_rev")}, expect=expect)
+                if await services.catalog.commit(ctx.repo.name, [*writes, document]):
                     return doc
         raise FormatError(409, f"document update conflict on {name}; try again")
 
@@ -360,81 +368,78 @@ class Npm(Format):
             lock = self._locks[(repo.name, name)] = asyncio.Lock()
         return lock
 
-    def _deploy_target(self, ctx: Ctx) -> RepoConfig:
-        if ctx.repo.is_group:
-            if not ctx.repo.deploy_to:
-                raise FormatError(405, f"group {ctx.repo.name} has no deploy_to member")
-            return ctx.member(ctx.repo.deploy_to)
-        return ctx.repo
-
     def _writable(self, ctx: Ctx) -> Ctx:
-        return ctx.for_repo(self._deploy_target(ctx)) if ctx.repo.is_group else ctx
+        return ctx.deploy_target()
 
     # ------------------------------------------------------------------ publish and updates
     async def publish(self, ctx: Ctx) -> web.StreamResponse:
-        """`PUT /<name>`: a publish (with `_attachments`) or a metadata update (deprecate)."""
+        """`PUT /<name>`: a publish (with `_attachments`) or a metadata update (deprecate).
+
+        All or nothing: the tarball blob is stored first, then its catalog row, the record
+        that this version had these bytes, and the new document in one transaction; a failure
+        anywhere leaves nothing that blocks a retry. A version number is never reused with
+        other bytes, not even after it was unpublished (unless the repository allows overwrite).
+        """
         ctx = self._writable(ctx)
         name = _name(ctx)
-        limit = int(ctx.repo.options.get("max_tarball_size", pub.MAX_TARBALL))
-        body = await _read_body(ctx.request, limit * 4 // 3 + pub.MAX_MANIFEST + 65536)
+        limit = min(int(ctx.repo.options.get("max_tarball_size", pub.MAX_TARBALL)), ctx.repo.max_upload)
+        body = await _read_body(ctx, limit * 4 // 3 + pub.MAX_MANIFEST + 65536)
         incoming = await asyncio.to_thread(pub.parse_json_body, body)
         if not pub.is_publish(incoming):
             return await self._apply_update(ctx, name, incoming, rev=None)
         release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
-        overwrite = ctx.repo.allow_overwrite
-
-        def add(doc: dict[str, Any]) -> None:
-            if release.version in doc["versions"] and not overwrite:
-                raise _republish(release)
-            pk.add_version(doc, release.manifest, release.filename, release.tags)
-
+        overwrite, catalog = ctx.repo.allow_overwrite, ctx.services.catalog
+        path = f"{name}/-/{release.filename}"
         current = await self._hosted_doc(ctx, name)
         if current is not None and release.version in current[0]["versions"] and not overwrite:
             raise _republish(release)
-        path = await self._store_tarball(ctx, release)
-        try:
-            doc = await self._change(ctx, name, add, create=True)
-        except FormatError:
-            await ctx.services.catalog.delete(ctx.repo.name, path)
-            raise
+        digest, size = await ctx.services.blobs.put_bytes(release.tarball)
+        before = await catalog.published_digest(ctx.repo.name, path)
+        if before is not None and before != digest and not overwrite:
+            raise FormatError(403, f"{name}@{release.version} was published before with other content; "
+                                   "a version number is never reused")
+        meta = {"version": release.version, "integrity": release.integrity, "shasum": release.shasum}
+
+        async def add(doc: dict[str, Any]) -> list[Write]:
+            if release.version in doc["versions"] and not overwrite:
+                raise _republish(release)
+            # a row without a version in the document is an orphan (a publish that died before
+            # this was atomic): replace it, since no document ever pointed at it
+            orphan = None if overwrite else await catalog.get(ctx.repo.name, path)
+            pk.add_version(doc, release.manifest, release.filename, release.tags)
+            expect = ANY if overwrite else (orphan.digest if orphan else None)
+            return [Write(path, digest, size, TARBALL_TYPE, meta, expect=expect, once=True)]
+
+        doc = await self._change(ctx, name, add, create=True)
         ctx.services.metrics.publish(ctx.repo)
         return _json(201, {"ok": True, "id": name, "rev": doc["_rev"], "success": True})
-
-    async def _store_tarball(self, ctx: Ctx, release: pub.Publish) -> str:
-        """Store the tarball at `<name>/-/<file>` (claimed atomically unless overwriting)."""
-        services, path = ctx.services, f"{release.name}/-/{release.filename}"
-        digest, size = await services.blobs.put_bytes(release.tarball)
-        meta = {"version": release.version, "integrity": release.integrity, "shasum": release.shasum}
-        if ctx.repo.allow_overwrite:
-            await services.catalog.put(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta)
-        elif not await services.catalog.put_new(ctx.repo.name, path, digest, size, TARBALL_TYPE, meta):
-            raise _republish(release)
-        return path
 
     async def update(self, ctx: Ctx) -> web.StreamResponse:
         """`PUT /<name>/-rev/<rev>`: npm unpublish (one version) and deprecate send the document."""
         ctx = self._writable(ctx)
         name = _name(ctx)
-        body = await _read_body(ctx.request, 64 * 2**20)
+        body = await _read_body(ctx, min(64 * 2**20, ctx.repo.max_upload + pub.MAX_MANIFEST))
         incoming = await asyncio.to_thread(pub.parse_json_body, body)
         return await self._apply_update(ctx, name, incoming, rev=ctx.match["rev"])
 
     async def _apply_update(self, ctx: Ctx, name: str, incoming: dict[str, Any],
                             rev: str | None) -> web.StreamResponse:
-        removed: list[str] = []
-
-        def apply(doc: dict[str, Any]) -> None:
+        """A metadata PUT. Removing versions is a deletion: it needs the `delete` permission,
+        is audited as one, and drops the versions' tarballs in the same commit."""
+        async def apply(doc: dict[str, Any]) -> list[Write]:
             if rev is not None and rev != doc.get("_rev"):
                 raise FormatError(409, f"document update conflict: revision {rev} is not current")
             try:
-                removed[:] = pk.apply_update(doc, incoming)
+                removed = pk.apply_update(doc, incoming)
             except ValueError as exc:
                 raise FormatError(400, str(exc)) from None
+            if removed:
+                ctx.require("delete")
+                ctx.extra["audit_action"] = "delete"
+            return [Write(f"{name}/-/{pk.tarball_filename(name, v)}", "", 0, delete=True, once=True)
+                    for v in removed]
 
         doc = await self._change(ctx, name, apply)
-        for version in removed:
-            filename = pk.tarball_filename(name, version)
-            await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
         return _json(200, {"ok": True, "id": name, "rev": doc["_rev"]})
 
     async def delete_tarball(self, ctx: Ctx) -> web.StreamResponse:
@@ -446,19 +451,21 @@ class Npm(Format):
         if current is not None and any((m.get("dist") or {}).get("tarball") == filename
                                        for m in current[0]["versions"].values()):
             raise FormatError(409, f"{filename} still belongs to a published version")
-        await ctx.services.catalog.delete(ctx.repo.name, f"{name}/-/{filename}")
+        await ctx.services.catalog.commit(ctx.repo.name, [Write(f"{name}/-/{filename}", "", 0, delete=True,
+                                                                once=True)])
         return _json(200, {"ok": True})
 
     async def delete_package(self, ctx: Ctx) -> web.StreamResponse:
-        """`DELETE /<name>/-rev/<rev>`: unpublish every version."""
+        """`DELETE /<name>/-rev/<rev>`: unpublish every version (their numbers stay used)."""
         ctx = self._writable(ctx)
         name = _name(ctx)
         async with self._lock(ctx.repo, name):
             if await self._hosted_doc(ctx, name) is None:
                 raise FormatError(404, f"package {name} not found")
-            for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/"):
-                if found.path == f"{name}/package.json" or found.path.startswith(f"{name}/-/"):
-                    await ctx.services.catalog.delete(ctx.repo.name, found.path)
+            doomed = [Write(found.path, "", 0, delete=True, once=found.path.startswith(f"{name}/-/"))
+                      for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/")
+                      if found.path == f"{name}/package.json" or found.path.startswith(f"{name}/-/")]
+            await ctx.services.catalog.commit(ctx.repo.name, doomed)
         return _json(200, {"ok": True})
 
     # ------------------------------------------------------------------ dist-tags
@@ -473,9 +480,9 @@ class Npm(Format):
         tag = pub.check_tag(ctx.match["tag"])
         version = None
         if ctx.request.method == "PUT":
-            version = pub.parse_tag_body(await _read_body(ctx.request, 4096))
+            version = pub.parse_tag_body(await _read_body(ctx, 4096))
 
-        def retag(doc: dict[str, Any]) -> None:
+        async def retag(doc: dict[str, Any]) -> list[Write]:
             if version is not None:
                 if version not in doc["versions"]:
                     raise FormatError(404, f"version {version} of {name} not found")
@@ -485,6 +492,7 @@ class Npm(Format):
             elif doc["dist-tags"].pop(tag, None) is None:
                 raise FormatError(404, f"{tag} is not a dist-tag on {name}")
             pk.touch(doc)
+            return []
 
         doc = await self._change(ctx, name, retag)
         return _json(201 if version else 200, {"ok": True, "id": name, "rev": doc["_rev"]})
@@ -529,7 +537,7 @@ class Npm(Format):
     async def _relay(self, ctx: Ctx, method: str, path: str) -> web.StreamResponse:
         """Pass a request through to the upstream as it is (no caching)."""
         repo = ctx.repo
-        data = await _read_body(ctx.request, 32 * 2**20) if method != "GET" else None
+        data = await _read_body(ctx, 32 * 2**20) if method != "GET" else None
         url = _upstream_url(repo, path)
         if ctx.request.query_string:
             url += "?" + ctx.request.query_string
@@ -551,22 +559,6 @@ def _republish(release: pub.Publish) -> FormatError:
                             f"{release.name}@{release.version}")
 
 
-def _x_cache(sources: Any) -> str:
-    """What a combined document reports: the worst of its proxied members' cache statuses."""
-    statuses = {s.status for s in sources if isinstance(s, Cached)}
-    for status in ("STALE", "MISS", "REVALIDATED"):
-        if status in statuses:
-            return status
-    return "HIT"
-
-
-def _token(source: Any) -> str | None:
-    """What identifies a member's document: its stored digest, or the hash of rendered bytes."""
-    if isinstance(source, Cached):
-        return source.entry.digest if source.entry is not None else None
-    return hashlib.sha256(source).hexdigest()
-
-
 def _same_origin(url: str, other: str) -> bool:
     a, b = urlsplit(url), urlsplit(other)
     return (a.scheme, a.netloc) == (b.scheme, b.netloc) and a.scheme in ("http", "https")
@@ -584,9 +576,11 @@ def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes with 413 (and stalled clients with 408)."""
-    return b"".join([chunk async for chunk in body_chunks(request, limit, chunk_size=1 << 20)])
+async def _read_body(ctx: Ctx, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes with 413 while it arrives (so at most
+    `limit` bytes are ever held) and clients stalled for `client_timeout` with 408."""
+    idle = ctx.services.settings.client_timeout
+    return b"".join([chunk async for chunk in body_chunks(ctx.request, limit, idle, chunk_size=1 << 20)])
 
 
 FORMAT = Npm

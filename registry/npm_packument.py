@@ -18,6 +18,7 @@ import multiprocessing
 import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -198,8 +199,12 @@ def transform_packument(body: bytes, base_url: str, name: str, abbreviated: bool
 
 
 def _index(body: bytes) -> dict[str, dict[str, str]]:
+    return _index_of(loads(body))
+
+
+def _index_of(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
     index: dict[str, dict[str, str]] = {}
-    for version, manifest in (loads(body).get("versions") or {}).items():
+    for version, manifest in (doc.get("versions") or {}).items():
         dist = manifest.get("dist") if isinstance(manifest, dict) else None
         if not isinstance(dist, dict) or not isinstance(dist.get("tarball"), str):
             continue
@@ -221,7 +226,75 @@ def tarball_index(body: bytes) -> dict[str, dict[str, str]]:
     return offload(_index, body)
 
 
+# ----------------------------------------------------------------------------- proxied documents
+#
+# A proxy stores ONE document per package and upstream: the full packument, with its tarball
+# URLs pointing at BASE_MARK, preceded by one line of JSON, the tarball index (file -> version,
+# integrity, shasum, absolute upstream URL). Clients get it rendered: abbreviated when asked
+# and with BASE_MARK replaced by their public base URL, so neither the variant nor the Host
+# is part of the cache key, and the index that verifies tarballs lives as long as the document.
+
+BASE_MARK = "http://depot.invalid/-depot-base-"
+_MARK = BASE_MARK.encode()
+
+
+def _store_proxied(body: bytes, name: str, packument_url: str) -> bytes:
+    doc = loads(body)
+    index = _index_of(doc)
+    for entry in index.values():
+        entry["url"] = urljoin(packument_url, entry["url"])
+    doc = rewrite_tarballs(doc, BASE_MARK, name)
+    doc.pop("_rev", None)
+    return json.dumps(index, separators=(",", ":")).encode() + b"\n" + dumps(doc)
+
+
+def store_proxied(body: bytes, name: str, packument_url: str) -> bytes:
+    """The fill-time transform of an upstream packument: index line + rewritten full document.
+
+    Blocking (a child process for large documents): the engine calls it from a worker thread.
+    """
+    return offload(_store_proxied, body, name, packument_url)
+
+
+def stored_index(stored: bytes) -> dict[str, dict[str, str]]:
+    """The tarball index line of a stored proxied document."""
+    return json.loads(stored[:stored.index(b"\n")])
+
+
+def _render_proxied(stored: bytes, base_url: str, abbreviated: bool) -> bytes:
+    body = stored[stored.index(b"\n") + 1:]
+    if abbreviated:
+        body = dumps(abbreviate(loads(body)))
+    return body.replace(_MARK, json.dumps(base_url.rstrip("/"))[1:-1].encode())
+
+
+def render_proxied(stored: bytes, base_url: str, abbreviated: bool) -> bytes:
+    """A stored proxied document as a client gets it (its own base URL, maybe abbreviated)."""
+    if not abbreviated:                   # a byte substitution: cheap even for large documents
+        return _render_proxied(stored, base_url, False)
+    return offload(_render_proxied, stored, base_url, abbreviated)
+
+
 # ----------------------------------------------------------------------------- groups
+
+@dataclass(frozen=True)
+class Source:
+    """One member's rendered document, what identifies it (for ETags and merges), its status."""
+
+    body: bytes
+    token: str
+    status: str                     # HIT | MISS | STALE | REVALIDATED
+    hosted: bool = False
+
+
+def x_cache(sources: list[Source]) -> str:
+    """What a combined document reports: the worst of its members' cache statuses."""
+    statuses = {s.status for s in sources}
+    for status in ("STALE", "MISS", "REVALIDATED"):
+        if status in statuses:
+            return status
+    return "HIT"
+
 
 def merge_packuments(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge members' documents in order: earlier members win versions, dist-tags and fields."""

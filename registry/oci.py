@@ -402,11 +402,9 @@ class Oci(Format):
     # ---------------------------------------------------------------- groups
     def _target(self, ctx: Ctx) -> Ctx:
         """Writes to a group go to its deploy_to member."""
-        if not ctx.repo.is_group:
-            return ctx
-        if not ctx.repo.deploy_to:
+        if ctx.repo.is_group and not ctx.repo.deploy_to:
             raise OciError(405, "UNSUPPORTED", f"group {ctx.repo.name} has no deploy_to member")
-        return ctx.for_repo(ctx.member(ctx.repo.deploy_to))
+        return ctx.deploy_target()
 
     async def _first(self, ctx: Ctx, hosted: str, proxy: str, code: str) -> web.StreamResponse:
         """The first member's answer that is not a 404."""

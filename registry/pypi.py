@@ -39,7 +39,7 @@ from cachetools import LRUCache
 from packaging.version import InvalidVersion, Version
 
 from depot.cache.blobs import DigestMismatch, TooLarge
-from depot.cache.catalog import HostedFile
+from depot.cache.catalog import ANY, HostedFile, Write
 from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from depot.cache.serve import respond_blob, respond_bytes
 
@@ -48,7 +48,6 @@ from . import pypi_upload as upl
 from .base import Ctx, Format, FormatError, route
 from .repo import RepoConfig, UpstreamAuth
 
-MAX_UPLOAD_SIZE = 2 * 2**30
 PAGE_CACHE_ITEMS = 512
 _STATUS_ORDER = ("MISS", "STALE", "REVALIDATED", "HIT")   # the first present wins for a merged answer
 
@@ -297,7 +296,7 @@ class PyPI(Format):
         repo = _write_repo(ctx)
         if not ctx.request.content_type.startswith("multipart/form-data"):
             raise FormatError(400, "expected a multipart/form-data upload (twine legacy API)")
-        fields, stored = await _read_upload(ctx)
+        fields, stored = await _read_upload(ctx, repo)
         if stored is None:
             raise FormatError(400, "missing file in the 'content' part")
         filename, digest, size, hasher = stored
@@ -312,13 +311,17 @@ class PyPI(Format):
             meta["metadata_sha256"], meta["metadata_size"] = await ctx.services.blobs.put_bytes(metadata)
         path, catalog = f"{upload.project}/{upload.filename}", ctx.services.catalog
         ctype = "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
-        if repo.allow_overwrite:
-            await catalog.put(repo.name, path, digest, size, ctype, meta)
-        elif not await catalog.put_new(repo.name, path, digest, size, ctype, meta):
-            raise FormatError(400, f"File already exists: {upload.filename} in {repo.name}")
+        before = await catalog.published_digest(repo.name, path)
+        if before is not None and before != digest and not repo.allow_overwrite:
+            # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
+            raise FormatError(400, f"File already exists: {upload.filename} was uploaded to {repo.name} "
+                                   "before with other content; file names cannot be reused")
+        writes = [Write(path, digest, size, ctype, meta, expect=ANY if repo.allow_overwrite else None, once=True)]
         if metadata is not None:   # its own row, so that blob GC sees the reference
-            await catalog.put(repo.name, path + ".metadata", meta["metadata_sha256"], len(metadata),
-                              "text/plain; charset=utf-8", {"metadata_of": upload.filename})
+            writes.append(Write(path + ".metadata", meta["metadata_sha256"], len(metadata),
+                                "text/plain; charset=utf-8", {"metadata_of": upload.filename}))
+        if not await catalog.commit(repo.name, writes):          # the file and its metadata, or nothing
+            raise FormatError(400, f"File already exists: {upload.filename} in {repo.name}")
         ctx.services.metrics.publish(repo)
         return web.Response(text=f"OK: {upload.filename}\n")
 
@@ -328,7 +331,7 @@ class PyPI(Format):
         files = await _version_files(ctx, repo)
         value: bool | str = False
         if ctx.request.method == "POST":
-            value = await _yank_reason(ctx.request) or True
+            value = await _yank_reason(ctx.request, ctx.services.settings.client_timeout) or True
         for stored in files:
             await ctx.services.catalog.update_meta(repo.name, stored.path, {**stored.meta, "yanked": value})
         state = "yanked" if value is not False else "un-yanked"
@@ -338,9 +341,10 @@ class PyPI(Format):
         """Delete every file of one version of a project."""
         repo = _write_repo(ctx)
         files = await _version_files(ctx, repo)
-        for stored in files:
-            await ctx.services.catalog.delete(repo.name, stored.path)
-            await ctx.services.catalog.delete(repo.name, stored.path + ".metadata")
+        # the file names stay used: re-uploading one later must bring the same bytes
+        await ctx.services.catalog.commit(repo.name, [
+            Write(path, "", 0, delete=True, once=not path.endswith(".metadata"))
+            for stored in files for path in (stored.path, stored.path + ".metadata")])
         return web.Response(text=f"deleted {len(files)} file(s)\n")
 
 
@@ -361,11 +365,8 @@ def _read_repos(ctx: Ctx) -> list[RepoConfig]:
 
 
 def _write_repo(ctx: Ctx) -> RepoConfig:
-    if ctx.repo.is_group:
-        if not ctx.repo.deploy_to:
-            raise FormatError(405, f"group {ctx.repo.name} has no deploy_to repository")
-        return ctx.member(ctx.repo.deploy_to)
-    return ctx.repo
+    """The repository a write lands in (a group's deploy_to, the caller's right re-checked)."""
+    return ctx.deploy_target().repo
 
 
 def _upstream_base(repo: RepoConfig) -> str:
@@ -420,21 +421,35 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
-async def _next_part(reader: Any) -> Any:
-    """The next multipart part; a malformed body is the client's error (400), not ours."""
+async def _timed(step: Awaitable[Any], idle: float) -> Any:
+    """One read of the upload body: 408 when the client stalls, 400 when the body is malformed."""
     try:
-        return await reader.next()
-    except ValueError as exc:
+        return await asyncio.wait_for(step, timeout=idle)
+    except asyncio.TimeoutError:
+        raise FormatError(408, f"client sent nothing for {idle:.0f} s") from None
+    except (ValueError, AssertionError, LookupError) as exc:   # aiohttp's multipart parser
         raise FormatError(400, f"malformed multipart body: {exc}") from None
 
 
-async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, str, int, upl.Hasher] | None]:
-    """Form fields and the stored `content` part: (filename, sha256, size, hasher)."""
-    reader = await ctx.request.multipart()
+async def _read_upload(ctx: Ctx, repo: RepoConfig
+                       ) -> tuple[dict[str, str], tuple[str, str, int, upl.Hasher] | None]:
+    """Form fields and the stored `content` part: (filename, sha256, size, hasher).
+
+    Streamed: the file goes to the blob store as it arrives, limited to the repository's
+    `max_upload`, and every read gives up after `client_timeout` without data.
+    """
+    limit, idle = repo.max_upload, ctx.services.settings.client_timeout
+    declared = ctx.request.content_length
+    if declared is not None and declared > limit + upl.MAX_FIELDS_TOTAL:
+        raise FormatError(413, f"upload of {declared} bytes is larger than the limit of {limit}")
+    try:
+        reader = await ctx.request.multipart()
+    except (ValueError, AssertionError, LookupError) as exc:   # e.g. no boundary in Content-Type
+        raise FormatError(400, f"malformed multipart request: {exc}") from None
     fields: dict[str, str] = {}
     stored = None
     total = count = 0
-    while (part := await _next_part(reader)) is not None:
+    while (part := await _timed(reader.next(), idle)) is not None:
         if not isinstance(part, BodyPartReader):
             raise FormatError(400, "nested multipart is not supported")
         count += 1
@@ -443,9 +458,9 @@ async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, str, int, u
         if part.name == "content" and part.filename is not None:
             if stored is not None:
                 raise FormatError(400, "more than one file in the upload")
-            stored = await _store_content(ctx, part)
+            stored = await _store_content(ctx, part, limit, idle)
             continue
-        value = await _read_field(part, upl.MAX_FIELD_SIZE)
+        value = await _read_field(part, upl.MAX_FIELD_SIZE, idle)
         total += len(value)
         if total > upl.MAX_FIELDS_TOTAL:
             raise FormatError(400, "form fields too large")
@@ -454,26 +469,27 @@ async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, str, int, u
     return fields, stored
 
 
-async def _store_content(ctx: Ctx, part: BodyPartReader) -> tuple[str, str, int, upl.Hasher]:
+async def _store_content(ctx: Ctx, part: BodyPartReader, limit: int,
+                         idle: float) -> tuple[str, str, int, upl.Hasher]:
     hasher = upl.Hasher()
 
     async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await part.read_chunk(256 * 1024):
+        while chunk := await _timed(part.read_chunk(256 * 1024), idle):
             hasher.update(chunk)
             yield chunk
 
     try:
-        digest, size = await ctx.services.blobs.put_stream(chunks(), max_size=MAX_UPLOAD_SIZE)
+        digest, size = await ctx.services.blobs.put_stream(chunks(), max_size=limit)
     except TooLarge:
-        raise FormatError(413, f"file larger than {MAX_UPLOAD_SIZE} bytes") from None
+        raise FormatError(413, f"file larger than the limit of {limit} bytes") from None
     except DigestMismatch as exc:  # pragma: no cover - no expectation is passed
         raise FormatError(400, str(exc)) from None
     return os.path.basename(part.filename or ""), digest, size, hasher
 
 
-async def _read_field(part: BodyPartReader, limit: int) -> bytes:
+async def _read_field(part: BodyPartReader, limit: int, idle: float) -> bytes:
     data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):
+    while chunk := await _timed(part.read_chunk(64 * 1024), idle):
         data += chunk
         if len(data) > limit:
             raise FormatError(400, f"form field {part.name!r} too large")
@@ -500,9 +516,9 @@ async def _version_files(ctx: Ctx, repo: RepoConfig) -> list[HostedFile]:
     return files
 
 
-async def _yank_reason(request: web.Request) -> str:
-    """The reason: form field `reason` (urlencoded) or the plain-text body."""
-    text = (await request.content.read(4096)).decode("utf-8", errors="replace").strip()
+async def _yank_reason(request: web.Request, idle: float) -> str:
+    """The reason: form field `reason` (urlencoded) or the plain-text body (its first 4 KiB)."""
+    text = (await _timed(request.content.read(4096), idle)).decode("utf-8", errors="replace").strip()
     if request.content_type == "application/x-www-form-urlencoded" and "reason=" in text:
         return parse_qs(text).get("reason", [""])[0].strip()
     return text

@@ -300,14 +300,15 @@ def test_large_packument_cached_and_loop_responsive(static: Upstream, down: Depo
             stop.set()
             prober.join()
         print(f"{label}: {timings}; /-/healthz worst {max(latencies):.3f}s over {len(latencies)}")
-        assert [t[0] for t in timings] == ["MISS", "HIT", "HIT"]
+        # the corgi variant is derived from the full document already stored: no second fill
+        assert [t[0] for t in timings] == (["MISS", "HIT", "HIT"] if label == "full" else ["HIT"] * 3)
         assert max(t[1] for t in timings[1:]) < 2.0
         assert max(latencies) < 2.5                      # generous: shared CI machines
         parsed = json.loads(got)
         assert parsed["versions"]["1.0.7"]["dist"]["tarball"] == \
             f"{down.url}/static-remote/bigpkg/-/bigpkg-1.0.7.tgz"
         assert ("readme" in parsed["versions"]["1.0.7"]) == (label == "full")
-    assert static.count("/bigpkg") == 2                 # one fill per variant
+    assert static.count("/bigpkg") == 1                 # one upstream document for both variants
 
 
 # ---------------------------------------------------------------------------- 5. integrity

@@ -359,3 +359,44 @@ def test_access_control_on_a_secure_depot(env: SimpleNamespace, depot_factory: A
     authed = secure.url.replace("http://", f"http://admin:{ADMIN}@")
     pip_install(f"{authed}/local/simple/", tmp_path / "t", "dpt-leaf")
     assert installed(tmp_path / "t") == {"dpt_leaf==1.0"}
+
+
+# ---------------------------------------------------------------- upload limits and reuse
+
+def _sdist_form(name: str, version: str) -> dict[str, str]:
+    return {"name": name, "version": version, "filetype": "sdist", "pyversion": "source",
+            "metadata_version": "2.1"}
+
+
+def test_upload_honours_max_upload_and_malformed_multipart_is_400(depot_factory: Any) -> None:
+    small = depot_factory({"local": {"format": "pypi", "type": "hosted", "max_upload": "1MiB"}})
+    url = f"{small.url}/local/"
+    refused = _post(url, _sdist_form("dpt-big", "1.0"), "dpt_big-1.0.tar.gz", os.urandom(2 * 2**20))
+    assert refused.status_code == 413, refused.text
+    assert get(f"{small.url}/local/simple/dpt-big/").status == 404          # nothing stored
+    fits = _post(url, _sdist_form("dpt-big", "1.0"), "dpt_big-1.0.tar.gz", os.urandom(2**19))
+    assert fits.status_code == 200, fits.text
+    body = b'--xyz\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n--xyz--\r\n'
+    for ctype in ("multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=abc"):
+        answer = requests.post(url, data=body, headers={"Content-Type": ctype}, auth=("admin", ADMIN), timeout=30)
+        assert answer.status_code == 400, (ctype, answer.status_code, answer.text)
+
+
+def test_deleted_file_name_is_never_reused_with_other_bytes(env: SimpleNamespace) -> None:
+    url, form = f"{env.depot.url}/local/", _sdist_form("dpt-reuse", "1.0")
+    assert _post(url, form, "dpt_reuse-1.0.tar.gz", b"the first bytes").status_code == 200
+    assert requests.delete(f"{url}dpt-reuse/1.0", auth=("admin", ADMIN), timeout=10).ok
+    other = _post(url, form, "dpt_reuse-1.0.tar.gz", b"other bytes under the same name")
+    assert other.status_code == 400 and "cannot be reused" in other.text
+    assert get(f"{env.depot.url}/local/simple/dpt-reuse/").status == 404
+    again = _post(url, form, "dpt_reuse-1.0.tar.gz", b"the first bytes")     # the same file: fine
+    assert again.status_code == 200, again.text
+
+
+def test_project_pages_do_not_depend_on_the_host(env: SimpleNamespace) -> None:
+    """Issue 10 item 15, checked for PyPI: links are relative, so neither the stored page nor
+    what a client gets depends on the Host it used (a guard: this held before the issue)."""
+    url = f"{env.depot.url}/remote/simple/dpt-herd/"
+    for accept in ("text/html", JSON_TYPE):
+        bodies = {get(url, headers={"Host": f"mirror{i}.example", "Accept": accept}).body for i in range(4)}
+        assert len(bodies) == 1 and b"mirror" not in next(iter(bodies))

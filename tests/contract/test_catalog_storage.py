@@ -96,3 +96,19 @@ def test_negative_cache_expires(storage):
     neg.set_negative("r", "gone", 60, 410)
     neg.clear_negative("r", "gone")
     assert not neg.is_negative("r", "gone")
+
+
+def test_commit_is_all_or_nothing_with_expectations(storage):
+    from depot.cache.catalog import ANY, Write
+    cat = storage.catalog
+    assert run(cat.commit("r", [Write("a", D1, 1, expect=None), Write("b", D2, 2, expect=None, once=True)]))
+    assert not run(cat.commit("r", [Write("c", D3, 3, expect=None), Write("a", D2, 1, expect=D3)]))
+    assert run(cat.get("r", "c")) is None and run(cat.get("r", "a")).digest == D1
+    assert run(cat.commit("r", [Write("a", D2, 1, expect=D1), Write("c", D3, 3, expect=ANY)]))
+    assert run(cat.published_digest("r", "b")) == D2 and run(cat.published_digest("r", "a")) is None
+
+
+def test_pins_outlive_entries(storage):
+    entries = storage.entries
+    run(entries.pin("r", "k", D1))
+    assert run(entries.pinned("r", "k")) == D1 and run(entries.pinned("r", "other")) is None
