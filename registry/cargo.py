@@ -94,7 +94,9 @@ class Cargo(Format):
         out = [("cargo", config)]
         if not repo.is_proxy:
             out.append(("publish", "cargo login --registry depot   # paste a depot token\n"
-                                   "cargo publish --registry depot"))
+                                   "cargo publish --registry depot\n"
+                                   "# private repositories: in config.toml\n"
+                                   '# [registry]\n# global-credential-providers = ["cargo:token"]'))
         return out
 
     @classmethod

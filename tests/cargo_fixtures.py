@@ -36,7 +36,8 @@ def cargo_home(tmp: Path, registries: dict[str, str], replace_crates_io: str | N
     if replace_crates_io:
         lines += ["[source.crates-io]", f'replace-with = "{replace_crates_io}-src"', "",
                   f"[source.{replace_crates_io}-src]", f'registry = "sparse+{registries[replace_crates_io]}/"', ""]
-    lines += ["[net]", "retry = 0", ""]
+    # a private registry (401 on config.json) needs a credential provider named explicitly
+    lines += ["[registry]", 'global-credential-providers = ["cargo:token"]', "", "[net]", "retry = 0", ""]
     (home / "config.toml").write_text("\n".join(lines))
     return home
 
