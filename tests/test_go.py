@@ -225,3 +225,15 @@ def test_anonymous_publish_is_challenged_and_a_read_token_cannot_publish(depot_f
     work = consumer(tmp_path, "app", {}, [HELLO])
     run_go(goenv, work, "get", f"{HELLO}@v1.0.0")
     assert json.loads(run_go(goenv, work, "list", "-m", "-json", HELLO).stdout)["Version"] == "v1.0.0"
+
+
+def test_warm_from_go_sum_then_build_with_the_upstream_down(env: SimpleNamespace, depot_factory: Any) -> None:
+    work = consumer(env.tmp, "app", {LIB: "v1.1.0"}, [LIB])
+    run_go(go_env(env.tmp, f"{env.depot.url}/go-remote"), work, "build", "-o", "app", ".")
+    cold = depot_factory({"go-remote": {"format": "go", "type": "proxy", "upstream": env.upstream.url}}, name="cold")
+    warmed = cold.run_cli("warm", "go-remote", str(work / "go.sum"), "--url", cold.url, check=False)
+    assert warmed.returncode == 0 and "6 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    env.upstream.stop()
+    goenv = go_env(env.tmp / "second", f"{cold.url}/go-remote")
+    run_go(goenv, work, "build", "-o", "app2", ".")
+    assert subprocess.run([str(work / "app2")], capture_output=True, text=True).stdout == "lib dep-one\n"
