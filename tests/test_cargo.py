@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cargo_fixtures import (cargo_env, cargo_home, crate_bytes, index_path, publish_frame,  # noqa: E402
                             run_cargo, static_registry, write_crate)
-from http_util import get, get_many  # noqa: E402
+from http_util import get, get_many, sha256  # noqa: E402
 
 REPOS = {
     "cargo-local": {"format": "cargo", "type": "hosted"},
@@ -91,6 +91,19 @@ def test_yank_hides_a_version_from_resolution(env: SimpleNamespace) -> None:
     run_cargo(env.cargo, env.tmp, "yank", "--registry", "depot", "--version", "0.1.1", "--undo", "dpt-leaf")
     run_cargo(fresh(env, "three"), app, "generate-lockfile")
     assert locked(app, "dpt-leaf") == ["0.1.1"]
+    missing = run_cargo(env.cargo, env.tmp, "yank", "--registry", "depot", "--version", "9.9.9", "dpt-leaf",
+                        check=False)
+    assert missing.returncode != 0 and "version 9.9.9 does not exist" in missing.stderr
+
+
+def test_owners_endpoints_answer_cargo_owner(env: SimpleNamespace) -> None:
+    publish(env.cargo, write_crate(env.tmp, "dpt-leaf", "0.1.0"))
+    listed = run_cargo(env.cargo, env.tmp, "owner", "--list", "--registry", "depot", "dpt-leaf")
+    assert "cargo-local" in listed.stdout
+    run_cargo(env.cargo, env.tmp, "owner", "--add", "someone", "--registry", "depot", "dpt-leaf")
+    run_cargo(env.cargo, env.tmp, "owner", "--remove", "someone", "--registry", "depot", "dpt-leaf")
+    unknown = run_cargo(env.cargo, env.tmp, "owner", "--list", "--registry", "depot", "dpt-nope", check=False)
+    assert unknown.returncode != 0 and "does not exist" in unknown.stderr
 
 
 def test_duplicate_version_and_lookalike_names_are_refused(env: SimpleNamespace) -> None:
@@ -186,12 +199,33 @@ def test_proxy_in_front_of_a_second_depot_then_upstream_stopped(depot_factory: A
 @pytest.fixture
 def static(depot_factory: Any, upstream: Any) -> SimpleNamespace:
     crates = {("dpt-big", "1.0.0"): crate_bytes("dpt-big", "1.0.0", "x" * 2_000_000),
+              ("dpt-big", "0.9.0"): crate_bytes("dpt-big", "0.9.0"),
               ("dpt-evil", "1.0.0"): crate_bytes("dpt-evil", "1.0.0")}
     static_registry(upstream.root, upstream.url, crates)
     # the download host serves other bytes than the index's cksum promises
     (upstream.root / "dl/dpt-evil/dpt-evil-1.0.0.crate").write_bytes(crate_bytes("dpt-evil", "1.0.0", "tampered"))
-    depot = depot_factory({"cargo-remote": {"format": "cargo", "type": "proxy", "upstream": upstream.url}})
+    depot = depot_factory({"cargo-remote": {"format": "cargo", "type": "proxy", "upstream": upstream.url},
+                           "cargo-local": {"format": "cargo", "type": "hosted"},
+                           "cargo": {"format": "cargo", "type": "group", "members": ["cargo-local", "cargo-remote"],
+                                     "deploy_to": "cargo-local"}})
     return SimpleNamespace(depot=depot, upstream=upstream, crates=crates)
+
+
+def test_group_index_merged_and_the_first_member_wins_per_version(static: SimpleNamespace) -> None:
+    mine = crate_bytes("dpt-big", "1.0.0", "-hosted")
+    frame = publish_frame({"name": "dpt-big", "vers": "1.0.0", "deps": [], "features": {}}, mine)
+    assert requests.put(f"{static.depot.url}/cargo/api/v1/crates/new", data=frame, timeout=10).status_code == 200
+    merged = requests.get(f"{static.depot.url}/cargo/{index_path('dpt-big')}", timeout=10)
+    lines = [json.loads(line) for line in merged.text.splitlines()]
+    assert [(e["vers"], e["cksum"]) for e in lines] == [
+        ("1.0.0", sha256(mine)), ("0.9.0", sha256(static.crates[("dpt-big", "0.9.0")]))]
+    assert merged.headers["X-Cache"] == "MISS"
+    again = requests.get(f"{static.depot.url}/cargo/{index_path('dpt-big')}", timeout=10,
+                         headers={"If-None-Match": merged.headers["ETag"]})
+    assert again.status_code == 304
+    assert requests.get(f"{static.depot.url}/cargo/api/v1/crates/dpt-big/1.0.0/download", timeout=10).content == mine
+    old = requests.get(f"{static.depot.url}/cargo/api/v1/crates/dpt-big/0.9.0/download", timeout=10)
+    assert old.content == static.crates[("dpt-big", "0.9.0")] and old.headers["X-Cache"] == "MISS"
 
 
 def test_twenty_concurrent_clients_one_upstream_get(static: SimpleNamespace) -> None:
