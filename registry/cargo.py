@@ -102,7 +102,7 @@ class Cargo(Format):
     @classmethod
     def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
         """`depot warm <repo> Cargo.lock`: the index file and the .crate of every registry package."""
-        if filename != "Cargo.lock":
+        if filename != "Cargo.lock" and "[[package]]" not in text:
             return None
         try:
             packages = tomllib.loads(text).get("package") or []
@@ -136,7 +136,9 @@ class Cargo(Format):
         doc = {"dl": f"{base}/api/v1/crates", "api": base,
                # cargo sends its token only after a 401; from then on it must send it everywhere
                "auth-required": "Authorization" in ctx.request.headers}
-        return document_response(ctx.request, json.dumps(doc).encode(), "application/json")
+        # answered here with no upstream contact: a HIT for proxies and groups
+        return document_response(ctx.request, json.dumps(doc).encode(), "application/json",
+                                 None if ctx.repo.is_hosted else "HIT")
 
     def index_spec(self, ctx: Ctx, path: str) -> Any:
         return ctx.pull.spec(path, self.upstream_url(ctx.repo, path), Kind.METADATA, content_type=INDEX_TYPE)

@@ -155,9 +155,27 @@ def _check_file_path(name: str) -> None:
             raise ModuleError(f"malformed file path {name!r}: {element!r} is a reserved Windows name")
 
 
+def _check_collision(seen: dict[str, tuple[str, bool]], name: str, is_dir: bool) -> None:
+    """x/mod/zip's collisionChecker: one entry per file, no case-insensitive twins, no name that
+    is both a file and a directory (parents count as directories)."""
+    fold = name.lower()
+    other = seen.get(fold)
+    if other is not None:
+        if other[0] != name:
+            raise ModuleError(f"case-insensitive file name collision: {other[0]!r} and {name!r}")
+        if other[1] != is_dir:
+            raise ModuleError(f"entry {name!r} is both a file and a directory")
+        if not is_dir:
+            raise ModuleError(f"multiple entries for file {name!r}")
+    else:
+        seen[fold] = (name, is_dir)
+    if "/" in name:
+        _check_collision(seen, name.rsplit("/", 1)[0], True)
+
+
 def check_zip(data: bytes, path: str, version: str) -> ModuleZip:
-    """golang.org/x/mod/zip.CheckZip: every file under `path@version/`, valid and unique file
-    paths (also ignoring case), size limits; returns the go.mod found at the module root."""
+    """golang.org/x/mod/zip.CheckZip: every entry under `path@version/`, valid and unique file
+    paths (also ignoring case), go.mod only at the root, size limits; returns that go.mod."""
     if len(data) > MAX_ZIP_FILE:
         raise ModuleError(f"module zip is larger than {MAX_ZIP_FILE} bytes")
     try:
@@ -166,30 +184,31 @@ def check_zip(data: bytes, path: str, version: str) -> ModuleZip:
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise ModuleError(f"not a zip file: {exc}") from None
     prefix = f"{path}@{version}/"
-    seen: set[str] = set()
-    folded: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}
     total = 0
     go_mod: bytes | None = None
     for info in infos:
         if not info.filename.startswith(prefix):
-            raise ModuleError(f"{info.filename}: file path is not under {prefix}")
+            raise ModuleError(f"{info.filename}: path does not have prefix {prefix!r}")
         name = info.filename[len(prefix):]
-        if info.is_dir() or name.endswith("/"):
-            raise ModuleError(f"{info.filename}: directories are not allowed in a module zip")
+        if not name:
+            continue
+        is_dir = name.endswith("/")
+        name = name.rstrip("/") if is_dir else name
         _check_file_path(name)
-        if name in seen:
-            raise ModuleError(f"{info.filename}: multiple entries for the same file")
-        seen.add(name)
-        other = folded.setdefault(name.lower(), name)
-        if other != name:
-            raise ModuleError(f"{info.filename}: case-insensitive file name collision with {other!r}")
+        _check_collision(seen, name, is_dir)
+        if is_dir:
+            continue
+        base = name.rsplit("/", 1)[-1]
+        if base.lower() == "go.mod" and name != "go.mod":
+            raise ModuleError(f"{info.filename}: go.mod file not in module root directory (or not lower case)")
         total += info.file_size
         if total > MAX_ZIP_FILE:
-            raise ModuleError(f"module zip holds more than {MAX_ZIP_FILE} bytes")
+            raise ModuleError(f"total uncompressed size of module contents is larger than {MAX_ZIP_FILE} bytes")
         if name == "go.mod" and info.file_size > MAX_GO_MOD:
-            raise ModuleError(f"go.mod is larger than {MAX_GO_MOD} bytes")
+            raise ModuleError(f"go.mod file too large (max size is {MAX_GO_MOD} bytes)")
         if name == "LICENSE" and info.file_size > MAX_LICENSE:
-            raise ModuleError(f"LICENSE is larger than {MAX_LICENSE} bytes")
+            raise ModuleError(f"LICENSE file too large (max size is {MAX_LICENSE} bytes)")
         if name == "go.mod":
             try:
                 go_mod = archive.read(info)

@@ -68,7 +68,9 @@ def test_publish_two_crates_and_build_through_group(env: SimpleNamespace) -> Non
                                    message="mid"))
     line = json.loads(requests.get(f"{env.depot.url}/cargo/{index_path('dpt_mid')}", timeout=10).text)
     assert line["deps"][0]["name"] == "dpt-leaf" and line["deps"][0]["req"] == "^0.1" and len(line["cksum"]) == 64
-    config = requests.get(f"{env.depot.url}/cargo/config.json", timeout=10).json()
+    answer = requests.get(f"{env.depot.url}/cargo/config.json", timeout=10)
+    config = answer.json()
+    assert answer.headers["X-Cache"] == "HIT" and config["auth-required"] is False
     assert config["dl"] == f"{env.depot.url}/cargo/api/v1/crates" and config["api"] == f"{env.depot.url}/cargo"
 
     app = write_crate(env.tmp, "app", "1.0.0", {"dpt_mid": '{ version = "0.2", registry = "depot" }'}, binary=True)
@@ -102,6 +104,8 @@ def test_owners_endpoints_answer_cargo_owner(env: SimpleNamespace) -> None:
     assert "cargo-local" in listed.stdout
     run_cargo(env.cargo, env.tmp, "owner", "--add", "someone", "--registry", "depot", "dpt-leaf")
     run_cargo(env.cargo, env.tmp, "owner", "--remove", "someone", "--registry", "depot", "dpt-leaf")
+    found = run_cargo(env.cargo, env.tmp, "search", "--registry", "depot", "leaf").stdout
+    assert found.startswith('dpt-leaf = "0.1.0"'), found
     unknown = run_cargo(env.cargo, env.tmp, "owner", "--list", "--registry", "depot", "dpt-nope", check=False)
     assert unknown.returncode != 0 and "does not exist" in unknown.stderr
 

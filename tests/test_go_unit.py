@@ -64,3 +64,31 @@ def test_policy_hooks_read_times_and_filter_the_list() -> None:
     assert fmt.metadata_versions("sumdb/sum.golang.org/latest", b"x") is None
     assert fmt.package_of("example.com/!m/@v/v1.0.0.zip") == ("example.com/M", "v1.0.0")
     assert fmt.package_of("example.com/m/@v/list") is None
+
+
+def _zip(*names: str) -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name in names:
+            archive.writestr(name, "" if name.endswith("/") else "x")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("names,error", [
+    (("m.com/a@v1.0.0/", "m.com/a@v1.0.0/sub/", "m.com/a@v1.0.0/sub/a.go"), None),       # directory entries: fine
+    (("m.com/a@v1.0.0/sub/go.mod",), "not in module root"),                               # a nested module
+    (("m.com/a@v1.0.0/GO.MOD",), "not in module root"),
+    (("m.com/a@v1.0.0/x", "m.com/a@v1.0.0/x/y.go"), "both a file and a directory"),
+    (("m.com/a@v1.0.0/Sub/a.go", "m.com/a@v1.0.0/sub/b.go"), "collision"),
+    (("m.com/a@v1.0.0/a.go", "m.com/a@v1.0.0/A.go"), "collision"),
+    (("m.com/a@v1.0.0/con.go",), "reserved"),
+    (("m.com/a@v1.0.1/a.go",), "prefix"),
+])
+def test_module_zip_rules(names: tuple[str, ...], error: str | None) -> None:
+    if error is None:
+        assert gm.check_zip(_zip(*names), "m.com/a", "v1.0.0").go_mod is None
+    else:
+        with pytest.raises(gm.ModuleError, match=error):
+            gm.check_zip(_zip(*names), "m.com/a", "v1.0.0")
