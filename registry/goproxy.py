@@ -88,13 +88,13 @@ class GoProxy(TreeFormat):
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
-        out = [("go", f"export GOPROXY={url}\n"
-                      "# modules published here are private: keep them out of the public checksum database\n"
-                      "export GONOSUMDB=example.com/your-org/*")]
-        if not repo.is_proxy:
-            out.append(("publish a module version (a zip of module@version/…)",
-                        f"curl -u USER:TOKEN -T m.zip {url}/example.com/your-org/m/@v/v1.0.0.zip"))
-        return out
+        if repo.is_proxy:
+            return [("go", f"export GOPROXY={url}")]
+        return [("go", f"export GOPROXY={url}\n"
+                       "# modules published here are private: keep them out of the public checksum database\n"
+                       "export GONOSUMDB=example.com/your-org/*"),
+                ("publish a module version (a zip of module@version/…)",
+                 f"curl -u USER:TOKEN -T m.zip {url}/example.com/your-org/m/@v/v1.0.0.zip")]
 
     def classify(self, repo: RepoConfig, path: str) -> TreeRule | None:
         entry = super().classify(repo, path)

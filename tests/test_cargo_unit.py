@@ -62,3 +62,10 @@ def test_policy_hooks() -> None:
     assert fmt.filter_metadata("3/a/a-b", body, frozenset({("a-b", "1.1.0")})) == b'{"name":"a-b","vers":"1.0.0"}\n'
     assert fmt.package_of("api/v1/crates/a-b/1.0.0/download") == ("a-b", "1.0.0")
     assert fmt.package_of("crates/a-b/1.0.0.crate") == ("a-b", "1.0.0")
+
+
+def test_snippets_name_the_index() -> None:
+    from depot.registry.repo import RepoConfig
+    out = Cargo.snippets(RepoConfig("cargo", "cargo", "group"), "http://h/cargo", "h", True)
+    assert 'index = "sparse+http://h/cargo/"' in out[0][1] and "cargo publish --registry depot" in out[1][1]
+    assert len(Cargo.snippets(RepoConfig("cargo-remote", "cargo", "proxy"), "http://h/c", "h", True)) == 1

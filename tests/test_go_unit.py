@@ -92,3 +92,11 @@ def test_module_zip_rules(names: tuple[str, ...], error: str | None) -> None:
     else:
         with pytest.raises(gm.ModuleError, match=error):
             gm.check_zip(_zip(*names), "m.com/a", "v1.0.0")
+
+
+def test_snippets_name_the_repository() -> None:
+    from depot.registry.repo import RepoConfig
+    proxy = GoProxy.snippets(RepoConfig("go-remote", "go", "proxy", upstream="https://x"), "http://h/go-remote", "h", True)
+    assert proxy == [("go", "export GOPROXY=http://h/go-remote")]
+    group = GoProxy.snippets(RepoConfig("go", "go", "group"), "http://h/go", "h", True)
+    assert "GONOSUMDB" in group[0][1] and "curl -u USER:TOKEN -T m.zip http://h/go/" in group[1][1]
