@@ -63,7 +63,9 @@ def fresh(env: SimpleNamespace, name: str, url: str | None = None) -> dict[str, 
 
 
 def test_publish_two_crates_and_build_through_group(env: SimpleNamespace) -> None:
-    publish(env.cargo, write_crate(env.tmp, "dpt-leaf", "0.1.0", message="leaf"))
+    first = publish(env.cargo, write_crate(env.tmp, "dpt-leaf", "0.1.0", message="leaf"))
+    # cargo waits until the new version is in the index: it is there before the publish answers
+    assert "Published dpt-leaf v0.1.0" in first.stderr and "timed out" not in first.stderr, first.stderr
     publish(env.cargo, write_crate(env.tmp, "dpt_mid", "0.2.0", {"dpt-leaf": '{ version = "0.1", registry = "depot" }'},
                                    message="mid"))
     line = json.loads(requests.get(f"{env.depot.url}/cargo/{index_path('dpt_mid')}", timeout=10).text)
@@ -292,3 +294,18 @@ def test_tokens_login_challenge_and_private_reads(depot_factory: Any, tmp_path: 
     reading = cargo_env(cargo_home(tmp_path, {"depot": f"{depot.url}/cargo-local"}, name="home-read"),
                         tmp_path / "target-read", tokens={"depot": reader})
     assert build_and_run(reading, app) == "app leaf"
+
+
+def test_concurrent_publishes_of_one_crate_keep_every_version(env: SimpleNamespace) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(minor: int) -> int:
+        version = f"0.{minor}.0"
+        frame = publish_frame({"name": "dpt-many", "vers": version, "deps": [], "features": {}},
+                              crate_bytes("dpt-many", version))
+        return requests.put(f"{env.depot.url}/cargo/api/v1/crates/new", data=frame, timeout=60).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert list(pool.map(put, range(12))) == [200] * 12
+    lines = requests.get(f"{env.depot.url}/cargo/{index_path('dpt-many')}", timeout=10).text.splitlines()
+    assert sorted(json.loads(line)["vers"] for line in lines) == sorted(f"0.{m}.0" for m in range(12))
