@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import Kind, merge_x_cache
+from depot.cache.api import Cached, Kind, merge_x_cache
 
 from . import cargo_index as ci
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
@@ -188,11 +188,12 @@ class Cargo(Format):
             return ctx.hosted.serve(ctx.request, stored, x_cache=x_cache)
         return ctx.pull.respond(ctx.request, await self.proxy_crate(ctx, name, version))
 
-    async def proxy_crate(self, ctx: Ctx, name: str, version: str) -> Any:
+    async def proxy_crate(self, ctx: Ctx, name: str, version: str) -> Cached:
         """The .crate from the upstream's `dl`, verified against the cksum of its index line."""
         key = crate_path(name, version)
-        if await ctx.pull.peek(key) is not None:        # stored: no index or config.json needed
-            return await ctx.open_upstream(ctx.pull.spec(key, content_type=CRATE_TYPE))
+        stored = await ctx.pull.peek(key)
+        if stored is not None:          # immutable and stored: answered without index or config.json
+            return Cached("HIT", ctx.repo, stored)
         _, index = await ctx.fetch_upstream(self.index_spec(ctx, ci.index_path(name)))
         entry = ci.find_version(index, version)
         cksum = str((entry or {}).get("cksum", ""))
