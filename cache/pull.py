@@ -15,7 +15,7 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from .types import RepoConfig
-from depot.upstreams.client import UpstreamClient, UpstreamError
+from depot.upstreams.client import UpstreamClient, UpstreamError, same_origin
 
 from . import flight as fl
 from .blobs import BlobStore, BlobWriter, DigestMismatch
@@ -251,8 +251,8 @@ class PullThrough:
                     return
             started = time.monotonic()
             try:
-                response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale),
-                                                       auth=spec.repo.auth)
+                auth = spec.repo.auth if same_origin(spec.url, spec.repo.upstream) else None
+                response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale), auth=auth)
             except UpstreamError as exc:
                 metrics.upstream_status("error")
                 log.warning("upstream error repo=%s key=%s reason=%s", spec.repo.name, spec.key, exc.reason)

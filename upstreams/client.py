@@ -113,3 +113,12 @@ class UpstreamClient:
 def without_credentials(url: str) -> str:
     """The URL without any userinfo, for logs and API answers."""
     return str(URL(url).with_user(None)) if "@" in url else url
+
+
+def same_origin(url: str, base: str | None) -> bool:
+    """Whether `url` is on the same scheme, host and port as `base` (credentials configured for
+    an upstream are sent to it only, never to a download host its metadata names)."""
+    if not base:
+        return False
+    one, two = URL(url), URL(base)
+    return (one.scheme, one.host, one.port) == (two.scheme, two.host, two.port)
