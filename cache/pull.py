@@ -15,6 +15,7 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from .types import RepoConfig
+from depot.upstreams.auth import UpstreamAuth
 from depot.upstreams.client import UpstreamClient, UpstreamError, same_origin
 
 from . import flight as fl
@@ -251,7 +252,7 @@ class PullThrough:
                     return
             started = time.monotonic()
             try:
-                auth = spec.repo.auth if same_origin(spec.url, spec.repo.upstream) else None
+                auth = spec.repo.auth if same_origin(spec.url, spec.repo.upstream) else UpstreamAuth()
                 response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale), auth=auth)
             except UpstreamError as exc:
                 metrics.upstream_status("error")
