@@ -12,7 +12,7 @@ from depot.cache import metrics
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
-from depot.registry.base import Ctx, Format, FormatError
+from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError
 
 from . import access, observe, ui
 from .auth import Authenticator
@@ -137,6 +137,7 @@ def build_app(config: Config) -> web.Application:
     """The application for one process; services open on startup and close on cleanup."""
     app = web.Application(client_max_size=10 * 2**20)
     app[FORMAT_INSTANCES] = {name: cls() for name, cls in FORMATS.items()}
+    app[BODY_IDLE] = config.client_timeout      # body_chunks' idle limit for every upload path
 
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)

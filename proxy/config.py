@@ -53,7 +53,9 @@ class Config:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     workers: int = 1
     log_level: str = "INFO"
-    client_timeout: float = 60.0    # a client that sends nothing for this long is cut off
+    client_timeout: float = 60.0    # an upload body that sends nothing for this long is cut off
+    keepalive_timeout: float = 75.0  # an idle connection (no request under way) is closed after this
+    header_timeout: float = 30.0    # a request line + headers must arrive within this of their first byte
     access_log: bool = True         # one log line per request (depot.access)
     login_max_failures: int = 10    # wrong passwords for one name within login_window → locked
     login_window: float = 600.0
@@ -157,7 +159,8 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
-             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "access_log", "login"}
+             "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "keepalive_timeout", "header_timeout",
+             "access_log", "login"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -187,7 +190,7 @@ def validate(document: dict[str, Any]) -> Config:
         trusted_proxies=tuple(str(address) for address in trusted),
         workers=workers,
         log_level=str(document.get("log_level", "INFO")).upper(),
-        client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
+        **_timeouts(document),
         access_log=_convert("access_log", document.get("access_log", True), _boolean),
         **_login(_section(document, "login")),
         cache=CacheConfig(
@@ -209,6 +212,17 @@ def validate(document: dict[str, Any]) -> Config:
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         **_tls(_section(document, "tls")),
     )
+
+
+def _timeouts(document: dict[str, Any]) -> dict[str, float]:
+    """client_timeout, keepalive_timeout, header_timeout: durations above zero."""
+    found = {}
+    for key in ("client_timeout", "keepalive_timeout", "header_timeout"):
+        value = _convert(key, document.get(key, getattr(Config, key)), parse_duration)
+        if not 0 < value < 7 * 86400:
+            raise ConfigError(key, "must be longer than zero and shorter than a week")
+        found[key] = value
+    return found
 
 
 def _login(section: dict[str, Any]) -> dict[str, Any]:

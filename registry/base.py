@@ -68,11 +68,16 @@ class Ctx:
 
 
 BODY_IDLE_TIMEOUT = 60.0
+# the configured body idle timeout (config client_timeout), set by the front door on the app
+BODY_IDLE: web.AppKey[float] = web.AppKey("body_idle", float)
 
 
-async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_TIMEOUT,
+async def body_chunks(request: web.Request, limit: int, idle: float | None = None,
                       chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """The request body in chunks; 413 past `limit` bytes, 408 when the client stalls for `idle` s."""
+    """The request body in chunks; 413 past `limit` bytes, 408 when the client stalls for `idle` s
+    (default: the configured client_timeout)."""
+    if idle is None:
+        idle = request.config_dict.get(BODY_IDLE, BODY_IDLE_TIMEOUT)
     declared = request.content_length
     if declared is not None and declared > limit:
         raise FormatError(413, f"body of {declared} bytes is larger than the limit of {limit}")

@@ -49,3 +49,76 @@ def test_a_stalled_upload_times_out_and_stores_nothing(depot_factory, monkeypatc
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert waited < 20
     assert stored_blobs(depot) == []
+
+
+def _closed_within(sock: socket.socket, limit: float, trickle: bytes = b"", every: float = 0.5) -> float | None:
+    """Seconds until the server closes `sock` (None if still open after `limit`), sending one byte
+    of `trickle` every `every` s meanwhile (a slow client)."""
+    started = time.monotonic()
+    sock.settimeout(every)
+    position = 0
+    while time.monotonic() - started < limit:
+        try:
+            data = sock.recv(4096)
+            if not data:
+                return time.monotonic() - started
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            return time.monotonic() - started
+        if position < len(trickle):
+            try:
+                sock.sendall(trickle[position:position + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+            position += 1
+    return None
+
+
+TIMEOUTS = {"keepalive_timeout": "2s", "header_timeout": "2s", "client_timeout": "2s"}
+
+
+@pytest.fixture
+def strict(depot_factory):
+    return depot_factory({"small": {"format": "generic", "type": "hosted"},
+                          "npm-local": {"format": "npm", "type": "hosted"}}, extra=TIMEOUTS)
+
+
+def test_an_idle_keepalive_connection_is_closed(strict):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        sock.sendall(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        closed = _closed_within(sock, 15)                  # then nothing: idle keep-alive
+    assert closed is not None and 1 < closed < 8
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        closed = _closed_within(sock, 15)                  # a connection that never sends a request
+    assert closed is not None and closed < 8
+
+
+def test_slowly_sent_headers_are_cut_off(strict):
+    request = b"GET /small/file.bin HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        # one byte every 0.3 s keeps the keep-alive timer busy; the header deadline still applies
+        closed = _closed_within(sock, 20, trickle=request, every=0.3)
+    assert closed is not None and closed < 8
+
+
+def test_headers_sent_in_time_are_served(strict):
+    request = b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        for i in range(len(request)):                     # ~1 s in total: inside the 2 s deadline
+            sock.sendall(request[i:i + 1])
+            time.sleep(1 / len(request))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_stalled_npm_publish_body_times_out_by_the_config(strict):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=30) as sock:
+        sock.sendall(b"PUT /npm-local/slow-pkg HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n{\"name\": \"slow-pkg\"")
+        sock.settimeout(30)
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert waited < 15
