@@ -107,3 +107,43 @@ def test_serve_embedded_default_without_config(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _second_serve(depot, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run another `depot serve`; it must give up on its own (a bounded wait, then killed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    env["DEPOT_ADMIN_PASSWORD"] = depot.ADMIN_PASSWORD
+    proc = subprocess.Popen([str(DEPOT_BIN), "serve", "--config", str(depot.config_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the second depot kept running:\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_second_depot_on_a_taken_port_exits_non_zero(depot_factory, tmp_path):
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}}, workers=2)
+    req = urllib.request.Request(f"{depot.url}/local/only-here.txt", data=b"first store", method="PUT")
+    assert urllib.request.urlopen(req).status == 201
+    second = _second_serve(depot, "--data", str(tmp_path / "other-data"), "--workers", "2")
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr
+    for _ in range(20):                                    # every request still reaches the one store
+        assert get(f"{depot.url}/local/only-here.txt").body == b"first store"
+
+
+def test_a_second_server_on_one_data_directory_is_refused(depot_factory):
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}}, workers=2)
+    second = _second_serve(depot, "--data", str(depot.data_dir), "--listen", f"127.0.0.1:{free_port()}")
+    assert second.returncode != 0
+    assert "in use by another depot server" in second.stderr and str(depot.data_dir) in second.stderr
+    # the admin commands that work online still do
+    assert depot.run_cli("stats").returncode == 0
+    assert depot.run_cli("gc", "--dry-run").returncode == 0
+    assert get(f"{depot.url}/-/healthz").status == 200
+    depot.restart()                                         # the lock goes with the server
+    assert get(f"{depot.url}/-/healthz").status == 200
