@@ -1,9 +1,14 @@
 """Bad or abusive requests get clear errors and change nothing stored."""
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +127,63 @@ def test_a_stalled_npm_publish_body_times_out_by_the_config(strict):
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert waited < 15
+
+
+def test_the_data_directory_is_private_under_umask_022(depot_factory):
+    old = os.umask(0o022)
+    try:
+        depot = depot_factory({"small": {"format": "generic", "type": "hosted"}}, secure=True)
+    finally:
+        os.umask(old)
+    assert code("-u", f"admin:{depot.ADMIN_PASSWORD}", "-T", "-", f"{depot.url}/small/secret.bin",
+                data=b"private bytes") == "201"
+    assert code(f"{depot.url}/-/healthz") == "200"
+    assert stat.S_IMODE(depot.data_dir.stat().st_mode) == 0o700
+    exposed = [str(p) for p in depot.data_dir.rglob("*") if p.stat().st_mode & 0o077]
+    assert exposed == []                     # database, audit log, blobs: owner only
+
+
+def _pid_in_name(path: Path) -> int:
+    """blob-<pid>-….part or <flight>.<pid>-<gen>.part"""
+    match = re.search(r"(?:^blob-|\.)(\d+)-", path.name)
+    assert match, path.name
+    return int(match.group(1))
+
+
+def _wait_for(predicate, limit: float = 15.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    return None
+
+
+def test_a_killed_workers_part_files_are_removed_when_it_is_restarted(depot_factory, upstream):
+    upstream.put("big.bin", os.urandom(4 * 2**20))
+    upstream.mode("/big.bin", "slow", chunk=65536, delay=0.5)           # ~30 s to stream: still running
+    depot = depot_factory({"small": {"format": "generic", "type": "hosted"},
+                           "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url}},
+                          workers=2)
+    tmp = depot.data_dir / "tmp"
+    download = subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"{depot.url}/remote/big.bin"])
+    upload = socket.create_connection(("127.0.0.1", depot.port), timeout=30)
+    try:
+        upload.sendall(b"PUT /small/up.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        fetch_part = _wait_for(lambda: list((tmp / "flights").glob("*.part")))
+        upload_part = _wait_for(lambda: list(tmp.glob("blob-*.part")))
+        assert fetch_part and upload_part
+        victims = {_pid_in_name(p) for p in fetch_part + upload_part}
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        for pid in victims:
+            assert _wait_for(lambda: f"worker died pid={pid}" in depot.log()), depot.log()
+        leftovers = _wait_for(lambda: not [p for p in tmp.rglob("*") if p.is_file() and ".part" in p.name
+                                           and _pid_in_name(p) in victims], 10)
+        assert leftovers, [p.name for p in tmp.rglob("*.part")]
+        assert code(f"{depot.url}/-/healthz") == "200"                # the master is still serving
+    finally:
+        upload.close()
+        download.kill()
+        download.wait(timeout=10)
