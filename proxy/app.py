@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -14,7 +12,7 @@ from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError
 
-from . import access, observe, ui
+from . import access, health, observe, ui
 from .auth import Authenticator
 from .config import Config
 from .lockout import LockoutPolicy
@@ -34,18 +32,6 @@ def settings_of(config: Config) -> EngineSettings:
         read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """200 when the store is writable."""
-    services = request.app[SERVICES]
-    try:
-        fd, name = tempfile.mkstemp(dir=services.blobs.tmp, prefix="healthz-")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        return web.Response(status=503, text=f"store not writable: {exc.strerror}\n")
-    return web.Response(text="ok\n")
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -113,6 +99,11 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)
         return web.Response(status=499)
+    except Exception as exc:
+        if not health.storage_full(exc):
+            raise
+        log.error("disk full repo=%s method=%s path=%s: %s", repo.name, request.method, path, exc)
+        return fmt.error(ctx, 507, health.FULL_MESSAGE)
 
 
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
@@ -138,6 +129,8 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=10 * 2**20)
     app[FORMAT_INSTANCES] = {name: cls() for name, cls in FORMATS.items()}
     app[BODY_IDLE] = config.client_timeout      # body_chunks' idle limit for every upload path
+    app[health.HEALTH], app[health.STORE_TMP] = config.health, config.data_dir / "tmp"
+    app.middlewares.append(health.disk_full)
 
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)
@@ -152,7 +145,7 @@ def build_app(config: Config) -> web.Application:
         await services.close()
 
     app.cleanup_ctx.append(services_ctx)
-    app.router.add_get("/-/healthz", healthz)
+    app.router.add_get("/-/healthz", health.healthz)
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)

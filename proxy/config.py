@@ -46,6 +46,14 @@ class ForwardProxyConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """health: {min_free: 1GiB} or {min_free: 5%}: less free space in the data directory's
+    filesystem makes /-/healthz answer 503 (degraded)."""
+    min_free_bytes: int = 2**30
+    min_free_percent: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:8080"
     data_dir: Path = Path("./depot-data")
@@ -64,6 +72,7 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
+    health: HealthConfig = HealthConfig()
     open_access: bool = False       # development only: anyone may read and write everything
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -160,7 +169,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout", "keepalive_timeout", "header_timeout",
-             "access_log", "login"}
+             "access_log", "login", "health"}
 
 
 def validate(document: dict[str, Any]) -> Config:
@@ -208,6 +217,7 @@ def validate(document: dict[str, Any]) -> Config:
             ca_file=_existing_file("upstream.ca_file", upstream.get("ca_file")),
         ),
         forward_proxy=_forward(_section(document, "forward_proxy")),
+        health=_health(_section(document, "health")),
         repositories=validate_repositories(_section(document, "repositories")),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         **_tls(_section(document, "tls")),
@@ -223,6 +233,20 @@ def _timeouts(document: dict[str, Any]) -> dict[str, float]:
             raise ConfigError(key, "must be longer than zero and shorter than a week")
         found[key] = value
     return found
+
+
+def _health(section: dict[str, Any]) -> HealthConfig:
+    """health.min_free: a size (1GiB) or a percentage of the filesystem (5%)."""
+    for key in section:
+        if key != "min_free":
+            raise ConfigError(f"health.{key}", "unknown setting")
+    raw = section.get("min_free", HealthConfig.min_free_bytes)
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        percent = _convert("health.min_free", raw.strip()[:-1], float)
+        if not 0 <= percent < 100:
+            raise ConfigError("health.min_free", "a percentage must be between 0% and 100%")
+        return HealthConfig(min_free_bytes=0, min_free_percent=percent)
+    return HealthConfig(min_free_bytes=_convert("health.min_free", raw, parse_size))
 
 
 def _login(section: dict[str, Any]) -> dict[str, Any]:
