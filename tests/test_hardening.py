@@ -187,3 +187,71 @@ def test_a_killed_workers_part_files_are_removed_when_it_is_restarted(depot_fact
         upload.close()
         download.kill()
         download.wait(timeout=10)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """An 8 MiB tmpfs (this test machine runs as root): a real filesystem that fills up."""
+    mount = tmp_path / "tiny-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)], check=True,
+                   capture_output=True, timeout=30)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def _fill(directory: Path, leave: int) -> Path:
+    """Write a filler file until only about `leave` bytes are free."""
+    filler = directory / "filler"
+    with open(filler, "wb") as handle:
+        while True:
+            st = os.statvfs(directory)
+            room = st.f_bavail * st.f_frsize - leave
+            if room <= 0:
+                break
+            try:
+                handle.write(b"\0" * min(room, 1 << 20))
+                handle.flush()
+            except OSError:
+                break
+    return filler
+
+
+def _answer(*args: str, data: bytes | None = None) -> tuple[str, str]:
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", *args], input=data, capture_output=True, timeout=60)
+    body, _, status = out.stdout.decode(errors="replace").rpartition("\n")
+    return status, body.strip()
+
+
+def test_a_full_disk_is_degraded_health_and_507_in_the_formats_shape(tiny_disk, depot_factory):
+    import base64
+    import json
+    workdir = tiny_disk.parent / "full"
+    workdir.mkdir()
+    (workdir / "data").symlink_to(tiny_disk)                  # only the data directory is on the tiny disk
+    depot = depot_factory({"small": {"format": "generic", "type": "hosted"},
+                           "npm-local": {"format": "npm", "type": "hosted"}},
+                          extra={"health": {"min_free": "2MiB"}}, name="full")
+    assert _answer(f"{depot.url}/-/healthz") == ("200", "ok")
+    assert _answer("-X", "PUT", "--data-binary", "@-", f"{depot.url}/small/fits.bin", data=b"f" * 2**20)[0] == "201"
+    # a body larger than the disk: the write hits ENOSPC
+    status, body = _answer("-X", "PUT", "--data-binary", "@-", f"{depot.url}/small/huge.bin",
+                           data=os.urandom(12 * 2**20))
+    assert status == "507" and "disk is full" in body
+    assert not list(tiny_disk.rglob("*.part"))
+    filler = _fill(tiny_disk, 1 << 20)                         # under health.min_free
+    status, body = _answer(f"{depot.url}/-/healthz")
+    assert status == "503" and "low disk space" in body and "health.min_free" in body
+    rest = _fill(tiny_disk / "tmp", 0)                        # and now nothing at all
+    data = os.urandom(256 * 1024)
+    doc = {"_id": "full-pkg", "name": "full-pkg", "dist-tags": {"latest": "1.0.0"},
+           "versions": {"1.0.0": {"name": "full-pkg", "version": "1.0.0", "dist": {"tarball": "http://x/full-pkg.tgz"}}},
+           "_attachments": {"full-pkg-1.0.0.tgz": {"content_type": "application/octet-stream",
+                                                    "data": base64.b64encode(data).decode(), "length": len(data)}}}
+    status, body = _answer("-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", "@-",
+                           f"{depot.url}/npm-local/full-pkg", data=json.dumps(doc).encode())
+    assert status == "507" and "disk is full" in json.loads(body)["error"]      # npm's error shape
+    filler.unlink()
+    rest.unlink()
+    assert _answer(f"{depot.url}/-/healthz") == ("200", "ok")
+    assert _answer(f"{depot.url}/small/fits.bin")[0] == "200"
