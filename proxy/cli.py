@@ -19,6 +19,11 @@ data_dir: ./depot-data          # blobs, database, temp files (one filesystem)
 public_url: null                # base URL clients see; default: Host / X-Forwarded-* of trusted proxies
 trusted_proxies: [127.0.0.1, "::1"]
 workers: 1                      # processes sharing the port and the store
+keepalive_timeout: 75s          # an idle connection is closed after this
+header_timeout: 30s             # request line + headers must arrive within this of their first byte
+client_timeout: 60s             # an upload that sends nothing for this long is answered 408
+health:
+  min_free: 1GiB                # less free space in data_dir: /-/healthz is 503 (degraded); or e.g. 5%
 cache:
   max_size: 20GiB               # proxy content beyond this is evicted, least recently used first
   memory_size: 128MiB           # in-memory copy of small hot files, per worker
