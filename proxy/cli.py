@@ -18,7 +18,7 @@ listen: 127.0.0.1:8080          # HOST:PORT
 data_dir: ./depot-data          # blobs, database, temp files (one filesystem)
 public_url: null                # base URL clients see; default: Host / X-Forwarded-* of trusted proxies
 trusted_proxies: [127.0.0.1, "::1"]
-workers: 1                      # processes sharing the port and the store
+workers: 1                      # processes serving the port and sharing the store
 keepalive_timeout: 75s          # an idle connection is closed after this
 header_timeout: 30s             # request line + headers must arrive within this of their first byte
 client_timeout: 60s             # an upload that sends nothing for this long is answered 408
@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             exclusive.create_private_dir(config.data_dir)
             lock = exclusive.lock_data_dir(config.data_dir)      # held until this process ends
-            sock = exclusive.bind(*config.host_port)
+            sockets = exclusive.bind(*config.host_port, count=config.workers)
         except exclusive.StartError as exc:
             print(f"depot: {exc}", file=sys.stderr)
             return 1
@@ -112,9 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .forward import ensure_ca
             ensure_ca(config.data_dir)          # before anything reports ready: `ca export` sees this CA
         try:
-            return run(config, sock)
+            return run(config, sockets)
         finally:
-            sock.close()
+            for sock in sockets:
+                sock.close()
             os.close(lock)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Running the app: one process, or N worker processes sharing the master's listening socket."""
+"""Running the app: one process, or N worker processes on listening sockets the master bound."""
 from __future__ import annotations
 
 import asyncio
@@ -75,11 +75,12 @@ def _run_forward(config: Config) -> None:
                         fwd.refuse_unknown, config.upstream.ca_file)
 
 
-def run(config: Config, sock: socket.socket) -> int:
-    """Serve with config.workers processes (+1 for the forward proxy) sharing `sock`; restart
-    any that dies, after removing its temp files."""
+def run(config: Config, sockets: list[socket.socket]) -> int:
+    """Serve with config.workers processes (+1 for the forward proxy), worker i on sockets[i]
+    (bound by the master, kept open by it across worker restarts); restart any that dies, after
+    removing its temp files."""
     if config.workers == 1 and config.forward_proxy.listen is None:
-        run_worker(config, sock)
+        run_worker(config, sockets[0])
         return 0
     children: dict[int, int] = {}
     FORWARD = -1
@@ -92,11 +93,13 @@ def run(config: Config, sock: socket.socket) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
+                for index, sock in enumerate(sockets):
+                    if index != slot:
+                        sock.close()    # a worker holds only its own socket
                 if slot == FORWARD:
-                    sock.close()
                     _run_forward(config)
                 else:
-                    run_worker(config, sock)
+                    run_worker(config, sockets[slot])
             except BaseException:
                 log.exception("process failed slot=%d", slot)
                 code = 1

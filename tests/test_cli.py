@@ -147,3 +147,34 @@ def test_a_second_server_on_one_data_directory_is_refused(depot_factory):
     assert get(f"{depot.url}/-/healthz").status == 200
     depot.restart()                                         # the lock goes with the server
     assert get(f"{depot.url}/-/healthz").status == 200
+
+
+def test_two_depots_started_at_once_on_one_port_leave_one_running(tmp_path):
+    import yaml
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    procs = []
+    for name in ("a", "b"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / name),
+                                          "open_access": True, "repositories": {"files": {
+                                              "format": "generic", "type": "hosted"}}}))
+        procs.append(subprocess.Popen([str(DEPOT_BIN), "serve", "--config", str(config), "--workers", "2"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                                      start_new_session=True))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        exited = [p for p in procs if p.poll() is not None]
+        assert len(exited) == 1 and exited[0].returncode != 0
+        assert b"address already in use" in exited[0].stderr.read()
+        time.sleep(1)
+        assert [p.poll() for p in procs if p not in exited] == [None]     # the other one serves on
+        assert get(f"http://127.0.0.1:{port}/-/healthz").status == 200
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+                p.wait(timeout=10)
+            p.stderr.close()
