@@ -22,9 +22,12 @@ class StartError(RuntimeError):
 def create_private_dir(path: Path) -> None:
     """Create the data directory 0700 (it holds password hashes, private blobs and the audit log)."""
     path = Path(path)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o700)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise StartError(f"cannot prepare data directory {path}: {exc.strerror}") from None
 
 
 def lock_data_dir(data_dir: Path) -> int:
