@@ -255,3 +255,20 @@ def test_a_full_disk_is_degraded_health_and_507_in_the_formats_shape(tiny_disk, 
     rest.unlink()
     assert _answer(f"{depot.url}/-/healthz") == ("200", "ok")
     assert _answer(f"{depot.url}/small/fits.bin")[0] == "200"
+
+
+def test_a_trickled_upload_body_is_cut_off(strict):
+    """A byte every 0.4 s never leaves the body idle for client_timeout (2 s), but it is no upload."""
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
+        sock.sendall(b"PUT /small/trickle.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        sock.settimeout(0.4)
+        started, answer = time.monotonic(), b""
+        while time.monotonic() - started < 20 and not answer:
+            try:
+                answer = sock.recv(4096)
+            except socket.timeout:
+                sock.sendall(b"t")
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert waited < 10
+    assert stored_blobs(strict) == []
