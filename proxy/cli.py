@@ -103,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             exclusive.create_private_dir(config.data_dir)
             lock = exclusive.lock_data_dir(config.data_dir)      # held until this process ends
             sockets = exclusive.bind(*config.host_port, count=config.workers)
+            if config.forward_proxy.listen is not None:     # mitmproxy binds it itself: check it is free
+                exclusive.check_free(config.forward_proxy.listen)
         except exclusive.StartError as exc:
             print(f"depot: {exc}", file=sys.stderr)
             return 1

@@ -71,6 +71,12 @@ def bind(host: str, port: int, count: int = 1, backlog: int = 1024) -> list[sock
         return sockets
 
 
+def check_free(listen: str) -> None:
+    """Raise StartError if HOST:PORT is already taken (for a port another library binds)."""
+    host, _, port = listen.rpartition(":")
+    bind(host.strip("[]") or "127.0.0.1", int(port))[0].close()
+
+
 @contextlib.contextmanager
 def _port_mutex(port: int, wait: float = 10.0) -> Iterator[None]:
     """Held while a depot checks and binds `port` (released when the process ends, at the latest)."""

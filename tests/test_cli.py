@@ -178,3 +178,15 @@ def test_two_depots_started_at_once_on_one_port_leave_one_running(tmp_path):
                 os.killpg(p.pid, 15)
                 p.wait(timeout=10)
             p.stderr.close()
+
+
+def test_a_second_depot_on_a_taken_forward_proxy_port_exits_non_zero(depot_factory, tmp_path):
+    forward = free_port()
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}},
+                          extra={"forward_proxy": {"listen": f"127.0.0.1:{forward}"}})
+    deadline = time.monotonic() + 20
+    while "forward proxy listening" not in depot.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = _second_serve(depot, "--data", str(tmp_path / "other-data"), "--listen", f"127.0.0.1:{free_port()}")
+    assert second.returncode != 0
+    assert f"127.0.0.1:{forward}: address already in use" in second.stderr
