@@ -75,6 +75,27 @@ def _run_forward(config: Config) -> None:
                         fwd.refuse_unknown, config.upstream.ca_file)
 
 
+def _child(config: Config, sockets: list[socket.socket], slot: int) -> None:
+    """A forked worker (slot >= 0, on sockets[slot]) or the forward proxy (slot < 0); never returns."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 0
+    try:
+        for index, sock in enumerate(sockets):
+            if index != slot:
+                sock.close()    # a worker holds only its own socket
+        if slot < 0:
+            _run_forward(config)
+        else:
+            run_worker(config, sockets[slot])
+    except BaseException:
+        log.exception("process failed slot=%d", slot)
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def run(config: Config, sockets: list[socket.socket]) -> int:
     """Serve with config.workers processes (+1 for the forward proxy), worker i on sockets[i]
     (bound by the master, kept open by it across worker restarts); restart any that dies, after
@@ -88,23 +109,7 @@ def run(config: Config, sockets: list[socket.socket]) -> int:
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _die_with_parent()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 0
-            try:
-                for index, sock in enumerate(sockets):
-                    if index != slot:
-                        sock.close()    # a worker holds only its own socket
-                if slot == FORWARD:
-                    _run_forward(config)
-                else:
-                    run_worker(config, sockets[slot])
-            except BaseException:
-                log.exception("process failed slot=%d", slot)
-                code = 1
-            finally:
-                os._exit(code)
+            _child(config, sockets, slot)
         children[pid] = slot
 
     stopping = False
