@@ -36,10 +36,11 @@ class BlobWriter:
         self.store = store
         self.max_size = max_size
         if path is None:
-            fd, name = tempfile.mkstemp(dir=store.tmp, prefix="blob-", suffix=".part")
+            # the pid in the name lets the master remove a killed worker's leftovers
+            fd, name = tempfile.mkstemp(dir=store.tmp, prefix=f"blob-{os.getpid()}-", suffix=".part")
             path = Path(name)
         else:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.fd = fd
         self.temp_path = path
         self.hasher = hashlib.sha256()
@@ -92,6 +93,14 @@ class BlobStore:
         if not HEX64.match(digest):
             raise ValueError(f"not a sha256 hex digest: {digest!r}")
         return self.blobs / digest[:2] / digest[2:4] / digest
+
+    def remove_temp_of(self, pid: int) -> int:
+        """Delete the partial files a (dead) process left in tmp/; returns how many."""
+        removed = 0
+        for path in self.tmp.glob(f"blob-{int(pid)}-*.part"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()

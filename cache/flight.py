@@ -97,7 +97,8 @@ class Flights:
 
     def start(self, fid: str) -> LocalFlight:
         """Register this process as leader (call right after try_lead succeeded)."""
-        state = FlightState(gen=secrets.token_hex(6), pid=os.getpid(), started=time.time())
+        # the pid in gen (and so in the part file's name) lets the master clean up after a killed worker
+        state = FlightState(gen=f"{os.getpid()}-{secrets.token_hex(6)}", pid=os.getpid(), started=time.time())
         flight = LocalFlight(fid, state)
         self.local[fid] = flight
         self.publish(flight)
@@ -138,6 +139,14 @@ class Flights:
             return FlightState(**json.loads((self.dir / f"{fid}.json").read_bytes()))
         except (FileNotFoundError, ValueError, TypeError):
             return None
+
+    def clean_process(self, pid: int) -> int:
+        """Remove the part and temp files of a dead process's fetches; returns how many."""
+        removed = 0
+        for path in self.dir.glob(f"*.{int(pid)}-*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def clean(self) -> int:
         """Remove leftovers of fetches whose leader is gone (start-up, before workers run)."""

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
-import tempfile
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -14,9 +12,9 @@ from depot.cache import metrics
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
-from depot.registry.base import Ctx, Format, FormatError, Route
+from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, observe, ui
+from . import access, health, observe, ui
 from .auth import Authenticator
 from .config import Config
 from .lockout import LockoutPolicy
@@ -37,18 +35,6 @@ def settings_of(config: Config) -> EngineSettings:
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies,
         policy=config.policy, osv_severity=config.osv_severity)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """200 when the store is writable."""
-    services = request.app[SERVICES]
-    try:
-        fd, name = tempfile.mkstemp(dir=services.blobs.tmp, prefix="healthz-")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        return web.Response(status=503, text=f"store not writable: {exc.strerror}\n")
-    return web.Response(text="ok\n")
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -130,6 +116,11 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)
         return web.Response(status=499)
+    except Exception as exc:
+        if not health.storage_full(exc):
+            raise
+        log.error("disk full repo=%s method=%s path=%s: %s", repo.name, request.method, path, exc)
+        return fmt.error(ctx, 507, health.FULL_MESSAGE)
 
 
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
@@ -154,6 +145,9 @@ def build_app(config: Config) -> web.Application:
     """The application for one process; services open on startup and close on cleanup."""
     app = web.Application(client_max_size=10 * 2**20)
     app[FORMAT_INSTANCES] = {name: cls() for name, cls in FORMATS.items()}
+    app[BODY_IDLE] = config.client_timeout      # body_chunks' idle limit for every upload path
+    app[health.HEALTH], app[health.STORE_TMP] = config.health, config.data_dir / "tmp"
+    app.middlewares.append(health.disk_full)
 
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)
@@ -175,7 +169,7 @@ def build_app(config: Config) -> web.Application:
         await services.close()
 
     app.cleanup_ctx.append(services_ctx)
-    app.router.add_get("/-/healthz", healthz)
+    app.router.add_get("/-/healthz", health.healthz)
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)

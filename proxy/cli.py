@@ -18,7 +18,12 @@ listen: 127.0.0.1:8080          # HOST:PORT
 data_dir: ./depot-data          # blobs, database, temp files (one filesystem)
 public_url: null                # base URL clients see; default: Host / X-Forwarded-* of trusted proxies
 trusted_proxies: [127.0.0.1, "::1"]
-workers: 1                      # processes sharing the port (SO_REUSEPORT) and the store
+workers: 1                      # processes serving the port and sharing the store
+keepalive_timeout: 75s          # an idle connection is closed after this
+header_timeout: 30s             # request line + headers must arrive within this of their first byte
+client_timeout: 60s             # an upload that sends nothing for this long is answered 408
+health:
+  min_free: 1GiB                # less free space in data_dir: /-/healthz is 503 (degraded); or e.g. 5%
 cache:
   max_size: 20GiB               # proxy content beyond this is evicted, least recently used first
   memory_size: 128MiB           # in-memory copy of small hot files, per worker
@@ -93,11 +98,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = _load(args, listen=args.listen, workers=args.workers,
                        **{"forward_proxy.listen": args.forward_proxy})
+        from . import exclusive
         from .server import run, setup_logging
         setup_logging(config.log_level)
+        try:
+            exclusive.create_private_dir(config.data_dir)
+            lock = exclusive.lock_data_dir(config.data_dir)      # held until this process ends
+            sockets = exclusive.bind(*config.host_port, count=config.workers)
+            if config.forward_proxy.listen is not None:     # mitmproxy binds it itself: check it is free
+                exclusive.check_free(config.forward_proxy.listen)
+        except exclusive.StartError as exc:
+            print(f"depot: {exc}", file=sys.stderr)
+            return 1
         _prepare_data_dir(config.data_dir)
         _bootstrap_admin(config.data_dir)
-        return run(config)
+        if config.forward_proxy.listen is not None:
+            from .forward import ensure_ca
+            ensure_ca(config.data_dir)          # before anything reports ready: `ca export` sees this CA
+        try:
+            return run(config, sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+            os.close(lock)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -218,6 +241,8 @@ COMMANDS = {"serve": cmd_serve, "ca": cmd_ca, "init": cmd_init, "check-config": 
 
 def main(argv: list[str] | None = None) -> int:
     from depot.cache.storage import StoreMissing
+    # everything depot writes (data directory, database, blobs, audit log, backups) is private
+    os.umask(os.umask(0o077) | 0o077)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -48,6 +48,14 @@ class ForwardProxyConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """health: {min_free: 1GiB} or {min_free: 5%}: less free space in the data directory's
+    filesystem makes /-/healthz answer 503 (degraded)."""
+    min_free_bytes: int = 2**30
+    min_free_percent: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:8080"
     data_dir: Path = Path("./depot-data")
@@ -55,7 +63,9 @@ class Config:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     workers: int = 1
     log_level: str = "INFO"
-    client_timeout: float = 60.0    # a client that sends nothing for this long is cut off
+    client_timeout: float = 60.0    # an upload body that sends nothing for this long is cut off
+    keepalive_timeout: float = 75.0  # an idle connection (no request under way) is closed after this
+    header_timeout: float = 30.0    # a request line + headers must arrive within this of their first byte
     access_log: bool = True         # one log line per request (depot.access)
     login_max_failures: int = 10    # wrong passwords for one name within login_window → locked
     login_window: float = 600.0
@@ -66,6 +76,7 @@ class Config:
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
     policy: Policy = Policy()       # supply-chain rules for every proxy and group (cache/gate.py)
     osv_severity: str | None = None # imported vulnerabilities at or above this severity act as deny rules
+    health: HealthConfig = HealthConfig()
     open_access: bool = False       # development only: anyone may read and write everything
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -166,7 +177,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
-             "access_log", "login", "policy"}
+             "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy"}
 
 
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
@@ -199,7 +210,7 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
         trusted_proxies=tuple(str(address) for address in trusted),
         workers=workers,
         log_level=str(document.get("log_level", "INFO")).upper(),
-        client_timeout=_convert("client_timeout", document.get("client_timeout", 60), parse_duration),
+        **_timeouts(document),
         access_log=_convert("access_log", document.get("access_log", True), _boolean),
         **_login(_section(document, "login")),
         cache=CacheConfig(
@@ -219,10 +230,36 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
         forward_proxy=_forward(_section(document, "forward_proxy")),
         policy=_policy("policy", _section(document, "policy"), top=True),
         osv_severity=_osv_severity(_section(document, "policy")),
+        health=_health(_section(document, "health")),
         repositories=validate_repositories(_section(document, "repositories"), resolve_upstreams),
         open_access=_convert("open_access", document.get("open_access", False), _boolean),
         tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
     )
+
+
+def _timeouts(document: dict[str, Any]) -> dict[str, float]:
+    """client_timeout, keepalive_timeout, header_timeout: durations above zero."""
+    found = {}
+    for key in ("client_timeout", "keepalive_timeout", "header_timeout"):
+        value = _convert(key, document.get(key, getattr(Config, key)), parse_duration)
+        if not 0 < value < 7 * 86400:
+            raise ConfigError(key, "must be longer than zero and shorter than a week")
+        found[key] = value
+    return found
+
+
+def _health(section: dict[str, Any]) -> HealthConfig:
+    """health.min_free: a size (1GiB) or a percentage of the filesystem (5%)."""
+    for key in section:
+        if key != "min_free":
+            raise ConfigError(f"health.{key}", "unknown setting")
+    raw = section.get("min_free", HealthConfig.min_free_bytes)
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        percent = _convert("health.min_free", raw.strip()[:-1], float)
+        if not 0 <= percent < 100:
+            raise ConfigError("health.min_free", "a percentage must be between 0% and 100%")
+        return HealthConfig(min_free_bytes=0, min_free_percent=percent)
+    return HealthConfig(min_free_bytes=_convert("health.min_free", raw, parse_size))
 
 
 def _login(section: dict[str, Any]) -> dict[str, Any]:

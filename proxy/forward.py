@@ -5,8 +5,12 @@ are tunnelled untouched (or refused, per config)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,7 +21,9 @@ from depot.registry.repo import RepoConfig
 
 log = logging.getLogger("depot.forward")
 
-CA_BASENAME = "mitmproxy"
+CA_BASENAME = "mitmproxy"               # the file names mitmproxy loads from its confdir (ca/)
+CA_NAME = "depot forward-proxy CA"       # what clients see in the certificate
+CA_ORGANIZATION = "depot"
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,31 @@ def ca_dir(data_dir: Path) -> Path:
 
 
 def ensure_ca(data_dir: Path) -> Path:
-    """Create depot's interception CA on first use; returns the PEM certificate path."""
+    """depot's interception CA, created once; returns the PEM certificate path.
+
+    `depot serve --forward-proxy` calls this before it listens and `depot ca export` calls it
+    too: an flock on ca/.lock makes check-and-create atomic across processes, and the
+    certificate file is written last (and atomically), so its presence means a complete CA."""
     from mitmproxy.certs import CertStore
     directory = ca_dir(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    CertStore.from_store(directory, CA_BASENAME, 2048)
-    return directory / f"{CA_BASENAME}-ca-cert.pem"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cert = directory / f"{CA_BASENAME}-ca-cert.pem"
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (cert.exists() and (directory / f"{CA_BASENAME}-ca.pem").exists()):
+            staging = Path(tempfile.mkdtemp(dir=directory, prefix=".new-"))
+            try:
+                CertStore.create_store(staging, CA_BASENAME, 2048, organization=CA_ORGANIZATION, cn=CA_NAME)
+                # the key (mitmproxy-ca.pem) and the rest first, the exported certificate last
+                for made in sorted(staging.iterdir(), key=lambda p: p.name == cert.name):
+                    os.replace(made, directory / made.name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            log.info("created the forward-proxy CA path=%s", cert)
+    finally:
+        os.close(fd)
+    return cert
 
 
 async def serve_forward(listen: str, repos: Iterable[RepoConfig], data_dir: Path, depot_listen: str,

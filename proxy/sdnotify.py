@@ -3,8 +3,8 @@
 The protocol (sd_notify(3)): one datagram of newline-separated `KEY=VALUE` assignments to the
 AF_UNIX socket named by $NOTIFY_SOCKET; a leading `@` means the abstract namespace.
 
-With `--workers N` every worker notifies once its socket listens: the port shares
-SO_REUSEPORT, so the first worker that listens already serves it. The unit therefore sets
+With `--workers N` every worker notifies once it serves: the master bound the port before any
+worker started, so the first worker that serves already answers it. The unit therefore sets
 `NotifyAccess=all`; systemd ignores the repeated READY=1 of the other (or restarted) workers.
 """
 from __future__ import annotations

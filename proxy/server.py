@@ -1,4 +1,4 @@
-"""Running the app: one process, or N worker processes sharing one port (SO_REUSEPORT)."""
+"""Running the app: one process, or N worker processes on listening sockets the master bound."""
 from __future__ import annotations
 
 import asyncio
@@ -6,14 +6,17 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import web
 
 from . import sdnotify
 from .config import Config
+from .guard import GuardedSockSite
 
 log = logging.getLogger("depot.server")
 PR_SET_PDEATHSIG = 1
@@ -28,8 +31,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_worker(config: Config) -> None:
-    """Serve in this process until SIGTERM/SIGINT."""
+def run_worker(config: Config, sock: socket.socket) -> None:
+    """Serve on `sock` (bound by the master) in this process until SIGTERM/SIGINT."""
     from .app import build_app, with_hot_path
     host, port = config.host_port
     app = build_app(config)
@@ -37,11 +40,11 @@ def run_worker(config: Config) -> None:
     async def main() -> None:
         runner = web.AppRunner(app, access_log=logging.getLogger("depot.access") if config.access_log else None,
                                access_log_format='%a "%r" %s %b %Tfs "%{X-Cache}o"',
-                               handler_cancellation=False)
+                               handler_cancellation=False, keepalive_timeout=config.keepalive_timeout)
         await runner.setup()
         assert runner.server is not None
         runner.server.request_handler = with_hot_path(app, runner.server.request_handler)
-        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=_tls_context(config))
+        site = GuardedSockSite(runner, sock, config.header_timeout, ssl_context=_tls_context(config))
         await site.start()
         log.info("listening pid=%d address=%s:%d", os.getpid(), host, port)
         sdnotify.ready()  # systemd Type=notify; a no-op without NOTIFY_SOCKET
@@ -72,10 +75,33 @@ def _run_forward(config: Config) -> None:
                         fwd.refuse_unknown, config.upstream.ca_file)
 
 
-def run(config: Config) -> int:
-    """Serve with config.workers processes (+1 for the forward proxy); restart any that dies."""
+def _child(config: Config, sockets: list[socket.socket], slot: int) -> None:
+    """A forked worker (slot >= 0, on sockets[slot]) or the forward proxy (slot < 0); never returns."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 0
+    try:
+        for index, sock in enumerate(sockets):
+            if index != slot:
+                sock.close()    # a worker holds only its own socket
+        if slot < 0:
+            _run_forward(config)
+        else:
+            run_worker(config, sockets[slot])
+    except BaseException:
+        log.exception("process failed slot=%d", slot)
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def run(config: Config, sockets: list[socket.socket]) -> int:
+    """Serve with config.workers processes (+1 for the forward proxy), worker i on sockets[i]
+    (bound by the master, kept open by it across worker restarts); restart any that dies, after
+    removing its temp files."""
     if config.workers == 1 and config.forward_proxy.listen is None:
-        run_worker(config)
+        run_worker(config, sockets[0])
         return 0
     children: dict[int, int] = {}
     FORWARD = -1
@@ -83,17 +109,7 @@ def run(config: Config) -> int:
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _die_with_parent()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 0
-            try:
-                (_run_forward if slot == FORWARD else run_worker)(config)
-            except BaseException:
-                log.exception("process failed slot=%d", slot)
-                code = 1
-            finally:
-                os._exit(code)
+            _child(config, sockets, slot)
         children[pid] = slot
 
     stopping = False
@@ -121,9 +137,20 @@ def run(config: Config) -> int:
         slot = children.pop(pid, None)
         if slot is not None and not stopping:
             log.warning("worker died pid=%d status=%d; restarting", pid, status)
+            removed = clean_worker_files(config.data_dir, pid)
+            if removed:
+                log.info("cleaned temp files of dead worker pid=%d files=%d", pid, removed)
             time.sleep(0.5)
             spawn(slot)
     return 0
+
+
+def clean_worker_files(data_dir: Path, pid: int) -> int:
+    """Remove the partial files a killed worker left behind (their names carry its pid)."""
+    from depot.cache.blobs import BlobStore
+    from depot.cache.flight import Flights
+    tmp = BlobStore(data_dir)
+    return tmp.remove_temp_of(pid) + Flights(tmp.tmp).clean_process(pid)
 
 
 def setup_logging(level: str) -> None:

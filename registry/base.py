@@ -271,22 +271,35 @@ def x_cache_of(responses: Iterable[web.StreamResponse]) -> str | None:
 
 
 BODY_IDLE_TIMEOUT = 60.0
+MIN_BODY_PROGRESS = 1024        # bytes an upload must advance by within each idle window
+# the configured body idle timeout (config client_timeout), set by the front door on the app
+BODY_IDLE: web.AppKey[float] = web.AppKey("body_idle", float)
 
 
-async def body_chunks(request: web.Request, limit: int, idle: float = BODY_IDLE_TIMEOUT,
+async def body_chunks(request: web.Request, limit: int, idle: float | None = None,
                       chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """The request body in chunks; 413 past `limit` bytes, 408 when the client stalls for `idle` s."""
+    """The request body in chunks; 413 past `limit` bytes, 408 when the client stalls: it spent
+    `idle` s (default: the configured client_timeout) of waiting without sending MIN_BODY_PROGRESS
+    bytes, so a trickle of a byte every few seconds is cut off like silence is."""
+    if idle is None:
+        idle = request.config_dict.get(BODY_IDLE, BODY_IDLE_TIMEOUT)
     declared = request.content_length
     if declared is not None and declared > limit:
         raise FormatError(413, f"body of {declared} bytes is larger than the limit of {limit}")
-    seen = 0
+    loop = asyncio.get_running_loop()
+    seen, waited, progress = 0, 0.0, 0      # waited: time spent waiting for the client this window
     while True:
+        started = loop.time()
         try:
-            chunk = await asyncio.wait_for(request.content.read(chunk_size), timeout=idle)
+            chunk = await asyncio.wait_for(request.content.read(chunk_size), timeout=max(idle - waited, 0.01))
         except asyncio.TimeoutError:
-            raise FormatError(408, f"client sent nothing for {idle:.0f} s") from None
+            raise FormatError(408, f"client sent less than {MIN_BODY_PROGRESS} bytes in {idle:.0f} s") from None
         if not chunk:
             return
+        waited += loop.time() - started
+        progress += len(chunk)
+        if progress >= MIN_BODY_PROGRESS:
+            waited, progress = 0.0, 0
         seen += len(chunk)
         if seen > limit:
             raise FormatError(413, f"body larger than the limit of {limit} bytes")

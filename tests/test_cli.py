@@ -107,3 +107,86 @@ def test_serve_embedded_default_without_config(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _second_serve(depot, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run another `depot serve`; it must give up on its own (a bounded wait, then killed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    env["DEPOT_ADMIN_PASSWORD"] = depot.ADMIN_PASSWORD
+    proc = subprocess.Popen([str(DEPOT_BIN), "serve", "--config", str(depot.config_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the second depot kept running:\n{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_second_depot_on_a_taken_port_exits_non_zero(depot_factory, tmp_path):
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}}, workers=2)
+    req = urllib.request.Request(f"{depot.url}/local/only-here.txt", data=b"first store", method="PUT")
+    assert urllib.request.urlopen(req).status == 201
+    second = _second_serve(depot, "--data", str(tmp_path / "other-data"), "--workers", "2")
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr
+    for _ in range(20):                                    # every request still reaches the one store
+        assert get(f"{depot.url}/local/only-here.txt").body == b"first store"
+
+
+def test_a_second_server_on_one_data_directory_is_refused(depot_factory):
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}}, workers=2)
+    second = _second_serve(depot, "--data", str(depot.data_dir), "--listen", f"127.0.0.1:{free_port()}")
+    assert second.returncode != 0
+    assert "in use by another depot server" in second.stderr and str(depot.data_dir) in second.stderr
+    # the admin commands that work online still do
+    assert depot.run_cli("stats").returncode == 0
+    assert depot.run_cli("gc", "--dry-run").returncode == 0
+    assert get(f"{depot.url}/-/healthz").status == 200
+    depot.restart()                                         # the lock goes with the server
+    assert get(f"{depot.url}/-/healthz").status == 200
+
+
+def test_two_depots_started_at_once_on_one_port_leave_one_running(tmp_path):
+    import yaml
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    procs = []
+    for name in ("a", "b"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / name),
+                                          "open_access": True, "repositories": {"files": {
+                                              "format": "generic", "type": "hosted"}}}))
+        procs.append(subprocess.Popen([str(DEPOT_BIN), "serve", "--config", str(config), "--workers", "2"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                                      start_new_session=True))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        exited = [p for p in procs if p.poll() is not None]
+        assert len(exited) == 1 and exited[0].returncode != 0
+        assert b"address already in use" in exited[0].stderr.read()
+        time.sleep(1)
+        assert [p.poll() for p in procs if p not in exited] == [None]     # the other one serves on
+        assert get(f"http://127.0.0.1:{port}/-/healthz").status == 200
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+                p.wait(timeout=10)
+            p.stderr.close()
+
+
+def test_a_second_depot_on_a_taken_forward_proxy_port_exits_non_zero(depot_factory, tmp_path):
+    forward = free_port()
+    depot = depot_factory({"local": {"format": "generic", "type": "hosted"}},
+                          extra={"forward_proxy": {"listen": f"127.0.0.1:{forward}"}})
+    deadline = time.monotonic() + 20
+    while "forward proxy listening" not in depot.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = _second_serve(depot, "--data", str(tmp_path / "other-data"), "--listen", f"127.0.0.1:{free_port()}")
+    assert second.returncode != 0
+    assert f"127.0.0.1:{forward}: address already in use" in second.stderr

@@ -188,3 +188,45 @@ def test_npm_with_only_https_proxy_gets_cached(depot_factory, https_upstream, tm
         assert installed_version(project, "fwd-npm-tiny") == "1.0.0"
     tar_lines = [line for line in front.log().splitlines() if "/fwd-npm-tiny/-/" in line and "depot.access" in line]
     assert len(tar_lines) == 2 and tar_lines[0].endswith('"MISS"') and tar_lines[1].endswith('"HIT"')
+
+
+def test_ca_export_right_after_serve_is_the_ca_the_proxy_uses(https_upstream, tmp_path):
+    """README order: start `depot serve --forward-proxy`, then at once `depot ca export` (here four
+    of them, racing the start): one CA, named after depot, and the proxy signs with it."""
+    import yaml
+    from depot_process import DEPOT_BIN, stop_group
+    up, cert = https_upstream
+    subprocess.run(["curl", "-sk", "-T", "-", f"{up.url}/files/ca/1.0/x.txt"], input=b"via the CA\n",
+                   check=True, capture_output=True, timeout=30)
+    port, forward_port = free_port(), free_port()
+    config = tmp_path / "front.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "front-data"), "open_access": True,
+        "repositories": {"remote": {"format": "generic", "type": "proxy", "upstream": f"{up.url}/files/"}},
+        "upstream": {"ca_file": str(cert)}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    env["DEPOT_ADMIN_PASSWORD"] = DepotProcess.ADMIN_PASSWORD
+    with open(tmp_path / "front.log", "wb") as log:
+        server = subprocess.Popen([str(DEPOT_BIN), "serve", "--config", str(config),
+                                   "--forward-proxy", f"127.0.0.1:{forward_port}"],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        exports = [subprocess.Popen([str(DEPOT_BIN), "ca", "export", "--config", str(config)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(4)]
+        pems = [proc.communicate(timeout=60)[0] for proc in exports]
+        assert all(proc.returncode == 0 for proc in exports)
+        assert len(set(pems)) == 1 and pems[0].startswith(b"-----BEGIN CERTIFICATE-----")
+        ca = tmp_path / "exported-ca.pem"
+        ca.write_bytes(pems[0])
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(ca)],
+                                 capture_output=True, text=True, timeout=30).stdout
+        assert "depot forward-proxy CA" in subject and "mitmproxy" not in subject.lower()
+        wait_port(forward_port)
+        out = subprocess.run(["curl", "-sS", "--proxy", f"http://127.0.0.1:{forward_port}", "--cacert", str(ca),
+                              f"{up.url}/files/ca/1.0/x.txt"], capture_output=True, timeout=60, env=_clean_env())
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == b"via the CA\n"
+        assert subprocess.run([str(DEPOT_BIN), "ca", "export", "--config", str(config)], capture_output=True,
+                              env=env, timeout=60).stdout == pems[0]              # and it stays the same
+    finally:
+        stop_group(server)

@@ -233,7 +233,10 @@ CONFIG = st.fixed_dictionaries({}, optional={
                                 YAMLISH) | YAMLISH,
     "repositories": st.dictionaries(st.sampled_from(["a", "b", "v2", "Bad"]), REPO, min_size=1, max_size=2)
     | st.dictionaries(st.sampled_from(["a", "b"]), REPO | YAMLISH, max_size=2) | YAMLISH,
-    "open_access": YAMLISH, "tls": YAMLISH, "forward_proxy": YAMLISH})
+    "open_access": YAMLISH, "tls": YAMLISH, "forward_proxy": YAMLISH,
+    "keepalive_timeout": YAMLISH, "header_timeout": YAMLISH,
+    "health": st.dictionaries(st.sampled_from(["min_free", "other"]),
+                              st.sampled_from(["5%", "1GiB", "-1%", "nan%", "100%", " %"]) | YAMLISH) | YAMLISH})
 
 
 @FUZZ
@@ -249,6 +252,8 @@ def test_config_validate(document: dict[str, Any]) -> None:
     {"repositories": {"a": {"format": "generic", "type": "hosted", "password_file": 5}}},
     {"repositories": {"a": {"format": "generic", "type": "hosted", "password_file": "a\x00b"}}},
     {"repositories": {"a": {"format": "generic", "type": "hosted", "metadata_ttl": 10**400}}},
+    {"client_timeout": 0}, {"keepalive_timeout": float("inf")}, {"header_timeout": "1e400"},
+    {"health": {"min_free": "nan%"}}, {"health": {"min_free": 1.5e400}},
 ])
 def test_config_errors_found_by_fuzzing(document: dict[str, Any]) -> None:
     """Documents that once escaped validate() as TypeError/OverflowError/ValueError."""

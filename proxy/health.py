@@ -1,0 +1,74 @@
+"""/-/healthz (store writable, enough free space) and the answer to a full disk (507)."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from .config import HealthConfig
+
+log = logging.getLogger("depot.health")
+
+HEALTH: web.AppKey[HealthConfig] = web.AppKey("health", HealthConfig)
+STORE_TMP: web.AppKey[Path] = web.AppKey("store_tmp", Path)
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_MESSAGE = "insufficient storage: depot's disk is full"
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is the disk or quota running out."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def free_space_problem(path: Path, health: HealthConfig) -> str | None:
+    """Why free space is too low in `path`'s filesystem, or None."""
+    st = os.statvfs(path)
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    if free < health.min_free_bytes:
+        return f"low disk space: {free} bytes free, below health.min_free ({health.min_free_bytes} bytes)"
+    if total and 100 * free / total < health.min_free_percent:
+        return (f"low disk space: {100 * free / total:.1f}% free, "
+                f"below health.min_free ({health.min_free_percent:g}%)")
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 "ok" when the store is writable and has the configured free space; else 503 naming why."""
+    tmp = request.app[STORE_TMP]
+    try:
+        fd, name = tempfile.mkstemp(dir=tmp, prefix="healthz-")
+        os.close(fd)
+        os.unlink(name)
+        problem = free_space_problem(tmp, request.app[HEALTH])
+    except OSError as exc:
+        problem = f"store not writable: {exc.strerror}"
+    if problem is not None:
+        return web.Response(status=503, text=f"degraded: {problem}\n", headers={"Cache-Control": "no-store"})
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+@web.middleware
+async def disk_full(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """A full disk on a service endpoint (/-/…) is a 507, not a bare 500 (formats answer it in
+    their own error shape: proxy.app.run_format)."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if not storage_full(exc):
+            raise
+        log.error("disk full method=%s path=%s: %s", request.method, request.path, exc)
+        return web.Response(status=507, text=FULL_MESSAGE + "\n", headers={"Cache-Control": "no-store"})
