@@ -1,10 +1,13 @@
 """Access control with curl: users, tokens, per-repository permissions, audit, TLS, secrets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
+import threading
 import time
+from typing import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -188,7 +191,7 @@ def test_tls_serves_https(depot_factory, tmp_path):
 
 def test_repeated_bad_passwords_lock_the_name_and_are_audited(depot_factory):
     depot = depot_factory({"private": {"format": "generic", "type": "hosted"}}, secure=True,
-                          extra={"login": {"max_failures": 3, "window": "1m", "lockout": "3s"}})
+                          extra={"login": {"max_failures": 3, "window": "1m", "lockout": "3s", "token_ttl": "2h"}})
     make_user(depot, "mallory-target")
     url = f"{depot.url}/private/x.txt"
     for attempt in range(3):
@@ -263,6 +266,23 @@ def test_npm_login_is_locked_out_audited_and_gets_a_narrow_expiring_token(depot_
                for r in map(json.loads, (depot.data_dir / "audit.log").read_text().splitlines()))
 
 
+@contextlib.contextmanager
+def busy(url: str, token: str) -> Iterator[None]:
+    """Read `url` with `token` over new connections, over and over, while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            curl(*bearer(token), url)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
 def test_revocation_and_password_changes_count_at_once_on_every_worker(depot_factory):
     depot = depot_factory({"private": {"format": "generic", "type": "hosted", "access": {"alice": "read"}},
                            "oci-local": {"format": "oci", "type": "hosted", "access": {"alice": "write"}}},
@@ -276,7 +296,8 @@ def test_revocation_and_password_changes_count_at_once_on_every_worker(depot_fac
         assert curl(*bearer(token), f"{depot.url}/private/a.txt")[0] == 200
         assert curl(*bearer(jwt_token), tags)[0] == 404                       # allowed; no such image
     token_id = depot.run_cli("token", "list").stdout.splitlines()[1].split()[0]
-    depot.run_cli("token", "revoke", token_id)
+    with busy(f"{depot.url}/private/a.txt", token):      # keeps both workers' caches fresh meanwhile
+        depot.run_cli("token", "revoke", token_id)
     for _ in range(12):
         assert curl(*bearer(token), f"{depot.url}/private/a.txt")[0] == 401
     subprocess.run(depot.command("user", "passwd", "alice", "--password-stdin"), input="password-456\n",
