@@ -107,7 +107,7 @@ class Authenticator:
         self.login_token_ttl = login_token_ttl
         self.secret = _load_secret(Path(data_dir) / "token-secret")
         self._cache: TTLCache[str, tuple[Principal, int]] = TTLCache(maxsize=10_000, ttl=CREDENTIAL_CACHE_TTL)
-        self._dummy_hash = dummy_hash()
+        self._dummy_hash: str | None = None     # made on first need, in the hash pool
         self._hash_pool = ThreadPoolExecutor(max_workers=HASH_CONCURRENCY, thread_name_prefix="depot-hash")
         self._hash_slots: asyncio.Semaphore | None = None
 
@@ -155,8 +155,10 @@ class Authenticator:
                 message = f"too many failed logins for {user}; locked for {wait:.0f} s more"
                 self._record("lockout", user, client, service, message)
                 raise BadCredentials(message, locked=True, audited=True)
-            digest = stored.password_hash if stored is not None else self._dummy_hash
             loop = asyncio.get_running_loop()
+            if stored is None and self._dummy_hash is None:
+                self._dummy_hash = await loop.run_in_executor(self._hash_pool, dummy_hash)
+            digest = stored.password_hash if stored is not None else self._dummy_hash
             right = await loop.run_in_executor(self._hash_pool, verify_password, digest, password)
             if stored is None or not right:
                 engaged = await self.db.run(lambda conn: lockout.record_failure(conn, user, self.lockout, now))

@@ -174,6 +174,18 @@ class UserStore:
         if not self.db.run_sync(work):
             raise UserError(f"no user {name!r}")
 
+    def delete_user(self, name: str) -> None:
+        """Remove a user and revoke their tokens; their credentials stop working at once."""
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                deleted = conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
+                conn.execute("UPDATE tokens SET revoked = ? WHERE user = ? AND revoked IS NULL",
+                             (time.time(), name))
+                conn.execute(_BUMP_GENERATION)
+            return deleted
+        if not self.db.run_sync(work):
+            raise UserError(f"no user {name!r}")
+
     def user_exists(self, name: str) -> bool:
         return bool(self.db.run_sync(lambda conn: conn.execute(
             "SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()))

@@ -304,7 +304,14 @@ def test_revocation_and_password_changes_count_at_once_on_every_worker(depot_fac
                    capture_output=True, text=True, timeout=60, check=True)
     for _ in range(12):
         assert curl(*bearer(jwt_token), tags)[0] == 401
-    assert curl("-u", "alice:password-456", f"{depot.url}/private/a.txt")[0] == 200
+    new_jwt = docker_jwt(depot, "alice:password-456", "repository:oci-local/app:pull")
+    for _ in range(12):
+        assert curl("-u", "alice:password-456", f"{depot.url}/private/a.txt")[0] == 200
+        assert curl(*bearer(new_jwt), tags)[0] == 404
+    depot.run_cli("user", "delete", "alice")
+    for _ in range(12):
+        assert curl("-u", "alice:password-456", f"{depot.url}/private/a.txt")[0] == 401
+        assert curl(*bearer(new_jwt), tags)[0] == 401
 
 
 def timed_get(url: str, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> float:
