@@ -11,7 +11,7 @@ from aiohttp import web
 from depot.registry.base import Format, Route
 from depot.registry.repo import RepoConfig
 
-from .auth import ANONYMOUS, Authenticator, BadCredentials, Principal
+from .auth import ANONYMOUS, JWT_ACTIONS, Authenticator, BadCredentials, Principal
 from .users import RANK, AuditLog, UserError
 
 log = logging.getLogger("depot.access")
@@ -71,11 +71,12 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     auth, audit = request.app[AUTH], request.app[AUDIT]
     perm = required_perm(route, request.method)
     try:
-        principal = auth.for_route(await auth.identify(request.headers, request.remote), scope_name, perm)
+        identified = await auth.identify(request.headers, request.remote)
     except BadCredentials as exc:
         if not exc.audited:
             audit.record("authenticate", "denied", None, request.remote, repo.name, reason=str(exc))
         return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}"), repo
+    principal = auth.for_route(identified, scope_name, perm)
     if perm == "none":
         return principal, None, repo
     if repo.is_group and perm == "read":
@@ -85,16 +86,33 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     target = checked_repo(repo, auth.repos, perm)
     if not (repo.is_group and perm == "read") and auth.allowed(principal, target, perm):
         return principal, None, repo
-    audit.record(WRITE_ACTIONS.get(perm, perm), "denied", principal.label, request.remote, target.name,
+    return principal, _denied(request, fmt, base_url, identified, principal, target, perm, scope_name), repo
+
+
+def _denied(request: web.Request, fmt: Format, base_url: str, identified: Principal, principal: Principal,
+            target: RepoConfig, perm: str, scope_name: str | None) -> web.Response:
+    """Audit a refusal and answer it: 401 with a challenge to anonymous callers, else 403.
+
+    A Docker JWT whose claims do not name this route: 403 when its owner could not do it
+    anyway, else a challenge for the missing scope (the client fetches a new token)."""
+    auth, audit = request.app[AUTH], request.app[AUDIT]
+    owner = replace(identified, scopes=None) if identified.scopes is not None else principal
+    audit.record(WRITE_ACTIONS.get(perm, perm), "denied", owner.label, request.remote, target.name,
                  method=request.method, path=request.path)
+    if identified.scopes is not None and not owner.anonymous and scope_name is not None:
+        if not auth.allowed(owner, target, perm):
+            return fmt.error(None, 403, f"{owner.label} may not {perm} {target.name}", "DENIED")
+        scope = f'repository:{scope_name}:{JWT_ACTIONS.get(perm, perm)}'
+        return _challenge(fmt, base_url, f"the token does not grant {scope}",
+                          f',scope="{scope}",error="insufficient_scope"')
     if principal.anonymous:
-        return principal, _challenge(fmt, base_url, f"authentication required to {perm} {target.name}"), repo
-    return principal, fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}"), repo
+        return _challenge(fmt, base_url, f"authentication required to {perm} {target.name}")
+    return fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}")
 
 
-def _challenge(fmt: Format, base_url: str, message: str) -> web.Response:
+def _challenge(fmt: Format, base_url: str, message: str, extra: str = "") -> web.Response:
     response = fmt.error(None, 401, message, "UNAUTHORIZED")
-    response.headers["WWW-Authenticate"] = fmt.challenge(base_url)
+    response.headers["WWW-Authenticate"] = fmt.challenge(base_url) + extra
     return response
 
 
