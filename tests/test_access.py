@@ -139,7 +139,10 @@ def test_docker_tokens_grant_exactly_their_scopes(registry_depot):
     status, headers, _ = curl("-X", "POST", *bearer(pull), uploads)
     assert status == 401 and 'scope="repository:oci-local/app:push"' in headers["www-authenticate"]
     assert curl("-X", "POST", *bearer(push), f"{depot.url}/v2/oci-local/other/blobs/uploads/")[0] == 401
-    assert curl("-X", "DELETE", *bearer(push), f"{depot.url}/v2/oci-local/app/manifests/sha256:{'a' * 64}")[0] == 401
+    manifest = f"{depot.url}/v2/oci-local/app/manifests/sha256:{'a' * 64}"
+    assert curl("-X", "DELETE", *bearer(push), manifest)[0] == 403           # alice may not delete at all
+    admin_push = docker_jwt(depot, ":".join(ADMIN), "repository:oci-local/app:pull,push")
+    assert curl("-X", "DELETE", *bearer(admin_push), manifest)[0] == 401     # the admin may, not this token
     status, headers, _ = curl("-X", "POST", *bearer(push), uploads)
     assert status == 202 and headers["location"]
     assert put(f"{depot.url}/private/f.txt", b"f", "-u", "alice:password-123") == 201   # alice herself may
