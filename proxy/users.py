@@ -75,7 +75,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
     if "cred_version" not in columns:
-        conn.execute("ALTER TABLE users ADD COLUMN cred_version INTEGER NOT NULL DEFAULT 0")
+        try:
+            conn.execute("ALTER TABLE users ADD COLUMN cred_version INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:     # another worker added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 @dataclass(frozen=True)
