@@ -406,3 +406,24 @@ def test_listings_and_metrics_show_only_readable_repositories(depot_factory):
     assert scrape("-u", "alice:password-123")[0] == 403
     assert curl("-u", ":".join(ADMIN), f"{depot.url}/secret/plan.txt")[2] == b"private plan"
     assert "secret" in wait_for_series(*bearer(scraper))         # the scraper sees every repository
+
+
+def test_a_database_from_before_credential_versions_is_migrated(tmp_path):
+    """Users created by an older depot keep working; their credential version starts at 0."""
+    import sqlite3
+
+    from depot.cache.db import Database
+    from depot.proxy.users import UserStore
+    with sqlite3.connect(tmp_path / "depot.db") as conn:
+        conn.execute("CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL,"
+                     " admin INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)")
+        conn.execute("INSERT INTO users VALUES ('old', 'x', 0, 0)")
+    db = Database(tmp_path / "depot.db")
+    try:
+        users = UserStore(db)
+        UserStore(db)                                                   # a second worker: no error
+        assert db.run_sync(lambda c: users.version(c, "old")) == 0
+        users.set_password("old", "password-123")
+        assert db.run_sync(lambda c: users.version(c, "old")) == 1
+    finally:
+        db.close()
