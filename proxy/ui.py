@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
