@@ -11,7 +11,7 @@ from aiohttp import web
 from depot.registry.base import Format, Route
 from depot.registry.repo import RepoConfig
 
-from .auth import ANONYMOUS, Authenticator, BadCredentials, Principal
+from .auth import ANONYMOUS, JWT_ACTIONS, Authenticator, BadCredentials, Principal
 from .users import RANK, AuditLog, UserError
 
 log = logging.getLogger("depot.access")
@@ -21,6 +21,7 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
 
 METHOD_PERMS = {"GET": "read", "HEAD": "read", "OPTIONS": "read", "DELETE": "delete"}
 WRITE_ACTIONS = {"write": "publish", "delete": "delete"}
+AUDIT_MAX_LIMIT = 1000
 
 
 def required_perm(route: Route, method: str) -> str:
@@ -50,20 +51,32 @@ def group_view(auth: Authenticator, principal: Principal, group: RepoConfig) -> 
     return group if len(readable) == len(group.members) else replace(group, members=readable)
 
 
+def oci_scope_name(mount: str, match: re.Match[str] | None) -> str | None:
+    """The Docker token scope name of an OCI route: <repo>/<image> (<image> on the mirror)."""
+    image = match.groupdict().get("image") if match is not None else None
+    if not image or not (mount == "/v2" or mount.startswith("/v2/")):
+        return None
+    prefix = mount[len("/v2"):].strip("/")
+    return f"{prefix}/{image}" if prefix else image
+
+
 async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: Route,
-                    base_url: str) -> tuple[Principal, web.Response | None, RepoConfig]:
+                    base_url: str, scope_name: str | None = None
+                    ) -> tuple[Principal, web.Response | None, RepoConfig]:
     """(principal, None, repository as seen) when allowed; else an error in the format's shape.
 
-    A group is seen with only the members the caller may read; writes check deploy_to.
+    A group is seen with only the members the caller may read; writes check deploy_to. A Docker
+    JWT counts only on the OCI route (`scope_name`) and action its claims name.
     """
     auth, audit = request.app[AUTH], request.app[AUDIT]
     perm = required_perm(route, request.method)
     try:
-        principal = await auth.identify(request.headers)
+        identified = await auth.identify(request.headers, request.remote)
     except BadCredentials as exc:
-        audit.record("lockout" if exc.locked else "authenticate", "denied", None, request.remote, repo.name,
-                     reason=str(exc))
+        if not exc.audited:
+            audit.record("authenticate", "denied", None, request.remote, repo.name, reason=str(exc))
         return ANONYMOUS, _challenge(fmt, base_url, f"authentication failed: {exc}"), repo
+    principal = auth.for_route(identified, scope_name, perm)
     if perm == "none":
         return principal, None, repo
     if repo.is_group and perm == "read":
@@ -73,16 +86,33 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     target = checked_repo(repo, auth.repos, perm)
     if not (repo.is_group and perm == "read") and auth.allowed(principal, target, perm):
         return principal, None, repo
-    audit.record(WRITE_ACTIONS.get(perm, perm), "denied", principal.label, request.remote, target.name,
+    return principal, _denied(request, fmt, base_url, identified, principal, target, perm, scope_name), repo
+
+
+def _denied(request: web.Request, fmt: Format, base_url: str, identified: Principal, principal: Principal,
+            target: RepoConfig, perm: str, scope_name: str | None) -> web.Response:
+    """Audit a refusal and answer it: 401 with a challenge to anonymous callers, else 403.
+
+    A Docker JWT whose claims do not name this route: 403 when its owner could not do it
+    anyway, else a challenge for the missing scope (the client fetches a new token)."""
+    auth, audit = request.app[AUTH], request.app[AUDIT]
+    owner = replace(identified, scopes=None) if identified.scopes is not None else principal
+    audit.record(WRITE_ACTIONS.get(perm, perm), "denied", owner.label, request.remote, target.name,
                  method=request.method, path=request.path)
+    if identified.scopes is not None and not owner.anonymous and scope_name is not None:
+        if not auth.allowed(owner, target, perm):
+            return fmt.error(None, 403, f"{owner.label} may not {perm} {target.name}", "DENIED")
+        scope = f'repository:{scope_name}:{JWT_ACTIONS.get(perm, perm)}'
+        return _challenge(fmt, base_url, f"the token does not grant {scope}",
+                          f',scope="{scope}",error="insufficient_scope"')
     if principal.anonymous:
-        return principal, _challenge(fmt, base_url, f"authentication required to {perm} {target.name}"), repo
-    return principal, fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}"), repo
+        return _challenge(fmt, base_url, f"authentication required to {perm} {target.name}")
+    return fmt.error(None, 403, f"{principal.label} may not {perm} {target.name}")
 
 
-def _challenge(fmt: Format, base_url: str, message: str) -> web.Response:
+def _challenge(fmt: Format, base_url: str, message: str, extra: str = "") -> web.Response:
     response = fmt.error(None, 401, message, "UNAUTHORIZED")
-    response.headers["WWW-Authenticate"] = fmt.challenge(base_url)
+    response.headers["WWW-Authenticate"] = fmt.challenge(base_url) + extra
     return response
 
 
@@ -104,10 +134,10 @@ async def docker_token(request: web.Request) -> web.Response:
     """GET /-/token?service=depot&scope=repository:<repo>/<image>:pull,push (Docker token spec)."""
     auth, audit = request.app[AUTH], request.app[AUDIT]
     try:
-        principal = await auth.identify(request.headers)
+        principal = await auth.identify(request.headers, request.remote)
     except BadCredentials as exc:
-        audit.record("lockout" if exc.locked else "login", "denied", None, request.remote, None,
-                     reason=str(exc))
+        if not exc.audited:
+            audit.record("login", "denied", None, request.remote, None, reason=str(exc))
         return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": str(exc)}]}, status=401,
                                  headers={"WWW-Authenticate": 'Basic realm="depot"'})
     granted = []
@@ -124,7 +154,8 @@ async def docker_token(request: web.Request) -> web.Response:
 
 
 def _grantable(auth: Authenticator, principal: Principal, name: str, actions: list[str]) -> list[str]:
-    repo = auth.repos.get(name.split("/", 1)[0])
+    """The asked actions the principal may do on an OCI repository (nothing on other formats)."""
+    repo = auth.scope_repo(name)
     if repo is None:
         return []
     wanted = {"pull": "read", "push": "write", "delete": "delete", "*": "admin"}
@@ -133,21 +164,35 @@ def _grantable(auth: Authenticator, principal: Principal, name: str, actions: li
 
 
 async def audit_endpoint(request: web.Request) -> web.Response:
-    """GET /-/api/audit: the last audit records (admins only)."""
+    """GET /-/api/audit?limit=N&offset=M: audit records, newest last, skipping the M newest
+    (admins only; limit 1..1000, default 1000)."""
     auth = request.app[AUTH]
     try:
-        principal = await auth.identify(request.headers)
+        principal = await auth.identify(request.headers, request.remote)
     except BadCredentials:
         principal = ANONYMOUS
-    if not principal.admin and not auth.open_access:
+    if not auth.is_admin(principal):
         status = 401 if principal.anonymous else 403
         return web.json_response({"error": "admins only"}, status=status,
                                  headers={"WWW-Authenticate": 'Basic realm="depot"'} if status == 401 else {})
+    limit = _int_param(request, "limit", 1000, 1, AUDIT_MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    if limit is None or offset is None:
+        return web.json_response({"error": f"limit must be an integer 1..{AUDIT_MAX_LIMIT},"
+                                           " offset an integer >= 0"}, status=400)
+    return web.json_response(request.app[AUDIT].tail(limit, offset))
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int | None:
+    """An integer query parameter within [low, high]; None when it is not one."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
     try:
-        limit = min(int(request.query.get("limit", "1000") or 1000), 10_000)
+        value = int(raw)
     except ValueError:
-        return web.json_response({"error": "limit must be an integer"}, status=400)
-    return web.json_response(request.app[AUDIT].tail(limit))
+        return None
+    return value if low <= value <= high else None
 
 
 def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> None:

@@ -8,13 +8,12 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from depot.cache import metrics
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, health, observe, ui
+from . import access, health, observe, ui, visibility
 from .auth import Authenticator
 from .config import Config
 from .lockout import LockoutPolicy
@@ -37,20 +36,16 @@ def settings_of(config: Config) -> EngineSettings:
         policy=config.policy, osv_severity=config.osv_severity)
 
 
-async def metrics_endpoint(_: web.Request) -> web.Response:
-    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
-
-
 async def repositories(request: web.Request) -> web.Response:
-    """JSON list of repositories with format, type, entry count and bytes."""
+    """JSON list of the repositories the caller may read, with format, type, entries and bytes."""
     services = request.app[SERVICES]
+    may_read = await visibility.readable(request)
     proxy_stats = await services.entries.stats()
     rows = await services.db.execute(
         "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
     hosted_stats = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
     listing = []
-    for repo in services.repos.values():
+    for repo in filter(may_read, services.repos.values()):
         stat = (proxy_stats if repo.is_proxy else hosted_stats).get(repo.name, {"entries": 0, "bytes": 0})
         item = {"name": repo.name, "format": repo.format, "type": repo.type, **stat}
         if repo.is_proxy:
@@ -90,7 +85,8 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
             raise FormatError(404, f"no such endpoint in {repo.format} repository {repo.name}")
         route, match = found
         principal, denied, repo = await access.authorize(request, fmt, repo, route,
-                                                   services.public_base(request) + mount)
+                                                         services.public_base(request) + mount,
+                                                         access.oci_scope_name(mount, match))
         if denied is not None:
             return denied
         auth = request.app[access.AUTH]
@@ -153,8 +149,9 @@ def build_app(config: Config) -> web.Application:
         services = Services(settings_of(config), config.repositories)
         app[SERVICES] = services
         policy = LockoutPolicy(config.login_max_failures, config.login_window, config.login_lockout)
-        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access, policy)
         audit = AuditLog(config.data_dir / "audit.log")
+        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access, policy,
+                             audit, config.login_token_ttl)
         app[access.AUTH], app[access.AUDIT] = auth, audit
         services.auth, services.audit = auth, audit    # for format handlers (npm login, …)
         services.policy.audit = lambda d: audit.record(
@@ -170,7 +167,8 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_get("/-/healthz", health.healthz)
-    app.router.add_get("/-/metrics", metrics_endpoint)
+    app[visibility.METRICS_POLICY] = visibility.MetricsPolicy(config.metrics_anonymous, config.metrics_users)
+    app.router.add_get("/-/metrics", visibility.metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)
     ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics

@@ -8,13 +8,15 @@ Accepted credentials (first match wins):
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -25,18 +27,26 @@ from depot.cache.db import Database
 from depot.registry.repo import RepoConfig
 
 from . import lockout
-from .users import RANK, TOKEN_PREFIX, Token, UserStore
+from .users import RANK, TOKEN_PREFIX, AuditLog, Token, UserStore, dummy_hash, verify_password
 
 DOCKER_TOKEN_TTL = 300
 CREDENTIAL_CACHE_TTL = 5.0
+LOGIN_TOKEN_TTL = 30 * 86400.0
+HASH_CONCURRENCY = 2            # password hashes verified at once per worker (CPU and 64 MiB each)
+LOGIN_TOKEN_PERM = "delete"     # what a client login (npm) gets at most: never admin
+JWT_ACTIONS = {"read": "pull", "write": "push", "delete": "delete", "admin": "*"}
 
 
 class BadCredentials(Exception):
-    """Credentials were sent and are wrong, expired or revoked (or the name is locked out)."""
+    """Credentials were sent and are wrong, expired or revoked (or the name is locked out).
 
-    def __init__(self, message: str, locked: bool = False) -> None:
+    `audited`: the password path already wrote the audit record.
+    """
+
+    def __init__(self, message: str, locked: bool = False, audited: bool = False) -> None:
         super().__init__(message)
         self.locked = locked
+        self.audited = audited
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,9 @@ class Principal:
     user: str | None = None           # the person (or None for anonymous / deploy tokens)
     admin: bool = False
     token: Token | None = None
+    version: int = 0                  # the user's credential version when identified
+    # a Docker JWT's grants {(name, action)}; None when the credentials are not a JWT
+    scopes: frozenset[tuple[str, str]] | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -69,61 +82,100 @@ def anonymous_read(repo: RepoConfig, repos: Mapping[str, RepoConfig]) -> bool:
 
 
 class Authenticator:
-    """Identifies principals (with a short in-process cache) and checks permissions."""
+    """Identifies principals and checks permissions.
+
+    Every password check (Basic auth on any endpoint, the Docker token service, npm login, the
+    UI) goes through `check_password`: lockout, argon2 off the database thread with bounded
+    concurrency, a dummy verification for unknown names, and the audit record of failures.
+    Successful identifications are cached per worker for a few seconds, but the cache is
+    dropped as soon as the credential generation in the database moves (one indexed read per
+    request), so a revocation or password change counts on every worker at once.
+    """
+
+    Refused = BadCredentials        # for format handlers, which do not import the front door
 
     def __init__(self, db: Database, data_dir: Path, repos: Mapping[str, RepoConfig],
-                 open_access: bool = False, policy: lockout.LockoutPolicy = lockout.LockoutPolicy()) -> None:
+                 open_access: bool = False, policy: lockout.LockoutPolicy = lockout.LockoutPolicy(),
+                 audit: AuditLog | None = None, login_token_ttl: float = LOGIN_TOKEN_TTL) -> None:
         self.db = db
         self.users = UserStore(db)
         self.lockout = policy
         db.run_sync(lambda conn: conn.executescript(lockout.SCHEMA))
         self.repos = repos
         self.open_access = open_access
+        self.audit = audit
+        self.login_token_ttl = login_token_ttl
         self.secret = _load_secret(Path(data_dir) / "token-secret")
-        self._cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=CREDENTIAL_CACHE_TTL)
+        self._cache: TTLCache[str, tuple[Principal, int]] = TTLCache(maxsize=10_000, ttl=CREDENTIAL_CACHE_TTL)
+        self._dummy_hash: str | None = None     # made on first need, in the hash pool
+        self._hash_pool = ThreadPoolExecutor(max_workers=HASH_CONCURRENCY, thread_name_prefix="depot-hash")
+        self._hash_slots: asyncio.Semaphore | None = None
 
-    async def identify(self, headers: Mapping[str, str]) -> Principal:
+    async def identify(self, headers: Mapping[str, str], client: str | None = None) -> Principal:
         """The principal behind the request's credentials; raises BadCredentials."""
         raw = headers.get("Authorization") or ""
         nuget = headers.get("X-NuGet-ApiKey")
         key = raw or (f"nuget {nuget}" if nuget else "")
         if not key:
             return ANONYMOUS
+        generation = await self.db.run(self.users.generation)
         cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        principal = await self.db.run(lambda conn: self._resolve(conn, raw, nuget))
-        self._cache[key] = principal
+        if cached is not None and cached[1] == generation and _still_usable(cached[0]):
+            return cached[0]
+        principal = await self._resolve(raw, nuget, client)
+        self._cache[key] = (principal, generation)
         return principal
 
-    def _resolve(self, conn: sqlite3.Connection, raw: str, nuget: str | None) -> Principal:
+    async def _resolve(self, raw: str, nuget: str | None, client: str | None) -> Principal:
         scheme, _, value = raw.partition(" ")
         scheme_l = scheme.lower()
         if scheme_l == "basic":
             user, password = _basic(value)
             if password.startswith(TOKEN_PREFIX):
-                return self._token_principal(conn, password, user)
-            return self._password_principal(conn, user, password)
+                return await self.db.run(lambda conn: self._token_principal(conn, password, user))
+            return await self.check_password(user, password, client, "basic")
         if scheme_l == "bearer":
             if value.count(".") == 2 and not value.startswith(TOKEN_PREFIX):
-                return self._jwt_principal(conn, value)
-            return self._token_principal(conn, value.strip(), None)
-        if nuget and not raw:
-            return self._token_principal(conn, nuget.strip(), None)
-        return self._token_principal(conn, raw.strip(), None)
+                return await self.db.run(lambda conn: self._jwt_principal(conn, value))
+            secret = value.strip()
+        else:
+            secret = (nuget or "").strip() if nuget and not raw else raw.strip()
+        return await self.db.run(lambda conn: self._token_principal(conn, secret, None))
 
-    def _password_principal(self, conn: sqlite3.Connection, user: str, password: str) -> Principal:
-        now = lockout.now()
-        wait = lockout.locked_for(conn, user, now)
-        if wait:
-            raise BadCredentials(f"too many failed logins for {user}; locked for {wait:.0f} s more",
-                                 locked=True)
-        found = self.users.check_password(conn, user, password)
-        if found is None:
-            engaged = lockout.record_failure(conn, user, self.lockout, now)
-            raise BadCredentials("wrong user name or password", locked=engaged)
-        lockout.record_success(conn, user)
-        return Principal(found[0], found[1])
+    async def check_password(self, user: str, password: str, client: str | None, service: str) -> Principal:
+        """The one password check: lockout, argon2 in the hash pool, audit of failures."""
+        if self._hash_slots is None:
+            self._hash_slots = asyncio.Semaphore(HASH_CONCURRENCY)
+        # The lock is checked inside the slot, so concurrent guesses cannot all slip past it.
+        async with self._hash_slots:
+            now = lockout.now()
+            wait, stored = await self.db.run(lambda conn: (lockout.locked_for(conn, user, now),
+                                                           self.users.stored(conn, user)))
+            if wait:
+                message = f"too many failed logins for {user}; locked for {wait:.0f} s more"
+                self._record("lockout", user, client, service, message)
+                raise BadCredentials(message, locked=True, audited=True)
+            loop = asyncio.get_running_loop()
+            if stored is None and self._dummy_hash is None:
+                self._dummy_hash = await loop.run_in_executor(self._hash_pool, dummy_hash)
+            digest = stored.password_hash if stored is not None else self._dummy_hash
+            right = await loop.run_in_executor(self._hash_pool, verify_password, digest, password)
+            if stored is None or not right:
+                engaged = await self.db.run(lambda conn: lockout.record_failure(conn, user, self.lockout, now))
+                self._record("lockout" if engaged else "login", user, client, service, "wrong user name or password")
+                raise BadCredentials("wrong user name or password", locked=engaged, audited=True)
+            await self.db.run(lambda conn: lockout.record_success(conn, user))
+        return Principal(user, stored.admin, version=stored.version)
+
+    def _record(self, action: str, user: str, client: str | None, service: str, reason: str) -> None:
+        if self.audit is not None:
+            self.audit.record(action, "denied", None, client, None, user=user, service=service, reason=reason)
+
+    async def login_token(self, principal: Principal, description: str) -> str:
+        """A token for a client login (npm): the user's own rights at most, never admin, expiring."""
+        _, secret = await self.users.create_token_async(principal.user, ["*"], LOGIN_TOKEN_PERM,
+                                                        self.login_token_ttl, description)
+        return secret
 
     def _token_principal(self, conn: sqlite3.Connection, secret: str, user: str | None) -> Principal:
         token = self.users.find_token(conn, secret)
@@ -131,29 +183,68 @@ class Authenticator:
             raise BadCredentials("unknown, expired or revoked token")
         if user is not None and token.user is not None and user != token.user:
             raise BadCredentials("token belongs to another user")
-        admin = token.user is not None and self.users.is_admin(conn, token.user)
-        return Principal(token.user, admin, token)
+        return self._owner(conn, token)
+
+    def _owner(self, conn: sqlite3.Connection, token: Token) -> Principal:
+        """A token's principal (its rights are the owner's, capped by the token's)."""
+        if token.user is None:
+            return Principal(None, False, token)
+        version = self.users.version(conn, token.user)
+        if version is None:
+            raise BadCredentials("the token's user no longer exists")
+        return Principal(token.user, self.users.is_admin(conn, token.user), token, version)
 
     def _jwt_principal(self, conn: sqlite3.Connection, value: str) -> Principal:
         try:
             claims = jwt.decode(value, self.secret, algorithms=["HS256"], audience="depot")
         except jwt.PyJWTError as exc:
             raise BadCredentials(f"bad bearer token: {exc}") from None
+        scopes = _scopes(claims.get("access"))
         user, token_id = claims.get("sub"), claims.get("tid")
         if token_id:
             token = self.users.token_by_id(conn, token_id)
             if token is None or not token.usable(time.time()):
                 raise BadCredentials("token revoked")
-            return Principal(token.user, bool(token.user and self.users.is_admin(conn, token.user)), token)
-        if not user:
+            principal = self._owner(conn, token)
+        elif user:
+            version = self.users.version(conn, user)
+            if version is None:
+                raise BadCredentials("bearer token of an unknown user")
+            principal = Principal(user, self.users.is_admin(conn, user), version=version)
+        else:
+            principal = ANONYMOUS
+        if principal.user is not None and claims.get("cv") != principal.version:
+            raise BadCredentials("bearer token issued before a credential change; log in again")
+        return replace(principal, scopes=scopes)
+
+    def for_route(self, principal: Principal, scope_name: str | None, perm: str) -> Principal:
+        """The principal a request acts as: a JWT counts only on the OCI route its claims name
+        (<repo>/<image> and the action), and as no credentials anywhere else."""
+        if principal.scopes is None:
+            return principal
+        action = JWT_ACTIONS.get(perm)
+        if scope_name is None or action is None:
             return ANONYMOUS
-        return Principal(user, self.users.is_admin(conn, user))
+        if (scope_name, action) in principal.scopes or (scope_name, "*") in principal.scopes:
+            return replace(principal, scopes=None)
+        return ANONYMOUS
+
+    def is_admin(self, principal: Principal) -> bool:
+        """A global admin (audit log, every metric): an admin's password or admin token on every
+        repository; a JWT or a narrower token never is one."""
+        if self.open_access:
+            return True
+        token = principal.token
+        return (principal.admin and principal.scopes is None
+                and (token is None or (token.perm == "admin" and "*" in token.repos)))
 
     def rank(self, principal: Principal, repo: RepoConfig) -> int:
         """The principal's permission rank on a repository (0: nothing)."""
         if self.open_access:
             return RANK["admin"]
         anon = RANK["read"] if anonymous_read(repo, self.repos) else 0
+        if principal.scopes is not None:        # a JWT outside `for_route`: no credentials
+            return anon
         if principal.admin and principal.token is None:
             return RANK["admin"]
         granted = 0
@@ -174,14 +265,38 @@ class Authenticator:
     def allowed(self, principal: Principal, repo: RepoConfig, perm: str) -> bool:
         return self.rank(principal, repo) >= RANK[perm]
 
+    def scope_repo(self, name: str) -> RepoConfig | None:
+        """The OCI repository a token scope name (<repo>/<image>, or <image> on the mirror) means."""
+        repo = self.repos.get(name.split("/", 1)[0])
+        if repo is not None and "/" in name:
+            return repo if repo.format == "oci" else None
+        return next((r for r in self.repos.values() if r.format == "oci" and r.mirror), None)
+
     def docker_token(self, principal: Principal, scopes: list[tuple[str, str, list[str]]]) -> str:
         """A short-lived signed token granting what the principal may do of the asked scopes."""
         now = int(time.time())
         claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + DOCKER_TOKEN_TTL,
                   "sub": principal.user or "", "tid": principal.token.id if principal.token else None,
+                  "cv": principal.version,
                   "access": [{"type": t, "name": n, "actions": a} for t, n, a in scopes],
                   "jti": secrets.token_hex(8)}
         return jwt.encode(claims, self.secret, algorithm="HS256")
+
+
+def _still_usable(principal: Principal) -> bool:
+    token = principal.token
+    return token is None or token.usable(time.time())
+
+
+def _scopes(access: object) -> frozenset[tuple[str, str]]:
+    """The (name, action) pairs of a JWT's `access` claim (repository entries only)."""
+    pairs = set()
+    for entry in access if isinstance(access, list) else []:
+        if isinstance(entry, dict) and entry.get("type") == "repository" and isinstance(entry.get("name"), str):
+            actions = entry.get("actions")
+            pairs.update((entry["name"], a) for a in (actions if isinstance(actions, list) else [])
+                         if isinstance(a, str))
+    return frozenset(pairs)
 
 
 def _basic(value: str) -> tuple[str, str]:

@@ -24,6 +24,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> dic
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     common(passwd)
+    delete = user_sub.add_parser("delete", help="remove a user and revoke their tokens")
+    delete.add_argument("name")
+    common(delete)
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token (printed alone on the last line)")
@@ -68,6 +71,10 @@ def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
             users.add_user(args.name, _password(args), admin=args.admin)
             audit.record("user.add", "ok", actor, None, None, user=args.name, admin=args.admin)
             print(f"user {args.name} created{' (admin)' if args.admin else ''}")
+        elif args.user_command == "delete":
+            users.delete_user(args.name)
+            audit.record("user.delete", "ok", actor, None, None, user=args.name)
+            print(f"user {args.name} deleted; their tokens are revoked")
         else:
             users.set_password(args.name, _password(args))
             audit.record("user.passwd", "ok", actor, None, None, user=args.name)

@@ -70,6 +70,9 @@ class Config:
     login_max_failures: int = 10    # wrong passwords for one name within login_window → locked
     login_window: float = 600.0
     login_lockout: float = 300.0
+    login_token_ttl: float = 30 * 86400.0   # lifetime of tokens a client login (npm login) creates
+    metrics_anonymous: bool = True  # /-/metrics without credentials (private repositories filtered out)
+    metrics_users: tuple[str, ...] = ()     # users who see every metric (besides admins)
     cache: CacheConfig = CacheConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
@@ -177,7 +180,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
-             "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy"}
+             "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy", "metrics"}
 
 
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
@@ -213,6 +216,7 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
         **_timeouts(document),
         access_log=_convert("access_log", document.get("access_log", True), _boolean),
         **_login(_section(document, "login")),
+        **_metrics(_section(document, "metrics")),
         cache=CacheConfig(
             max_size=_convert("cache.max_size", cache.get("max_size", CacheConfig.max_size), parse_size),
             memory_size=_convert("cache.memory_size",
@@ -263,13 +267,30 @@ def _health(section: dict[str, Any]) -> HealthConfig:
 
 
 def _login(section: dict[str, Any]) -> dict[str, Any]:
-    """login: {max_failures: 10, window: 10m, lockout: 5m} (brute-force protection)."""
+    """login: {max_failures: 10, window: 10m, lockout: 5m, token_ttl: 30d} (brute-force
+    protection; lifetime of the tokens `npm login` gets)."""
     for key in section:
-        if key not in ("max_failures", "window", "lockout"):
+        if key not in ("max_failures", "window", "lockout", "token_ttl"):
             raise ConfigError(f"login.{key}", "unknown setting")
+    ttl = _convert("login.token_ttl", section.get("token_ttl", "30d"), parse_duration)
+    if ttl <= 0:
+        raise ConfigError("login.token_ttl", "must be positive")
     return {"login_max_failures": _convert("login.max_failures", section.get("max_failures", 10), int),
             "login_window": _convert("login.window", section.get("window", 600), parse_duration),
-            "login_lockout": _convert("login.lockout", section.get("lockout", 300), parse_duration)}
+            "login_lockout": _convert("login.lockout", section.get("lockout", 300), parse_duration),
+            "login_token_ttl": ttl}
+
+
+def _metrics(section: dict[str, Any]) -> dict[str, Any]:
+    """metrics: {anonymous: true, users: [prometheus]} (who may scrape /-/metrics)."""
+    for key in section:
+        if key not in ("anonymous", "users"):
+            raise ConfigError(f"metrics.{key}", "unknown setting")
+    users = section.get("users") or []
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise ConfigError("metrics.users", "must be a list of user names")
+    return {"metrics_anonymous": _convert("metrics.anonymous", section.get("anonymous", True), _boolean),
+            "metrics_users": tuple(users)}
 
 
 def _existing_file(key: str, value: Any) -> str | None:

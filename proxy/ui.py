@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,7 +27,7 @@ from depot.cache import metrics
 from depot.cache.services import Services
 from depot.registry.repo import RepoConfig
 
-from . import observe
+from . import observe, visibility
 from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
 from .ui_templates.snippets import snippet
@@ -56,22 +55,9 @@ def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-ReadCheck = Callable[[RepoConfig], bool]
-CHALLENGE = {"WWW-Authenticate": 'Basic realm="depot"'}
-
-
-async def readable(request: web.Request) -> ReadCheck:
-    """Which repositories the requester may read (access control); 401 on bad credentials."""
-    from .access import AUTH
-    from .auth import BadCredentials
-    auth = request.app.get(AUTH)
-    if auth is None:
-        return lambda repo: True
-    try:
-        principal = await auth.identify(request.headers)
-    except BadCredentials as exc:
-        raise web.HTTPUnauthorized(text=f"authentication failed: {exc}\n", headers=CHALLENGE) from None
-    return lambda repo: auth.allowed(principal, repo, "read")
+ReadCheck = visibility.ReadCheck
+CHALLENGE = visibility.CHALLENGE
+readable = visibility.readable     # the one visibility rule (proxy/visibility.py)
 
 
 def _page(title: str, body: str, root: str, with_chart: bool = False) -> web.Response:

@@ -10,9 +10,10 @@ import json
 import secrets
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -31,6 +32,11 @@ CREATE TABLE IF NOT EXISTS users (
     admin INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS auth_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO auth_generation (id, value) VALUES (0, 0);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -45,6 +51,58 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 _hasher = PasswordHasher()
+
+# Every change that takes a credential away (password change, token revocation) bumps the
+# global generation (workers drop their credential caches when it moves) and the user's
+# credential version (carried in Docker JWTs and compared on every use).
+_BUMP_GENERATION = "UPDATE auth_generation SET value = value + 1 WHERE id = 0"
+_BUMP_USER = "UPDATE users SET cred_version = cred_version + 1 WHERE name = ?"
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    if "cred_version" not in columns:
+        try:
+            conn.execute("ALTER TABLE users ADD COLUMN cred_version INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:     # another worker added it first
+            if "duplicate column" not in str(exc):
+                raise
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    """What a password check needs of a user row."""
+
+    name: str
+    password_hash: str
+    admin: bool
+    version: int
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """argon2 verification (CPU-bound, ~50-300 ms: never on the event loop or the DB thread)."""
+    try:
+        return bool(_hasher.verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def dummy_hash() -> str:
+    """A hash of a random password, verified for unknown names so they cost what known ones do."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -89,7 +147,7 @@ class UserStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.run_sync(lambda conn: conn.executescript(SCHEMA))
+        db.run_sync(_migrate)
 
     # users ---------------------------------------------------------------------------
     def add_user(self, name: str, password: str, admin: bool = False) -> None:
@@ -110,29 +168,52 @@ class UserStore:
         if len(password) < 8:
             raise UserError("passwords need at least 8 characters")
         digest = _hasher.hash(password)
-        changed = self.db.run_sync(lambda conn: conn.execute(
-            "UPDATE users SET password_hash = ? WHERE name = ?", (digest, name)).rowcount)
-        if not changed:
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                changed = conn.execute("UPDATE users SET password_hash = ?, cred_version = cred_version + 1"
+                                       " WHERE name = ?", (digest, name)).rowcount
+                conn.execute(_BUMP_GENERATION)
+            return changed
+        if not self.db.run_sync(work):
+            raise UserError(f"no user {name!r}")
+
+    def delete_user(self, name: str) -> None:
+        """Remove a user and revoke their tokens; their credentials stop working at once."""
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                deleted = conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
+                conn.execute("UPDATE tokens SET revoked = ? WHERE user = ? AND revoked IS NULL",
+                             (time.time(), name))
+                conn.execute(_BUMP_GENERATION)
+            return deleted
+        if not self.db.run_sync(work):
             raise UserError(f"no user {name!r}")
 
     def user_exists(self, name: str) -> bool:
         return bool(self.db.run_sync(lambda conn: conn.execute(
             "SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()))
 
-    def check_password(self, conn: sqlite3.Connection, name: str, password: str) -> tuple[str, bool] | None:
-        """(name, admin) if the password is right (runs on the database thread)."""
-        row = conn.execute("SELECT password_hash, admin FROM users WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        try:
-            _hasher.verify(row["password_hash"], password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return name, bool(row["admin"])
+    def stored(self, conn: sqlite3.Connection, name: str) -> StoredUser | None:
+        """The user's hash, admin flag and credential version (database thread; no hashing here)."""
+        row = conn.execute("SELECT password_hash, admin, cred_version FROM users WHERE name = ?",
+                           (name,)).fetchone()
+        return StoredUser(name, row[0], bool(row[1]), row[2]) if row else None
 
     def is_admin(self, conn: sqlite3.Connection, name: str) -> bool:
         row = conn.execute("SELECT admin FROM users WHERE name = ?", (name,)).fetchone()
         return bool(row and row["admin"])
+
+    def version(self, conn: sqlite3.Connection, name: str) -> int | None:
+        """The user's credential version (None: no such user)."""
+        row = conn.execute("SELECT cred_version FROM users WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def generation(conn: sqlite3.Connection) -> int:
+        """The credential generation: moves whenever a credential is taken away."""
+        row = conn.execute("SELECT value FROM auth_generation WHERE id = 0").fetchone()
+        return row[0] if row else 0
 
     # tokens --------------------------------------------------------------------------
     def create_token(self, user: str | None, repos: list[str], perm: str,
@@ -171,8 +252,18 @@ class UserStore:
             "SELECT * FROM tokens ORDER BY created")])
 
     def revoke(self, token_id: str) -> bool:
-        return bool(self.db.run_sync(lambda conn: conn.execute(
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id)).rowcount))
+        """Revoke a token; every worker stops accepting it (and its user's JWTs) at once."""
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                changed = conn.execute("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                                       (time.time(), token_id)).rowcount
+                if changed:
+                    row = conn.execute("SELECT user FROM tokens WHERE id = ?", (token_id,)).fetchone()
+                    if row and row[0]:
+                        conn.execute(_BUMP_USER, (row[0],))
+                    conn.execute(_BUMP_GENERATION)
+            return bool(changed)
+        return self.db.run_sync(work)
 
 
 class AuditLog:
@@ -189,9 +280,11 @@ class AuditLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
-    def tail(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def tail(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        """Up to `limit` records, oldest first, ending `offset` records before the newest."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()[-limit:]
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = lines[max(0, len(lines) - offset - limit):max(0, len(lines) - offset)]
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in lines if line.strip()]

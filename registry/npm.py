@@ -132,7 +132,8 @@ class Npm(Format):
         return _json(200, {"username": name if name and name != "anonymous" else "anonymous"})
 
     async def add_user(self, ctx: Ctx) -> web.StreamResponse:
-        """Legacy `npm login`/`adduser`: check the password and hand out a token.
+        """Legacy `npm login`/`adduser`: check the password (the authenticator's one path, with
+        lockout and audit) and hand out an expiring token with the user's own rights, never admin.
 
         Without an authenticator (open appliance) any name gets a throw-away token.
         """
@@ -142,11 +143,15 @@ class Npm(Format):
         auth = getattr(ctx.services, "auth", None)
         token = secrets.token_urlsafe(24)
         if auth is not None:
-            password = str(doc.get("password") or "")
-            found = await auth.db.run(lambda conn: auth.users.check_password(conn, user, password))
-            if found is None:
-                raise FormatError(401, f"wrong user name or password for {user}")
-            _, token = await auth.users.create_token_async(user, ["*"], "admin", description="npm login")
+            try:
+                principal = await auth.check_password(user, str(doc.get("password") or ""),
+                                                      ctx.request.remote, "npm")
+            except auth.Refused as exc:     # wrong password or locked name
+                raise FormatError(401, f"login failed for {user}: {exc}") from None
+            token = await auth.login_token(principal, "npm login")
+            if ctx.services.audit is not None:
+                ctx.services.audit.record("login", "ok", principal.label, ctx.request.remote, ctx.repo.name,
+                                          service="npm")
         return _json(201, {"ok": True, "id": f"org.couchdb.user:{user}", "rev": "1-0", "token": token})
 
     async def web_login(self, ctx: Ctx) -> web.StreamResponse:

@@ -138,7 +138,8 @@ class Oci(Format):
         auth = getattr(services, "auth", None)
         if auth is not None and not auth.open_access:
             try:
-                known = "Authorization" in request.headers and await auth.identify(request.headers) is not None
+                known = ("Authorization" in request.headers
+                         and await auth.identify(request.headers, request.remote) is not None)
             except Exception:  # BadCredentials: answer the challenge again
                 known = False
             if not known:
@@ -484,7 +485,7 @@ async def _readable(request: web.Request, services: Any) -> Callable[[RepoConfig
     if auth is None or auth.open_access:
         return lambda repo: True
     try:
-        principal = await auth.identify(request.headers)
+        principal = await auth.identify(request.headers, request.remote)
     except Exception:  # bad credentials: treated as anonymous
         principal = None
     if principal is None:

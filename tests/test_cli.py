@@ -102,7 +102,8 @@ def test_serve_embedded_default_without_config(tmp_path):
                 time.sleep(0.1)
         else:
             raise AssertionError("depot did not start on the embedded default")
-        assert any(r["name"] == "files" for r in listing)
+        assert any(r["type"] == "proxy" for r in listing)
+        assert all(r["name"] != "files" for r in listing)       # hosted, so hidden from anonymous callers
         assert (tmp_path / "depot-data" / "depot.db").exists()
     finally:
         proc.terminate()

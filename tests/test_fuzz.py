@@ -281,7 +281,8 @@ TEMPLATES = (
     "GET /v2/oci-p/{}/tags/list?n={}&last={}", "GET /v2/oci-h/{}/referrers/{}?artifactType={}",
     "GET /v2/oci-p/{}/referrers/{}?artifactType={}", "HEAD /v2/oci-p/{}/blobs/{}", "HEAD /v2/oci-h/{}/manifests/{}",
     "POST /v2/oci-h/{}/blobs/uploads/?digest-algorithm={}", "PUT /v2/oci-h/{}/manifests/{}?tag={}&tag={}",
-    "GET /v2/_catalog?n={}&last={}", "GET /-/token?scope={}&service={}", "GET /-/api/audit?limit={}",
+    "GET /v2/_catalog?n={}&last={}", "GET /-/token?scope={}&service={}", "GET /v2/token?scope={}", "GET /-/api/audit?limit={}",
+    "GET /-/api/audit?limit={}&offset={}",
     "GET /-/api/stats", "GET /-/api/repositories", "GET /-/ui/", "GET /-/ui/repositories/{}?path={}",
     "GET /-/metrics", "GET /{}/{}", "GET /{}",
 )
@@ -400,6 +401,7 @@ def npm_publish_body(integrity: Any) -> bytes:
 
 @pytest.mark.parametrize("method, path, body", [
     ("GET", "/-/api/audit?limit=x", None),
+
     ("PUT", "/npm-h/dpkg", npm_publish_body(["sha512-x"])),
     ("PUT", "/npm-h/dpkg", DEEP_JSON),
     ("PUT", "/npm-h/-/user/org.couchdb.user:someone", b"[]"),
@@ -417,3 +419,46 @@ def test_malformed_multipart_upload_is_400(fuzz_depot: DepotProcess) -> None:
     """Found by the HTTP fuzz: a multipart body without its boundary was a 500."""
     headers = {"Content-Type": "multipart/form-data; boundary=xx"}
     assert http_status("POST", "/py-h/", headers, b"no boundary here", fuzz_depot) == 400
+
+
+# ------------------------------------------------------------------ with access control on
+SECURE_TEMPLATES = (
+    "GET /-/token?scope={}&service={}", "GET /-/token?scope=repository:{}:{}", "GET /-/api/audit?limit={}&offset={}",
+    "GET /-/metrics", "GET /-/api/repositories", "GET /-/api/stats", "GET /-/ui/repositories/{}",
+    "PUT /npm-h/-/user/org.couchdb.user:{}", "POST /v2/oci-h/{}/blobs/uploads/", "GET /v2/oci-h/{}/tags/list",
+    "PUT /gen-h/{}", "GET /gen-h/{}", "GET /v2/_catalog",
+)
+SECURE_HEADERS = st.fixed_dictionaries({"Authorization": HEADER_VALUES["Authorization"] | st.sampled_from(
+    ["Basic " + base64.b64encode(f"admin:{DepotProcess.ADMIN_PASSWORD}".encode()).decode(),
+     "Basic " + base64.b64encode(b"admin:wrong-password").decode(), "Basic " + base64.b64encode(b"nobody:x").decode()])})
+
+
+@st.composite
+def secure_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | None]:
+    method, template = draw(st.sampled_from(SECURE_TEMPLATES)).split(" ", 1)
+    path = template.format(*(draw(SEGMENT) for _ in range(template.count("{}"))))
+    return method, path, draw(st.just({}) | SECURE_HEADERS), draw(st.none() | BODIES)
+
+
+@pytest.fixture(scope="module")
+def secure_fuzz_depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DepotProcess]:
+    """A depot with access control (lockout, JWTs, visibility filters) for the auth endpoints."""
+    depot = DepotProcess(tmp_path_factory.mktemp("fuzz-secure"), fuzz_repositories(f"http://127.0.0.1:{free_port()}/"),
+                         secure=True, extra={"login": {"max_failures": 3, "lockout": "2s"},
+                                             "upstream": {"retries": 0, "connect_timeout": 1}})
+    yield depot
+    try:
+        assert http_status("GET", "/-/healthz", {}, None, depot) == 200
+        assert "Traceback" not in depot.log(), "an exception escaped a handler:\n" + depot.log()[-3000:]
+    finally:
+        depot.stop()
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 3, 20))
+@given(secure_requests())
+def test_http_fuzz_with_access_control(secure_fuzz_depot: DepotProcess,
+                                       request_parts: tuple[str, str, dict[str, str], bytes | None]) -> None:
+    method, path, headers, body = request_parts
+    status = http_status(method, path, headers, body, secure_fuzz_depot)
+    assert status < 500 or (status in (502, 504) and path.startswith(PROXY_PREFIXES)), \
+        f"{method} {path} {headers} -> {status}\n{secure_fuzz_depot.log()[-2000:]}"
