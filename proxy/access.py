@@ -71,7 +71,7 @@ async def authorize(request: web.Request, fmt: Format, repo: RepoConfig, route: 
     auth, audit = request.app[AUTH], request.app[AUDIT]
     perm = required_perm(route, request.method)
     try:
-        identified = await auth.identify(request.headers, request.remote)
+        identified = await auth.identify(request.headers, request.remote, fmt.credentials(request.headers))
     except BadCredentials as exc:
         if not exc.audited:
             audit.record("authenticate", "denied", None, request.remote, repo.name, reason=str(exc))

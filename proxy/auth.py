@@ -4,7 +4,7 @@ Accepted credentials (first match wins):
   Authorization: Basic user:password | user:<token>     pip, twine, mvn, composer, helm, curl
   Authorization: Bearer <token> | <docker JWT>           npm, terraform, docker/skopeo
   Authorization: <token>                                  RubyGems, Cargo
-  X-NuGet-ApiKey: <token>                                 NuGet
+  a format's own header (Format.credentials: NuGet's X-NuGet-ApiKey, …)
 """
 from __future__ import annotations
 
@@ -111,11 +111,14 @@ class Authenticator:
         self._hash_pool = ThreadPoolExecutor(max_workers=HASH_CONCURRENCY, thread_name_prefix="depot-hash")
         self._hash_slots: asyncio.Semaphore | None = None
 
-    async def identify(self, headers: Mapping[str, str], client: str | None = None) -> Principal:
-        """The principal behind the request's credentials; raises BadCredentials."""
+    async def identify(self, headers: Mapping[str, str], client: str | None = None,
+                       format_token: str | None = None) -> Principal:
+        """The principal behind the request's credentials; raises BadCredentials.
+        `format_token`: a token the format's clients send in a header of their own
+        (Format.credentials, e.g. NuGet's X-NuGet-ApiKey), used when Authorization is absent."""
         raw = headers.get("Authorization") or ""
-        nuget = headers.get("X-NuGet-ApiKey")
-        key = raw or (f"nuget {nuget}" if nuget else "")
+        nuget = format_token
+        key = raw or (f"format-token {nuget}" if nuget else "")
         if not key:
             return ANONYMOUS
         generation = await self.db.run(self.users.generation)
