@@ -42,3 +42,21 @@ def repository_stats(db: Database, repos: Mapping[str, RepoConfig]) -> list[dict
                      "stale": counts.get((repo.name, "stale"), 0),
                      "revalidated": counts.get((repo.name, "revalidated"), 0)})
     return rows
+
+
+GLOBAL_ROW = "-"           # counters-table rows that belong to no repository
+
+
+def record_gc_run(db: Database, bytes_freed: int) -> None:
+    """Persist one `depot gc` run in the counters table (blocking; called by the CLI)."""
+    def work(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
+                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value",
+                         [(GLOBAL_ROW, "gc_runs", 1), (GLOBAL_ROW, "gc_freed_bytes", bytes_freed)])
+    db.run_sync(work)
+
+
+async def gc_totals(db: Database) -> dict[str, int]:
+    """The totals `depot gc` runs persisted (gc_runs, gc_freed_bytes)."""
+    rows = await db.execute("SELECT name, value FROM counters WHERE repo = ?", (GLOBAL_ROW,))
+    return {row["name"]: row["value"] for row in rows}

@@ -7,6 +7,8 @@ suite in tests/contract/ that every implementation must pass. The embedded imple
 """
 from __future__ import annotations
 
+import errno
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
@@ -147,3 +149,18 @@ def open_database(data_dir: Path, create: bool = False) -> Database:
 def open_blobs(data_dir: Path) -> BlobStore:
     """Only the blob store (import of a backup's blobs)."""
     return BlobStore(Path(data_dir))
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is the disk or quota of the store running out."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

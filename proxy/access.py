@@ -12,7 +12,7 @@ from depot.registry.base import Format, Route
 from depot.registry.repo import RepoConfig
 
 from .auth import ANONYMOUS, JWT_ACTIONS, Authenticator, BadCredentials, Principal
-from .users import RANK, AuditLog, UserError
+from depot.cache.accounts import RANK, AuditLog, UserError
 
 log = logging.getLogger("depot.access")
 

@@ -16,8 +16,8 @@ from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 from . import access, health, observe, ui, visibility
 from .auth import Authenticator
 from .config import Config
-from .lockout import LockoutPolicy
-from .users import AuditLog
+from depot.cache.lockout import LockoutPolicy
+from depot.cache.accounts import AuditLog
 
 log = logging.getLogger("depot.app")
 

@@ -13,7 +13,6 @@ import base64
 import binascii
 import os
 import secrets
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -23,11 +22,11 @@ from typing import Mapping
 import jwt
 from cachetools import TTLCache
 
-from depot.cache.db import Database
 from depot.registry.repo import RepoConfig
 
-from . import lockout
-from .users import RANK, TOKEN_PREFIX, AuditLog, Token, UserStore, dummy_hash, verify_password
+from depot.cache import lockout
+from depot.cache.accounts import (RANK, TOKEN_PREFIX, AuditLog, Database, Session, Token, UserStore, dummy_hash,
+                                  verify_password)
 
 DOCKER_TOKEN_TTL = 300
 CREDENTIAL_CACHE_TTL = 5.0
@@ -100,7 +99,7 @@ class Authenticator:
         self.db = db
         self.users = UserStore(db)
         self.lockout = policy
-        db.run_sync(lambda conn: conn.executescript(lockout.SCHEMA))
+        lockout.ensure_schema(db)
         self.repos = repos
         self.open_access = open_access
         self.audit = audit
@@ -180,7 +179,7 @@ class Authenticator:
                                                         self.login_token_ttl, description)
         return secret
 
-    def _token_principal(self, conn: sqlite3.Connection, secret: str, user: str | None) -> Principal:
+    def _token_principal(self, conn: Session, secret: str, user: str | None) -> Principal:
         token = self.users.find_token(conn, secret)
         if token is None or not token.usable(time.time()):
             raise BadCredentials("unknown, expired or revoked token")
@@ -188,7 +187,7 @@ class Authenticator:
             raise BadCredentials("token belongs to another user")
         return self._owner(conn, token)
 
-    def _owner(self, conn: sqlite3.Connection, token: Token) -> Principal:
+    def _owner(self, conn: Session, token: Token) -> Principal:
         """A token's principal (its rights are the owner's, capped by the token's)."""
         if token.user is None:
             return Principal(None, False, token)
@@ -197,7 +196,7 @@ class Authenticator:
             raise BadCredentials("the token's user no longer exists")
         return Principal(token.user, self.users.is_admin(conn, token.user), token, version)
 
-    def _jwt_principal(self, conn: sqlite3.Connection, value: str) -> Principal:
+    def _jwt_principal(self, conn: Session, value: str) -> Principal:
         try:
             claims = jwt.decode(value, self.secret, algorithms=["HS256"], audience="depot")
         except jwt.PyJWTError as exc:

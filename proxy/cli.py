@@ -143,7 +143,7 @@ def _bootstrap_admin(data_dir: Path) -> None:
 
     from .access import bootstrap_admin
     from .auth import Authenticator
-    from .users import AuditLog
+    from depot.cache.accounts import AuditLog
     db = open_database(data_dir, create=True)
     try:
         bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
@@ -189,7 +189,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
                          progress=_progress("scanning blobs"))
         if not args.dry_run:
-            from .observe import record_gc_run
+            from depot.cache.stats import record_gc_run
             record_gc_run(db, result.bytes_freed)      # a running depot exports it (depot_gc_*)
     finally:
         storage.close()

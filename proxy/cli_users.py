@@ -54,16 +54,17 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _stores(args: argparse.Namespace, load: Callable[..., Any]) -> tuple[Any, Any, Any]:
-    from depot.cache.db import Database
-
-    from .users import AuditLog, UserStore
+    from depot.cache.accounts import AuditLog, UserStore
+    from depot.cache.storage import open_database
     config = load(args)
-    db = Database(config.data_dir / "depot.db")
+    # only `user add` may start a store (the first admin before the first serve); the rest
+    # say where they looked (StoreMissing) instead of creating an empty one
+    db = open_database(config.data_dir, create=getattr(args, "user_command", None) == "add")
     return db, UserStore(db), AuditLog(config.data_dir / "audit.log")
 
 
 def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
-    from .users import UserError
+    from depot.cache.accounts import UserError
     db, users, audit = _stores(args, load)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     try:
@@ -88,7 +89,7 @@ def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
 
 
 def cmd_token(args: argparse.Namespace, load: Callable[..., Any]) -> int:
-    from .users import UserError
+    from depot.cache.accounts import UserError
     db, users, audit = _stores(args, load)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     try:

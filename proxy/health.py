@@ -1,15 +1,15 @@
 """/-/healthz (store writable, enough free space) and the answer to a full disk (507)."""
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
+
+from depot.cache.storage import storage_full
 
 from .config import HealthConfig
 
@@ -17,20 +17,7 @@ log = logging.getLogger("depot.health")
 
 HEALTH: web.AppKey[HealthConfig] = web.AppKey("health", HealthConfig)
 STORE_TMP: web.AppKey[Path] = web.AppKey("store_tmp", Path)
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FULL_MESSAGE = "insufficient storage: depot's disk is full"
-
-
-def storage_full(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what caused it) is the disk or quota running out."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
-            return True
-        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def free_space_problem(path: Path, health: HealthConfig) -> str | None:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,11 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from depot.cache import metrics
-from depot.cache.db import Database
+from depot.cache.stats import Database, gc_totals, record_gc_run  # noqa: F401  (record_gc_run: CLI)
 
 log = logging.getLogger("depot.observe")
 
 SAMPLE_INTERVAL = 2.0
-GLOBAL_ROW = "-"           # counters-table rows that belong to no repository
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -137,19 +135,9 @@ def forget_dead_workers(directory: str | None = None) -> list[int]:
     return sorted(dead)
 
 
-def record_gc_run(db: Database, bytes_freed: int) -> None:
-    """Persist one `depot gc` run in the counters table (blocking; called by the CLI)."""
-    def work(conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
-                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value",
-                         [(GLOBAL_ROW, "gc_runs", 1), (GLOBAL_ROW, "gc_freed_bytes", bytes_freed)])
-    db.run_sync(work)
-
-
 async def export_gc_totals(db: Database) -> None:
     """Set depot_gc_* to the totals `depot gc` runs persisted."""
-    rows = await db.execute("SELECT name, value FROM counters WHERE repo = ?", (GLOBAL_ROW,))
-    values = {row["name"]: row["value"] for row in rows}
+    values = await gc_totals(db)
     metrics.GC_RUNS.set(values.get("gc_runs", 0))
     metrics.GC_FREED.set(values.get("gc_freed_bytes", 0))
 

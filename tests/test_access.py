@@ -413,7 +413,7 @@ def test_a_database_from_before_credential_versions_is_migrated(tmp_path):
     import sqlite3
 
     from depot.cache.db import Database
-    from depot.proxy.users import UserStore
+    from depot.cache.accounts import UserStore
     with sqlite3.connect(tmp_path / "depot.db") as conn:
         conn.execute("CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL,"
                      " admin INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)")
