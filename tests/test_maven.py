@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,20 @@ def trio(upstream_url: str, **hosted_options) -> dict:
 
 def upstream_requests(upstream) -> int:
     return sum(n for key, n in upstream.counts().items() if not key.startswith("PUT"))
+
+
+def fetch_outcome(url: str) -> int | str:
+    """The status of a GET, or "broken" when the body was cut off (a failed verification)."""
+    try:
+        return requests.get(url, timeout=30).status_code
+    except requests.exceptions.RequestException:
+        return "broken"
+
+
+def stored_paths(depot: DepotProcess) -> list[str]:
+    """Every path recorded in depot's catalog of hosted files."""
+    with sqlite3.connect(depot.data_dir / "depot.db") as db:
+        return [row[0] for row in db.execute("SELECT path FROM files ORDER BY path")]
 
 
 def errors(result: subprocess.CompletedProcess[str]) -> str:
@@ -165,3 +180,152 @@ def test_proxy_of_central_mirror_then_upstream_down(depot_factory, m2_tree, tmp_
     second = mvn(app, "-s", str(conf), f"-Dmaven.repo.local={tmp_path / 'r2'}", "compile")
     assert second.returncode == 0, errors(second)
     assert (app / "target/classes/demo/App.class").is_file()
+
+
+def test_twenty_clients_one_upstream_get_and_sidecar_verification(depot_factory, upstream):
+    """20 concurrent clients on one uncached release file: 1 upstream GET of it (and of its .sha1);
+    a file whose upstream .sha1 disagrees is refused (502) and nothing is cached."""
+    payload = bytes(range(256)) * 4000
+    upstream.put("org/acme/big/1.0/big-1.0.jar", payload)
+    upstream.put("org/acme/big/1.0/big-1.0.jar.sha1", hashlib.sha1(payload).hexdigest().encode())
+    upstream.put("org/acme/bad/1.0/bad-1.0.jar", b"tampered")
+    upstream.put("org/acme/bad/1.0/bad-1.0.jar.sha1", hashlib.sha1(b"original").hexdigest().encode())
+    depot = depot_factory({"central": {"format": "maven", "type": "proxy", "upstream": upstream.url + "/"}})
+    url = f"{depot.url}/central/org/acme/big/1.0/big-1.0.jar"
+    with ThreadPoolExecutor(20) as pool:
+        bodies = list(pool.map(lambda _: requests.get(url, timeout=60).content, range(20)))
+    assert all(body == payload for body in bodies)
+    assert upstream.count("/org/acme/big/1.0/big-1.0.jar") == 1
+    assert upstream.count("/org/acme/big/1.0/big-1.0.jar.sha1") == 1
+    answer = requests.get(url + ".sha512")
+    assert answer.text == hashlib.sha512(payload).hexdigest() and answer.headers["X-Cache"] == "HIT"
+    assert upstream.count("/org/acme/big/1.0/big-1.0.jar.sha512") == 0     # computed, not asked
+
+    bad = f"{depot.url}/central/org/acme/bad/1.0/bad-1.0.jar"
+    assert fetch_outcome(bad) in (502, "broken")       # streamed, then cut before the last bytes
+    assert fetch_outcome(bad) in (502, "broken") and upstream.count("/org/acme/bad/1.0/bad-1.0.jar") == 2
+
+    missing = f"{depot.url}/central/org/acme/none/1.0/none-1.0.pom"
+    assert requests.get(missing).status_code == 404 and requests.get(missing).status_code == 404
+    assert upstream.count("/org/acme/none/1.0/none-1.0.pom") == 1          # 404 negative-cached
+
+
+def test_metadata_revalidated_and_merged_in_group(depot_factory, upstream, tmp_path):
+    """Proxied maven-metadata.xml is revalidated after metadata_ttl; a group merges the hosted and
+    proxied documents (versions union, latest/release recomputed) and serves matching checksums."""
+    remote_meta = ("<metadata><groupId>org.acme</groupId><artifactId>lib</artifactId><versioning>"
+                   "<latest>1.5</latest><release>1.5</release><versions><version>1.0</version>"
+                   "<version>1.5</version></versions><lastUpdated>20240101000000</lastUpdated>"
+                   "</versioning></metadata>")
+    upstream.put("org/acme/lib/maven-metadata.xml", remote_meta.encode())
+    repos = trio(upstream.url)
+    repos["maven-remote"]["metadata_ttl"] = 1
+    depot = depot_factory(repos)
+    pom = (b"<project><modelVersion>4.0.0</modelVersion><groupId>org.acme</groupId><artifactId>lib</artifactId>"
+           b"<version>1.10</version></project>")
+    assert requests.put(f"{depot.url}/maven/org/acme/lib/1.10/lib-1.10.pom", data=pom, auth=ADMIN).status_code == 201
+    merged = requests.get(f"{depot.url}/maven/org/acme/lib/maven-metadata.xml")
+    assert re.findall(r"<version>([^<]+)</version>", merged.text) == ["1.0", "1.5", "1.10"], merged.text
+    assert "<latest>1.10</latest>" in merged.text and "<release>1.10</release>" in merged.text
+    assert requests.get(f"{depot.url}/maven/org/acme/lib/maven-metadata.xml.md5").text == \
+        hashlib.md5(merged.content).hexdigest()
+    import time
+    time.sleep(1.2)
+    upstream.put("org/acme/lib/maven-metadata.xml", remote_meta.replace("<version>1.5</version>",
+                                                                        "<version>1.5</version><version>2.0</version>")
+                 .encode())
+    fresh = requests.get(f"{depot.url}/maven/org/acme/lib/maven-metadata.xml").text
+    assert "<version>2.0</version>" in fresh and "<latest>2.0</latest>" in fresh, fresh
+
+
+def test_anonymous_and_read_token_cannot_deploy(depot_factory, m2_upstream, tmp_path):
+    """mvn deploy-file: anonymous gets 401 with a stable Basic challenge, a read token 403;
+    a write token deploys."""
+    from test_access import make_token, make_user
+    repos = trio(m2_upstream.url)
+    repos["maven-local"]["access"] = {"reader": "read", "writer": "write"}
+    repos["maven"]["anonymous_read"] = True
+    depot = depot_factory(repos, secure=True)
+    make_user(depot, "reader")
+    make_user(depot, "writer")
+    read_token = make_token(depot, "--user", "reader", "--repo", "maven-local", "--perm", "read")
+    write_token = make_token(depot, "--user", "writer", "--repo", "maven-local", "--perm", "write")
+    jar = compile_jar(tmp_path / "tiny", "com.example.tiny", {"Tiny": TINY})
+    url = f"{depot.url}/maven-local/"
+    repo_local = tmp_path / "m2"
+    anonymous = settings(tmp_path / "anon.xml", mirror=f"{depot.url}/maven/")
+    denied = deploy_file(tmp_path, anonymous, repo_local, url, jar, GROUP, "tiny", "1.0")
+    assert denied.returncode != 0 and "401" in errors(denied), errors(denied)
+    challenge = requests.put(f"{url}com/example/tiny/1.0/tiny-1.0.jar", data=b"x")
+    assert challenge.status_code == 401 and challenge.headers["WWW-Authenticate"] == 'Basic realm="depot"'
+    reader = settings(tmp_path / "reader.xml", mirror=f"{depot.url}/maven/", user="reader", password=read_token)
+    denied = deploy_file(tmp_path, reader, repo_local, url, jar, GROUP, "tiny", "1.0")
+    assert denied.returncode != 0 and "403" in errors(denied), errors(denied)
+    assert requests.get(f"{url}com/example/tiny/1.0/tiny-1.0.jar", auth=("reader", read_token)).status_code == 404
+    writer = settings(tmp_path / "writer.xml", mirror=f"{depot.url}/maven/", user="writer", password=write_token)
+    done = deploy_file(tmp_path, writer, repo_local, url, jar, GROUP, "tiny", "1.0")
+    assert done.returncode == 0, errors(done)
+    assert requests.get(f"{url}com/example/tiny/1.0/tiny-1.0.jar", auth=("reader", read_token)).content == \
+        jar.read_bytes()
+
+
+GOOD_POM = (b"<project><modelVersion>4.0.0</modelVersion><groupId>org.acme</groupId>"
+            b"<artifactId>lib</artifactId><version>1.0</version></project>")
+
+
+@pytest.mark.parametrize("path,body,why", [
+    ("org/acme/lib/1.0/lib-1.0.pom", b"<project><groupId>org.acme", "well-formed"),
+    ("org/acme/lib/1.0/lib-1.0.pom", GOOD_POM.replace(b"<version>1.0", b"<version>2.0"), "version"),
+    ("org/acme/lib/1.0/lib-1.0.pom", GOOD_POM.replace(b">lib<", b">other<"), "artifactId"),
+    ("org/evil/lib/1.0/lib-1.0.pom", GOOD_POM, "groupId"),
+    ("org/acme/lib/1.0/lib-1.0.pom", b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x "y">]><project>&x;</project>',
+     "XML"),
+    ("org/acme/lib/1.0/other-1.0.jar", b"jar", "not a Maven repository file"),
+    ("org/acme/lib/maven-metadata.xml", b"<metadata><groupId>org.acme", "well-formed"),
+    ("org/acme/lib/maven-metadata.xml", b"<metadata><groupId>org.acme</groupId><artifactId>x</artifactId></metadata>",
+     "artifactId"),
+    ("org/acme/%2e%2e/lib/1.0/lib-1.0.jar", b"jar", "invalid path segment"),
+    ("org/acme/lib/1.0/lib-1.0.jar.sha1", b"0" * 40, "before its checksum"),
+])
+def test_bad_uploads_refused_nothing_stored(depot_factory, tmp_path, path, body, why):
+    depot = depot_factory({"maven-local": {"format": "maven", "type": "hosted"}})
+    answer = requests.put(f"{depot.url}/maven-local/{path}", data=body, auth=ADMIN)
+    assert answer.status_code == 400 and why in answer.text, (answer.status_code, answer.text)
+    assert stored_paths(depot) == []
+    assert requests.get(f"{depot.url}/maven-local/org/acme/lib/maven-metadata.xml").status_code == 404
+
+
+def test_uploaded_checksums_are_checked(depot_factory):
+    depot = depot_factory({"maven-local": {"format": "maven", "type": "hosted"}})
+    url = f"{depot.url}/maven-local/org/acme/lib/1.0/lib-1.0.jar"
+    bad = requests.put(url, data=b"jar", auth=ADMIN, headers={"X-Checksum-Sha1": "0" * 40})
+    assert bad.status_code == 400 and "mismatch" in bad.text
+    assert requests.get(url).status_code == 404
+    assert requests.put(url, data=b"jar", auth=ADMIN).status_code == 201
+    assert requests.put(url + ".sha1", data="1" * 40, auth=ADMIN).status_code == 400
+    assert requests.put(url + ".sha1", data=hashlib.sha1(b"jar").hexdigest(), auth=ADMIN).status_code == 201
+    assert requests.put(url + ".md5", data="nothex", auth=ADMIN).status_code == 400
+    for algo in ("md5", "sha1", "sha256", "sha512"):
+        assert requests.get(f"{url}.{algo}").text == hashlib.new(algo, b"jar").hexdigest()
+
+
+def test_snapshot_retention_and_redeploy_option(depot_factory):
+    """snapshot_keep: 2 keeps the two newest builds; allow_redeploy lets a release be replaced."""
+    depot = depot_factory({"snaps": {"format": "maven", "type": "hosted", "options": {"snapshot_keep": 2}},
+                           "loose": {"format": "maven", "type": "hosted", "options": {"allow_redeploy": True}}})
+    base = f"{depot.url}/snaps/org/acme/lib/1.0-SNAPSHOT"
+    for build in (1, 2, 3):
+        name = f"lib-1.0-20240101.00000{build}-{build}.jar"
+        assert requests.put(f"{base}/{name}", data=f"b{build}", auth=ADMIN).status_code == 201
+        doc = (f"<metadata><groupId>org.acme</groupId><artifactId>lib</artifactId><version>1.0-SNAPSHOT</version>"
+               f"<versioning><snapshot><timestamp>20240101.00000{build}</timestamp><buildNumber>{build}"
+               f"</buildNumber></snapshot></versioning></metadata>")
+        assert requests.put(f"{base}/maven-metadata.xml", data=doc, auth=ADMIN).status_code == 201
+    assert requests.get(f"{base}/lib-1.0-20240101.000001-1.jar").status_code == 404
+    assert requests.get(f"{base}/lib-1.0-20240101.000002-2.jar").text == "b2"
+    meta = requests.get(f"{base}/maven-metadata.xml").text
+    assert "<buildNumber>3</buildNumber>" in meta and "<value>1.0-20240101.000003-3</value>" in meta
+    url = f"{depot.url}/loose/org/acme/lib/1.0/lib-1.0.jar"
+    assert requests.put(url, data=b"one", auth=ADMIN).status_code == 201
+    assert requests.put(url, data=b"two", auth=ADMIN).status_code == 201
+    assert requests.get(url).content == b"two"
