@@ -164,6 +164,13 @@ class Maven(TreeFormat):
 
     async def checksum(self, ctx: Ctx, path: str, algo: str) -> tuple[str, str | None]:
         """The `algo` checksum of what depot serves at `path`, computed (never trusted)."""
+        if ctx.repo.is_hosted and self.layout_of(ctx.repo) == "ivy":
+            # Ivy asks whether a checksum exists before uploading it and refuses to overwrite one:
+            # hosted Ivy sidecars are the client's uploads, verified against the file on upload
+            stored = await ctx.hosted.get(f"{path}.{algo}")
+            if stored is None:
+                raise FormatError(404, f"{path}.{algo} not found in {ctx.repo.name}")
+            return (await ctx.hosted.read(stored)).decode(), "HIT"
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(path)
             if found is None:

@@ -133,6 +133,8 @@ class HostedWrites:
         actual = await checksum_of_blob(ctx, found.digest, algo, lambda: ctx.hosted.read(found))
         if actual != claimed:
             raise FormatError(400, f"checksum mismatch for {base}: {algo} is {actual}, the client uploaded {claimed}")
+        if layout == "ivy":          # Ivy's sidecars are its verified uploads (see Maven.checksum)
+            await ctx.publish(f"{base}.{algo}", actual.encode(), content_type="text/plain", overwrite=True)
         return ok(base + "." + algo, status=201)
 
     # ------------------------------------------------------------------ maven-metadata.xml

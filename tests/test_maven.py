@@ -329,3 +329,105 @@ def test_snapshot_retention_and_redeploy_option(depot_factory):
     assert requests.put(url, data=b"one", auth=ADMIN).status_code == 201
     assert requests.put(url, data=b"two", auth=ADMIN).status_code == 201
     assert requests.get(url).content == b"two"
+
+
+GRADLE = shutil.which("gradle")
+IVY_JAR = Path("/usr/share/java/ivy.jar")
+
+
+def run_tool(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=240, env={**client_env(), **(env or {})})
+
+
+def deploy_tiny(depot: DepotProcess, tmp_path: Path, m2_url: str) -> Path:
+    """com.example:tiny:1.0 deployed to the hosted member with mvn deploy-file."""
+    conf = settings(tmp_path / "deploy.xml", mirror=f"{depot.url}/maven/", user=ADMIN[0], password=ADMIN[1])
+    jar = compile_jar(tmp_path / "tiny", "com.example.tiny", {"Tiny": TINY})
+    done = deploy_file(tmp_path, conf, tmp_path / "deploy-m2", f"{depot.url}/maven-local/", jar, GROUP, "tiny", "1.0")
+    assert done.returncode == 0, errors(done)
+    return jar
+
+
+def test_gradle_and_ivy_resolve_through_group(depot_factory, m2_upstream, tmp_path):
+    """Gradle 4.4 compiles against an artifact in the group; Ivy 2.5 (ibiblio m2compatible, the
+    resolver sbt builds on) resolves it and a proxied one through the same group."""
+    assert GRADLE, "gradle is required (Debian gradle, tests/clients/maven.apt)"
+    assert IVY_JAR.is_file(), "ivy is required (Debian ivy, tests/clients/maven.apt)"
+    depot = depot_factory(trio(m2_upstream.url))
+    jar = deploy_tiny(depot, tmp_path, m2_upstream.url)
+    app = tmp_path / "gradle-app"
+    (app / "src/main/java/demo").mkdir(parents=True)
+    (app / "build.gradle").write_text(
+        f"apply plugin: 'java'\nrepositories {{ maven {{ url '{depot.url}/maven/' }} }}\n"
+        "dependencies { compile 'com.example:tiny:1.0' }\n")
+    (app / "settings.gradle").write_text("rootProject.name = 'demo'\n")
+    (app / "src/main/java/demo/App.java").write_text(
+        "package demo;\npublic class App { String x = com.example.tiny.Tiny.hi(); }\n")
+    built = run_tool([GRADLE, "--no-daemon", "-q", "--console=plain", "compileJava"],
+                     app, {"GRADLE_USER_HOME": str(tmp_path / "gradle-home")})
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert (app / "build/classes/java/main/demo/App.class").is_file()
+
+    ivy_settings = tmp_path / "ivysettings.xml"
+    ivy_settings.write_text(f"""<ivysettings><settings defaultResolver="depot"/>
+  <caches defaultCacheDir="{tmp_path / 'ivy-cache'}"/>
+  <resolvers><ibiblio name="depot" m2compatible="true" root="{depot.url}/maven/"/></resolvers></ivysettings>""")
+    for group, artifact, version in ((GROUP, "tiny", "1.0"), ("org.apache.commons", "commons-lang3", "3.12.0")):
+        out = tmp_path / f"ivy-{artifact}"
+        resolved = run_tool(["java", "-jar", str(IVY_JAR), "-settings", str(ivy_settings), "-dependency", group,
+                             artifact, version, "-confs", "default", "-retrieve",
+                             f"{out}/[artifact]-[revision].[ext]"], tmp_path)
+        assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-2000:]
+        assert (out / f"{artifact}-{version}.jar").is_file(), resolved.stdout[-2000:]
+    assert (tmp_path / "ivy-tiny/tiny-1.0.jar").read_bytes() == jar.read_bytes()
+
+
+def ivy_layout_settings(path: Path, url: str, cache: Path) -> Path:
+    path.write_text(f"""<ivysettings><settings defaultResolver="depot"/>
+  <caches defaultCacheDir="{cache}"/>
+  <credentials host="127.0.0.1" realm="depot" username="{ADMIN[0]}" passwd="{ADMIN[1]}"/>
+  <resolvers><url name="depot" m2compatible="false">
+    <ivy pattern="{url}/[organisation]/[module]/[revision]/ivy-[revision].xml"/>
+    <artifact pattern="{url}/[organisation]/[module]/[revision]/[type]s/[artifact]-[revision].[ext]"/>
+  </url></resolvers></ivysettings>""")
+    return path
+
+
+def test_ivy_layout_publish_and_resolve(depot_factory, tmp_path):
+    """layout: ivy: Ivy publishes (-publish, PUT with Basic auth after the 401 challenge, checksums
+    checked) and resolves the module back; releases are immutable; a bad ivy.xml is refused."""
+    assert IVY_JAR.is_file(), "ivy is required (Debian ivy, tests/clients/maven.apt)"
+    depot = depot_factory({"ivy-local": {"format": "maven", "type": "hosted", "options": {"layout": "ivy"}}},
+                          secure=True)
+    url = f"{depot.url}/ivy-local"
+    conf = ivy_layout_settings(tmp_path / "ivysettings.xml", url, tmp_path / "cache-publish")
+    work = tmp_path / "module"
+    (work / "dist").mkdir(parents=True)
+    (work / "dist/hello-1.0.jar").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    (work / "ivy.xml").write_text("""<ivy-module version="2.0">
+  <info organisation="org.acme" module="hello" revision="1.0" status="release"/>
+  <publications><artifact name="hello" type="jar" ext="jar"/></publications>
+</ivy-module>""")
+    published = run_tool(["java", "-jar", str(IVY_JAR), "-settings", str(conf), "-ivy", "ivy.xml",
+                          "-publish", "depot", "-publishpattern", "dist/[artifact]-[revision].[ext]",
+                          "-revision", "1.0", "-status", "release"], work)
+    assert published.returncode == 0, published.stdout[-3000:] + published.stderr[-2000:]
+    stored = set(stored_paths(depot))
+    assert {"org.acme/hello/1.0/jars/hello-1.0.jar", "org.acme/hello/1.0/ivy-1.0.xml"} <= stored, stored
+    assert requests.get(f"{url}/org.acme/hello/1.0/jars/hello-1.0.jar.sha1", auth=ADMIN).text == \
+        hashlib.sha1((work / "dist/hello-1.0.jar").read_bytes()).hexdigest()
+
+    reader = ivy_layout_settings(tmp_path / "resolve.xml", url, tmp_path / "cache-resolve")
+    out = tmp_path / "out"
+    resolved = run_tool(["java", "-jar", str(IVY_JAR), "-settings", str(reader), "-dependency", "org.acme", "hello",
+                         "1.0", "-retrieve", f"{out}/[artifact]-[revision].[ext]"], tmp_path)
+    assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-2000:]
+    assert (out / "hello-1.0.jar").read_bytes() == (work / "dist/hello-1.0.jar").read_bytes()
+
+    again = requests.put(f"{url}/org.acme/hello/1.0/jars/hello-1.0.jar", data=b"other", auth=ADMIN)
+    assert again.status_code == 400
+    bad = requests.put(f"{url}/org.acme/hello/2.0/ivy-2.0.xml", auth=ADMIN,
+                       data=b'<ivy-module version="2.0"><info organisation="org.acme" module="hello" revision="3.0"/>'
+                            b'</ivy-module>')
+    assert bad.status_code == 400 and "version" in bad.text, bad.text
+    assert "org.acme/hello/2.0/ivy-2.0.xml" not in stored_paths(depot)
