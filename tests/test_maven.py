@@ -431,3 +431,19 @@ def test_ivy_layout_publish_and_resolve(depot_factory, tmp_path):
                             b'</ivy-module>')
     assert bad.status_code == 400 and "version" in bad.text, bad.text
     assert "org.acme/hello/2.0/ivy-2.0.xml" not in stored_paths(depot)
+
+
+def test_depot_warm_from_a_coordinate_list(depot_factory, upstream, tmp_path):
+    """`depot warm <proxy> deps.txt` (one coordinate or `mvn dependency:list` line each) fetches
+    each POM and jar once; clients then get HITs."""
+    for name, body in (("lib-1.0.pom", GOOD_POM), ("lib-1.0.jar", b"jar bytes")):
+        upstream.put(f"org/acme/lib/1.0/{name}", body)
+        upstream.put(f"org/acme/lib/1.0/{name}.sha1", hashlib.sha1(body).hexdigest().encode())
+    depot = depot_factory({"central": {"format": "maven", "type": "proxy", "upstream": upstream.url + "/"}})
+    listing = tmp_path / "deps.txt"
+    listing.write_text("[INFO]    org.acme:lib:jar:1.0:compile\n")
+    warmed = depot.run_cli("warm", "central", str(listing), "--url", depot.url, check=False)
+    assert warmed.returncode == 0, warmed.stdout + warmed.stderr
+    assert upstream.count("/org/acme/lib/1.0/lib-1.0.jar") == 1 and upstream.count("/org/acme/lib/1.0/lib-1.0.pom") == 1
+    answer = requests.get(f"{depot.url}/central/org/acme/lib/1.0/lib-1.0.jar")
+    assert answer.content == b"jar bytes" and answer.headers["X-Cache"] == "HIT"
