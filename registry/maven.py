@@ -94,7 +94,7 @@ class Maven(TreeFormat):
         split = split_checksum(path)
         if split is not None:
             value, x_cache = await self.checksum(ctx, *split)
-            return _text(value, x_cache=x_cache)
+            return _text(value, x_cache=None if ctx.repo.is_hosted else x_cache)
         return await self.answer(ctx, path)
 
     async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
@@ -206,13 +206,14 @@ class Maven(TreeFormat):
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
         """Versions of an artifact-level maven-metadata.xml. Maven metadata has no per-version
         times: the newest version is given the document's lastUpdated, the others None."""
-        if not is_metadata(path):
-            return None
+        parts = path.split("/")
+        if not is_metadata(path) or (len(parts) > 1 and is_snapshot(parts[-2])):
+            return None                    # SNAPSHOT version-level documents list builds, not versions
         try:
             meta = parse_metadata(body)
         except FormatError:
             return None
-        if not meta.artifact_id or meta.version or not meta.versions:
+        if not meta.artifact_id or not meta.versions:
             return None
         package = f"{meta.group_id}:{meta.artifact_id}"
         stamp = _epoch(meta.last_updated)

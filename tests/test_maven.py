@@ -424,6 +424,21 @@ def test_ivy_layout_publish_and_resolve(depot_factory, tmp_path):
     assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-2000:]
     assert (out / "hello-1.0.jar").read_bytes() == (work / "dist/hello-1.0.jar").read_bytes()
 
+    # an ivy-layout proxy in front of this depot: resolves, then again with the upstream stopped
+    front = depot_factory({"ivy-remote": {"format": "maven", "type": "proxy", "upstream": url + "/",
+                                          "options": {"layout": "ivy"}, "username": ADMIN[0],
+                                          "password": ADMIN[1]}}, name="front")
+    for attempt in ("live", "upstream-down"):
+        proxied = ivy_layout_settings(tmp_path / f"proxy-{attempt}.xml", f"{front.url}/ivy-remote",
+                                      tmp_path / f"cache-{attempt}")
+        got = tmp_path / f"got-{attempt}"
+        resolved = run_tool(["java", "-jar", str(IVY_JAR), "-settings", str(proxied), "-dependency", "org.acme",
+                             "hello", "1.0", "-retrieve", f"{got}/[artifact]-[revision].[ext]"], tmp_path)
+        assert resolved.returncode == 0, resolved.stdout[-3000:] + resolved.stderr[-2000:]
+        assert (got / "hello-1.0.jar").read_bytes() == (work / "dist/hello-1.0.jar").read_bytes()
+        depot.stop()
+
+    depot.start()
     again = requests.put(f"{url}/org.acme/hello/1.0/jars/hello-1.0.jar", data=b"other", auth=ADMIN)
     assert again.status_code == 400
     bad = requests.put(f"{url}/org.acme/hello/2.0/ivy-2.0.xml", auth=ADMIN,

@@ -93,3 +93,13 @@ not a line
     assert "http://d/maven/org/acme/native/3.0/native-3.0-linux.jar" in urls
     assert any("SNAPSHOT" in note for note in notes) and not any("snap" in u for u in urls)
     assert parse_coordinate("a:b:c:d:e:f:g") is None
+
+
+def test_snippets_name_the_repository_url():
+    from depot.registry.repo import RepoConfig
+    import dataclasses
+    fields = {f.name for f in dataclasses.fields(RepoConfig)}
+    repo = RepoConfig(**{k: v for k, v in {"name": "maven", "format": "maven", "type": "group"}.items() if k in fields})
+    snippets = dict(Maven.snippets(repo, "http://h/maven", "h", True))
+    assert "<url>http://h/maven/</url>" in snippets["~/.m2/settings.xml"]
+    assert "http://h/maven/" in snippets["build.gradle"]
