@@ -34,6 +34,13 @@ def m2_tree(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def deploy_m2(tmp_path_factory):
+    """One local repository for every deploy-file run of the module: the deploy plugin is
+    resolved through depot once (empty at first), not once per test."""
+    return tmp_path_factory.mktemp("deploy-m2")
+
+
+@pytest.fixture(scope="module")
 def m2_upstream(m2_tree):
     server = start_upstream(m2_tree)
     yield server
@@ -42,7 +49,8 @@ def m2_upstream(m2_tree):
 
 def trio(upstream_url: str, **hosted_options) -> dict:
     return {"maven-local": {"format": "maven", "type": "hosted", "options": hosted_options},
-            "maven-remote": {"format": "maven", "type": "proxy", "upstream": upstream_url + "/"},
+            "maven-remote": {"format": "maven", "type": "proxy", "upstream": upstream_url + "/",
+                             "negative_ttl": 3600},
             "maven": {"format": "maven", "type": "group", "members": ["maven-local", "maven-remote"],
                       "deploy_to": "maven-local"}}
 
@@ -69,14 +77,14 @@ def errors(result: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(line for line in result.stdout.splitlines() if "ERROR" in line)[:3000]
 
 
-def test_deploy_resolve_through_group_redeploy_refused(depot_factory, m2_upstream, tmp_path):
+def test_deploy_resolve_through_group_redeploy_refused(depot_factory, m2_upstream, deploy_m2, tmp_path):
     """deploy-file a release and a SNAPSHOT (twice) to hosted through the group; a project compiles
     against both through the group with a fresh local repository; the second build is all HITs
     (no upstream request); a redeploy of the release is refused with 400."""
     depot = depot_factory(trio(m2_upstream.url))
     group_url = f"{depot.url}/maven/"
     conf = settings(tmp_path / "settings.xml", mirror=group_url, user=ADMIN[0], password=ADMIN[1], snapshots=True)
-    deploy_repo = tmp_path / "deploy-m2"
+    deploy_repo = deploy_m2
     tiny = compile_jar(tmp_path / "tiny", "com.example.tiny", {"Tiny": TINY})
     done = deploy_file(tmp_path, conf, deploy_repo, group_url, tiny, GROUP, "tiny", "1.0")
     assert done.returncode == 0, errors(done)
@@ -238,7 +246,7 @@ def test_metadata_revalidated_and_merged_in_group(depot_factory, upstream, tmp_p
     assert "<version>2.0</version>" in fresh and "<latest>2.0</latest>" in fresh, fresh
 
 
-def test_anonymous_and_read_token_cannot_deploy(depot_factory, m2_upstream, tmp_path):
+def test_anonymous_and_read_token_cannot_deploy(depot_factory, m2_upstream, deploy_m2, tmp_path):
     """mvn deploy-file: anonymous gets 401 with a stable Basic challenge, a read token 403;
     a write token deploys."""
     from test_access import make_token, make_user
@@ -252,7 +260,7 @@ def test_anonymous_and_read_token_cannot_deploy(depot_factory, m2_upstream, tmp_
     write_token = make_token(depot, "--user", "writer", "--repo", "maven-local", "--perm", "write")
     jar = compile_jar(tmp_path / "tiny", "com.example.tiny", {"Tiny": TINY})
     url = f"{depot.url}/maven-local/"
-    repo_local = tmp_path / "m2"
+    repo_local = deploy_m2
     anonymous = settings(tmp_path / "anon.xml", mirror=f"{depot.url}/maven/")
     denied = deploy_file(tmp_path, anonymous, repo_local, url, jar, GROUP, "tiny", "1.0")
     assert denied.returncode != 0 and "401" in errors(denied), errors(denied)
@@ -339,22 +347,22 @@ def run_tool(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> s
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=240, env={**client_env(), **(env or {})})
 
 
-def deploy_tiny(depot: DepotProcess, tmp_path: Path, m2_url: str) -> Path:
+def deploy_tiny(depot: DepotProcess, tmp_path: Path, repo_local: Path) -> Path:
     """com.example:tiny:1.0 deployed to the hosted member with mvn deploy-file."""
     conf = settings(tmp_path / "deploy.xml", mirror=f"{depot.url}/maven/", user=ADMIN[0], password=ADMIN[1])
     jar = compile_jar(tmp_path / "tiny", "com.example.tiny", {"Tiny": TINY})
-    done = deploy_file(tmp_path, conf, tmp_path / "deploy-m2", f"{depot.url}/maven-local/", jar, GROUP, "tiny", "1.0")
+    done = deploy_file(tmp_path, conf, repo_local, f"{depot.url}/maven-local/", jar, GROUP, "tiny", "1.0")
     assert done.returncode == 0, errors(done)
     return jar
 
 
-def test_gradle_and_ivy_resolve_through_group(depot_factory, m2_upstream, tmp_path):
+def test_gradle_and_ivy_resolve_through_group(depot_factory, m2_upstream, deploy_m2, tmp_path):
     """Gradle 4.4 compiles against an artifact in the group; Ivy 2.5 (ibiblio m2compatible, the
     resolver sbt builds on) resolves it and a proxied one through the same group."""
     assert GRADLE, "gradle is required (Debian gradle, tests/clients/maven.apt)"
     assert IVY_JAR.is_file(), "ivy is required (Debian ivy, tests/clients/maven.apt)"
     depot = depot_factory(trio(m2_upstream.url))
-    jar = deploy_tiny(depot, tmp_path, m2_upstream.url)
+    jar = deploy_tiny(depot, tmp_path, deploy_m2)
     app = tmp_path / "gradle-app"
     (app / "src/main/java/demo").mkdir(parents=True)
     (app / "build.gradle").write_text(
