@@ -199,6 +199,13 @@ class Maven(TreeFormat):
         if self.layout_of(ctx.repo) == "maven" and found is not None:
             await self.writes.regenerate(ctx, found)
 
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        """Plain text, and the message as the HTTP reason phrase too: mvn, Gradle and Ivy print the
+        status line of a failed transfer, not its body (what Nexus and Artifactory do as well)."""
+        reason = re.sub(r"[^\x20-\x7e]", " ", message.splitlines()[0] if message else "")[:200].strip()
+        return web.Response(status=status, reason=reason or None, text=message.rstrip("\n") + "\n",
+                            headers={"Cache-Control": "no-store"})
+
     # ------------------------------------------------------------------ policy, admin, warm, UI
     def package_of(self, path: str) -> tuple[str, str] | None:
         return package_of_path(path)

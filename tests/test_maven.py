@@ -118,7 +118,8 @@ def test_deploy_resolve_through_group_redeploy_refused(depot_factory, m2_upstrea
     assert all('"HIT"' in line for line in second if '" 200 ' in line and "GET /maven/" in line), second
 
     refused = deploy_file(tmp_path, conf, deploy_repo, group_url, tiny, GROUP, "tiny", "1.0")
-    assert refused.returncode != 0 and "400" in errors(refused), errors(refused)
+    assert refused.returncode != 0 and "400 com/example/tiny/1.0/tiny-1.0.jar is a release file that is already " \
+        "deployed" in errors(refused), errors(refused)
     assert requests.get(f"{depot.url}/maven/com/example/tiny/1.0/tiny-1.0.jar").content == tiny.read_bytes()
 
 
