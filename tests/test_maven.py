@@ -471,3 +471,16 @@ def test_depot_warm_from_a_coordinate_list(depot_factory, upstream, tmp_path):
     assert upstream.count("/org/acme/lib/1.0/lib-1.0.jar") == 1 and upstream.count("/org/acme/lib/1.0/lib-1.0.pom") == 1
     answer = requests.get(f"{depot.url}/central/org/acme/lib/1.0/lib-1.0.jar")
     assert answer.content == b"jar bytes" and answer.headers["X-Cache"] == "HIT"
+
+
+def test_delete_regenerates_metadata(depot_factory):
+    """Deleting a version's files takes it out of maven-metadata.xml (latest/release recomputed)."""
+    depot = depot_factory({"maven-local": {"format": "maven", "type": "hosted"}})
+    base = f"{depot.url}/maven-local/org/acme/lib"
+    for version in ("1.0", "2.0"):
+        pom = GOOD_POM.replace(b"<version>1.0", f"<version>{version}".encode())
+        assert requests.put(f"{base}/{version}/lib-{version}.pom", data=pom, auth=ADMIN).status_code == 201
+    assert "<release>2.0</release>" in requests.get(f"{base}/maven-metadata.xml").text
+    assert requests.delete(f"{base}/2.0/lib-2.0.pom", auth=ADMIN).status_code == 204
+    meta = requests.get(f"{base}/maven-metadata.xml").text
+    assert re.findall(r"<version>([^<]+)</version>", meta) == ["1.0"] and "<latest>1.0</latest>" in meta, meta

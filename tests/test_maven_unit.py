@@ -103,3 +103,15 @@ def test_snippets_name_the_repository_url():
     snippets = dict(Maven.snippets(repo, "http://h/maven", "h", True))
     assert "<url>http://h/maven/</url>" in snippets["~/.m2/settings.xml"]
     assert "http://h/maven/" in snippets["build.gradle"]
+
+
+def test_proxy_kinds_metadata_and_snapshots_revalidate():
+    from depot.cache.api import Kind
+    from depot.registry.repo import RepoConfig
+    import dataclasses
+    fields = {f.name for f in dataclasses.fields(RepoConfig)}
+    repo = RepoConfig(**{k: v for k, v in {"name": "m", "format": "maven", "type": "proxy"}.items() if k in fields})
+    fmt = Maven()
+    assert fmt.classify(repo, "org/acme/lib/maven-metadata.xml").kind is Kind.METADATA
+    assert fmt.classify(repo, "org/acme/lib/1.0-SNAPSHOT/lib-1.0-20240101.120000-1.jar").kind is Kind.METADATA
+    assert fmt.classify(repo, "org/acme/lib/1.0/lib-1.0.jar").kind is Kind.IMMUTABLE
