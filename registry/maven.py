@@ -26,7 +26,7 @@ from depot.cache.api import Cached, Kind, NotFound, UpstreamFailed, merge_x_cach
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
 from .maven_hosted import XML, HostedWrites, checksum_of_blob
 from .maven_meta import merge_metadata, parse_metadata, render_metadata, with_versions
-from .maven_paths import is_metadata, maven_file, package_of_path, parse_checksum, split_checksum
+from .maven_paths import CHECKSUMS, is_metadata, maven_file, package_of_path, parse_checksum, split_checksum
 from .maven_version import is_snapshot
 from .options import Option, boolean, integer
 from .repo import RepoConfig
@@ -195,6 +195,10 @@ class Maven(TreeFormat):
         return await self.writes.put(target, path, self.layout_of(target.repo))
 
     async def after_delete(self, ctx: Ctx, path: str) -> None:
+        if self.layout_of(ctx.repo) == "ivy":          # the uploaded sidecars go with their file
+            for algo in CHECKSUMS:
+                await ctx.hosted.delete(f"{path}.{algo}")
+            return
         found = maven_file(path)
         if self.layout_of(ctx.repo) == "maven" and found is not None:
             await self.writes.regenerate(ctx, found)

@@ -455,6 +455,8 @@ def test_ivy_layout_publish_and_resolve(depot_factory, tmp_path):
                             b'</ivy-module>')
     assert bad.status_code == 400 and "version" in bad.text, bad.text
     assert "org.acme/hello/2.0/ivy-2.0.xml" not in stored_paths(depot)
+    assert requests.delete(f"{url}/org.acme/hello/1.0/jars/hello-1.0.jar", auth=ADMIN).status_code == 204
+    assert not [p for p in stored_paths(depot) if p.startswith("org.acme/hello/1.0/jars/")]
 
 
 def test_depot_warm_from_a_coordinate_list(depot_factory, upstream, tmp_path):
