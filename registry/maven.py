@@ -3,7 +3,9 @@
 * Layout `<group path>/<artifactId>/<version>/<file>` (options `layout: maven`, the default) or
   `<organisation>/<module>/<revision>/<file>` (`layout: ivy`, sbt's Ivy-style repositories).
 * Checksums `.md5 .sha1 .sha256 .sha512` of every file are computed from what depot serves (the
-  stored blob, a proxied copy, a group's merged metadata); uploaded ones are checked, not stored.
+  stored blob, a proxied copy, a group's merged metadata); uploaded ones are checked, not stored
+  (except in a hosted Ivy layout: Ivy refuses to upload a checksum that exists already, so there
+  the sidecars are the client's uploads, verified against the file).
 * hosted: see maven_hosted (releases immutable unless `allow_redeploy`, SNAPSHOT builds,
   maven-metadata.xml regenerated from what is stored, `snapshot_keep` retention).
 * proxy: maven-metadata.xml and everything under a `-SNAPSHOT/` directory is metadata
@@ -50,9 +52,9 @@ def layout(value: Any) -> str:
     return str(value)
 
 
-def _text(body: str, ctype: str = "text/plain", x_cache: str | None = None) -> web.Response:
+def _text(body: str, x_cache: str | None = None) -> web.Response:
     headers = {"X-Cache": x_cache} if x_cache else {}
-    return web.Response(text=body, content_type=ctype, headers=headers)
+    return web.Response(text=body, content_type="text/plain", headers=headers)
 
 
 class Maven(TreeFormat):
