@@ -77,7 +77,7 @@ class HostedWrites:
             published = await ctx.record(path, staged, content_type=ctype, overwrite=overwrite)
         except FormatError as exc:
             if exc.status == 409:
-                raise FormatError(400, f"{path} is already deployed with other content; releases are immutable")
+                raise FormatError(400, f"{path} is already deployed with other content; releases are immutable") from None
             raise
         if not overwrite and not published.created:
             raise FormatError(400, f"{path} is a release file that is already deployed")
@@ -112,7 +112,7 @@ class HostedWrites:
             expected = (parsed.organisation, parsed.module, parsed.revision)
         else:
             return
-        for name, declared, actual in zip(("groupId", "artifactId", "version"), found, expected):
+        for name, declared, actual in zip(("groupId", "artifactId", "version"), found, expected, strict=False):
             if "${" in declared:          # a property the client did not resolve; nothing to compare
                 continue
             if declared != actual and not (is_ivy and name == "artifactId" and actual.startswith(declared + "_")):

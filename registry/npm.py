@@ -32,6 +32,7 @@ from depot.cache.serve import respond_blob, respond_bytes
 from . import npm_packument as pk
 from . import npm_publish as pub
 from .base import Ctx, Format, FormatError, body_chunks, route
+from .npm_policy import policy_filtered, publish_time_in, tarball_version
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.npm")
@@ -84,6 +85,7 @@ def _file(ctx: Ctx, name: str) -> str:
 
 class Npm(Format):
     name = "npm"
+    version_scheme = "semver"
     routes = (
         route("GET HEAD", r"-/ping", "ping", perm="none"),
         route("GET", r"-/whoami", "whoami"),
@@ -227,19 +229,39 @@ class Npm(Format):
         return await ctx.services.pull.open(spec)
 
     async def _proxy_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source:
-        """The proxied document for this client's base URL and variant (rendered once, kept)."""
+        """The proxied document for this client's base URL and variant (rendered once, kept),
+        without the versions the supply-chain policy hides (filtered before abbreviating)."""
         cached = await self._proxy_packument(ctx, name)
         assert cached.entry is not None          # a transformed fill is never streamed
         base = ctx.base_url
-        key = ("proxy", cached.entry.digest, base, abbreviated)
+        digest, hidden_token = cached.entry.digest, ""
+        stored: bytes | None = None
+        if ctx.pull.policy_active():
+            stored = await ctx.services.pull.read(cached)
+            stored, hidden_token = await policy_filtered(ctx, digest, stored, self._rendered)
+        key = ("proxy", digest, hidden_token, base, abbreviated)
         body = self._rendered.get(key)
         if body is None:
-            stored = await ctx.services.pull.read(cached)
+            stored = stored if stored is not None else await ctx.services.pull.read(cached)
             body = await asyncio.to_thread(pk.render_proxied, stored, base, abbreviated)
             self._rendered[key] = body
         ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
-        token = hashlib.sha256(f"{cached.entry.digest}|{base}|{abbreviated}".encode()).hexdigest()
+        token = hashlib.sha256(f"{digest}|{hidden_token}|{base}|{abbreviated}".encode()).hexdigest()
         return pk.Source(body, token, cached.status)
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(package, version) of a tarball key or path (`<name>/-/<unscoped>-<version>.tgz`)."""
+        return tarball_version(path)
+
+    async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
+        """From this proxy's (cached) packument of the package."""
+        if not ctx.repo.is_proxy:
+            return None
+        try:
+            stored = await ctx.services.pull.read(await self._proxy_packument(ctx, package))
+        except (NotFound, UpstreamFailed):
+            return None
+        return await publish_time_in(stored, version)
 
     async def version(self, ctx: Ctx) -> web.StreamResponse:
         """`GET /<name>/<version|tag>`: one manifest, taken from the full document."""
@@ -280,6 +302,7 @@ class Npm(Format):
         packument, and (by the engine) a refetch after eviction against its first fetch's sha256."""
         repo, services = ctx.repo, ctx.services
         key = f"tarball/{name}/{filename}"
+        await ctx.check_policy(key)           # a hidden version: 403 naming the rule
         url = _upstream_url(repo, f"{name}/-/{filename}")
         entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
         if entry is not None and services.pull.usable(entry):

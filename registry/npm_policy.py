@@ -2,13 +2,18 @@
 packument without hidden versions (versions, time and dist-tags kept consistent)."""
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 import semantic_version
 
 from depot.cache.api import VersionInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import Ctx
 
 
 def _timestamp(text: Any) -> float | None:
@@ -68,3 +73,37 @@ def filter_packument(body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
             tags["latest"] = best
     doc["dist-tags"] = tags
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def tarball_version(path: str) -> tuple[str, str] | None:
+    """(package, version) of a tarball key or path: `[tarball/]<name>/-/<unscoped>-<version>.tgz`."""
+    path = path.removeprefix("tarball/")
+    name, sep, filename = path.partition("/-/") if "/-/" in path else path.rpartition("/")
+    unscoped = name.rsplit("/", 1)[-1]
+    if not sep or not filename.startswith(unscoped + "-") or not filename.endswith(".tgz"):
+        return None
+    return name, filename[len(unscoped) + 1:-4]
+
+
+async def policy_filtered(ctx: "Ctx", digest: str, stored: bytes,
+                          rendered: MutableMapping[Any, bytes]) -> tuple[bytes, str]:
+    """A stored proxied packument (index line + document) without the versions the policy hides
+    from `ctx`'s repository, and a token naming what was hidden ('' when nothing is)."""
+    split = stored.index(b"\n") + 1
+    versions = await asyncio.to_thread(packument_versions, stored[split:])
+    hidden = ctx.pull.hidden(versions or [])
+    if not hidden:
+        return stored, ""
+    token = hashlib.sha256(repr(sorted(hidden)).encode()).hexdigest()
+    key = ("policy", digest, token)
+    filtered = rendered.get(key)
+    if filtered is None:
+        body = await asyncio.to_thread(filter_packument, stored[split:], frozenset(hidden))
+        filtered = rendered[key] = stored[:split] + body
+    return filtered, token
+
+
+async def publish_time_in(stored: bytes, version: str) -> float | None:
+    """The publish time of `version` in a stored proxied packument (index line + document)."""
+    versions = await asyncio.to_thread(packument_versions, stored[stored.index(b"\n") + 1:])
+    return next((v.published for v in versions or [] if v.version == version), None)
