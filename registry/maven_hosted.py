@@ -77,7 +77,8 @@ class HostedWrites:
             published = await ctx.record(path, staged, content_type=ctype, overwrite=overwrite)
         except FormatError as exc:
             if exc.status == 409:
-                raise FormatError(400, f"{path} is already deployed with other content; releases are immutable") from None
+                raise FormatError(400, f"{path} is already deployed with other content; "
+                                  "releases are immutable") from None
             raise
         if not overwrite and not published.created:
             raise FormatError(400, f"{path} is a release file that is already deployed")
