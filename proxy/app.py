@@ -103,6 +103,8 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
     except FormatError as exc:
         response = fmt.error(ctx, exc.status, exc.message, exc.code)
         response.headers.update(exc.headers)
+        if "X-Depot-Policy" in exc.headers:   # clients that print only the status line show why
+            response.set_status(exc.status, _reason_phrase(exc.message))
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = fmt.challenge(services.public_base(request) + mount)
         if not repo.is_hosted and "X-Cache" not in response.headers:
@@ -117,6 +119,12 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
             raise
         log.error("disk full repo=%s method=%s path=%s: %s", repo.name, request.method, path, exc)
         return fmt.error(ctx, 507, health.FULL_MESSAGE)
+
+
+def _reason_phrase(message: str) -> str:
+    """A message usable as an HTTP reason phrase (one line of printable ASCII, bounded)."""
+    text = "".join(c if 32 <= ord(c) < 127 else "?" for c in message.splitlines()[0] if message)
+    return text[:200] or "Forbidden"
 
 
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:

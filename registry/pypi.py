@@ -46,6 +46,7 @@ from depot.cache.serve import respond_blob, respond_bytes
 from . import pypi_index as ix
 from . import pypi_upload as upl
 from .base import Ctx, Format, FormatError, route
+from .pypi_policy import file_package, policy_page
 from .repo import RepoConfig, UpstreamAuth
 
 PAGE_CACHE_ITEMS = 512
@@ -80,6 +81,12 @@ class PyPI(Format):
               perm="delete"),
         route("DELETE", r"(?P<project>[^/]+)/(?P<version>[^/]+)", "delete_version", "hosted group"),
     )
+
+    version_scheme = "pep440"
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(project, version) of a distribution file key or path (`files/<fid>/<filename>`)."""
+        return file_package(path.rsplit("/", 1)[-1])
 
     def __init__(self) -> None:
         self._pages: LRUCache[str, ix.ProjectPage] = LRUCache(maxsize=PAGE_CACHE_ITEMS)
@@ -177,8 +184,9 @@ class PyPI(Format):
                     digests.append(None)
                 else:
                     cached, page = await self._proxy_page(ctx, repo, project)
+                    page, hidden = policy_page(ctx.for_repo(repo), page)
                     statuses.append(cached.status)
-                    digests.append(cached.entry.digest if cached.entry else None)
+                    digests.append(cached.entry.digest + hidden if cached.entry else None)
             except NotFound:
                 continue
             except UpstreamFailed as exc:
@@ -232,6 +240,7 @@ class PyPI(Format):
     async def _proxy_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
                           filename: str) -> web.StreamResponse | None:
         key = f"files/{fid}/{filename}"
+        await ctx.for_repo(repo).check_policy(key)        # a hidden version: 403 naming the rule
         entry = ctx.services.entries.cached(repo.name, key) or await ctx.services.entries.get(repo.name, key)
         if entry is not None and ctx.services.blobs.exists(entry.digest):
             # already stored: answer without consulting the project page (or its upstream)
