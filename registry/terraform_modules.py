@@ -90,6 +90,7 @@ def split_getter(location: str) -> tuple[str, str, str | None]:
     path = urlsplit(fetch).path
     if kind is None:
         kind = "zip" if path.endswith(".zip") else "tar.gz" if path.endswith((".tar.gz", ".tgz")) else None
+    kind = {"tgz": "tar.gz"}.get(kind or "", kind)
     if kind not in ARCHIVE_TYPES:
         return location, "", None
     return fetch, subdir, kind

@@ -351,3 +351,18 @@ def test_helm_push_oci_still_works(env: SimpleNamespace, tmp_path: Path) -> None
     assert pulled.read_bytes() == chart.read_bytes()
     assert "name: hello" in helm("show", "chart", f"oci://{host}/containers/charts/hello", "--version", "0.2.0",
                                  "--plain-http").stdout
+
+
+def test_a_malformed_upstream_index_is_a_clear_error_and_nothing_is_stored(upstream: Any, depot_factory: Any,
+                                                                          tmp_path: Path) -> None:
+    upstream.put("index.yaml", b"apiVersion: v1\nentries: [this, is, not, a, mapping]\n")
+    depot = depot_factory({"bad": {"format": "helm", "type": "proxy", "upstream": upstream.url}})
+    response = requests.get(f"{depot.url}/bad/index.yaml", timeout=20)
+    assert response.status_code == 502 and "error" in response.json()
+    failed = Helm(tmp_path / "h")("repo", "add", "bad", f"{depot.url}/bad", check=False)
+    assert failed.returncode != 0
+    upstream.put("index.yaml", (b"apiVersion: v1\nentries:\n  ok:\n  - name: ok\n    version: 1.10\n"
+                                b"    urls: [ok-1.10.tgz]\n    created: 2020-01-01T00:00:00Z\n"))
+    fixed = yaml.safe_load(requests.get(f"{depot.url}/bad/index.yaml", timeout=20).content)
+    assert fixed["entries"]["ok"][0]["version"] == "1.10"                  # not the float 1.1
+    assert fixed["entries"]["ok"][0]["urls"] == [f"{depot.url}/bad/charts/ok-1.10.tgz", f"{upstream.url}/ok-1.10.tgz"]

@@ -227,6 +227,31 @@ def test_terraform_init_installs_and_verifies_a_hosted_provider(env: SimpleNames
     assert f"zh:{hashlib.sha256(env.zip.read_bytes()).hexdigest()}" in lock
 
 
+def test_provider_registry_proxy_keeps_the_upstream_signature(env: SimpleNamespace, depot_factory: Any,
+                                                              tmp_path: Path) -> None:
+    front = depot_factory({"tf-remote": {"format": "terraform", "type": "proxy", "upstream": f"https://{env.host}/",
+                                         "options": {"root": True}}}, extra=env.tls.extra, name="front-providers")
+    host = f"127.0.0.1:{front.port}"
+    key_id = env.session.get(f"https://{env.host}/tf-local/signing-key.asc", timeout=30).headers["X-Key-Id"]
+    for round_ in range(2):
+        tf = Terraform(tmp_path / f"r{round_}", env.tls.ca)
+        tf.write(provider_config(host))
+        since = len(front.log())
+        out = tf("init", "-input=false", "-no-color").stdout
+        assert f"Installed {host}/depot/null v{PROVIDER_VERSION}" in out and f"key ID {key_id}" in out, out
+        if round_ == 1:
+            files = [line for line in access_lines(front, since, "/tf-remote/") if ".zip" in line or "SHA256SUMS" in line]
+            assert any(".zip" in line for line in files) and any("SHA256SUMS.sig" in line for line in files)
+            assert all(line.endswith('"HIT"') for line in files), files
+    download = env.session.get(f"https://{host}/tf-remote/v1/providers/depot/null/{PROVIDER_VERSION}/download/linux/amd64",
+                               timeout=10).json()
+    assert download["download_url"].startswith(f"https://{host}/tf-remote/")
+    assert download["signing_keys"]["gpg_public_keys"][0]["key_id"] == key_id
+    upstream_sig = env.session.get(f"https://{env.host}/tf/v1/providers/depot/null/{PROVIDER_VERSION}/SHA256SUMS.sig",
+                                   timeout=10)
+    assert upstream_sig.status_code == 200 and len(upstream_sig.content) > 100
+
+
 def test_tampered_sums_and_bad_packages_are_refused(env: SimpleNamespace) -> None:
     base = f"https://{env.host}/tf-local/v1/providers/depot/other/1.0.0"
     not_zip = env.session.put(f"{base}/terraform-provider-other_1.0.0_linux_amd64.zip", data=b"nope", timeout=10)
