@@ -33,7 +33,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, merge_x_cache
 from . import helm_index as hi
 from .base import Ctx, FormatError, VersionInfo, route, standard_repositories
 from .repo import RepoConfig
-from .tree import Rewrite, TreeFormat, TreeRule, in_thread, rule
+from .tree import Rewrite, TreeFormat, in_thread, rule
 
 INDEX = "index.yaml"
 YAML_TYPE = "application/x-yaml"
@@ -267,13 +267,11 @@ class Helm(TreeFormat):
                 raise FormatError(400, f"the provenance file is not about {filename}")
         except hi.BadChart as exc:
             raise _bad(exc) from None
-        path = "charts/" + filename
+        path, digest = "charts/" + filename, hashlib.sha256(chart).hexdigest()
         existing = await target.hosted.get(path)
-        if existing is not None and not target.repo.allow_overwrite \
-                and existing.digest != hashlib.sha256(chart).hexdigest():
+        if existing is not None and not target.repo.allow_overwrite and existing.digest != digest:
             raise FormatError(409, f"{filename} already exists")
-        published = await target.publish(path, chart, content_type=CHART_TYPE,
-                                         meta={"chart": meta, "digest": hashlib.sha256(chart).hexdigest()})
+        published = await target.publish(path, chart, content_type=CHART_TYPE, meta={"chart": meta, "digest": digest})
         if prov is not None:
             await target.publish(path + ".prov", prov, content_type="application/pgp-signature")
         target.hosted.count_publish()

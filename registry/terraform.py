@@ -94,9 +94,6 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
             out.append(("note", "Terraform talks to registries and mirrors over HTTPS only: enable tls."))
         return out
 
-    def credentials(self, headers: Any) -> str | None:
-        return None
-
     def challenge(self, base_url: str) -> str:
         return 'Bearer realm="depot"'
 

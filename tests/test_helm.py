@@ -206,6 +206,20 @@ def test_delete_through_the_api_updates_the_index(env: SimpleNamespace, tmp_path
     assert requests.delete(f"{env.depot.url}/again/index.yaml", timeout=10).status_code == 405
 
 
+def test_put_of_a_chart_file_updates_the_index(env: SimpleNamespace, tmp_path: Path) -> None:
+    chart = make_chart(tmp_path, "putted", "0.3.0")
+    assert requests.put(f"{env.depot.url}/again/charts/putted-9.9.9.tgz", data=chart.read_bytes(),
+                        timeout=10).status_code == 400                      # the name must match Chart.yaml
+    assert requests.put(f"{env.depot.url}/again/charts/putted-0.3.0.tgz", data=chart.read_bytes(),
+                        timeout=10).status_code == 201
+    helm = Helm(tmp_path / "h")
+    helm("repo", "add", "again", f"{env.depot.url}/again")
+    assert helm.pull("again/putted", "0.3.0").read_bytes() == chart.read_bytes()
+    assert requests.delete(f"{env.depot.url}/again/charts/putted-0.3.0.tgz", timeout=10).status_code == 204
+    index = yaml.safe_load(requests.get(f"{env.depot.url}/again/index.yaml", timeout=10).content)
+    assert "putted" not in index["entries"]
+
+
 def test_provenance_upload_and_helm_verify(env: SimpleNamespace, tmp_path: Path) -> None:
     chart, pubring = make_signed_chart(tmp_path, "signed", "1.0.0")
     prov = chart.with_name(chart.name + ".prov")
