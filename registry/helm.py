@@ -31,6 +31,7 @@ from cachetools import LRUCache
 from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, merge_x_cache
 
 from . import helm_index as hi
+from .infra_warm import HELM_LOCKS, plan_chart_lock
 from .base import Ctx, FormatError, VersionInfo, route, standard_repositories
 from .repo import RepoConfig
 from .tree import Rewrite, TreeFormat, in_thread, rule
@@ -81,6 +82,11 @@ class Helm(TreeFormat):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://charts.helm.sh/stable"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """Chart.lock (or a v1 requirements.lock): every locked chart."""
+        return plan_chart_lock(mount, text) if filename in HELM_LOCKS else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

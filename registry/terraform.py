@@ -26,6 +26,7 @@ from aiohttp import web
 from depot.cache.api import Kind
 
 from .base import Ctx, Format, FormatError, route, standard_repositories
+from .infra_warm import TERRAFORM_LOCKS, plan_terraform_lock
 from .options import Option, boolean, string
 from .repo import RepoConfig
 from .terraform_modules import ModuleRegistry, split_getter, version_key
@@ -79,6 +80,11 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://registry.terraform.io/"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """.terraform.lock.hcl through a network mirror proxy: every locked provider, every platform."""
+        return plan_terraform_lock(mount, text) if filename in TERRAFORM_LOCKS else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

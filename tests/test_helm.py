@@ -380,3 +380,17 @@ def test_a_malformed_upstream_index_is_a_clear_error_and_nothing_is_stored(upstr
     fixed = yaml.safe_load(requests.get(f"{depot.url}/bad/index.yaml", timeout=20).content)
     assert fixed["entries"]["ok"][0]["version"] == "1.10"                  # not the float 1.1
     assert fixed["entries"]["ok"][0]["urls"] == [f"{depot.url}/bad/charts/ok-1.10.tgz", f"{upstream.url}/ok-1.10.tgz"]
+
+
+def test_warm_from_chart_lock_then_hits(env: SimpleNamespace, depot_factory: Any, tmp_path: Path) -> None:
+    depot = depot_factory({"warmed": {"format": "helm", "type": "proxy", "upstream": env.static.url}}, name="warm")
+    lock = tmp_path / "Chart.lock"
+    lock.write_text(yaml.safe_dump({"dependencies": [
+        {"name": "remote", "version": "1.1.0", "repository": env.static.url},
+        {"name": "elsewhere", "version": "1.0.0", "repository": "oci://registry.example/charts"}],
+        "digest": "sha256:0", "generated": "2026-01-01T00:00:00Z"}))
+    warmed = depot.run_cli("warm", "warmed", str(lock), "--url", depot.url, check=False)
+    assert warmed.returncode == 0 and "1 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    assert "elsewhere" in warmed.stdout + warmed.stderr                          # an OCI dependency is skipped
+    hit = requests.get(f"{depot.url}/warmed/charts/remote-1.1.0.tgz", timeout=10)
+    assert hit.headers["X-Cache"] == "HIT" and hit.content == env.charts[("remote", "1.1.0")].read_bytes()

@@ -307,6 +307,30 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
         env.depot.start()
 
 
+def test_warm_a_mirror_from_the_lock_file_then_init_without_the_upstream(env: SimpleNamespace, depot_factory: Any,
+                                                                         tmp_path: Path) -> None:
+    front = depot_factory({"tf-mirror": {"format": "terraform", "type": "proxy", "upstream": f"https://{env.host}/",
+                                         "options": {"hostname": ORIGIN}}}, extra=env.tls.extra, name="front-warm")
+    lock = tmp_path / ".terraform.lock.hcl"
+    lock.write_text(f'provider "{ORIGIN}/depot/null" {{\n  version     = "{PROVIDER_VERSION}"\n'
+                    f'  constraints = "{PROVIDER_VERSION}"\n  hashes = []\n}}\n'
+                    'provider "bogus" {\n  version = "1.0.0"\n}\n')
+    warmed = front.run_cli("warm", "tf-mirror", str(lock), "--url", f"https://127.0.0.1:{front.port}", "--insecure",
+                           check=False)
+    assert warmed.returncode == 0, warmed.stdout + warmed.stderr
+    assert "2 fetched" in warmed.stdout and "bogus" in warmed.stdout + warmed.stderr
+    env.depot.stop()
+    try:
+        tf = Terraform(tmp_path / "farm", env.tls.ca, mirror=f"https://127.0.0.1:{front.port}/tf-mirror/")
+        tf.write(provider_config(ORIGIN))
+        since = len(front.log())
+        assert f"Installed depot/null v{PROVIDER_VERSION}" in tf("init", "-input=false", "-no-color").stdout
+        zips = access_lines(front, since, ".zip")
+        assert zips and all(line.endswith('"HIT"') for line in zips), zips
+    finally:
+        env.depot.start()
+
+
 def test_twenty_concurrent_clients_on_one_uncached_provider_zip(upstream: Any, depot_factory: Any) -> None:
     payload = os.urandom(300_000)
     digest = hashlib.sha256(payload).hexdigest()
