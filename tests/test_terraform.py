@@ -12,6 +12,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -276,6 +277,16 @@ def test_rotated_key_signs_every_version(env: SimpleNamespace, tmp_path: Path) -
     tf.write(provider_config(env.host))
     out = tf("init", "-input=false", "-no-color").stdout
     assert f"key ID {rotated.json()['key_id']}" in out
+
+
+def test_concurrent_first_uses_agree_on_one_key(depot_factory: Any) -> None:
+    depot = depot_factory({"tf-local": {"format": "terraform", "type": "hosted"}}, workers=2)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: requests.get(f"{depot.url}/tf-local/signing-key.asc", timeout=120),
+                                range(8)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.headers["X-Key-Id"] for a in answers}) == 1 and len({a.text for a in answers}) == 1
+    assert not list(depot.data_dir.rglob("*.asc")) and not list(depot.data_dir.rglob("*.gpg"))  # in the store only
 
 
 def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, depot_factory: Any,
