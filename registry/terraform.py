@@ -43,6 +43,16 @@ DISCOVERY = ".well-known/terraform.json"
 __all__ = ["Terraform", "FORMAT", "split_getter", "version_key"]
 
 
+def _template(value: Any) -> str | None:
+    """A URL template with {owner}, {repo} and {ref}, or false (disabled)."""
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) \
+            or not all(f"{{{k}}}" in value for k in ("owner", "repo", "ref")):
+        raise ValueError("must be an http(s) URL template with {owner}, {repo} and {ref}, or false")
+    return value
+
+
 class Terraform(ModuleRegistry, ProviderRegistry, Format):
     """Module registry, provider registry (hosted, proxy, group) and provider network mirror (proxy)."""
 
@@ -51,6 +61,9 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
         "root": Option(boolean, False, "answer /.well-known/terraform.json at depot's root for this repository"),
         "hostname": Option(string, None, "the provider hostname a network mirror proxy serves "
                                           "(default: the upstream's host)"),
+        "github_archive_url": Option(_template, "https://codeload.github.com/{owner}/{repo}/tar.gz/{ref}",
+                                     "where a proxy fetches GitHub git sources pinned to a ref as tarballs "
+                                     "(false: pass git sources through uncached)"),
     }
     root_routes = (route("GET HEAD", r"\.well-known/terraform\.json", "discovery"),)
     routes = (

@@ -3,9 +3,10 @@
 Hosted archives live at `modules/<ns>/<name>/<system>/<version>.tar.gz|.zip`. A proxy keeps the
 upstream's `versions` (metadata) and its `download` answer (the 204 with X-Terraform-Get,
 immutable), and serves the archive from depot: `X-Terraform-Get` always points at
-`<repo>/v1/modules/…/<version>/archive?archive=<type>`, where the archive is cached. Sources that
-are not HTTP archives (git::, s3::, …) cannot be cached: they are passed through as they are, with
-an `X-Depot-Note` saying so.
+`<repo>/v1/modules/…/<version>/archive?archive=<type>`, where the archive is cached. A GitHub git
+source pinned to a ref (what the public registry answers) is fetched as GitHub's tarball of that
+ref (option `github_archive_url`) and stored without its single top directory. Other sources that are not HTTP archives (git elsewhere, s3::, …) cannot be cached:
+they are passed through as they are, with an `X-Depot-Note` saying so.
 """
 from __future__ import annotations
 
@@ -67,6 +68,42 @@ def module_archive_type(data: bytes) -> str:
     if not any(n.endswith((".tf", ".tf.json")) for n, _, _ in names):
         raise ValueError("the archive holds no .tf or .tf.json file")
     return kind
+
+
+GITHUB_GIT = re.compile(r"^git::https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?"
+                        r"(?://(?P<sub>[^?]*))?\?ref=(?P<ref>[A-Za-z0-9_./-]+)$")
+
+
+def github_archive(location: str, template: str | None) -> tuple[str, str, str] | None:
+    """(tarball URL, '//subdir' or '', 'tar.gz') for `git::https://github.com/o/r?ref=X` (a pinned
+    ref), or None (other sources, no ref, or the conversion disabled). The tarball's single top
+    directory is stripped when it is stored (strip_top_dir)."""
+    found = GITHUB_GIT.match(location)
+    if not template or found is None or ".." in found["ref"].split("/"):
+        return None
+    url = template.format(owner=found["owner"], repo=found["repo"], ref=found["ref"])
+    return url, (f"//{found['sub'].strip('/')}" if found["sub"] else ""), "tar.gz"
+
+
+def resolve_source(location: str, github_template: str | None) -> tuple[str, str, str | None]:
+    """split_getter, with GitHub git sources turned into cacheable tarballs first."""
+    return github_archive(location, github_template) or split_getter(location)
+
+
+def strip_top_dir(body: bytes) -> bytes:
+    """A tar.gz of GitHub's form (`<repo>-<ref>/…`) re-packed without that directory; regular
+    files and directories only (runs at fill time in a worker thread)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as src, \
+            tarfile.open(fileobj=out, mode="w:gz") as dst:
+        for member in src:
+            parts = member.name.split("/", 1)
+            if len(parts) < 2 or not parts[1] or parts[1].startswith("/") or ".." in parts[1].split("/") or not (member.isfile() or member.isdir()):
+                continue
+            handle = src.extractfile(member) if member.isfile() else None
+            member.name = parts[1]
+            dst.addfile(member, handle)
+    return out.getvalue()
 
 
 def split_getter(location: str) -> tuple[str, str, str | None]:
@@ -143,7 +180,7 @@ class ModuleRegistry:
             kind = "zip" if stored.path.endswith(".zip") else "tar.gz"
             return web.Response(status=204, headers={"X-Terraform-Get": self.archive_url(ctx, kind), "X-Cache": "HIT"})
         location, status = await self._upstream_location(ctx)
-        fetch, subdir, kind = split_getter(location)
+        fetch, subdir, kind = resolve_source(location, ctx.repo.options.get("github_archive_url"))
         if kind is None:
             return web.Response(status=204, headers={"X-Terraform-Get": location, "X-Depot-Note": NOT_CACHED,
                                                      "X-Cache": status})
@@ -156,14 +193,15 @@ class ModuleRegistry:
         if ctx.repo.is_hosted:
             return ctx.hosted.serve(ctx.request, await self._hosted_archive(ctx))
         key = f"{self.module_prefix(ctx)}/{ctx.match['version']}/archive"
+        fetch, transform = None, None
         if await ctx.pull.peek(key) is None:
             location, _ = await self._upstream_location(ctx)
-            fetch, _, kind = split_getter(location)
+            template = ctx.repo.options.get("github_archive_url")
+            fetch, _, kind = resolve_source(location, template)
             if kind is None:
                 raise FormatError(404, NOT_CACHED)
-        else:
-            fetch, kind = None, "tar.gz"
-        spec = ctx.pull.spec(key, fetch, Kind.IMMUTABLE, content_type="application/octet-stream")
+            transform = strip_top_dir if github_archive(location, template) else None
+        spec = ctx.pull.spec(key, fetch, Kind.IMMUTABLE, content_type="application/octet-stream", transform=transform)
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     async def _hosted_archive(self, ctx: Ctx) -> Any:

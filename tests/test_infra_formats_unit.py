@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from depot.registry import helm_index as hi
-from depot.registry.terraform_modules import module_archive_type, split_getter, version_key
+from depot.registry.terraform_modules import module_archive_type, resolve_source, split_getter, strip_top_dir, version_key
 from depot.registry.terraform_providers import parse_sums
 from depot.registry.vagrant import box_metadata, verification
 
@@ -99,3 +99,18 @@ def test_catalog_checksums_become_engine_verification() -> None:
         {"expect_integrity": "sha512-" + base64.b64encode(hashlib.sha512(b"x").digest()).decode()}
     assert verification({"checksum_type": "SHA256", "checksum": "A" * 64}) == {"expect_sha256": "a" * 64}
     assert verification({"checksum_type": "md5", "checksum": "0" * 32}) == {}
+
+
+def test_github_git_sources_become_tarballs_without_their_top_directory() -> None:
+    template = "https://gh.example/{owner}/{repo}/tar.gz/{ref}"
+    assert resolve_source("git::https://github.com/o/r.git//modules/x?ref=v1.2.3", template) == \
+        ("https://gh.example/o/r/tar.gz/v1.2.3", "//modules/x", "tar.gz")
+    assert resolve_source("git::https://github.com/o/r", template)[2] is None          # no pinned ref
+    assert resolve_source("git::https://github.com/o/r?ref=v1", None)[2] is None        # disabled
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("r-1.2.3/main.tf", "r-1.2.3/modules/x/main.tf", "r-1.2.3//abs.tf", "elsewhere"):
+            info = tarfile.TarInfo(name)
+            tar.addfile(info, io.BytesIO(b""))
+    with tarfile.open(fileobj=io.BytesIO(strip_top_dir(buf.getvalue())), mode="r:gz") as tar:
+        assert tar.getnames() == ["main.tf", "modules/x/main.tf"]

@@ -212,6 +212,43 @@ def test_module_proxy_in_front_of_a_second_depot(env: SimpleNamespace, depot_fac
         env.depot.start()
 
 
+def test_proxy_caches_github_sources_and_passes_other_git_sources_through(env: SimpleNamespace, upstream: Any,
+                                                                          depot_factory: Any, tmp_path: Path) -> None:
+    # the upstream plays the public registry: its download answers are git sources, as for most modules
+    upstream.put(".well-known/terraform.json", json.dumps({"modules.v1": "/v1/modules/"}).encode())
+    for name in ("vpc", "other"):
+        upstream.put(f"v1/modules/acme/{name}/aws/versions",
+                     json.dumps({"modules": [{"versions": [{"version": "5.0.0"}]}]}).encode())
+    upstream.mode("/v1/modules/acme/vpc/aws/5.0.0/download", "status", status=204,
+                  headers={"X-Terraform-Get": "git::https://github.com/acme/terraform-aws-vpc?ref=v5.0.0"})
+    upstream.mode("/v1/modules/acme/other/aws/5.0.0/download", "status", status=204,
+                  headers={"X-Terraform-Get": "git::https://git.example/acme/other.git?ref=v5.0.0"})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:                     # GitHub's tarball of a tag
+        main = b'output "message" {\n  value = "vpc from github"\n}\n'
+        info = tarfile.TarInfo("terraform-aws-vpc-5.0.0/main.tf")
+        info.size = len(main)
+        tar.addfile(info, io.BytesIO(main))
+    upstream.put("gh/acme/terraform-aws-vpc/tar.gz/v5.0.0", buf.getvalue())
+    front = depot_factory({"tf-remote": {"format": "terraform", "type": "proxy", "upstream": upstream.url + "/",
+                                         "options": {"root": True, "github_archive_url":
+                                                     upstream.url + "/gh/{owner}/{repo}/tar.gz/{ref}"}}},
+                          extra=env.tls.extra, name="front-github")
+    host = f"127.0.0.1:{front.port}"
+    for round_ in range(2):
+        tf = Terraform(tmp_path / f"r{round_}", env.tls.ca)
+        tf.write(f'module "vpc" {{\n  source  = "{host}/acme/vpc/aws"\n  version = "5.0.0"\n}}\n'
+                 'output "msg" {\n  value = module.vpc.message\n}\n')
+        tf("init", "-input=false", "-no-color")
+        tf("apply", "-auto-approve", "-input=false", "-no-color")
+        assert json.loads(tf("output", "-json").stdout)["msg"]["value"] == "vpc from github"
+    assert upstream.count("/gh/acme/terraform-aws-vpc/tar.gz/v5.0.0") == 1
+    other = env.session.get(f"https://{host}/tf-remote/v1/modules/acme/other/aws/5.0.0/download", timeout=10)
+    assert other.status_code == 204
+    assert other.headers["X-Terraform-Get"] == "git::https://git.example/acme/other.git?ref=v5.0.0"
+    assert "cannot cache" in other.headers["X-Depot-Note"]
+
+
 # ---------------------------------------------------------------- providers
 
 def test_terraform_init_installs_and_verifies_a_hosted_provider(env: SimpleNamespace, tmp_path: Path) -> None:
