@@ -122,7 +122,7 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
 
     def package_of(self, path: str) -> tuple[str, str] | None:
         parts = path.split("/")
-        if parts[0] == "modules" and len(parts) == 5:
+        if parts[0] == "modules" and len(parts) in (5, 6):       # hosted archive, or a proxy's key
             return "/".join(parts[1:4]), parts[4].removesuffix(".tar.gz").removesuffix(".zip")
         if parts[0] == "providers" and len(parts) >= 5:
             return "/".join(parts[1:3]), parts[3]

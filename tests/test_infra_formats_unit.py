@@ -114,3 +114,16 @@ def test_github_git_sources_become_tarballs_without_their_top_directory() -> Non
             tar.addfile(info, io.BytesIO(b""))
     with tarfile.open(fileobj=io.BytesIO(strip_top_dir(buf.getvalue())), mode="r:gz") as tar:
         assert tar.getnames() == ["main.tf", "modules/x/main.tf"]
+
+
+def test_package_of_names_the_package_and_version_of_stored_files() -> None:
+    from depot.registry.helm import Helm
+    from depot.registry.terraform import Terraform
+    from depot.registry.vagrant import Vagrant
+    assert Helm().package_of("charts/my-chart-1.2.3-rc.1.tgz") == ("my-chart", "1.2.3-rc.1")
+    assert Helm().package_of("index.yaml") is None
+    assert Terraform().package_of("modules/acme/vpc/aws/1.0.0.tar.gz") == ("acme/vpc/aws", "1.0.0")
+    assert Terraform().package_of("modules/acme/vpc/aws/1.0.0/archive") == ("acme/vpc/aws", "1.0.0")
+    assert Terraform().package_of("providers/acme/x/2.0.0/terraform-provider-x_2.0.0_linux_amd64.zip") == \
+        ("acme/x", "2.0.0")
+    assert Vagrant().package_of("boxes/acme/base/1.0.0/libvirt.box") == ("acme/base", "1.0.0")
