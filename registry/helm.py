@@ -23,12 +23,12 @@ import asyncio
 import hashlib
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
 from cachetools import LRUCache
 
-from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, merge_x_cache
+from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, UpstreamFailed, merge_x_cache
 
 from . import helm_index as hi
 from .infra_warm import HELM_LOCKS, plan_chart_lock
@@ -140,28 +140,48 @@ class Helm(TreeFormat):
     async def _index_body(self, ctx: Ctx) -> tuple[bytes, str | None, Any]:
         """(index document with absolute URLs rebased onto ctx.base_url, X-Cache, render key) of
         any repository type."""
+        key, x_cache, load = await self._index_source(ctx)
+        return await load(), x_cache, key
+
+    async def _index_source(self, ctx: Ctx) -> tuple[Any, str | None, Callable[[], Awaitable[bytes]]]:
+        """(render key, X-Cache, loader of the document): a group re-reads its members' documents
+        (a proxy's may be 20 MB) only when its merged render is not cached already."""
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(INDEX)
-            body = await ctx.hosted.read(found) if found else hi.dump_yaml(hi.empty_index())
-            return body, "HIT", (ctx.repo.name, found.digest if found else None)
+
+            async def hosted() -> bytes:
+                return await ctx.hosted.read(found) if found else hi.dump_yaml(hi.empty_index())
+            return (ctx.repo.name, found.digest if found else None), "HIT", hosted
         if ctx.repo.is_proxy:
-            cached, body = await ctx.fetch_upstream(self._index_spec(ctx))
-            digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
-            return body.replace(BASE_PLACEHOLDER.encode(), ctx.base_url.encode()), cached.status, (ctx.repo.name, digest)
-        return await self._group_index(ctx)
+            cached = await ctx.open_upstream(self._index_spec(ctx))
+
+            async def proxied() -> bytes:
+                try:
+                    body = await ctx.pull.read(cached)
+                except UpstreamFailed as exc:
+                    raise FormatError(exc.status, f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
+                return body.replace(BASE_PLACEHOLDER.encode(), ctx.base_url.encode())
+            digest = cached.entry.digest if cached.entry is not None else None
+            if digest is None:                      # still streaming in: key it by its content
+                body = await proxied()
+                digest = hashlib.sha256(body).hexdigest()
+                return (ctx.repo.name, digest), cached.status, _constant(body)
+            return (ctx.repo.name, digest), cached.status, proxied
+        body, x_cache, key = await self._group_index(ctx)
+        return key, x_cache, _constant(body)
 
     async def _group_index(self, ctx: Ctx) -> tuple[bytes, str | None, Any]:
-        answers = await ctx.each_member(self._index_body, INDEX)
-        key = ("helm-group", ctx.base_url, tuple(k for _, (_, _, k) in answers))
-        bodies = [body for _, (body, _, _) in answers]
+        answers = await ctx.each_member(self._index_source, INDEX)
+        key = ("helm-group", ctx.base_url, tuple(k for _, (k, _, _) in answers))
+        x_cache = merge_x_cache(s for _, (_, s, _) in answers)
         found = ctx.documents.get(key)
         if found is None:
+            bodies = [await load() for _, (_, _, load) in answers]
             try:
                 found = await in_thread(lambda: hi.dump_json(hi.merge_indexes(hi.parse_index(b) for b in bodies)))
             except hi.BadChart as exc:
                 raise FormatError(502, f"a member's index.yaml is not usable: {exc}") from None
             ctx.documents.put(key, found)
-        x_cache = merge_x_cache(s for _, (_, s, _) in answers)
         return found, x_cache, key
 
     async def index_of(self, ctx: Ctx) -> dict[str, Any]:
@@ -323,6 +343,12 @@ class Helm(TreeFormat):
             if cv.get("version") == version or (version == "latest" and cv is versions[0]):
                 return web.json_response(cv)
         raise FormatError(404, "improper constraint: " + version)
+
+
+def _constant(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def load() -> bytes:
+        return body
+    return load
 
 
 def _epoch(created: Any) -> float | None:
