@@ -217,13 +217,16 @@ class Helm(TreeFormat):
     async def _chart_sources(self, ctx: Ctx) -> dict[str, tuple[str, str | None]]:
         """Chart file -> (upstream URL, sha256) from the stored index, parsed once per index digest
         in a worker thread (concurrent misses share the parse)."""
-        cached, body = await ctx.fetch_upstream(self._index_spec(ctx))
-        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
-        key = (ctx.repo.name, digest)
-        task = self._lookups.get(key)
+        cached = await ctx.open_upstream(self._index_spec(ctx))
+        digest = cached.entry.digest if cached.entry is not None else None
+        task = self._lookups.get((ctx.repo.name, digest)) if digest else None
         if task is None or (task.done() and task.exception() is not None):
+            try:
+                body = await ctx.pull.read(cached)
+            except UpstreamFailed as exc:
+                raise FormatError(exc.status, f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
             task = asyncio.ensure_future(in_thread(lambda: hi.chart_sources(hi.parse_index(body))))
-            self._lookups[key] = task
+            self._lookups[(ctx.repo.name, digest or hashlib.sha256(body).hexdigest())] = task
         try:
             return await asyncio.shield(task)
         except hi.BadChart as exc:
