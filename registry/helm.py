@@ -125,7 +125,7 @@ class Helm(TreeFormat):
         found = await ctx.hosted.get(INDEX)
         if found is not None:
             return ctx.hosted.serve(ctx.request, found)
-        return web.Response(body=hi.dump_yaml(hi.empty_index()), content_type=YAML_TYPE)
+        return web.Response(body=hi.dump_json(hi.empty_index()), content_type=YAML_TYPE)
 
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         if path != INDEX:
@@ -150,7 +150,7 @@ class Helm(TreeFormat):
             found = await ctx.hosted.get(INDEX)
 
             async def hosted() -> bytes:
-                return await ctx.hosted.read(found) if found else hi.dump_yaml(hi.empty_index())
+                return await ctx.hosted.read(found) if found else hi.dump_json(hi.empty_index())
             return (ctx.repo.name, found.digest if found else None), "HIT", hosted
         if ctx.repo.is_proxy:
             cached = await ctx.open_upstream(self._index_spec(ctx))

@@ -1,9 +1,10 @@
 """Helm chart repository documents (pure functions, no I/O): charts, index.yaml, provenance.
 
 Everything here runs in worker threads (charts and 20 MB indexes are parsed off the event loop).
-Scalars are read as strings (no YAML timestamps or floats: `version: 1.10` stays "1.10"), and
-documents depot renders for proxies and groups are written as JSON, which is YAML that Helm
-reads, and which depot parses again much faster than YAML.
+Scalars are read as strings (no YAML timestamps or floats: `version: 1.10` stays "1.10"). The
+index documents depot writes (hosted, proxy, group) are JSON, which is YAML that Helm reads and
+which depot parses again a hundred times faster than YAML (a publish re-reads the hosted index,
+a group merges its members'): an upstream's YAML is parsed once, when it is fetched.
 """
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ class _StringLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
 _StringLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag.endswith((":bool", ":null"))]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def load_yaml(body: bytes | str) -> Any:
@@ -146,10 +146,6 @@ def empty_index() -> dict[str, Any]:
     return {"apiVersion": "v1", "entries": {}, "generated": now_rfc3339()}
 
 
-def dump_yaml(index: dict[str, Any]) -> bytes:
-    return yaml.dump(index, Dumper=_Dumper, default_flow_style=False, sort_keys=True).encode()
-
-
 def dump_json(index: dict[str, Any]) -> bytes:
     return json.dumps(index, separators=(",", ":")).encode()
 
@@ -160,7 +156,7 @@ def add_version(old: bytes | None, entry: dict[str, Any]) -> bytes:
     versions = [v for v in index["entries"].get(entry["name"], []) if v.get("version") != entry["version"]]
     index["entries"][entry["name"]] = [entry, *versions]
     index["generated"] = now_rfc3339()
-    return dump_yaml(index)
+    return dump_json(index)
 
 
 def remove_chart(old: bytes | None, filename: str) -> bytes | None:
@@ -177,7 +173,7 @@ def remove_chart(old: bytes | None, filename: str) -> bytes | None:
         else:
             index["entries"].pop(name)
         index["generated"] = now_rfc3339()
-        return dump_yaml(index)
+        return dump_json(index)
     return None
 
 
