@@ -258,13 +258,14 @@ def test_malformed_charts_are_refused_and_nothing_is_stored(env: SimpleNamespace
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text))
         body = buf.getvalue()
-    before = requests.get(f"{env.depot.url}/helm-local/index.yaml", timeout=10).content
+    before = yaml.safe_load(requests.get(f"{env.depot.url}/helm-local/index.yaml", timeout=10).content)["entries"]
     response = requests.post(f"{env.depot.url}/helm-local/api/charts", data=body, timeout=10)
     assert response.status_code == 400 and why in response.json()["error"]
     put = requests.put(f"{env.depot.url}/helm-local/charts/broken-1.0.0.tgz", data=body, timeout=10)
     assert put.status_code == 400
     assert requests.get(f"{env.depot.url}/helm-local/charts/broken-1.0.0.tgz", timeout=10).status_code == 404
-    assert requests.get(f"{env.depot.url}/helm-local/index.yaml", timeout=10).content == before
+    after = yaml.safe_load(requests.get(f"{env.depot.url}/helm-local/index.yaml", timeout=10).content)["entries"]
+    assert after == before and "broken" not in after
     assert requests.put(f"{env.depot.url}/helm-local/index.yaml", data=b"apiVersion: v1", timeout=10).status_code == 400
 
 
