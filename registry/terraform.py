@@ -2,7 +2,8 @@
 
 * `GET /.well-known/terraform.json` at depot's root (service discovery; Terraform only looks at
   the host root) names the `modules.v1` and `providers.v1` of the repository with
-  `options: {root: true}` (else the first terraform group, hosted, then proxy repository);
+  `options: {root: true}` (else the first terraform group, hosted, then proxy repository), or the
+  one whose `options: {hosts: […]}` lists the request's host name;
   every repository also answers `/<repo>/.well-known/terraform.json`.
 * Module registry (terraform_modules): `v1/modules/<ns>/<name>/<system>/versions`,
   `…/<version>/download` (204, X-Terraform-Get), `…/<version>/archive`; hosted publish with
@@ -27,7 +28,7 @@ from depot.cache.api import Kind
 
 from .base import Ctx, Format, FormatError, route, standard_repositories
 from .infra_warm import TERRAFORM_LOCKS, plan_terraform_lock
-from .options import Option, boolean, string
+from .options import Option, boolean, string, string_list
 from .repo import RepoConfig
 from .terraform_modules import ModuleRegistry, split_getter, version_key
 from .terraform_providers import ProviderRegistry
@@ -61,6 +62,8 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
         "root": Option(boolean, False, "answer /.well-known/terraform.json at depot's root for this repository"),
         "hostname": Option(string, None, "the provider hostname a network mirror proxy serves "
                                           "(default: the upstream's host)"),
+        "hosts": Option(string_list, (), "host names whose /.well-known/terraform.json names this repository "
+                                         "(one registry per host name; otherwise the root repository)"),
         "github_archive_url": Option(_template, "https://codeload.github.com/{owner}/{repo}/tar.gz/{ref}",
                                      "where a proxy fetches GitHub git sources pinned to a ref as tarballs "
                                      "(false: pass git sources through uncached)"),
@@ -129,9 +132,21 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
         return None
 
     # ------------------------------------------------------------------ discovery
+    def __init__(self) -> None:
+        self._by_host: dict[str, str] = {}
+
+    async def start(self, services: Any) -> None:
+        """Remember which repository each configured host name's discovery document names."""
+        self._by_host = {host.lower(): repo.name for repo in services.repos.values()
+                         if repo.format == self.name for host in repo.options.get("hosts") or ()}
+
     async def discovery(self, ctx: Ctx) -> web.StreamResponse:
-        return web.json_response({"modules.v1": f"{ctx.base_url}/v1/modules/",
-                                  "providers.v1": f"{ctx.base_url}/v1/providers/"},
+        base = ctx.base_url
+        if ctx.request.path == "/" + DISCOVERY:          # at the root: the repository of this host name
+            named = self._by_host.get(ctx.request.host.rsplit(":", 1)[0].lower())
+            if named is not None:
+                base = base[:len(base) - len(ctx.mount)] + f"/{named}"
+        return web.json_response({"modules.v1": f"{base}/v1/modules/", "providers.v1": f"{base}/v1/providers/"},
                                  headers={"Cache-Control": "no-cache"})
 
     async def api_base(self, ctx: Ctx, service: str) -> str:

@@ -159,6 +159,19 @@ def test_service_discovery_at_the_root(env: SimpleNamespace) -> None:
                    "providers.v1": f"https://{env.host}/tf/v1/providers/"}
 
 
+def test_one_registry_per_host_name(env: SimpleNamespace, depot_factory: Any) -> None:
+    depot = depot_factory({"main": {"format": "terraform", "type": "hosted", "options": {"root": True}},
+                           "team": {"format": "terraform", "type": "hosted", "options": {"hosts": ["team.example"]}}},
+                          extra=env.tls.extra, name="hosts")
+    url = f"https://127.0.0.1:{depot.port}/.well-known/terraform.json"
+    assert env.session.get(url, timeout=10).json()["modules.v1"] == f"https://127.0.0.1:{depot.port}/main/v1/modules/"
+    team = env.session.get(url, headers={"Host": f"team.example:{depot.port}"}, timeout=10).json()
+    assert team["providers.v1"] == f"https://team.example:{depot.port}/team/v1/providers/"
+    scoped = env.session.get(f"https://127.0.0.1:{depot.port}/main/.well-known/terraform.json",
+                             headers={"Host": f"team.example:{depot.port}"}, timeout=10).json()
+    assert scoped["modules.v1"] == f"https://team.example:{depot.port}/main/v1/modules/"
+
+
 def test_terraform_init_resolves_a_published_module(env: SimpleNamespace, tmp_path: Path) -> None:
     tf = Terraform(tmp_path, env.tls.ca)
     tf.write(module_config(env.host))
