@@ -19,7 +19,7 @@ import json
 import re
 import zipfile
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
 
@@ -262,7 +262,6 @@ class ProviderRegistry:
 
     # ------------------------------------------------------------------ network mirror
     def mirror_host_ok(self, ctx: Ctx) -> None:
-        from urllib.parse import urlsplit
         allowed = ctx.repo.options.get("hostname") or urlsplit(ctx.repo.upstream or "").netloc
         if ctx.match["host"].lower() != allowed.lower():
             raise FormatError(404, f"this mirror serves providers of {allowed}, not {ctx.match['host']}")
