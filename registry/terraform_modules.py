@@ -23,6 +23,7 @@ from aiohttp import web
 from depot.cache.api import Kind, merge_x_cache
 
 from .base import Ctx, FormatError
+from .json_answer import json_answer
 from .tree import in_thread
 
 ARCHIVE_TYPES = {"tar.gz": "application/gzip", "zip": "application/zip"}
@@ -149,8 +150,8 @@ class ModuleRegistry:
     async def module_versions(self, ctx: Ctx) -> web.StreamResponse:
         versions, x_cache = await self._module_versions(ctx)
         ordered = sorted(versions, key=version_key, reverse=True)
-        return web.json_response({"modules": [{"versions": [{"version": v} for v in ordered]}]},
-                                 headers={"X-Cache": x_cache, "Cache-Control": "no-cache"})
+        return json_answer(ctx.request, {"modules": [{"versions": [{"version": v} for v in ordered]}]},
+                           {"X-Cache": x_cache})
 
     async def _module_versions(self, ctx: Ctx) -> tuple[set[str], str]:
         if ctx.repo.is_hosted:

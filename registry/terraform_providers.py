@@ -27,6 +27,7 @@ from depot.cache.api import Kind, merge_x_cache
 
 from . import terraform_signing as signing
 from .base import Ctx, FormatError
+from .json_answer import json_answer
 from .terraform_modules import version_key
 from .tree import in_thread
 
@@ -82,7 +83,7 @@ class ProviderRegistry:
     async def provider_versions(self, ctx: Ctx) -> web.StreamResponse:
         versions, x_cache = await self._provider_versions(ctx)
         ordered = [versions[v] for v in sorted(versions, key=version_key, reverse=True)]
-        return web.json_response({"versions": ordered}, headers={"X-Cache": x_cache, "Cache-Control": "no-cache"})
+        return json_answer(ctx.request, {"versions": ordered}, {"X-Cache": x_cache})
 
     async def _provider_versions(self, ctx: Ctx) -> tuple[dict[str, dict[str, Any]], str]:
         """version -> {"version", "protocols", "platforms"} of any repository type."""
@@ -124,10 +125,10 @@ class ProviderRegistry:
         m = ctx.match
         if ctx.repo.is_hosted:
             doc = await self._hosted_download(ctx, m["version"], m["os"], m["arch"])
-            return web.json_response(doc, headers={"X-Cache": "HIT"})
+            return json_answer(ctx.request, doc, {"X-Cache": "HIT"})
         cached, doc, _ = await self._upstream_download(ctx, m["version"], m["os"], m["arch"])
         doc = {**doc, **self.provider_urls(ctx, m["version"], m["os"], m["arch"], doc["filename"])}
-        return web.json_response(doc, headers={"X-Cache": cached.status})
+        return json_answer(ctx.request, doc, {"X-Cache": cached.status})
 
     async def _hosted_download(self, ctx: Ctx, version: str, os_: str, arch: str) -> dict[str, Any]:
         ptype = ctx.match["type"]
@@ -271,8 +272,7 @@ class ProviderRegistry:
             return await ctx.first_member(self.mirror_index, "provider")
         self.mirror_host_ok(ctx)
         versions, x_cache = await self._provider_versions(ctx)
-        return web.json_response({"versions": {v: {} for v in versions}},
-                                 headers={"X-Cache": x_cache, "Cache-Control": "no-cache"})
+        return json_answer(ctx.request, {"versions": {v: {} for v in versions}}, {"X-Cache": x_cache})
 
     async def mirror_version(self, ctx: Ctx) -> web.StreamResponse:
         if ctx.repo.is_group:
@@ -291,5 +291,5 @@ class ProviderRegistry:
             archives[f"{os_}_{arch}"] = {
                 "url": self.provider_urls(ctx, version, os_, arch, doc["filename"])["download_url"],
                 "hashes": [f"zh:{doc['shasum']}"]}
-        return web.json_response({"archives": archives},
-                                 headers={"X-Cache": merge_x_cache(c.status for c, _, _ in answers) or "HIT"})
+        return json_answer(ctx.request, {"archives": archives},
+                           {"X-Cache": merge_x_cache(c.status for c, _, _ in answers) or "HIT"})

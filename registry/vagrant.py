@@ -30,6 +30,7 @@ from aiohttp import web
 from depot.cache.api import Kind, merge_x_cache
 
 from .base import Ctx, Format, FormatError, route, standard_repositories
+from .json_answer import json_answer
 from .repo import RepoConfig
 from .terraform_modules import version_key
 from .tree import in_thread
@@ -160,7 +161,7 @@ class Vagrant(Format):
     # ------------------------------------------------------------------ catalog
     async def catalog(self, ctx: Ctx) -> web.StreamResponse:
         catalog, x_cache = await self._catalog(ctx)
-        return web.json_response(catalog, headers={"X-Cache": x_cache, "Cache-Control": "no-cache"})
+        return json_answer(ctx.request, catalog, {"X-Cache": x_cache})
 
     async def _catalog(self, ctx: Ctx) -> tuple[dict[str, Any], str]:
         org, box = ctx.match["org"], ctx.match["box"]

@@ -353,7 +353,7 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
         assert f"Installed depot/null v{PROVIDER_VERSION}" in out     # registry.terraform.io is implied
         if round_ == 1:          # documents past metadata_ttl may be revalidated (304); nothing is fetched again
             lines = access_lines(front, since, "/tf-mirror/")
-            assert lines and all(line.endswith(('"HIT"', '"REVALIDATED"')) for line in lines), lines
+            assert lines and all(line.endswith(('"HIT"', '"REVALIDATED"')) for line in lines), "\n".join(lines)
             assert all(line.endswith('"HIT"') for line in lines if ".zip" in line), lines
     listing = env.session.get(f"{mirror}{ORIGIN}/depot/null/{PROVIDER_VERSION}.json", timeout=10).json()
     digest = hashlib.sha256(env.zip.read_bytes()).hexdigest()

@@ -79,6 +79,10 @@ def test_upload_then_vagrant_box_add_from_hosted_and_group(depot: DepotProcess, 
     provider = catalog["versions"][1]["providers"][0]
     assert provider == {"name": "libvirt", "url": f"{depot.url}/boxes-local/depot/tiny/1.0.0/libvirt.box",
                         "checksum_type": "sha256", "checksum": hashlib.sha256(boxes["1.0.0"]).hexdigest()}
+    first = requests.get(f"{depot.url}/boxes-local/depot/tiny", timeout=10)
+    again = requests.get(f"{depot.url}/boxes-local/depot/tiny", headers={"If-None-Match": first.headers["ETag"]},
+                         timeout=10)
+    assert again.status_code == 304                                          # a proxy in front revalidates cheaply
     for repo in ("boxes-local", "boxes"):
         out = box_add(tmp_path / repo, f"{depot.url}/{repo}", "depot/tiny", "1.0.0")
         assert "checksum" in out.lower(), out                                 # vagrant compared the sha256
