@@ -90,7 +90,8 @@ class Helm(TreeFormat):
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
-        out = [("helm", f"helm repo add {repo.name} {url}\nhelm repo update\nhelm install my-release {repo.name}/<chart>")]
+        out = [("helm", f"helm repo add {repo.name} {url}\nhelm repo update\n"
+                        f"helm install my-release {repo.name}/<chart>")]
         if not repo.is_proxy:
             out.append(("publish (ChartMuseum API)",
                         f"curl -u USER:TOKEN --data-binary @mychart-0.1.0.tgz {url}/api/charts"))

@@ -5,7 +5,8 @@ upstream's `versions` (metadata) and its `download` answer (the 204 with X-Terra
 immutable), and serves the archive from depot: `X-Terraform-Get` always points at
 `<repo>/v1/modules/…/<version>/archive?archive=<type>`, where the archive is cached. A GitHub git
 source pinned to a ref (what the public registry answers) is fetched as GitHub's tarball of that
-ref (option `github_archive_url`) and stored without its single top directory. Other sources that are not HTTP archives (git elsewhere, s3::, …) cannot be cached:
+ref (option `github_archive_url`) and stored without its single top directory. Other sources that are
+not HTTP archives (git elsewhere, s3::, …) cannot be cached:
 they are passed through as they are, with an `X-Depot-Note` saying so.
 """
 from __future__ import annotations
@@ -99,7 +100,8 @@ def strip_top_dir(body: bytes) -> bytes:
             tarfile.open(fileobj=out, mode="w:gz") as dst:
         for member in src:
             parts = member.name.split("/", 1)
-            if len(parts) < 2 or not parts[1] or parts[1].startswith("/") or ".." in parts[1].split("/") or not (member.isfile() or member.isdir()):
+            if len(parts) < 2 or not parts[1] or parts[1].startswith("/") or ".." in parts[1].split("/") \
+                    or not (member.isfile() or member.isdir()):
                 continue
             handle = src.extractfile(member) if member.isfile() else None
             member.name = parts[1]

@@ -1,6 +1,7 @@
 """Terraform provider registry protocol (providers.v1) and the provider network mirror protocol.
 
-Hosted: release zips are PUT at `v1/providers/<ns>/<type>/<version>/terraform-provider-<type>_<version>_<os>_<arch>.zip`,
+Hosted: release zips are PUT at
+`v1/providers/<ns>/<type>/<version>/terraform-provider-<type>_<version>_<os>_<arch>.zip`,
 then `…_SHA256SUMS` (every line must name a zip already stored, with its digest); the version is
 visible from then on, and depot signs SHA256SUMS with the repository's own key
 (terraform_signing) so that `terraform init` verifies it. Proxy: the upstream registry's
@@ -219,7 +220,7 @@ class ProviderRegistry:
         m = ctx.match
         ptype, version, filename = m["type"], m["version"], m["filename"]
         prefix = f"{self.provider_prefix(ctx)}/{version}"
-        zip_name = re.fullmatch(rf"terraform-provider-{re.escape(ptype)}_{re.escape(version)}_([a-z0-9]+)_([a-z0-9]+)\.zip",
+        zip_name = re.fullmatch(_zip_pattern(ptype, version),
                                 filename)
         staged = await target.stage()
         data = await target.hosted.read_staged(staged)
@@ -248,7 +249,7 @@ class ProviderRegistry:
             raise FormatError(400, str(exc)) from None
         platforms = []
         for name, digest in files.items():
-            found = re.fullmatch(rf"terraform-provider-{re.escape(ptype)}_{re.escape(version)}_([a-z0-9]+)_([a-z0-9]+)\.zip",
+            found = re.fullmatch(_zip_pattern(ptype, version),
                                  name)
             stored = await ctx.hosted.get(f"{prefix}/{name}")
             if not found or stored is None:
@@ -286,10 +287,15 @@ class ProviderRegistry:
         answers = await asyncio.gather(*(self._upstream_download(ctx, version, p["os"], p["arch"])
                                          for p in platforms))
         archives = {}
-        for platform, (_, doc, _) in zip(platforms, answers):
+        for platform, (_, doc, _) in zip(platforms, answers, strict=True):
             os_, arch = platform["os"], platform["arch"]
             archives[f"{os_}_{arch}"] = {
                 "url": self.provider_urls(ctx, version, os_, arch, doc["filename"])["download_url"],
                 "hashes": [f"zh:{doc['shasum']}"]}
         return json_answer(ctx.request, {"archives": archives},
                            {"X-Cache": merge_x_cache(c.status for c, _, _ in answers) or "HIT"})
+
+
+def _zip_pattern(ptype: str, version: str) -> str:
+    """The file name of a provider release zip: capture groups os and arch."""
+    return rf"terraform-provider-{re.escape(ptype)}_{re.escape(version)}_([a-z0-9]+)_([a-z0-9]+)\.zip"

@@ -231,7 +231,8 @@ class Vagrant(Format):
             return ctx.pull.respond(ctx.request, await ctx.open_upstream(ctx.pull.spec(path, None, Kind.IMMUTABLE)))
         _, body = await self._upstream_catalog(ctx)
         provider = self._find(parse_catalog(body), ctx.match["version"], ctx.match["provider"])
-        spec = ctx.pull.spec(path, str(provider["url"]), Kind.IMMUTABLE, content_type=BOX_TYPE, **verification(provider))
+        spec = ctx.pull.spec(path, str(provider["url"]), Kind.IMMUTABLE, content_type=BOX_TYPE,
+                             **verification(provider))
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     @staticmethod
