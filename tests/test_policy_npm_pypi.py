@@ -139,7 +139,7 @@ def pip(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_pypi_cooldown_with_pip_and_uv(tmp_path: Path, pypi_upstream: Any) -> None:
-    depot = start(tmp_path / "d", pypi_upstream.url, {"cooldown": "3d"}, fmt="pypi")
+    depot = start(tmp_path / "d", pypi_upstream.url + "/simple", {"cooldown": "3d"}, fmt="pypi")
     index = f"{depot.url}/pypi-remote/simple/"
     try:
         page = requests.get(index + "cool-pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
@@ -169,5 +169,40 @@ def test_pypi_cooldown_with_pip_and_uv(tmp_path: Path, pypi_upstream: Any) -> No
                                 "import importlib.metadata as m; print(m.version('cool-pkg'))"],
                                capture_output=True, text=True, timeout=60)
         assert shown.stdout.strip() == "1.0"
+    finally:
+        depot.stop()
+
+
+def test_pnpm_and_yarn_see_the_same_filtered_view(tmp_path: Path, npm_upstream: Any) -> None:
+    pnpm, yarn = shutil.which("pnpm"), shutil.which("yarn")
+    assert pnpm and yarn, "pnpm and yarn 4 are required (tests/clients/policy.sh installs them)"
+    depot = start(tmp_path / "d", npm_upstream.url, {"cooldown": "3d"})
+    registry = f"{depot.url}/npm-remote/"
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("npm_config_", "yarn_"))}
+    env.update({"HOME": str(tmp_path / "home"), "npm_config_registry": registry,
+                "npm_config_userconfig": str(tmp_path / "npmrc"), "COREPACK_ENABLE_STRICT": "0"})
+    (tmp_path / "npmrc").write_text("")
+    try:
+        project = new_project(tmp_path / "pnpm-project", {})
+        done = subprocess.run([pnpm, "add", "cool-pkg", "--registry", registry, "--store-dir",
+                               str(tmp_path / "pnpm-store")], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert installed_version(project, "cool-pkg") == "1.0.0"
+        refused = subprocess.run([pnpm, "add", "cool-pkg@1.1.0", "--registry", registry, "--store-dir",
+                                  str(tmp_path / "pnpm-store")], cwd=project, env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert refused.returncode != 0
+        ydir = tmp_path / "yarn-project"
+        ydir.mkdir()
+        (ydir / "package.json").write_text(json.dumps({"name": "y", "version": "1.0.0", "private": True}))
+        (ydir / ".yarnrc.yml").write_text(yaml.safe_dump({
+            "npmRegistryServer": registry.rstrip("/"), "unsafeHttpWhitelist": ["127.0.0.1"],
+            "enableGlobalCache": False, "cacheFolder": str(tmp_path / "yarn-cache"), "nodeLinker": "node-modules",
+            "enableTelemetry": False, "npmMinimalAgeGate": 0}))   # yarn's own gate off: depot's view only
+        added = subprocess.run([yarn, "add", "cool-pkg"], cwd=ydir, env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert installed_version(ydir, "cool-pkg") == "1.0.0"
     finally:
         depot.stop()
