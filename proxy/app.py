@@ -13,7 +13,7 @@ from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, health, observe, ui, visibility
+from . import access, health, observe, policy_api, ui, visibility
 from .auth import Authenticator
 from .config import Config
 from depot.cache.lockout import LockoutPolicy
@@ -179,6 +179,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/metrics", visibility.metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)
+    policy_api.setup(app)
     ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics
     if "oci" in FORMATS:
         app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)

@@ -48,6 +48,10 @@ def test_oci_tag_rules_hide_tags_and_refuse_pulls(tmp_path: Path, registry: Regi
         skopeo("inspect", "--tls-verify=false", f"docker://{host(depot)}/hub/team/app:2.0")
         metrics = requests.get(f"{depot.url}/-/metrics").text
         assert 'depot_policy_blocked_total{format="oci",mode="enforce",repository="hub",rule="deny"}' in metrics
+        recent = requests.get(f"{depot.url}/-/api/policy").json()["decisions"]
+        assert {(d["action"], d["package"], d["version"], d["rule"]) for d in recent} >= {
+            ("refused", "team/app", "1.0", "deny"), ("hidden", "team/app", "1.0", "deny")}
+        assert requests.get(f"{depot.url}/-/api/policy?limit=0").status_code == 400
         audit = (depot.data_dir / "audit.log").read_text()
         assert '"action": "policy-refused"' in audit and '"package": "team/app"' in audit
     finally:

@@ -1,0 +1,38 @@
+"""GET /-/api/policy: the supply-chain policy's recent decisions (what was hidden or refused, and
+why), limited to the repositories the caller may read (the one visibility rule)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from .visibility import readable
+
+
+async def decisions(request: web.Request) -> web.Response:
+    """Newest first; `?limit=` 1..500 (default 100), `?repository=` to narrow."""
+    from .app import SERVICES
+    services = request.app[SERVICES]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 500:
+        return web.json_response({"error": "limit must be an integer from 1 to 500"}, status=400)
+    may_read = await readable(request)
+    wanted = request.query.get("repository")
+    out = []
+    for decision in services.policy.recent:
+        repo = services.repos.get(decision.repository)
+        if repo is None or not may_read(repo) or (wanted and decision.repository != wanted):
+            continue
+        out.append(asdict(decision))
+        if len(out) >= limit:
+            break
+    policy = services.policy.global_policy
+    return web.json_response({"mode": policy.mode, "cooldown_seconds": policy.cooldown, "decisions": out},
+                             headers={"Cache-Control": "no-store"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/-/api/policy", decisions)
