@@ -195,6 +195,10 @@ class PullApi:
         self._services.policy.record(self.repo, package, version, verdict, judge.policy.mode, "refused")
         return None if judge.policy.mode == "report" else verdict
 
+    def policy_version(self) -> tuple[Any, ...]:
+        """Changes whenever the policy's decisions may change (key filtered renders with it)."""
+        return self._services.policy.version_key()
+
     def policy_active(self) -> bool:
         """Whether any rule or advisory concerns this repository."""
         return self._judge() is not None

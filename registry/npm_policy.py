@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, MutableMapping
 
 import semantic_version
+from cachetools import LRUCache
 
 from depot.cache.api import VersionInfo
 
@@ -85,14 +86,28 @@ def tarball_version(path: str) -> tuple[str, str] | None:
     return name, filename[len(unscoped) + 1:-4]
 
 
+_DECIDED: LRUCache[tuple[Any, ...], tuple[bytes | None, str]] = LRUCache(maxsize=4096)
+
+
 async def policy_filtered(ctx: "Ctx", digest: str, stored: bytes,
                           rendered: MutableMapping[Any, bytes]) -> tuple[bytes, str]:
     """A stored proxied packument (index line + document) without the versions the policy hides
-    from `ctx`'s repository, and a token naming what was hidden ('' when nothing is)."""
+    from `ctx`'s repository, and a token naming what was hidden ('' when nothing is). Decided
+    once per document and policy version (a minute), so a hit does not parse the document."""
+    decided_key = (ctx.repo.name, digest, ctx.pull.policy_version())
+    decided = _DECIDED.get(decided_key)
+    if decided is not None:
+        cached_body, token = decided
+        if not token:
+            return stored, ""
+        filtered = rendered.get(("policy", digest, token))
+        if filtered is not None:
+            return filtered, token
     split = stored.index(b"\n") + 1
     versions = await asyncio.to_thread(packument_versions, stored[split:])
     hidden = ctx.pull.hidden(versions or [])
     if not hidden:
+        _DECIDED[decided_key] = (None, "")
         return stored, ""
     token = hashlib.sha256(repr(sorted(hidden)).encode()).hexdigest()
     key = ("policy", digest, token)
@@ -100,6 +115,7 @@ async def policy_filtered(ctx: "Ctx", digest: str, stored: bytes,
     if filtered is None:
         body = await asyncio.to_thread(filter_packument, stored[split:], frozenset(hidden))
         filtered = rendered[key] = stored[:split] + body
+    _DECIDED[decided_key] = (None, token)
     return filtered, token
 
 
