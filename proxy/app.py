@@ -15,7 +15,7 @@ from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import Ctx, Format, FormatError, Route
 
-from . import access, observe, ui
+from . import access, forward, observe, ui
 from .auth import Authenticator
 from .config import Config
 from .lockout import LockoutPolicy
@@ -25,6 +25,7 @@ log = logging.getLogger("depot.app")
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 FORMAT_INSTANCES: web.AppKey[dict[str, Format]] = web.AppKey("formats", dict)
+SERVICES_CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
@@ -118,10 +119,34 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         return web.Response(status=499)
 
 
+def absolute_form(request: web.BaseRequest, mapped: list[forward.Mapping]) -> web.BaseRequest | web.Response:
+    """A request whose target is an absolute URI (a client using depot as its plain HTTP proxy,
+    e.g. apt's Acquire::http::Proxy, the apt-cacher-ng way): answered by the proxy repository whose
+    upstream serves that URL, as if asked `/<repo>/<path>`; depot's own URLs as usual; other
+    hosts are refused (depot is not an open proxy)."""
+    url = request.message.url
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    own = f"{sockname[0]}:{sockname[1]}" if sockname else request.host
+    target = forward.route(mapped, str(url))
+    if target is None and f"{url.host}:{url.port}" != own:
+        return web.Response(status=403, text=f"depot: no proxy repository serves {url.host}\n")
+    headers = request.headers.copy()
+    headers["Host"] = own
+    return request.clone(rel_url=target or url.path_qs, headers=headers)
+
+
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
     """Wrap the server's request handler: repeat hits on small proxy bodies are answered before
-    routing and middlewares (the cost of those is most of a 1 KiB hit); the rest goes on."""
+    routing and middlewares (the cost of those is most of a 1 KiB hit); the rest goes on.
+    Absolute-URI requests (depot as a plain HTTP proxy) are mapped first."""
+    mapped = forward.mappings(app[SERVICES_CONFIG].repositories.values())
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.message.url.is_absolute():
+            mapped_request = absolute_form(request, mapped)
+            if isinstance(mapped_request, web.Response):
+                return mapped_request
+            request = mapped_request
         if request.method in ("GET", "HEAD"):
             path = request.path
             end = path.find("/", 1)
@@ -140,6 +165,7 @@ def build_app(config: Config) -> web.Application:
     """The application for one process; services open on startup and close on cleanup."""
     app = web.Application(client_max_size=10 * 2**20)
     app[FORMAT_INSTANCES] = {name: cls() for name, cls in FORMATS.items()}
+    app[SERVICES_CONFIG] = config
 
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)

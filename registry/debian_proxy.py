@@ -54,7 +54,7 @@ class ProxyState:
 
     releases: dict[str, ReleaseInfo] = field(default_factory=dict)       # body sha256 -> parsed
     pool: dict[str, str] = field(default_factory=dict)                   # Filename -> sha256
-    learnt: set[str] = field(default_factory=set)                        # Packages digests parsed
+    learnt: set[str] = field(default_factory=set)                        # index keys parsed
     suites: set[str] = field(default_factory=set)                        # "dists/x/" or ""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -149,38 +149,38 @@ async def serve_index(ctx: Ctx, directory: str, rest: str) -> web.StreamResponse
         info = await release_of(ctx, directory)
         name = info.by_sha.get(sha)
         if name and PACKAGES.fullmatch(name):
-            learn_later(ctx, name, cached)
+            learn_later(ctx, name, spec)
         return ctx.pull.respond(ctx.request, cached)
     info = await release_of(ctx, directory)
     if rest not in info.entries:
         raise FormatError(404, f"{directory}{rest} is not listed in the suite's Release")
-    cached = await ctx.open_upstream(index_spec(ctx, directory, rest, info))
+    spec = index_spec(ctx, directory, rest, info)
+    cached = await ctx.open_upstream(spec)
     if PACKAGES.fullmatch(rest):
-        learn_later(ctx, rest, cached)
+        learn_later(ctx, rest, spec)
     return ctx.pull.respond(ctx.request, cached)
 
 
-def learn_later(ctx: Ctx, name: str, cached: Cached) -> None:
+def learn_later(ctx: Ctx, name: str, spec: FetchSpec) -> None:
     """Parse a Packages index in the background and remember its pool hashes."""
     state = state_of(ctx)
-    digest = cached.entry.digest if cached.entry is not None else None
-    if digest is not None and digest in state.learnt:
+    if spec.key in state.learnt:
         return
-    task = asyncio.ensure_future(learn(ctx, name, cached))
+    task = asyncio.ensure_future(learn(ctx, name, spec))
     state.tasks.add(task)
     task.add_done_callback(state.tasks.discard)
 
 
-async def learn(ctx: Ctx, name: str, cached: Cached) -> None:
+async def learn(ctx: Ctx, name: str, spec: FetchSpec) -> None:
+    """Read an index (its own open: the client's answer streams from another) and learn it."""
     state = state_of(ctx)
+    if spec.key in state.learnt:
+        return
     try:
-        body = await ctx.pull.read(cached)
-        digest = hashlib.sha256(body).hexdigest()
-        if digest in state.learnt:
-            return
+        _, body = await ctx.pull.open_read(spec)
         found = await asyncio.to_thread(lambda: di.pool_hashes(di.decompress(name, body)))
         state.pool.update(found)
-        state.learnt.add(digest)
+        state.learnt.add(spec.key)
     except Exception as exc:     # a broken index must not break the answers that served it
         log.warning("cannot read Packages repository=%s name=%s error=%s", ctx.repo.name, name, exc)
 
@@ -198,11 +198,7 @@ async def learn_all(ctx: Ctx) -> None:
         except FormatError:
             continue
         for name in packages_indexes(info):
-            try:
-                cached = await ctx.open_upstream(index_spec(ctx, directory, name, info))
-            except FormatError:
-                continue
-            await learn(ctx, name, cached)
+            await learn(ctx, name, index_spec(ctx, directory, name, info))
 
 
 def packages_indexes(info: ReleaseInfo) -> list[str]:
