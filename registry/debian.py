@@ -132,11 +132,7 @@ class Debian(TreeFormat):
         headers = {"Cache-Control": "no-cache", "ETag": '"' + hashlib.sha256(body).hexdigest() + '"'}
         if ctx.request.headers.get("If-None-Match") == headers["ETag"]:
             return web.Response(status=304, headers=headers)
-        body_out = b"" if ctx.request.method == "HEAD" else body
-        response = web.Response(body=body_out, content_type=content_type_of(name), headers=headers)
-        if ctx.request.method == "HEAD":
-            response.content_length = len(body)
-        return response
+        return web.Response(body=body, content_type=content_type_of(name), headers=headers)  # HEAD: no body sent
 
     # ------------------------------------------------------------------ generated suites
     PackagesOf = Callable[[Ctx, str], Awaitable[tuple[dict[tuple[str, str], bytes], str, float]]]
