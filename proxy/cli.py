@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_users
     for name, handler in cli_users.register(sub, _common).items():
         COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
+    from . import cli_keys
+    for name, handler in cli_keys.register(sub, _common).items():
+        COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
     return parser
 
 

@@ -242,3 +242,34 @@ def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: SimpleNamespace, tmp_p
     outside = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,
                    "http://elsewhere.invalid/debian/dists/stable/InRelease").stdout
     assert outside == b"403"
+
+
+def test_export_key_cli_prints_the_served_key(env: SimpleNamespace, tmp_path: Path) -> None:
+    served = get(f"{env.depot.url}/deb-local/key.asc").body.decode()
+    printed = env.depot.run_cli("debian", "export-key", "deb-local").stdout
+    assert printed == served and printed.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    # a repository that never signed anything gets its key at first use, the server then uses it
+    first = env.depot.run_cli("debian", "export-key", "deb").stdout
+    assert first == get(f"{env.depot.url}/deb/key.asc").body.decode()
+    assert env.depot.run_cli("debian", "export-key", "deb-remote", check=False).returncode == 2
+
+
+# ---------------------------------------------------------------- default upstream
+
+def test_default_upstream_is_the_first_deb_uri_of_the_apt_sources(tmp_path: Path) -> None:
+    from depot.registry.apt_sources import first_deb_uri
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    assert first_deb_uri(etc) is None
+    (etc / "sources.list.d" / "a.sources").write_text(
+        "Types: deb-src\nURIs: http://src.example.invalid/d\nSuites: s\nComponents: main\n\n"
+        "Types: deb\nURIs: http://off.example.invalid/d\nSuites: s\nComponents: main\nEnabled: no\n\n"
+        "Types: deb deb-src\nURIs: http://mirror-b.example.invalid/debian\nSuites: s\nComponents: main\n")
+    assert first_deb_uri(etc) == "http://mirror-b.example.invalid/debian/"
+    (etc / "sources.list.d" / "0-first.list").write_text(
+        "# deb http://commented.example.invalid/x s main\n"
+        "deb-src http://src.example.invalid/x s main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror-a.example.invalid/debian s main\n")
+    assert first_deb_uri(etc) == "http://mirror-a.example.invalid/debian/"
+    (etc / "sources.list").write_text("deb http://main-list.example.invalid/debian/ s main\n")
+    assert first_deb_uri(etc) == "http://main-list.example.invalid/debian/"
