@@ -27,6 +27,7 @@ from . import debian_proxy, signing
 from .apt_sources import first_deb_uri
 from .base import Ctx, FormatError, route, standard_repositories
 from .options import Option, string, string_list
+from .rendered import Rendered
 from .repo import RepoConfig
 from .tree import TreeFormat, validate_path
 
@@ -142,20 +143,19 @@ class Debian(TreeFormat):
         packages, state, date = await packages_of(ctx, suite)
         if not packages:
             raise FormatError(404, f"suite {suite} of {ctx.repo.name} holds no packages")
-        key = ("debian-suite", ctx.repo.name, suite, state)
-        found = self._rendered.get(key)
-        if found is None:
+
+        async def render() -> dict[str, bytes]:
             repo_key = await signing.repo_key(ctx.hosted, ctx.repo.name)
             archs = set(ctx.repo.options.get("architectures", ())) | {a for _, a in packages}
-            found = await asyncio.to_thread(render_suite, suite, packages, archs, date,
-                                            ctx.repo.options.get("origin", "depot"), repo_key.secret)
-            self._rendered[key] = found
-            while len(self._rendered) > 64:
-                self._rendered.pop(next(iter(self._rendered)))
-        return found
+            return await asyncio.to_thread(render_suite, suite, packages, archs, date,
+                                           ctx.repo.options.get("origin", "depot"), repo_key.secret)
+        files = await self._rendered.get(ctx.repo.name, f"{suite} {state}", render)
+        # apt asks indexes by hash (Acquire-By-Hash): those of earlier states stay answerable
+        earlier = self._rendered.earlier(ctx.repo.name, files, lambda name: "/by-hash/" in name)
+        return {**earlier, **files}
 
     def __init__(self) -> None:
-        self._rendered: dict[tuple[str, ...], dict[str, bytes]] = {}
+        self._rendered = Rendered()
 
     async def hosted_packages(self, ctx: Ctx, suite: str) -> tuple[dict[tuple[str, str], bytes], str, float]:
         """Packages text per (component, arch) of a hosted suite, its state digest and date."""
@@ -243,7 +243,9 @@ def render_suite(suite: str, packages: dict[tuple[str, str], bytes], architectur
             files[f"{component}/binary-{arch}/Packages{ext}"] = body
     release = di.release_text(suite, files, {c for c, _ in packages}, architectures | {"all"}, date, origin)
     inrelease, detached = signing.sign_both(secret, release)
-    return {**files, "Release": release, "InRelease": inrelease, "Release.gpg": detached}
+    by_hash = {f"{name.rpartition('/')[0]}/by-hash/SHA256/{hashlib.sha256(body).hexdigest()}": body
+               for name, body in files.items()}
+    return {**files, **by_hash, "Release": release, "InRelease": inrelease, "Release.gpg": detached}
 
 
 FORMAT = Debian

@@ -133,6 +133,7 @@ def release_text(suite: str, files: Mapping[str, bytes], components: Iterable[st
     release["Date"] = email.utils.formatdate(date, usegmt=True)
     release["Architectures"] = " ".join(sorted(set(architectures)))
     release["Components"] = " ".join(sorted(set(components)))
+    release["Acquire-By-Hash"] = "yes"
     for field, algo, key in (("MD5Sum", "md5", "md5sum"), ("SHA256", "sha256", "sha256")):
         release[field] = [{key: hashlib.new(algo, body).hexdigest(), "size": str(len(body)), "name": name}
                           for name, body in sorted(files.items())]

@@ -28,6 +28,7 @@ from depot.cache.api import FetchSpec, Kind, Staged
 from . import rpm_meta as rm
 from . import signing
 from .base import Ctx, FormatError, route, standard_repositories
+from .rendered import Rendered
 from .repo import RepoConfig
 from .tree import TreeFormat, validate_path
 
@@ -59,7 +60,7 @@ class Rpm(TreeFormat):
     )
 
     def __init__(self) -> None:
-        self._rendered: dict[tuple[str, ...], dict[str, bytes]] = {}
+        self._rendered = Rendered()
         self._proxy: dict[str, ProxyState] = {}
 
     @classmethod
@@ -114,21 +115,17 @@ class Rpm(TreeFormat):
         return respond_document(ctx, await self.repodata(ctx, await self.group_packages(ctx)), path)
 
     async def repodata(self, ctx: Ctx, found: tuple[list[dict[str, Any]], str]) -> dict[str, bytes]:
-        """Every repodata file of one state (rendered and signed once per state and process)."""
+        """Every repodata file of one state (rendered and signed once per state and process),
+        plus the checksum-named files of the repository's earlier remembered states."""
         packages, state = found
-        key = ("rpm-repodata", ctx.repo.name, state)
-        files = self._rendered.get(key)
-        if files is None:
+
+        async def render() -> dict[str, bytes]:
             repo_key = await signing.repo_key(ctx.hosted, ctx.repo.name)
             revision = max((int(p["time"]) for p in packages), default=0)
-            files = await asyncio.to_thread(render_signed, packages, revision, repo_key)
-            self._rendered[key] = files
-            while len(self._rendered) > 64:
-                self._rendered.pop(next(iter(self._rendered)))
-        # checksum-named files of earlier states stay answerable while they are remembered
-        merged = {k: v for name, old in self._rendered.items() if name[1] == ctx.repo.name and old is not files
-                  for k, v in old.items() if k not in (REPOMD, *SIGNED)}
-        return {**merged, **files}
+            return await asyncio.to_thread(render_signed, packages, revision, repo_key)
+        files = await self._rendered.get(ctx.repo.name, state, render)
+        earlier = self._rendered.earlier(ctx.repo.name, files, lambda name: name != REPOMD and name not in SIGNED)
+        return {**earlier, **files}
 
     async def hosted_packages(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str]:
         files = [f for f in await ctx.hosted.list() if f.path.endswith(".rpm") and "rpm" in f.meta]

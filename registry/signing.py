@@ -45,8 +45,8 @@ def _with_gpg(work: Callable[[gnupg.GPG], T]) -> T:
         try:
             return work(gpg)
         finally:
-            subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True,
-                           timeout=10, check=False)
+            for args in (["--kill", "gpg-agent"], ["--remove-socketdir"]):   # no agent, no /run/user dir left
+                subprocess.run(["gpgconf", "--homedir", home, *args], capture_output=True, timeout=10, check=False)
 
 
 def generate_key(name: str) -> RepoKey:

@@ -77,5 +77,6 @@ class Dnf:
         """librepo imports the key into a keyring of its own and leaves a gpg-agent on it."""
         for ring in list(self.work.rglob("pubring")):
             if ring.is_dir():
-                subprocess.run(["gpgconf", "--homedir", str(ring), "--kill", "gpg-agent"], capture_output=True,
-                               timeout=30, check=False)
+                for args in (["--kill", "gpg-agent"], ["--remove-socketdir"]):
+                    subprocess.run(["gpgconf", "--homedir", str(ring), *args], capture_output=True, timeout=30,
+                                   check=False)

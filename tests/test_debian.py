@@ -94,6 +94,24 @@ def test_arch_specific_package_lands_in_its_architecture_only(env: SimpleNamespa
     assert "Components: contrib" in release and "all" in release.split("Architectures:")[1].split("\n")[0]
 
 
+def test_indexes_of_a_previous_state_stay_reachable_by_hash(env: SimpleNamespace, tmp_path: Path) -> None:
+    """apt reads InRelease, then fetches the indexes by hash: an upload in between must not
+    leave it with a Release whose indexes are gone."""
+    base = f"{env.depot.url}/deb-local/dists/hashes"
+    first = build_deb(tmp_path, "dpt-hash-a")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{first.name}?suite=hashes", first, *admin()) == 201
+    release = get(f"{base}/Release").body.decode()
+    assert "Acquire-By-Hash: yes" in release
+    sha = next(line.split()[0] for line in release.split("SHA256:")[1].splitlines()
+               if line.endswith(" main/binary-all/Packages.xz"))
+    old = get(f"{base}/main/binary-all/by-hash/SHA256/{sha}")
+    assert old.status == 200 and hashlib.sha256(old.body).hexdigest() == sha
+    second = build_deb(tmp_path, "dpt-hash-b")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{second.name}?suite=hashes", second, *admin()) == 201
+    assert get(f"{base}/Release").body.decode() != release
+    assert get(f"{base}/main/binary-all/by-hash/SHA256/{sha}").body == old.body
+
+
 def test_signature_is_really_checked(env: SimpleNamespace, upstream: Any, tmp_path: Path) -> None:
     """A Release whose content was changed after signing is refused by apt, as is a Release
     signed by another key than the one apt was given."""
