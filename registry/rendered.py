@@ -9,8 +9,11 @@ checksum-named files it lists while a new state is being published.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from typing import Awaitable, Callable
+
+log = logging.getLogger("depot.rendered")
 
 Files = dict[str, bytes]
 
@@ -41,6 +44,7 @@ class Rendered:
             files = await render()
         finally:
             self._pending.pop(key, None)
+        log.info("rendered repository=%s state=%s files=%d", key[0], key[1][-12:], len(files))
         self._done[key] = files
         while len(self._done) > self.keep:
             self._done.popitem(last=False)

@@ -55,7 +55,7 @@ class Rpm(TreeFormat):
     routes = (
         route("GET HEAD", r"key\.asc", "get_key", "hosted group"),
         route("GET HEAD", r"(?P<path>.*)", "get_path"),
-        route("PUT", r"(?P<path>(?!repodata/)[^?]+\.rpm)", "upload", "hosted group"),
+        route("PUT", r"(?P<path>(?!repodata/|\.depot/)[^?]+\.rpm)", "upload", "hosted group"),
         route("DELETE", r"(?P<path>(?!repodata/).+\.rpm)", "delete_path", "hosted group"),
     )
 
@@ -169,7 +169,7 @@ class Rpm(TreeFormat):
             return ctx.pull.respond(ctx.request, cached)
         state = self.state_of(ctx)
         if path not in state.packages:
-            await self.proxy_packages(ctx)
+            await self.learn_packages(ctx)
         if path not in state.packages:
             raise FormatError(404, f"{path} is not listed in the primary.xml of {ctx.repo.name}")
         algo, checksum = state.packages[path]
@@ -192,6 +192,17 @@ class Rpm(TreeFormat):
         key = path if entry["checksum"] in path else f"{path}@{entry['algo']}:{entry['checksum']}"
         return ctx.pull.spec(key, self.url(ctx, path), Kind.IMMUTABLE,
                              **checksum_fields(entry["algo"], entry["checksum"]))
+
+    async def learn_packages(self, ctx: Ctx) -> None:
+        """Learn the checksums of the packages the current primary.xml lists (once per primary)."""
+        entries, _ = await self.repomd_entries(ctx)
+        state = self.state_of(ctx)
+        for href, entry in entries.items():
+            if entry["type"] == "primary" and href not in state.primaries:
+                _, body = await ctx.fetch_upstream(await self.repodata_spec(ctx, href))
+                state.packages.update(await asyncio.to_thread(
+                    lambda: rm.package_checksums(rm.decompress(href, body))))
+                state.primaries.add(href)
 
     async def proxy_packages(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str]:
         """The upstream's packages as its (cached, verified) primary.xml lists them."""

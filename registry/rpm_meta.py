@@ -289,3 +289,18 @@ def merge_filelists(packages: list[dict[str, Any]], xml: bytes) -> None:
 def package_hrefs(packages: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     """href -> (checksum type, checksum) of primary packages."""
     return {p["href"]: (p.get("checksum_type", "sha256"), p["sha256"]) for p in packages}
+
+
+def package_checksums(xml: bytes) -> dict[str, tuple[str, str]]:
+    """href -> (checksum type, checksum) of every package of a primary.xml (light streamed parse)."""
+    out: dict[str, tuple[str, str]] = {}
+    checksum: tuple[str, str] | None = None
+    for _, elem in SafeET.iterparse(io.BytesIO(xml), events=("end",)):
+        if elem.tag == _q("checksum"):
+            checksum = (elem.get("type", "sha256"), (elem.text or "").strip().lower())
+        elif elem.tag == _q("location") and checksum is not None:
+            out[elem.get("href", "")] = checksum
+        elif elem.tag == _q("package"):
+            checksum = None
+            elem.clear()
+    return out

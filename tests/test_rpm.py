@@ -122,6 +122,9 @@ def test_twenty_parallel_uploads_leave_consistent_repodata(depot_factory: Any, t
         codes = list(pool.map(lambda r: upload(f"{depot.url}/burst/Packages/{r.name}", r), rpms))
     assert codes == [201] * 20
     base = f"{depot.url}/burst"
+    answers = get_many(f"{base}/repodata/repomd.xml", 10)
+    assert len({a.body for a in answers}) == 1 and answers[0].status == 200
+    assert depot.log().count("rendered repository=burst") == 1      # the burst cost one regeneration
     assert primary_names(base) == names
     dnf = Dnf(tmp_path / "dnf", base + "/", gpgkey=f"{base}/key.asc")
     dnf.install(names[0], names[-1])
