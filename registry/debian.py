@@ -185,7 +185,7 @@ class Debian(TreeFormat):
             if member.repo.is_group:
                 return await self.group_packages(member, suite)
             found, state, date = await self.hosted_packages(member, suite)
-            if not any(di.split_stanzas(v) for v in found.values()):
+            if not any(found.values()):
                 raise FormatError(404, f"suite {suite} not in {member.repo.name}")
             return found, state, date
         answers = await ctx.each_member(one, f"dists/{suite}")

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -217,7 +217,7 @@ def repomd_entries(body: bytes) -> dict[str, dict[str, str]]:
     """href -> {type, algo, checksum} of every <data> in a repomd.xml."""
     root = SafeET.fromstring(body)
     out = {}
-    for data in root.iter(f"{{http://linux.duke.edu/metadata/repo}}data"):
+    for data in root.iter("{http://linux.duke.edu/metadata/repo}data"):
         location = data.find("{http://linux.duke.edu/metadata/repo}location")
         checksum = data.find("{http://linux.duke.edu/metadata/repo}checksum")
         if location is None or checksum is None:
