@@ -260,6 +260,8 @@ def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: SimpleNamespace, tmp_p
     outside = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,
                    "http://elsewhere.invalid/debian/dists/stable/InRelease").stdout
     assert outside == b"403"
+    own = curl("-x", chain.depot.url, f"{chain.depot.url}/-/healthz").stdout      # depot's own URLs as usual
+    assert own == b"ok\n"
 
 
 def test_export_key_cli_prints_the_served_key(env: SimpleNamespace, tmp_path: Path) -> None:

@@ -129,6 +129,9 @@ def test_twenty_parallel_uploads_leave_consistent_repodata(depot_factory: Any, t
     dnf = Dnf(tmp_path / "dnf", base + "/", gpgkey=f"{base}/key.asc")
     dnf.install(names[0], names[-1])
     assert dnf.installed(names[-1]) == f"{names[-1]} 1.0\n".encode()
+    assert int(curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE",
+                    f"{base}/Packages/{rpms[3].name}").stdout) == 204
+    assert primary_names(base) == names[:3] + names[4:]
 
 
 # ---------------------------------------------------------------- proxy
