@@ -125,7 +125,12 @@ async def serve(ctx: Ctx, path: str) -> web.StreamResponse:
     """GET/HEAD of any path of a Debian proxy repository."""
     found = RELEASE_FILE.fullmatch(path)
     if found:
-        cached = await ctx.open_upstream(ctx.pull.spec(path, upstream_url(ctx, path), Kind.METADATA))
+        key = path
+        if found["name"] == "Release.gpg":   # the signature of the Release depot serves, not a newer one
+            release = found["dir"] + "Release"
+            _, body = await ctx.fetch_upstream(ctx.pull.spec(release, upstream_url(ctx, release), Kind.METADATA))
+            key = f"{path}@{hashlib.sha256(body).hexdigest()}"
+        cached = await ctx.open_upstream(ctx.pull.spec(key, upstream_url(ctx, path), Kind.METADATA))
         if found["name"] != "Release.gpg":
             await remember_suite(ctx, found["dir"])
         return ctx.pull.respond(ctx.request, cached)

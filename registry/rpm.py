@@ -161,7 +161,11 @@ class Rpm(TreeFormat):
 
     async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
         if path == REPOMD or path in SIGNED:
-            cached = await ctx.open_upstream(ctx.pull.spec(path, self.url(ctx, path), Kind.METADATA))
+            key = path
+            if path == REPOMD + ".asc":     # the signature of the repomd.xml depot serves, not a newer one
+                _, body = await ctx.fetch_upstream(ctx.pull.spec(REPOMD, self.url(ctx, REPOMD), Kind.METADATA))
+                key = f"{path}@{hashlib.sha256(body).hexdigest()}"
+            cached = await ctx.open_upstream(ctx.pull.spec(key, self.url(ctx, path), Kind.METADATA))
             return ctx.pull.respond(ctx.request, cached)
         if path.startswith("repodata/"):
             cached = await ctx.open_upstream(await self.repodata_spec(ctx, path))

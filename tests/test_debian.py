@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -293,3 +294,21 @@ def test_default_upstream_is_the_first_deb_uri_of_the_apt_sources(tmp_path: Path
     assert first_deb_uri(etc) == "http://mirror-a.example.invalid/debian/"
     (etc / "sources.list").write_text("deb http://main-list.example.invalid/debian/ s main\n")
     assert first_deb_uri(etc) == "http://main-list.example.invalid/debian/"
+
+
+def test_release_signature_follows_the_release_served(depot_factory: Any, upstream: Any) -> None:
+    """Release.gpg is always the one of the Release depot serves, even when the two were cached
+    at different moments and the upstream changed in between."""
+    upstream.put("dists/s/Release", b"Suite: s\nDate: A\n")
+    upstream.put("dists/s/Release.gpg", b"signature of A")
+    depot = depot_factory({"r": {"format": "debian", "type": "proxy", "upstream": upstream.url + "/",
+                                 "metadata_ttl": 2}})
+    base = f"{depot.url}/r/dists/s"
+    assert get(f"{base}/Release").body == b"Suite: s\nDate: A\n"
+    time.sleep(1.2)
+    assert get(f"{base}/Release.gpg").body == b"signature of A"
+    upstream.put("dists/s/Release", b"Suite: s\nDate: B\n")
+    upstream.put("dists/s/Release.gpg", b"signature of B")
+    time.sleep(1.0)
+    assert get(f"{base}/Release").body == b"Suite: s\nDate: B\n"
+    assert get(f"{base}/Release.gpg").body == b"signature of B"

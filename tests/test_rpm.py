@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -201,3 +202,21 @@ def test_files_disagreeing_with_their_index_are_never_served(depot_factory: Any,
     upstream.put(f"Packages/{good.name}", good.read_bytes())
     assert get(f"{base}/{primary}").body == get(f"{hosted.url}/src/{primary}").body
     assert get(f"{base}/Packages/{good.name}").body == good.read_bytes()
+
+
+def test_repomd_signature_follows_the_repomd_served(depot_factory: Any, upstream: Any) -> None:
+    """repomd.xml.asc is always the one of the repomd.xml depot serves, even when the two were
+    cached at different moments and the upstream changed in between."""
+    upstream.put("repodata/repomd.xml", b"<repomd>A</repomd>")
+    upstream.put("repodata/repomd.xml.asc", b"signature of A")
+    depot = depot_factory({"r": {"format": "rpm", "type": "proxy", "upstream": upstream.url + "/",
+                                 "metadata_ttl": 2}})
+    base = f"{depot.url}/r/repodata"
+    assert get(f"{base}/repomd.xml").body == b"<repomd>A</repomd>"
+    time.sleep(1.2)
+    assert get(f"{base}/repomd.xml.asc").body == b"signature of A"
+    upstream.put("repodata/repomd.xml", b"<repomd>B</repomd>")
+    upstream.put("repodata/repomd.xml.asc", b"signature of B")
+    time.sleep(1.0)                    # repomd.xml is due for revalidation; the old .asc would not be
+    assert get(f"{base}/repomd.xml").body == b"<repomd>B</repomd>"
+    assert get(f"{base}/repomd.xml.asc").body == b"signature of B"
