@@ -267,7 +267,9 @@ def _primary_dict(elem: Any) -> dict[str, Any]:
         for entry in (block if block is not None else []):
             evr = ""
             if entry.get("ver") is not None:
-                evr = f'{entry.get("epoch", "0")}:{entry.get("ver")}' + (f'-{entry.get("rel")}' if entry.get("rel") else "")
+                epoch = entry.get("epoch", "0")
+                evr = ("" if epoch == "0" else f"{epoch}:") + entry.get("ver", "") + \
+                    (f'-{entry.get("rel")}' if entry.get("rel") else "")
             flags = NAME_FLAGS.get(entry.get("flags", ""), 0) | (PRE if entry.get("pre") == "1" else 0)
             p[key].append([entry.get("name", ""), flags, evr])
     return p
