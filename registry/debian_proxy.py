@@ -208,16 +208,14 @@ async def learn_all(ctx: Ctx) -> None:
 
 def packages_indexes(info: ReleaseInfo) -> list[str]:
     """One Packages variant per directory the Release lists (the best compressed one)."""
-    best: dict[str, str] = {}
+    best: dict[str, tuple[int, str]] = {}
     for name in info.entries:
         if PACKAGES.fullmatch(name):
-            stem, _, _ = name.partition("Packages")
-            current = best.get(stem)
-            rank = [ext for ext in PREFERRED if name.endswith("Packages" + ext)]
-            if rank and (current is None or PREFERRED.index(rank[0]) < PREFERRED.index(
-                    next(e for e in PREFERRED if current.endswith("Packages" + e)))):
-                best[stem] = name
-    return sorted(best.values())
+            stem, _, ext = name.rpartition("Packages")
+            rank = PREFERRED.index(ext) if ext in PREFERRED else len(PREFERRED)
+            if stem not in best or rank < best[stem][0]:
+                best[stem] = (rank, name)
+    return sorted(name for _, name in best.values())
 
 
 async def serve_pool(ctx: Ctx, path: str) -> web.StreamResponse:
