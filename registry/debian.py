@@ -115,15 +115,17 @@ class Debian(TreeFormat):
         found = SUITE_PATH.fullmatch(path)
         if found is None:
             return None
-        files = await self.suite(ctx, found["suite"], self.hosted_packages)
+        files, _ = await self.suite(ctx, found["suite"], self.hosted_packages)
         return self.respond_document(ctx, files, found["rest"], path)
 
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         found = SUITE_PATH.fullmatch(path)
         if found is None:
             return None
-        files = await self.suite(ctx, found["suite"], self.group_packages)
-        return self.respond_document(ctx, files, found["rest"], path)
+        files, rendered_before = await self.suite(ctx, found["suite"], self.group_packages)
+        response = self.respond_document(ctx, files, found["rest"], path)
+        response.headers["X-Cache"] = "HIT" if rendered_before else "MISS"
+        return response
 
     @staticmethod
     def respond_document(ctx: Ctx, files: dict[str, bytes], name: str, path: str) -> web.StreamResponse:
@@ -138,8 +140,9 @@ class Debian(TreeFormat):
     # ------------------------------------------------------------------ generated suites
     PackagesOf = Callable[[Ctx, str], Awaitable[tuple[dict[tuple[str, str], bytes], str, float]]]
 
-    async def suite(self, ctx: Ctx, suite: str, packages_of: "Debian.PackagesOf") -> dict[str, bytes]:
-        """Every generated file of dists/<suite>/ (rendered once per state and process)."""
+    async def suite(self, ctx: Ctx, suite: str, packages_of: "Debian.PackagesOf") -> tuple[dict[str, bytes], bool]:
+        """Every generated file of dists/<suite>/ (rendered once per state and process), and
+        whether that state was rendered before this request."""
         packages, state, date = await packages_of(ctx, suite)
         if not packages:
             raise FormatError(404, f"suite {suite} of {ctx.repo.name} holds no packages")
@@ -149,10 +152,11 @@ class Debian(TreeFormat):
             archs = set(ctx.repo.options.get("architectures", ())) | {a for _, a in packages}
             return await asyncio.to_thread(render_suite, suite, packages, archs, date,
                                            ctx.repo.options.get("origin", "depot"), repo_key.secret)
+        before = self._rendered.has(ctx.repo.name, f"{suite} {state}")
         files = await self._rendered.get(ctx.repo.name, f"{suite} {state}", render)
         # apt asks indexes by hash (Acquire-By-Hash): those of earlier states stay answerable
         earlier = self._rendered.earlier(ctx.repo.name, files, lambda name: "/by-hash/" in name)
-        return {**earlier, **files}
+        return {**earlier, **files}, before
 
     def __init__(self) -> None:
         self._rendered = Rendered()
@@ -162,17 +166,9 @@ class Debian(TreeFormat):
         files = [f for f in await ctx.hosted.list("pool/") if f.meta.get("suite") == suite]
         state = hashlib.sha256("\n".join(f"{f.path} {f.digest}" for f in files).encode()).hexdigest()
         archs = set(ctx.repo.options.get("architectures", ()))
-        stanzas: dict[tuple[str, str], list[str]] = {}
-        for f in files:
-            component, arch = f.meta["component"], f.meta["architecture"]
-            targets = {"all"} | archs if arch == "all" else {arch}
-            for target in targets:
-                stanzas.setdefault((component, target), []).append(f.meta["stanza"])
-        for component in {c for c, _ in stanzas}:
-            for arch in archs | {"all"}:
-                stanzas.setdefault((component, arch), [])
+        entries = [(f.meta["component"], f.meta["architecture"], f.meta["stanza"]) for f in files]
         date = max((f.created for f in files), default=0.0)
-        return {k: di.packages_text(v) for k, v in stanzas.items()}, state, date
+        return await asyncio.to_thread(di.packages_by_index, entries, archs), state, date
 
     async def group_packages(self, ctx: Ctx, suite: str) -> tuple[dict[tuple[str, str], bytes], str, float]:
         """Packages merged over the members (first member wins a package/version/arch)."""

@@ -94,6 +94,20 @@ def packages_text(stanzas: Iterable[str]) -> bytes:
     return "".join(s.rstrip("\n") + "\n\n" for s in sorted(set(stanzas))).encode()
 
 
+def packages_by_index(entries: Iterable[tuple[str, str, str]], architectures: set[str]) -> dict[tuple[str, str], bytes]:
+    """Packages documents per (component, arch) from (component, arch, stanza) entries: `all`
+    packages are listed in binary-all and in every architecture's index; every listed
+    architecture of a component gets an index, even an empty one."""
+    stanzas: dict[tuple[str, str], list[str]] = {}
+    for component, arch, text in entries:
+        for target in ({"all"} | architectures if arch == "all" else {arch}):
+            stanzas.setdefault((component, target), []).append(text)
+    for component in {c for c, _ in stanzas}:
+        for arch in architectures | {"all"}:
+            stanzas.setdefault((component, arch), [])
+    return {key: packages_text(value) for key, value in stanzas.items()}
+
+
 def split_stanzas(text: bytes) -> list[deb822.Packages]:
     """The paragraphs of a Packages document."""
     return list(deb822.Packages.iter_paragraphs(io.BytesIO(text), use_apt_pkg=False))

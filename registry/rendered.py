@@ -50,6 +50,10 @@ class Rendered:
             self._done.popitem(last=False)
         return files
 
+    def has(self, repo: str, state: str) -> bool:
+        """Whether `state` is rendered already (a group answers X-Cache HIT then, MISS otherwise)."""
+        return (repo, state) in self._done
+
     def earlier(self, repo: str, current: Files, names: Callable[[str], bool]) -> Files:
         """Files (selected by `names`) of the repository's other remembered states."""
         return {name: body for (owner, _), files in self._done.items() if owner == repo and files is not current

@@ -111,7 +111,11 @@ class Rpm(TreeFormat):
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         if not path.startswith("repodata/"):
             return None
-        return respond_document(ctx, await self.repodata(ctx, await self.group_packages(ctx)), path)
+        found = await self.group_packages(ctx)
+        before = self._rendered.has(ctx.repo.name, found[1])
+        response = respond_document(ctx, await self.repodata(ctx, found), path)
+        response.headers["X-Cache"] = "HIT" if before else "MISS"
+        return response
 
     async def repodata(self, ctx: Ctx, found: tuple[list[dict[str, Any]], str]) -> dict[str, bytes]:
         """Every repodata file of one state (rendered and signed once per state and process),

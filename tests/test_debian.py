@@ -167,6 +167,7 @@ def test_group_merges_members_and_signs_with_its_own_key(env: SimpleNamespace, t
     apt.update()
     got = apt.download("dpt-one", "dpt-up-a")
     assert got == {one.name: one.read_bytes(), "dpt-up-a_1.0_all.deb": env.debs["dpt-up-a"].read_bytes()}
+    assert get(f"{env.depot.url}/deb/dists/stable/InRelease").headers["X-Cache"] == "HIT"   # rendered once
     merged = get(f"{env.depot.url}/deb/dists/stable/main/binary-all/Packages").body.decode()
     assert "Package: dpt-one" in merged and "Package: dpt-up-b" in merged
 

@@ -75,6 +75,7 @@ def test_upload_then_dnf_install_through_the_group_with_signed_metadata(env: Sim
     dnf.install("dpt-hello", "dpt-up")
     assert dnf.installed("dpt-hello") == b"dpt-hello 1.0\n" and dnf.installed("dpt-up") == b"dpt-up 1.0\n"
     assert primary_names(f"{env.depot.url}/rpm-local") == ["dpt-hello"]
+    assert get(f"{base}/repodata/repomd.xml").headers["X-Cache"] == "HIT"             # rendered once
 
 
 def test_tampered_repomd_is_refused_by_dnf(env: SimpleNamespace, upstream: Any, tmp_path: Path) -> None:
