@@ -18,7 +18,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -54,9 +53,8 @@ class ProxyState:
 
     releases: dict[str, ReleaseInfo] = field(default_factory=dict)       # body sha256 -> parsed
     pool: dict[str, str] = field(default_factory=dict)                   # Filename -> sha256
-    learnt: set[str] = field(default_factory=set)                        # index keys parsed
+    learning: dict[str, asyncio.Task[None]] = field(default_factory=dict)   # index key -> its parse
     suites: set[str] = field(default_factory=set)                        # "dists/x/" or ""
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 _STATES: dict[str, ProxyState] = {}
@@ -90,6 +88,8 @@ async def release_of(ctx: Ctx, directory: str) -> ReleaseInfo:
         found = ReleaseInfo(entries, by_hash, {e.sha256: n for n, e in entries.items()},
                             components, architectures, digest)
         state.releases[digest] = found
+        while len(state.releases) > 32:          # suites x a few revisions; the oldest go first
+            state.releases.pop(next(iter(state.releases)))
     await remember_suite(ctx, directory)
     return found
 
@@ -166,27 +166,24 @@ async def serve_index(ctx: Ctx, directory: str, rest: str) -> web.StreamResponse
     return ctx.pull.respond(ctx.request, cached)
 
 
-def learn_later(ctx: Ctx, name: str, spec: FetchSpec) -> None:
-    """Parse a Packages index in the background and remember its pool hashes."""
+def learn_later(ctx: Ctx, name: str, spec: FetchSpec) -> "asyncio.Task[None]":
+    """Parse a Packages index in the background (once, whoever asks) and remember its pool hashes."""
     state = state_of(ctx)
-    if spec.key in state.learnt:
-        return
-    task = asyncio.ensure_future(learn(ctx, name, spec))
-    state.tasks.add(task)
-    task.add_done_callback(state.tasks.discard)
+    task = state.learning.get(spec.key)
+    if task is None:
+        task = state.learning[spec.key] = asyncio.ensure_future(learn(ctx, name, spec))
+    return task
 
 
 async def learn(ctx: Ctx, name: str, spec: FetchSpec) -> None:
     """Read an index (its own open: the client's answer streams from another) and learn it."""
     state = state_of(ctx)
-    if spec.key in state.learnt:
-        return
     try:
         _, body = await ctx.pull.open_read(spec)
         found = await asyncio.to_thread(lambda: di.pool_hashes(di.decompress(name, body)))
         state.pool.update(found)
-        state.learnt.add(spec.key)
     except Exception as exc:     # a broken index must not break the answers that served it
+        state.learning.pop(spec.key, None)          # try again next time
         log.warning("cannot read Packages repository=%s name=%s error=%s", ctx.repo.name, name, exc)
 
 
@@ -203,7 +200,7 @@ async def learn_all(ctx: Ctx) -> None:
         except FormatError:
             continue
         for name in packages_indexes(info):
-            await learn(ctx, name, index_spec(ctx, directory, name, info))
+            await asyncio.shield(learn_later(ctx, name, index_spec(ctx, directory, name, info)))
 
 
 def packages_indexes(info: ReleaseInfo) -> list[str]:
