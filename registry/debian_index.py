@@ -126,13 +126,28 @@ def merge_packages(documents: Iterable[bytes]) -> bytes:
     return "".join(s + "\n\n" for s in out).encode()
 
 
+POOL_FIELDS = re.compile(rb"^(Package|Filename|SHA256):[ \t]*(\S*)[ \t]*$", re.M)
+
+
 def pool_hashes(text: bytes) -> dict[str, str]:
-    """Filename -> SHA256 of every stanza of a Packages document."""
-    found = {}
-    for para in deb822.Packages.iter_paragraphs(io.BytesIO(text), fields=["Filename", "SHA256"],
-                                                use_apt_pkg=False):
-        if para.get("Filename") and para.get("SHA256"):
-            found[para["Filename"].removeprefix("./")] = para["SHA256"].lower()
+    """Filename -> SHA256 of every stanza of a Packages document.
+
+    Only these single-line fields are needed, from indexes of 60,000+ stanzas on the path of a
+    client's first pool download: one scan of the document takes a fraction of a second where a
+    full deb822 parse takes tens (python-debian is used for everything else). Every stanza
+    starts with Package (Debian policy 5.3), which delimits them here."""
+    found: dict[str, str] = {}
+    name = sha = None
+    for match in POOL_FIELDS.finditer(text + b"\nPackage: end"):
+        field, value = match.group(1), match.group(2).decode("utf-8", "replace")
+        if field == b"Package":
+            if name and sha and re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+                found[name.removeprefix("./")] = sha.lower()
+            name = sha = None
+        elif field == b"Filename":
+            name = value
+        else:
+            sha = value
     return found
 
 
