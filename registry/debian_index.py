@@ -108,22 +108,26 @@ def packages_by_index(entries: Iterable[tuple[str, str, str]], architectures: se
     return {key: packages_text(value) for key, value in stanzas.items()}
 
 
-def split_stanzas(text: bytes) -> list[deb822.Packages]:
-    """The paragraphs of a Packages document."""
-    return list(deb822.Packages.iter_paragraphs(io.BytesIO(text), use_apt_pkg=False))
+PARAGRAPH_END = re.compile(rb"\n(?:[ \t]*\n)+")
+KEY_FIELDS = {name: re.compile(rb"^" + name + rb":[ \t]*(\S+)", re.M) for name in (b"Package", b"Version", b"Architecture")}
 
 
 def merge_packages(documents: Iterable[bytes]) -> bytes:
-    """One Packages document from several (first occurrence of package/version/arch wins)."""
-    seen: set[tuple[str, str, str]] = set()
+    """One Packages document from several (first occurrence of package/version/arch wins).
+    Paragraphs are kept byte for byte; only their key fields are read (a merge of a full
+    archive index stays fast)."""
+    seen: set[tuple[bytes, ...]] = set()
     out = []
     for text in documents:
-        for para in split_stanzas(text):
-            key = (para.get("Package", ""), para.get("Version", ""), para.get("Architecture", ""))
+        for para in PARAGRAPH_END.split(text.strip(b"\n")):
+            fields = [regex.search(para) for regex in KEY_FIELDS.values()]
+            if fields[0] is None:
+                continue
+            key = tuple(f.group(1) if f else b"" for f in fields)
             if key not in seen:
                 seen.add(key)
-                out.append(para.dump().rstrip("\n"))
-    return "".join(s + "\n\n" for s in out).encode()
+                out.append(para.rstrip(b"\n") + b"\n\n")
+    return b"".join(out)
 
 
 POOL_FIELDS = re.compile(rb"^(Package|Filename|SHA256):[ \t]*(\S*)[ \t]*$", re.M)
