@@ -313,3 +313,18 @@ def test_release_signature_follows_the_release_served(depot_factory: Any, upstre
     time.sleep(1.0)
     assert get(f"{base}/Release").body == b"Suite: s\nDate: B\n"
     assert get(f"{base}/Release.gpg").body == b"signature of B"
+
+
+def test_two_workers_serve_one_consistent_signed_suite(depot_factory: Any, tmp_path: Path) -> None:
+    """Each worker renders and signs the suite itself: the Release bytes and indexes agree, so apt
+    may read InRelease from one worker and Packages from the other."""
+    depot = depot_factory({"w": {"format": "debian", "type": "hosted"}}, workers=2)
+    debs = [build_deb(tmp_path / "build", name) for name in ("dpt-w-a", "dpt-w-b")]
+    for deb in debs:
+        assert upload(f"{depot.url}/w/upload/main/{deb.name}", deb) == 201
+    releases = {get(f"{depot.url}/w/dists/stable/Release").body for _ in range(12)}
+    assert len(releases) == 1
+    for run in range(3):
+        apt = signed_apt(tmp_path / f"apt{run}", depot.url, "w")
+        apt.update()
+        assert apt.download("dpt-w-a", "dpt-w-b") == {d.name: d.read_bytes() for d in debs}
