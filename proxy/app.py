@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import tempfile
 from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -119,20 +121,30 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         return web.Response(status=499)
 
 
-def absolute_form(request: web.BaseRequest, mapped: list[forward.Mapping]) -> web.BaseRequest | web.Response:
+def absolute_form(request: web.BaseRequest, mapped: list[forward.Mapping],
+                  own_hosts: frozenset[str]) -> web.BaseRequest | web.Response:
     """A request whose target is an absolute URI (a client using depot as its plain HTTP proxy,
     e.g. apt's Acquire::http::Proxy, the apt-cacher-ng way): answered by the proxy repository whose
-    upstream serves that URL, as if asked `/<repo>/<path>`; depot's own URLs as usual; other
-    hosts are refused (depot is not an open proxy)."""
+    upstream serves that URL, as if asked `/<repo>/<path>`; depot's own URLs (a name of this
+    machine, or the public URL's host, on the port the request came in on) as usual; other hosts
+    are refused (depot is not an open proxy)."""
     url = request.message.url
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    own = f"{sockname[0]}:{sockname[1]}" if sockname else request.host
+    host, port = (str(sockname[0]), int(sockname[1])) if sockname else (request.host, url.port)
     target = forward.route(mapped, str(url))
-    if target is None and f"{url.host}:{url.port}" != own:
+    if target is None and not (url.port == port and (url.host or "").strip("[]") in own_hosts | {host}):
         return web.Response(status=403, text=f"depot: no proxy repository serves {url.host}\n")
     headers = request.headers.copy()
-    headers["Host"] = own
+    headers["Host"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return request.clone(rel_url=target or url.path_qs, headers=headers)
+
+
+def own_host_names(config: Config) -> frozenset[str]:
+    """Names an absolute URI may give this machine (for requests to depot itself)."""
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
+    if config.public_url:
+        names.add(urlsplit(config.public_url).hostname or "")
+    return frozenset(n for n in names if n)
 
 
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
@@ -140,10 +152,11 @@ def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandl
     routing and middlewares (the cost of those is most of a 1 KiB hit); the rest goes on.
     Absolute-URI requests (depot as a plain HTTP proxy) are mapped first."""
     mapped = forward.mappings(app[SERVICES_CONFIG].repositories.values())
+    own_hosts = own_host_names(app[SERVICES_CONFIG])
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.message.url.is_absolute():
-            mapped_request = absolute_form(request, mapped)
+            mapped_request = absolute_form(request, mapped, own_hosts)
             if isinstance(mapped_request, web.Response):
                 return mapped_request
             request = mapped_request

@@ -264,6 +264,11 @@ def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: SimpleNamespace, tmp_p
     assert outside == b"403"
     own = curl("-x", chain.depot.url, f"{chain.depot.url}/-/healthz").stdout      # depot's own URLs as usual
     assert own == b"ok\n"
+    by_name = curl("-x", chain.depot.url, f"http://localhost:{chain.depot.port}/-/healthz").stdout
+    assert by_name == b"ok\n"
+    other_port = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,
+                      f"http://localhost:{chain.up.port}/origin/key.asc").stdout
+    assert other_port == b"403"               # another server on this machine is not depot
 
 
 def test_export_key_cli_prints_the_served_key(env: SimpleNamespace, tmp_path: Path) -> None:
