@@ -150,8 +150,8 @@ class Debian(TreeFormat):
         async def render() -> dict[str, bytes]:
             repo_key = await signing.repo_key(ctx.hosted, ctx.repo.name)
             archs = set(ctx.repo.options.get("architectures", ())) | {a for _, a in packages}
-            return await asyncio.to_thread(render_suite, suite, packages, archs, date,
-                                           ctx.repo.options.get("origin", "depot"), repo_key.secret)
+            origin = ctx.repo.options.get("origin", "depot")
+            return await signing.signed(lambda: render_suite(suite, packages, archs, date, origin, repo_key.secret))
         before = self._rendered.has(ctx.repo.name, f"{suite} {state}")
         files = await self._rendered.get(ctx.repo.name, f"{suite} {state}", render)
         # apt asks indexes by hash (Acquire-By-Hash): those of earlier states stay answerable

@@ -125,7 +125,7 @@ class Rpm(TreeFormat):
         async def render() -> dict[str, bytes]:
             repo_key = await signing.repo_key(ctx.hosted, ctx.repo.name)
             revision = max((int(p["time"]) for p in packages), default=0)
-            return await asyncio.to_thread(render_signed, packages, revision, repo_key)
+            return await signing.signed(lambda: render_signed(packages, revision, repo_key))
         files = await self._rendered.get(ctx.repo.name, state, render)
         earlier = self._rendered.earlier(ctx.repo.name, files, lambda name: name != REPOMD and name not in SIGNED)
         return {**earlier, **files}

@@ -18,6 +18,8 @@ import gnupg
 
 from depot.cache.api import Conflict, HostedApi
 
+from .base import FormatError
+
 log = logging.getLogger("depot.signing")
 
 SECRET_PATH = ".depot/signing-key.asc"   # hosted path of the armored secret key
@@ -40,13 +42,20 @@ class RepoKey:
 def _with_gpg(work: Callable[[gnupg.GPG], T]) -> T:
     """Run `work` with a GPG instance over a fresh private home, then stop its agent."""
     with tempfile.TemporaryDirectory(prefix="depot-gpg-") as home:
-        gpg = gnupg.GPG(gnupghome=home)
+        try:
+            gpg = gnupg.GPG(gnupghome=home)
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"GnuPG is not usable (install Debian's gnupg): {exc}") from None
         gpg.encoding = "utf-8"
         try:
             return work(gpg)
         finally:
             for args in (["--kill", "gpg-agent"], ["--remove-socketdir"]):   # no agent, no /run/user dir left
-                subprocess.run(["gpgconf", "--homedir", home, *args], capture_output=True, timeout=10, check=False)
+                try:
+                    subprocess.run(["gpgconf", "--homedir", home, *args], capture_output=True, timeout=10,
+                                   check=False)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    log.warning("gpgconf failed home=%s error=%s", home, exc)
 
 
 def generate_key(name: str) -> RepoKey:
@@ -104,6 +113,24 @@ _KEYS: dict[tuple[str, str], RepoKey] = {}    # (repo, secret digest) -> key, pe
 
 
 async def repo_key(hosted: HostedApi, name: str) -> RepoKey:
+    """The repository's key (see _repo_key); GnuPG failures as a 500 in the format's shape."""
+    try:
+        return await _repo_key(hosted, name)
+    except SigningError as exc:
+        log.error("signing key unavailable repository=%s error=%s", name, exc)
+        raise FormatError(500, f"signing key of {name} unavailable: {exc}") from None
+
+
+async def signed(render: Callable[[], T]) -> T:
+    """Run a blocking render that signs (in a thread); GnuPG failures as a 500."""
+    try:
+        return await asyncio.to_thread(render)
+    except SigningError as exc:
+        log.error("signing failed error=%s", exc)
+        raise FormatError(500, f"signing failed: {exc}") from None
+
+
+async def _repo_key(hosted: HostedApi, name: str) -> RepoKey:
     """The repository's key, generated and stored through `hosted` at first use (concurrent
     first uses agree on one key: the first stored wins, the others read it back)."""
     found = await hosted.get(SECRET_PATH)

@@ -333,3 +333,14 @@ def test_two_workers_serve_one_consistent_signed_suite(depot_factory: Any, tmp_p
         apt = signed_apt(tmp_path / f"apt{run}", depot.url, "w")
         apt.update()
         assert apt.download("dpt-w-a", "dpt-w-b") == {d.name: d.read_bytes() for d in debs}
+
+
+def test_without_gnupg_signing_fails_clearly_and_uploads_still_work(depot_factory: Any, tmp_path: Path) -> None:
+    import sys
+    depot = depot_factory({"w": {"format": "debian", "type": "hosted"}},
+                          env={"PATH": str(Path(sys.executable).parent)})          # no gpg on PATH
+    deb = build_deb(tmp_path, "dpt-nogpg")
+    assert upload(f"{depot.url}/w/upload/main/{deb.name}", deb) == 201
+    for path in ("dists/stable/InRelease", "key.asc"):
+        answer = get(f"{depot.url}/w/{path}")
+        assert answer.status == 500 and b"gnupg" in answer.body.lower(), answer.body
