@@ -344,3 +344,14 @@ def test_without_gnupg_signing_fails_clearly_and_uploads_still_work(depot_factor
     for path in ("dists/stable/InRelease", "key.asc"):
         answer = get(f"{depot.url}/w/{path}")
         assert answer.status == 500 and b"gnupg" in answer.body.lower(), answer.body
+
+
+def test_upload_to_a_pool_path_and_delete(env: SimpleNamespace, tmp_path: Path) -> None:
+    deb = build_deb(tmp_path, "dpt-pooled")
+    url = f"{env.depot.url}/deb-local/pool/extras/d/dpt-pooled/{deb.name}"
+    assert upload(url + "?suite=pooled", deb, *admin()) == 201
+    packages = get(f"{env.depot.url}/deb-local/dists/pooled/extras/binary-amd64/Packages").body.decode()
+    assert f"Filename: pool/extras/d/dpt-pooled/{deb.name}" in packages
+    assert get(url).body == deb.read_bytes()
+    assert int(curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", *admin(), url).stdout) == 204
+    assert get(f"{env.depot.url}/deb-local/dists/pooled/InRelease").status == 404     # the suite is empty now
