@@ -170,8 +170,10 @@ class Debian(TreeFormat):
         date = max((f.created for f in files), default=0.0)
         return await asyncio.to_thread(di.packages_by_index, entries, archs), state, date
 
-    async def group_packages(self, ctx: Ctx, suite: str) -> tuple[dict[tuple[str, str], bytes], str, float]:
-        """Packages merged over the members (first member wins a package/version/arch)."""
+    async def group_packages(self, ctx: Ctx, suite: str,
+                             nested: bool = False) -> tuple[dict[tuple[str, str], bytes], str, float]:
+        """Packages merged over the members (first member wins a package/version/arch); when
+        this state is rendered already the merge is skipped (empty bodies), unless `nested`."""
         archs = set(ctx.repo.options.get("architectures", ())) | {"all"}
 
         async def one(member: Ctx) -> tuple[dict[tuple[str, str], bytes], str, float]:
@@ -179,17 +181,20 @@ class Debian(TreeFormat):
                 found, digest = await debian_proxy.packages_of(member, f"dists/{suite}/", archs)
                 return found, digest, time.time()
             if member.repo.is_group:
-                return await self.group_packages(member, suite)
+                return await self.group_packages(member, suite, nested=True)
             found, state, date = await self.hosted_packages(member, suite)
             if not any(found.values()):
                 raise FormatError(404, f"suite {suite} not in {member.repo.name}")
             return found, state, date
         answers = await ctx.each_member(one, f"dists/{suite}")
         keys = sorted({k for _, (found, _, _) in answers for k in found})
+        state = hashlib.sha256(" ".join(s for _, (_, s, _) in answers).encode()).hexdigest()
+        date = min(d for _, (_, _, d) in answers)
+        if not nested and self._rendered.has(ctx.repo.name, f"{suite} {state}"):
+            return {k: b"" for k in keys}, state, date      # rendered already: no merge needed
         merged = {k: await asyncio.to_thread(di.merge_packages, [found.get(k, b"") for _, (found, _, _) in answers])
                   for k in keys}
-        state = hashlib.sha256(" ".join(s for _, (_, s, _) in answers).encode()).hexdigest()
-        return merged, state, min(d for _, (_, _, d) in answers)
+        return merged, state, date
 
     # ------------------------------------------------------------------ writes
     async def upload(self, ctx: Ctx) -> web.StreamResponse:

@@ -55,6 +55,8 @@ class ProxyState:
     pool: dict[str, str] = field(default_factory=dict)                   # Filename -> sha256
     learning: dict[str, asyncio.Task[None]] = field(default_factory=dict)   # index key -> its parse
     suites: set[str] = field(default_factory=set)                        # "dists/x/" or ""
+    indexes: dict[str, tuple[tuple[str, frozenset[str]], dict[tuple[str, str], bytes]]] = \
+        field(default_factory=dict)                                      # directory -> decompressed Packages
 
 
 _STATES: dict[str, ProxyState] = {}
@@ -231,6 +233,10 @@ async def serve_pool(ctx: Ctx, path: str) -> web.StreamResponse:
 async def packages_of(ctx: Ctx, directory: str, architectures: set[str]) -> tuple[dict[tuple[str, str], bytes], str]:
     """A proxy member's Packages per (component, arch) for a group merge, and its Release digest."""
     info = await release_of(ctx, directory)
+    state, version = state_of(ctx), (info.digest, frozenset(architectures))
+    kept = state.indexes.get(directory)
+    if kept is not None and kept[0] == version:
+        return kept[1], info.digest             # read and decompressed once per upstream Release
     out: dict[tuple[str, str], bytes] = {}
     for name in packages_indexes(info):
         parts = name.split("/")
@@ -242,4 +248,5 @@ async def packages_of(ctx: Ctx, directory: str, architectures: set[str]) -> tupl
         cached = await ctx.open_upstream(index_spec(ctx, directory, name, info))
         body = await ctx.pull.read(cached)
         out[(parts[0], arch)] = await asyncio.to_thread(di.decompress, name, body)
+    state.indexes[directory] = (version, out)
     return out, info.digest

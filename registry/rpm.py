@@ -45,6 +45,7 @@ class ProxyState:
 
     packages: dict[str, tuple[str, str]] = field(default_factory=dict)   # href -> (algo, checksum)
     primaries: set[str] = field(default_factory=set)                     # primary hrefs parsed
+    parsed: tuple[str, list[dict[str, Any]]] | None = None               # (repomd digest, packages)
 
 
 class Rpm(TreeFormat):
@@ -214,6 +215,9 @@ class Rpm(TreeFormat):
     async def proxy_packages(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str]:
         """The upstream's packages as its (cached, verified) primary.xml lists them."""
         entries, digest = await self.repomd_entries(ctx)
+        state = self.state_of(ctx)
+        if state.parsed is not None and state.parsed[0] == digest:
+            return state.parsed[1], digest              # parsed once per upstream revision
         wanted = {e["type"]: href for href, e in entries.items()}
         if "primary" not in wanted:
             raise FormatError(502, f"upstream repomd.xml of {ctx.repo.name} lists no primary")
@@ -223,7 +227,8 @@ class Rpm(TreeFormat):
                 _, body = await ctx.fetch_upstream(await self.repodata_spec(ctx, wanted[kind]))
                 bodies[kind] = body
         packages = await asyncio.to_thread(parse_packages, wanted, bodies)
-        self.state_of(ctx).packages.update(rm.package_hrefs(packages))
+        state.packages.update(rm.package_hrefs(packages))
+        state.parsed = (digest, packages)
         return packages, digest
 
     # ------------------------------------------------------------------ writes
