@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import socket
 from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -13,7 +15,7 @@ from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, health, observe, policy_api, ui, visibility
+from . import access, forward, health, observe, policy_api, ui, visibility
 from .auth import Authenticator
 from .config import Config
 from depot.cache.lockout import LockoutPolicy
@@ -23,6 +25,7 @@ log = logging.getLogger("depot.app")
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 FORMAT_INSTANCES: web.AppKey[dict[str, Format]] = web.AppKey("formats", dict)
+SERVICES_CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
@@ -127,10 +130,45 @@ def _reason_phrase(message: str) -> str:
     return text[:200] or "Forbidden"
 
 
+def absolute_form(request: web.BaseRequest, mapped: list[forward.Mapping],
+                  own_hosts: frozenset[str]) -> web.BaseRequest | web.Response:
+    """A request whose target is an absolute URI (a client using depot as its plain HTTP proxy,
+    e.g. apt's Acquire::http::Proxy, the apt-cacher-ng way): answered by the proxy repository whose
+    upstream serves that URL, as if asked `/<repo>/<path>`; depot's own URLs (a name of this
+    machine, or the public URL's host, on the port the request came in on) as usual; other hosts
+    are refused (depot is not an open proxy)."""
+    url = request.message.url
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    host, port = (str(sockname[0]), int(sockname[1])) if sockname else (request.host, url.port)
+    target = forward.route(mapped, str(url))
+    if target is None and not (url.port == port and (url.host or "").strip("[]") in own_hosts | {host}):
+        return web.Response(status=403, text=f"depot: no proxy repository serves {url.host}\n")
+    headers = request.headers.copy()
+    headers["Host"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return request.clone(rel_url=target or url.path_qs, headers=headers)
+
+
+def own_host_names(config: Config) -> frozenset[str]:
+    """Names an absolute URI may give this machine (for requests to depot itself)."""
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
+    if config.public_url:
+        names.add(urlsplit(config.public_url).hostname or "")
+    return frozenset(n for n in names if n)
+
+
 def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandler:
     """Wrap the server's request handler: repeat hits on small proxy bodies are answered before
-    routing and middlewares (the cost of those is most of a 1 KiB hit); the rest goes on."""
+    routing and middlewares (the cost of those is most of a 1 KiB hit); the rest goes on.
+    Absolute-URI requests (depot as a plain HTTP proxy) are mapped first."""
+    mapped = forward.mappings(app[SERVICES_CONFIG].repositories.values())
+    own_hosts = own_host_names(app[SERVICES_CONFIG])
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.message.url.is_absolute():
+            mapped_request = absolute_form(request, mapped, own_hosts)
+            if isinstance(mapped_request, web.Response):
+                return mapped_request
+            request = mapped_request
         if request.method in ("GET", "HEAD"):
             path = request.path
             end = path.find("/", 1)
@@ -152,6 +190,7 @@ def build_app(config: Config) -> web.Application:
     app[BODY_IDLE] = config.client_timeout      # body_chunks' idle limit for every upload path
     app[health.HEALTH], app[health.STORE_TMP] = config.health, config.data_dir / "tmp"
     app.middlewares.append(health.disk_full)
+    app[SERVICES_CONFIG] = config
 
     async def services_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         services = Services(settings_of(config), config.repositories)

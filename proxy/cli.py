@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_policy, cli_users
     for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common)}.items():
         COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
+    from . import cli_keys
+    for name, handler in cli_keys.register(sub, _common).items():
+        COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
     return parser
 
 

@@ -1,0 +1,252 @@
+"""Debian / apt repositories (`format: debian`): proxy of a mirror, hosted .deb uploads, groups.
+
+* proxy: `deb http://depot/<repo>/ <suite> <components>`; see debian_proxy for the consistency
+  and verification rules. Default upstream: the first `deb` URI of the machine's apt sources.
+* hosted: `PUT /<repo>/upload/<component>/<file>.deb[?suite=S]` (or `PUT /<repo>/pool/<component>/…
+  /<file>.deb`); the control data is read, and `dists/<suite>/` (Packages, .gz, .xz per component
+  and architecture, `all` included; Release; InRelease and Release.gpg signed with the
+  repository's own key) is generated from what is stored. `GET /<repo>/key.asc` is the public key
+  for `signed-by`.
+* group: Packages merged per component/architecture from the members, Release regenerated and
+  signed with the group's own key; other files from the first member that has them.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from depot.cache.api import Staged
+
+from . import debian_index as di
+from . import debian_proxy, signing
+from .apt_sources import first_deb_uri
+from .base import Ctx, FormatError, route, standard_repositories
+from .options import Option, string, string_list
+from .rendered import Rendered
+from .repo import RepoConfig
+from .tree import TreeFormat, validate_path
+
+DEB_TYPE = "application/vnd.debian.binary-package"
+SUITE_PATH = re.compile(r"dists/(?P<suite>[A-Za-z0-9._-]+)/(?P<rest>.+)")
+POOL_UPLOAD = re.compile(r"pool/(?P<component>[^/]+)/.+\.deb")
+TYPES = {"Release": "text/plain", "InRelease": "text/plain", "Release.gpg": "application/pgp-signature",
+         ".gz": "application/gzip", ".xz": "application/x-xz", "": "text/plain"}
+
+
+def content_type_of(name: str) -> str:
+    for suffix in (".gz", ".xz"):
+        if name.endswith(suffix):
+            return TYPES[suffix]
+    return TYPES.get(name.rpartition("/")[2], "text/plain")
+
+
+class Debian(TreeFormat):
+    """apt repositories."""
+
+    name = "debian"
+    routes = (
+        route("GET HEAD", r"key\.asc", "get_key", "hosted group"),
+        route("GET HEAD", r"(?P<path>.*)", "get_path"),
+        route("PUT", r"upload/(?P<component>[^/]+)/(?P<file>[^/]+\.deb)", "upload", "hosted group"),
+        route("PUT", r"(?P<path>pool/[^/]+/.+\.deb)", "upload", "hosted group"),
+        route("DELETE", r"(?P<path>pool/.+)", "delete_path", "hosted group"),
+    )
+    options = {
+        "suite": Option(string, "stable", "suite (distribution) uploads go to unless ?suite= says"),
+        "architectures": Option(string_list, ("amd64", "arm64"),
+                                "architectures every hosted suite lists (besides all and those uploaded)"),
+        "origin": Option(string, "depot", "Origin and Label of generated Release files"),
+    }
+
+    @classmethod
+    def default_upstream(cls) -> str | None:
+        return first_deb_uri()
+
+    @classmethod
+    def default_repositories(cls) -> dict[str, dict[str, Any]]:
+        repos = standard_repositories("debian")
+        if cls.default_upstream() is None:      # no apt sources on this machine: no proxy
+            del repos["debian-remote"]
+            repos["debian"]["members"] = ["debian-local"]
+        return repos
+
+    @classmethod
+    def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
+        suite = repo.options.get("suite", "stable")
+        if repo.is_proxy:
+            return [("sources.list", f"deb {url}/ <suite> main")]
+        return [("signing key", f"curl -fsS {url}/key.asc -o /etc/apt/keyrings/{repo.name}.asc"),
+                ("sources.list", f"deb [signed-by=/etc/apt/keyrings/{repo.name}.asc] {url}/ {suite} main"),
+                ("upload", f"curl -fsS -u USER:TOKEN -T pkg_1.0_all.deb {url}/upload/main/pkg_1.0_all.deb")]
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        if path.startswith("pool/") and path.endswith(".deb"):
+            parts = path.rpartition("/")[2][:-4].split("_")
+            if len(parts) == 3:
+                return parts[0], parts[1]
+        return None
+
+    # ------------------------------------------------------------------ reads
+    async def get_path(self, ctx: Ctx) -> web.StreamResponse:
+        path = ctx.match["path"]
+        if path.startswith(".depot/") or path == ".depot":
+            raise FormatError(404, f"{path} not found")        # the signing key and state
+        return await self.answer(ctx, validate_path(path))
+
+    async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
+        return await debian_proxy.serve(ctx, path)
+
+    async def answer_member(self, ctx: Ctx, path: str) -> web.StreamResponse:
+        if ctx.repo.is_group:
+            return await self.answer(ctx, path)
+        return await super().answer_member(ctx, path)
+
+    async def get_key(self, ctx: Ctx) -> web.StreamResponse:
+        key = await signing.repo_key(ctx.hosted, ctx.repo.name)
+        return web.Response(body=key.public.encode(), content_type="application/pgp-keys",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def hosted_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
+        found = SUITE_PATH.fullmatch(path)
+        if found is None:
+            return None
+        files, _ = await self.suite(ctx, found["suite"], self.hosted_packages)
+        return self.respond_document(ctx, files, found["rest"], path)
+
+    async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
+        found = SUITE_PATH.fullmatch(path)
+        if found is None:
+            return None
+        files, rendered_before = await self.suite(ctx, found["suite"], self.group_packages)
+        response = self.respond_document(ctx, files, found["rest"], path)
+        response.headers["X-Cache"] = "HIT" if rendered_before else "MISS"
+        return response
+
+    @staticmethod
+    def respond_document(ctx: Ctx, files: dict[str, bytes], name: str, path: str) -> web.StreamResponse:
+        body = files.get(name)
+        if body is None:
+            raise FormatError(404, f"{path} not found in {ctx.repo.name}")
+        headers = {"Cache-Control": "no-cache", "ETag": '"' + hashlib.sha256(body).hexdigest() + '"'}
+        if ctx.request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=content_type_of(name), headers=headers)  # HEAD: no body sent
+
+    # ------------------------------------------------------------------ generated suites
+    PackagesOf = Callable[[Ctx, str], Awaitable[tuple[dict[tuple[str, str], bytes], str, float]]]
+
+    async def suite(self, ctx: Ctx, suite: str, packages_of: "Debian.PackagesOf") -> tuple[dict[str, bytes], bool]:
+        """Every generated file of dists/<suite>/ (rendered once per state and process), and
+        whether that state was rendered before this request."""
+        packages, state, date = await packages_of(ctx, suite)
+        if not packages:
+            raise FormatError(404, f"suite {suite} of {ctx.repo.name} holds no packages")
+
+        async def render() -> dict[str, bytes]:
+            repo_key = await signing.repo_key(ctx.hosted, ctx.repo.name)
+            archs = set(ctx.repo.options.get("architectures", ())) | {a for _, a in packages}
+            origin = ctx.repo.options.get("origin", "depot")
+            return await signing.signed(lambda: render_suite(suite, packages, archs, date, origin, repo_key.secret))
+        before = self._rendered.has(ctx.repo.name, f"{suite} {state}")
+        files = await self._rendered.get(ctx.repo.name, f"{suite} {state}", render)
+        # apt asks indexes by hash (Acquire-By-Hash): those of earlier states stay answerable
+        earlier = self._rendered.earlier(ctx.repo.name, files, lambda name: "/by-hash/" in name)
+        return {**earlier, **files}, before
+
+    def __init__(self) -> None:
+        self._rendered = Rendered()
+
+    async def hosted_packages(self, ctx: Ctx, suite: str) -> tuple[dict[tuple[str, str], bytes], str, float]:
+        """Packages text per (component, arch) of a hosted suite, its state digest and date."""
+        files = [f for f in await ctx.hosted.list("pool/") if f.meta.get("suite") == suite]
+        state = hashlib.sha256("\n".join(f"{f.path} {f.digest}" for f in files).encode()).hexdigest()
+        archs = set(ctx.repo.options.get("architectures", ()))
+        entries = [(f.meta["component"], f.meta["architecture"], f.meta["stanza"]) for f in files]
+        date = max((f.created for f in files), default=0.0)
+        return await asyncio.to_thread(di.packages_by_index, entries, archs), state, date
+
+    async def group_packages(self, ctx: Ctx, suite: str,
+                             nested: bool = False) -> tuple[dict[tuple[str, str], bytes], str, float]:
+        """Packages merged over the members (first member wins a package/version/arch); when
+        this state is rendered already the merge is skipped (empty bodies), unless `nested`."""
+        archs = set(ctx.repo.options.get("architectures", ())) | {"all"}
+
+        async def one(member: Ctx) -> tuple[dict[tuple[str, str], bytes], str, float]:
+            if member.repo.is_proxy:
+                found, digest = await debian_proxy.packages_of(member, f"dists/{suite}/", archs)
+                return found, digest, time.time()
+            if member.repo.is_group:
+                return await self.group_packages(member, suite, nested=True)
+            found, state, date = await self.hosted_packages(member, suite)
+            if not any(found.values()):
+                raise FormatError(404, f"suite {suite} not in {member.repo.name}")
+            return found, state, date
+        answers = await ctx.each_member(one, f"dists/{suite}")
+        keys = sorted({k for _, (found, _, _) in answers for k in found})
+        state = hashlib.sha256(" ".join(s for _, (_, s, _) in answers).encode()).hexdigest()
+        date = min(d for _, (_, _, d) in answers)
+        if not nested and self._rendered.has(ctx.repo.name, f"{suite} {state}"):
+            return {k: b"" for k in keys}, state, date      # rendered already: no merge needed
+        merged = {k: await asyncio.to_thread(di.merge_packages, [found.get(k, b"") for _, (found, _, _) in answers])
+                  for k in keys}
+        return merged, state, date
+
+    # ------------------------------------------------------------------ writes
+    async def upload(self, ctx: Ctx) -> web.StreamResponse:
+        """Store a .deb under pool/ with its Packages stanza as metadata."""
+        if "path" in ctx.match.groupdict():
+            path = validate_path(ctx.match["path"])
+            component, filename = path.split("/")[1], path.rpartition("/")[2]
+        else:
+            component, filename = ctx.match["component"], ctx.match["file"]
+            validate_path(f"{component}/{filename}")
+            path = None
+        if not di.COMPONENT.match(component):
+            raise FormatError(400, f"invalid component {component!r}")
+        suite = ctx.request.query.get("suite") or ctx.request.query.get("distribution")
+        target = ctx.deploy_target()
+        suite = suite or target.repo.options.get("suite", "stable")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", suite):
+            raise FormatError(400, f"invalid suite {suite!r}")
+        staged = await target.stage()
+        info, meta = await self.read_upload(target, staged, component, suite)
+        path = path or di.pool_path(component, info.source, filename)
+        meta["stanza"] = di.stanza(info.control, path, meta.pop("hashes"), staged.size)
+        published = await target.record(path, staged, content_type=DEB_TYPE, meta=meta)
+        target.hosted.count_publish()
+        return web.json_response({"path": path, "package": info.package, "version": info.version,
+                                  "architecture": info.architecture, "suite": suite, "component": component,
+                                  "sha256": published.file.digest}, status=201 if published.created else 200)
+
+    @staticmethod
+    async def read_upload(ctx: Ctx, staged: Staged, component: str, suite: str) -> tuple[di.DebInfo, dict[str, Any]]:
+        data = await ctx.hosted.read_staged(staged)
+        try:
+            info = await asyncio.to_thread(di.read_deb, data)
+        except di.BadPackage as exc:
+            raise FormatError(400, str(exc)) from None
+        hashes = await asyncio.to_thread(di.file_hashes, data)
+        return info, {"suite": suite, "component": component, "architecture": info.architecture,
+                      "package": info.package, "version": info.version, "hashes": hashes}
+
+
+def render_suite(suite: str, packages: dict[tuple[str, str], bytes], architectures: set[str], date: float,
+                 origin: str, secret: str) -> dict[str, bytes]:
+    """dists/<suite>/ files: Packages variants, Release, InRelease, Release.gpg (blocking)."""
+    files: dict[str, bytes] = {}
+    for (component, arch), text in packages.items():
+        for ext, body in di.compressed_variants(text).items():
+            files[f"{component}/binary-{arch}/Packages{ext}"] = body
+    release = di.release_text(suite, files, {c for c, _ in packages}, architectures | {"all"}, date, origin)
+    inrelease, detached = signing.sign_both(secret, release)
+    by_hash = {f"{name.rpartition('/')[0]}/by-hash/SHA256/{hashlib.sha256(body).hexdigest()}": body
+               for name, body in files.items()}
+    return {**files, **by_hash, "Release": release, "InRelease": inrelease, "Release.gpg": detached}
+
+
+FORMAT = Debian

@@ -1,0 +1,357 @@
+"""Debian / apt end to end: real apt-get (private state, signed-by depot's exported key) against
+real depot processes; the proxy's upstream is a second depot filled by uploads of .deb files
+built with dpkg-deb, or a static tree (tests/upstream.py) for tampered indexes."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from deb_fixtures import Apt, build_deb
+from depot_process import DepotProcess
+from http_util import get, get_many
+
+ADMIN = ("admin", DepotProcess.ADMIN_PASSWORD)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=60)
+
+
+def upload(url: str, deb: Path, *auth: str) -> int:
+    out = curl("-o", "/dev/null", "-w", "%{http_code}", "-T", str(deb), *auth, url)
+    return int(out.stdout)
+
+
+def admin() -> tuple[str, str]:
+    return ("-u", ":".join(ADMIN))
+
+
+def access(depot: DepotProcess, since: int, needle: str) -> list[str]:
+    return [l for l in depot.log()[since:].splitlines() if "depot.access" in l and needle in l]
+
+
+def upstream_gets(up: DepotProcess, needle: str) -> int:
+    return sum(1 for l in up.log().splitlines() if "depot.access" in l and f"GET {needle}" in l)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    work = tmp_path_factory.mktemp("debian")
+    debs = {name: build_deb(work / "build", name) for name in ("dpt-one", "dpt-two", "dpt-up-a", "dpt-up-b")}
+    debs["dpt-arch"] = build_deb(work / "build", "dpt-arch", arch="amd64")
+    up = DepotProcess(work / "up", {"origin": {"format": "debian", "type": "hosted"}})
+    for name in ("dpt-up-a", "dpt-up-b"):
+        assert upload(f"{up.url}/origin/upload/main/{debs[name].name}", debs[name]) == 201
+    depot = DepotProcess(work / "depot", {
+        "deb-local": {"format": "debian", "type": "hosted", "anonymous_read": True},
+        "deb-remote": {"format": "debian", "type": "proxy", "upstream": up.url + "/origin/",
+                       "metadata_ttl": 300, "anonymous_read": True},
+        "deb": {"format": "debian", "type": "group", "members": ["deb-local", "deb-remote"],
+                "deploy_to": "deb-local", "anonymous_read": True},
+    }, secure=True)
+    yield SimpleNamespace(work=work, debs=debs, up=up, depot=depot)
+    depot.stop()
+    up.stop()
+
+
+def signed_apt(work: Path, depot_url: str, repo: str, suite: str = "stable", proxy: str | None = None) -> Apt:
+    key = work / "key.asc"
+    work.mkdir(parents=True, exist_ok=True)
+    key.write_bytes(get(f"{depot_url}/{repo}/key.asc").body)
+    assert key.read_bytes().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    return Apt(work, [f"deb [signed-by={key}] {depot_url}/{repo}/ {suite} main"], proxy=proxy)
+
+
+# ---------------------------------------------------------------- hosted
+
+def test_hosted_upload_then_apt_update_and_download_verified(env: SimpleNamespace, tmp_path: Path) -> None:
+    one, two = env.debs["dpt-one"], env.debs["dpt-two"]
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{one.name}", one, *admin()) == 201
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{two.name}", two, *admin()) == 201
+    apt = signed_apt(tmp_path / "apt", env.depot.url, "deb-local")
+    apt.update()
+    got = apt.download("dpt-one", "dpt-two")
+    assert got == {one.name: one.read_bytes(), two.name: two.read_bytes()}
+    packages = get(f"{env.depot.url}/deb-local/dists/stable/main/binary-all/Packages").body.decode()
+    assert f"SHA256: {hashlib.sha256(one.read_bytes()).hexdigest()}" in packages
+    for ext in (".gz", ".xz"):
+        assert get(f"{env.depot.url}/deb-local/dists/stable/main/binary-amd64/Packages{ext}").status == 200
+
+
+def test_arch_specific_package_lands_in_its_architecture_only(env: SimpleNamespace, tmp_path: Path) -> None:
+    deb = env.debs["dpt-arch"]
+    assert upload(f"{env.depot.url}/deb-local/upload/contrib/{deb.name}?suite=extra", deb, *admin()) == 201
+    base = f"{env.depot.url}/deb-local/dists/extra"
+    assert b"dpt-arch" in get(f"{base}/contrib/binary-amd64/Packages").body
+    assert b"dpt-arch" not in get(f"{base}/contrib/binary-arm64/Packages").body
+    release = get(f"{base}/Release").body.decode()
+    assert "Components: contrib" in release and "all" in release.split("Architectures:")[1].split("\n")[0]
+
+
+def test_indexes_of_a_previous_state_stay_reachable_by_hash(env: SimpleNamespace, tmp_path: Path) -> None:
+    """apt reads InRelease, then fetches the indexes by hash: an upload in between must not
+    leave it with a Release whose indexes are gone."""
+    base = f"{env.depot.url}/deb-local/dists/hashes"
+    first = build_deb(tmp_path, "dpt-hash-a")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{first.name}?suite=hashes", first, *admin()) == 201
+    release = get(f"{base}/Release").body.decode()
+    assert "Acquire-By-Hash: yes" in release
+    sha = next(line.split()[0] for line in release.split("SHA256:")[1].splitlines()
+               if line.endswith(" main/binary-all/Packages.xz"))
+    old = get(f"{base}/main/binary-all/by-hash/SHA256/{sha}")
+    assert old.status == 200 and hashlib.sha256(old.body).hexdigest() == sha
+    second = build_deb(tmp_path, "dpt-hash-b")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{second.name}?suite=hashes", second, *admin()) == 201
+    assert get(f"{base}/Release").body.decode() != release
+    assert get(f"{base}/main/binary-all/by-hash/SHA256/{sha}").body == old.body
+
+
+def test_signature_is_really_checked(env: SimpleNamespace, upstream: Any, tmp_path: Path) -> None:
+    """A Release whose content was changed after signing is refused by apt, as is a Release
+    signed by another key than the one apt was given."""
+    deb = env.debs["dpt-one"]
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{deb.name}", deb, *admin()) in (200, 201)
+    base = f"{env.depot.url}/deb-local/dists/stable"
+    inrelease = get(f"{base}/InRelease").body
+    tampered = inrelease.replace(b"Origin: depot", b"Origin: evil!")
+    assert tampered != inrelease
+    upstream.put("dists/stable/InRelease", tampered)
+    for name in ("main/binary-amd64/Packages", "main/binary-all/Packages"):
+        upstream.put(f"dists/stable/{name}", get(f"{base}/{name}").body)
+    apt = Apt(tmp_path / "tampered", [f"deb [signed-by={tmp_path}/key.asc] {upstream.url}/ stable main"])
+    (tmp_path / "key.asc").write_bytes(get(f"{env.depot.url}/deb-local/key.asc").body)
+    out = apt.update(check=False)
+    assert "BADSIG" in out.stdout + out.stderr or "not signed" in out.stdout + out.stderr, out.stderr
+    # the group's key is another key: the hosted repository's InRelease does not verify with it
+    other = Apt(tmp_path / "otherkey", [f"deb [signed-by={tmp_path}/group.asc] {env.depot.url}/deb-local/ stable main"])
+    (tmp_path / "group.asc").write_bytes(get(f"{env.depot.url}/deb/key.asc").body)
+    out = other.update(check=False)
+    assert "NO_PUBKEY" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_anonymous_upload_401_and_read_token_403(env: SimpleNamespace) -> None:
+    deb = env.debs["dpt-one"]
+    url = f"{env.depot.url}/deb-local/upload/main/other_1.0_all.deb"
+    out = curl("-D", "-", "-o", "/dev/null", "-T", str(deb), url).stdout.decode().lower()
+    assert "http/1.1 401" in out and "www-authenticate: basic" in out
+    token = env.depot.run_cli("token", "create", "--repo", "deb-local", "--perm", "read").stdout.split()[-1]
+    assert upload(url, deb, "-u", f"reader:{token}") == 403
+    assert get(f"{env.depot.url}/deb-local/pool/main/d/dpt-one/other_1.0_all.deb").status == 404
+
+
+def test_bad_archive_is_400_and_nothing_stored(env: SimpleNamespace, tmp_path: Path) -> None:
+    bad = tmp_path / "broken_1.0_all.deb"
+    bad.write_bytes(b"!<arch>\nthis is not a deb at all")
+    before = get(f"{env.depot.url}/deb-local/dists/stable/main/binary-all/Packages").body
+    out = curl("-w", "\n%{http_code}", "-T", str(bad), *admin(),
+               f"{env.depot.url}/deb-local/upload/main/broken_1.0_all.deb").stdout.decode()
+    assert out.endswith("400") and "Debian binary package" in out
+    assert get(f"{env.depot.url}/deb-local/pool/main/b/broken/broken_1.0_all.deb").status == 404
+    assert get(f"{env.depot.url}/deb-local/dists/stable/main/binary-all/Packages").body == before
+    assert get(f"{env.depot.url}/deb-local/.depot/signing-key.asc").status == 404   # never served
+
+
+# ---------------------------------------------------------------- group
+
+def test_group_merges_members_and_signs_with_its_own_key(env: SimpleNamespace, tmp_path: Path) -> None:
+    one = env.debs["dpt-one"]
+    assert upload(f"{env.depot.url}/deb/upload/main/{one.name}", one, *admin()) in (200, 201)   # deploy_to
+    apt = signed_apt(tmp_path / "apt", env.depot.url, "deb")
+    apt.update()
+    got = apt.download("dpt-one", "dpt-up-a")
+    assert got == {one.name: one.read_bytes(), "dpt-up-a_1.0_all.deb": env.debs["dpt-up-a"].read_bytes()}
+    assert get(f"{env.depot.url}/deb/dists/stable/InRelease").headers["X-Cache"] == "HIT"   # rendered once
+    merged = get(f"{env.depot.url}/deb/dists/stable/main/binary-all/Packages").body.decode()
+    assert "Package: dpt-one" in merged and "Package: dpt-up-b" in merged
+
+
+# ---------------------------------------------------------------- proxy
+
+@pytest.fixture
+def chain(depot_factory: Any, tmp_path: Path) -> SimpleNamespace:
+    """An upstream depot (hosted, filled with two .deb files) and a depot proxying it."""
+    debs = [build_deb(tmp_path / "build", name) for name in ("dpt-px-a", "dpt-px-b")]
+    up = depot_factory({"origin": {"format": "debian", "type": "hosted"}}, name="up")
+    for deb in debs:
+        assert upload(f"{up.url}/origin/upload/main/{deb.name}", deb) == 201
+    depot = depot_factory({"deb-remote": {"format": "debian", "type": "proxy", "upstream": up.url + "/origin/",
+                                          "metadata_ttl": 1}}, name="proxy")
+    key = tmp_path / "up-key.asc"
+    key.write_bytes(get(f"{up.url}/origin/key.asc").body)
+    return SimpleNamespace(up=up, depot=depot, debs=debs, key=key)
+
+
+def proxied_apt(work: Path, chain: SimpleNamespace) -> Apt:
+    return Apt(work, [f"deb [signed-by={chain.key}] {chain.depot.url}/deb-remote/ stable main"])
+
+
+def test_proxy_second_run_all_hits_then_upstream_stopped(chain: SimpleNamespace, tmp_path: Path) -> None:
+    expected = {d.name: d.read_bytes() for d in chain.debs}
+    first = proxied_apt(tmp_path / "run1", chain)
+    first.update()
+    assert first.download("dpt-px-a", "dpt-px-b") == expected
+    mark = len(chain.depot.log())
+    second = proxied_apt(tmp_path / "run2", chain)
+    second.run("-o", "Acquire::Check-Valid-Until=false", "update")
+    assert second.download("dpt-px-a", "dpt-px-b") == expected
+    lines = access(chain.depot, mark, "/deb-remote/")
+    data = [l for l in lines if "/pool/" in l or "Packages" in l or "by-hash" in l]
+    assert data and all(l.endswith('"HIT"') for l in data), lines
+    assert all(l.endswith(('"HIT"', '"REVALIDATED"')) for l in lines), lines
+    chain.up.stop()
+    third = proxied_apt(tmp_path / "run3", chain)
+    third.update()
+    assert third.download("dpt-px-a", "dpt-px-b") == expected
+
+
+def test_twenty_clients_one_upstream_get(chain: SimpleNamespace) -> None:
+    base = f"{chain.depot.url}/deb-remote"
+    assert get(f"{base}/dists/stable/InRelease").status == 200
+    assert get(f"{base}/dists/stable/main/binary-all/Packages.xz").status == 200
+    pool = "pool/main/d/dpt-px-a/dpt-px-a_1.0_all.deb"
+    answers = get_many(f"{base}/{pool}", 20)
+    assert {a.status for a in answers} == {200}
+    assert all(a.body == chain.debs[0].read_bytes() for a in answers)
+    assert upstream_gets(chain.up, f"/origin/{pool}") == 1
+
+
+def test_files_disagreeing_with_their_index_are_never_served(depot_factory: Any, upstream: Any,
+                                                            tmp_path: Path) -> None:
+    good = build_deb(tmp_path, "dpt-good")
+    evil = build_deb(tmp_path / "evil", "dpt-good", payload=b"something else entirely\n")
+    pool = "pool/main/d/dpt-good/dpt-good_1.0_all.deb"
+    stanza = (f"Package: dpt-good\nVersion: 1.0\nArchitecture: all\nFilename: {pool}\n"
+              f"Size: {good.stat().st_size}\nSHA256: {hashlib.sha256(good.read_bytes()).hexdigest()}\n\n").encode()
+    honest_gz = gzip.compress(stanza, mtime=0)
+    release = ("Suite: stable\nComponents: main\nArchitectures: all\nSHA256:\n"
+               f" {hashlib.sha256(honest_gz).hexdigest()} {len(honest_gz)} main/binary-all/Packages.gz\n"
+               f" {hashlib.sha256(stanza).hexdigest()} {len(stanza)} main/binary-all/Packages\n")
+    upstream.put("dists/stable/Release", release.encode())
+    upstream.put("dists/stable/main/binary-all/Packages.gz", honest_gz)
+    upstream.put("dists/stable/main/binary-all/Packages", stanza.replace(b"dpt-good", b"dpt-bad"))  # disagrees
+    upstream.put(pool, evil.read_bytes())                                                           # disagrees
+    depot = depot_factory({"r": {"format": "debian", "type": "proxy", "upstream": upstream.url + "/"}})
+    base = f"{depot.url}/r"
+    assert get(f"{base}/dists/stable/main/binary-all/Packages.gz").body == honest_gz
+    for _ in range(2):       # refused, or cut short before the last bytes: never a whole bad file
+        for path in ("dists/stable/main/binary-all/Packages", pool):
+            answer = get(f"{base}/{path}")
+            assert answer.status == 502 or not answer.complete, (path, answer.status)
+    assert get(f"{base}/dists/stable/main/binary-all/Packages.bz2").status == 404    # not in the Release
+    upstream.put(pool, good.read_bytes())
+    assert get(f"{base}/{pool}").body == good.read_bytes()
+
+
+def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: SimpleNamespace, tmp_path: Path) -> None:
+    """apt keeps the upstream's URL in sources.list and sets only Acquire::http::Proxy: depot
+    answers the absolute-URI requests from the proxy repository whose upstream matches."""
+    lines = [f"deb [signed-by={chain.key}] {chain.up.url}/origin/ stable main"]
+    apt = Apt(tmp_path / "acng", lines, proxy=chain.depot.url + "/")
+    mark = len(chain.depot.log())
+    apt.update()
+    assert apt.download("dpt-px-b") == {chain.debs[1].name: chain.debs[1].read_bytes()}
+    served = access(chain.depot, mark, "")
+    assert any("/pool/" in l for l in served) and any("InRelease" in l for l in served), chain.depot.log()[mark:]
+    outside = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,
+                   "http://elsewhere.invalid/debian/dists/stable/InRelease").stdout
+    assert outside == b"403"
+    own = curl("-x", chain.depot.url, f"{chain.depot.url}/-/healthz").stdout      # depot's own URLs as usual
+    assert own == b"ok\n"
+    by_name = curl("-x", chain.depot.url, f"http://localhost:{chain.depot.port}/-/healthz").stdout
+    assert by_name == b"ok\n"
+    other_port = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,
+                      f"http://localhost:{chain.up.port}/origin/key.asc").stdout
+    assert other_port == b"403"               # another server on this machine is not depot
+
+
+def test_export_key_cli_prints_the_served_key(env: SimpleNamespace, tmp_path: Path) -> None:
+    served = get(f"{env.depot.url}/deb-local/key.asc").body.decode()
+    printed = env.depot.run_cli("debian", "export-key", "deb-local").stdout
+    assert printed == served and printed.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    # a repository that never signed anything gets its key at first use, the server then uses it
+    first = env.depot.run_cli("debian", "export-key", "deb").stdout
+    assert first == get(f"{env.depot.url}/deb/key.asc").body.decode()
+    assert env.depot.run_cli("debian", "export-key", "deb-remote", check=False).returncode == 2
+
+
+# ---------------------------------------------------------------- default upstream
+
+def test_default_upstream_is_the_first_deb_uri_of_the_apt_sources(tmp_path: Path) -> None:
+    from depot.registry.apt_sources import first_deb_uri
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    assert first_deb_uri(etc) is None
+    (etc / "sources.list.d" / "a.sources").write_text(
+        "Types: deb-src\nURIs: http://src.example.invalid/d\nSuites: s\nComponents: main\n\n"
+        "Types: deb\nURIs: http://off.example.invalid/d\nSuites: s\nComponents: main\nEnabled: no\n\n"
+        "Types: deb deb-src\nURIs: http://mirror-b.example.invalid/debian\nSuites: s\nComponents: main\n")
+    assert first_deb_uri(etc) == "http://mirror-b.example.invalid/debian/"
+    (etc / "sources.list.d" / "0-first.list").write_text(
+        "# deb http://commented.example.invalid/x s main\n"
+        "deb-src http://src.example.invalid/x s main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror-a.example.invalid/debian s main\n")
+    assert first_deb_uri(etc) == "http://mirror-a.example.invalid/debian/"
+    (etc / "sources.list").write_text("deb http://main-list.example.invalid/debian/ s main\n")
+    assert first_deb_uri(etc) == "http://main-list.example.invalid/debian/"
+
+
+def test_release_signature_follows_the_release_served(depot_factory: Any, upstream: Any) -> None:
+    """Release.gpg is always the one of the Release depot serves, even when the two were cached
+    at different moments and the upstream changed in between."""
+    upstream.put("dists/s/Release", b"Suite: s\nDate: A\n")
+    upstream.put("dists/s/Release.gpg", b"signature of A")
+    depot = depot_factory({"r": {"format": "debian", "type": "proxy", "upstream": upstream.url + "/",
+                                 "metadata_ttl": 2}})
+    base = f"{depot.url}/r/dists/s"
+    assert get(f"{base}/Release").body == b"Suite: s\nDate: A\n"
+    time.sleep(1.2)
+    assert get(f"{base}/Release.gpg").body == b"signature of A"
+    upstream.put("dists/s/Release", b"Suite: s\nDate: B\n")
+    upstream.put("dists/s/Release.gpg", b"signature of B")
+    time.sleep(1.0)
+    assert get(f"{base}/Release").body == b"Suite: s\nDate: B\n"
+    assert get(f"{base}/Release.gpg").body == b"signature of B"
+
+
+def test_two_workers_serve_one_consistent_signed_suite(depot_factory: Any, tmp_path: Path) -> None:
+    """Each worker renders and signs the suite itself: the Release bytes and indexes agree, so apt
+    may read InRelease from one worker and Packages from the other."""
+    depot = depot_factory({"w": {"format": "debian", "type": "hosted"}}, workers=2)
+    debs = [build_deb(tmp_path / "build", name) for name in ("dpt-w-a", "dpt-w-b")]
+    for deb in debs:
+        assert upload(f"{depot.url}/w/upload/main/{deb.name}", deb) == 201
+    releases = {get(f"{depot.url}/w/dists/stable/Release").body for _ in range(12)}
+    assert len(releases) == 1
+    for run in range(3):
+        apt = signed_apt(tmp_path / f"apt{run}", depot.url, "w")
+        apt.update()
+        assert apt.download("dpt-w-a", "dpt-w-b") == {d.name: d.read_bytes() for d in debs}
+
+
+def test_without_gnupg_signing_fails_clearly_and_uploads_still_work(depot_factory: Any, tmp_path: Path) -> None:
+    import sys
+    depot = depot_factory({"w": {"format": "debian", "type": "hosted"}},
+                          env={"PATH": str(Path(sys.executable).parent)})          # no gpg on PATH
+    deb = build_deb(tmp_path, "dpt-nogpg")
+    assert upload(f"{depot.url}/w/upload/main/{deb.name}", deb) == 201
+    for path in ("dists/stable/InRelease", "key.asc"):
+        answer = get(f"{depot.url}/w/{path}")
+        assert answer.status == 500 and b"gnupg" in answer.body.lower(), answer.body
+
+
+def test_upload_to_a_pool_path_and_delete(env: SimpleNamespace, tmp_path: Path) -> None:
+    deb = build_deb(tmp_path, "dpt-pooled")
+    url = f"{env.depot.url}/deb-local/pool/extras/d/dpt-pooled/{deb.name}"
+    assert upload(url + "?suite=pooled", deb, *admin()) == 201
+    packages = get(f"{env.depot.url}/deb-local/dists/pooled/extras/binary-amd64/Packages").body.decode()
+    assert f"Filename: pool/extras/d/dpt-pooled/{deb.name}" in packages
+    assert get(url).body == deb.read_bytes()
+    assert int(curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", *admin(), url).stdout) == 204
+    assert get(f"{env.depot.url}/deb-local/dists/pooled/InRelease").status == 404     # the suite is empty now
