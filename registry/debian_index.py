@@ -109,7 +109,8 @@ def packages_by_index(entries: Iterable[tuple[str, str, str]], architectures: se
 
 
 PARAGRAPH_END = re.compile(rb"\n(?:[ \t]*\n)+")
-KEY_FIELDS = {name: re.compile(rb"^" + name + rb":[ \t]*(\S+)", re.M) for name in (b"Package", b"Version", b"Architecture")}
+KEY_FIELDS = {name: re.compile(rb"^" + name + rb":[ \t]*(\S+)", re.M)
+              for name in (b"Package", b"Version", b"Architecture")}
 
 
 def merge_packages(documents: Iterable[bytes]) -> bytes:

@@ -77,7 +77,8 @@ class Rpm(TreeFormat):
             text += f"repo_gpgcheck=1\ngpgkey={url}/key.asc\n"
         snippets = [(f"/etc/yum.repos.d/{repo.name}.repo", text)]
         if not repo.is_proxy:
-            snippets.append(("upload", f"curl -fsS -u USER:TOKEN -T pkg-1.0-1.noarch.rpm {url}/Packages/pkg-1.0-1.noarch.rpm"))
+            snippets.append(("upload", "curl -fsS -u USER:TOKEN -T pkg-1.0-1.noarch.rpm "
+                                       f"{url}/Packages/pkg-1.0-1.noarch.rpm"))
         return snippets
 
     def package_of(self, path: str) -> tuple[str, str] | None:
@@ -209,7 +210,7 @@ class Rpm(TreeFormat):
             if entry["type"] == "primary" and href not in state.primaries:
                 _, body = await ctx.fetch_upstream(await self.repodata_spec(ctx, href))
                 state.packages.update(await asyncio.to_thread(
-                    lambda: rm.package_checksums(rm.decompress(href, body))))
+                    lambda href=href, body=body: rm.package_checksums(rm.decompress(href, body))))
                 state.primaries.add(href)
 
     async def proxy_packages(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str]:

@@ -59,7 +59,7 @@ def split_evr(text: str) -> tuple[str, str, str]:
 
 def _dependencies(headers: dict[str, Any], names: str, flags: str, versions: str) -> list[list[Any]]:
     out = []
-    for name, flag, version in zip(_list(headers.get(names)), _list(headers.get(flags)),
+    for name, flag, version in zip(_list(headers.get(names)), _list(headers.get(flags)),  # noqa: B905
                                    _list(headers.get(versions))):
         if int(flag) & RPMLIB:
             continue
@@ -71,7 +71,8 @@ def _files(headers: dict[str, Any]) -> list[list[str]]:
     dirs = [_text(d) for d in _list(headers.get("dirnames"))]
     modes, flags = _list(headers.get("filemodes")), _list(headers.get("fileflags"))
     files = []
-    for i, (base, index) in enumerate(zip(_list(headers.get("basenames")), _list(headers.get("dirindexes")))):
+    pairs = zip(_list(headers.get("basenames")), _list(headers.get("dirindexes")), strict=False)
+    for i, (base, index) in enumerate(pairs):
         path = dirs[int(index)] + _text(base)
         kind = "dir" if i < len(modes) and stat.S_ISDIR(int(modes[i]) & 0xFFFF) else ""
         if i < len(flags) and int(flags[i]) & GHOST:
@@ -92,7 +93,8 @@ def read_rpm(data: bytes) -> dict[str, Any]:
     if not headers.get("name") or not headers.get("version"):
         raise BadRpm("RPM header lacks a name or version")
     meta: dict[str, Any] = {
-        "name": _text(headers["name"]), "epoch": str(_list(headers.get("serial"))[0]) if headers.get("serial") is not None else "0",
+        "name": _text(headers["name"]),
+        "epoch": str(_list(headers.get("serial"))[0]) if headers.get("serial") is not None else "0",
         "version": _text(headers["version"]), "release": _text(headers.get("release")),
         "arch": _text(headers.get("arch")) if headers.get("sourcerpm") else "src",
         "summary": _text(headers.get("summary")), "description": _text(headers.get("description")),
@@ -149,7 +151,8 @@ def primary_package(p: dict[str, Any]) -> str:
             f'<rpm:license>{escape(p["license"])}</rpm:license><rpm:vendor>{escape(p["vendor"])}</rpm:vendor>'
             f'<rpm:group>{escape(p["group"])}</rpm:group><rpm:buildhost>{escape(p["buildhost"])}</rpm:buildhost>'
             f'<rpm:sourcerpm>{escape(p["sourcerpm"])}</rpm:sourcerpm>'
-            f'<rpm:header-range start="{p["header_start"]}" end="{p["header_end"]}"/>{deps}{files}</format></package>\n')
+            f'<rpm:header-range start="{p["header_start"]}" end="{p["header_end"]}"/>'
+            f'{deps}{files}</format></package>\n')
 
 
 def primary_xml(packages: list[dict[str, Any]]) -> bytes:
@@ -249,7 +252,8 @@ def _primary_dict(elem: Any) -> dict[str, Any]:
     fmt = elem.find(_q("format"))
     header = fmt.find(_q("header-range", RPM_NS)) if fmt is not None else None
     p: dict[str, Any] = {
-        "name": text("name"), "arch": text("arch"), "epoch": version.get("epoch", "0"), "version": version.get("ver", ""),
+        "name": text("name"), "arch": text("arch"), "epoch": version.get("epoch", "0"),
+        "version": version.get("ver", ""),
         "release": version.get("rel", ""), "sha256": (checksum.text or "").strip().lower(),
         "checksum_type": checksum.get("type", "sha256"), "summary": text("summary"),
         "description": text("description"), "packager": text("packager"), "url": text("url"),

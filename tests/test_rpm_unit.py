@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
-from pathlib import Path
 
 import pytest
 import zstandard
