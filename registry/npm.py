@@ -32,7 +32,7 @@ from depot.cache.serve import respond_blob, respond_bytes
 from . import npm_packument as pk
 from . import npm_publish as pub
 from .base import Ctx, Format, FormatError, body_chunks, route
-from .npm_policy import policy_filtered, publish_time_in, tarball_version
+from .npm_policy import decided_token, policy_filtered, publish_time_in, tarball_version
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.npm")
@@ -237,12 +237,16 @@ class Npm(Format):
         digest, hidden_token = cached.entry.digest, ""
         stored: bytes | None = None
         if ctx.pull.policy_active():
-            stored = await ctx.services.pull.read(cached)
-            stored, hidden_token = await policy_filtered(ctx, digest, stored, self._rendered)
+            decided = decided_token(ctx, digest)
+            if decided is None or self._rendered.get(("proxy", digest, decided, base, abbreviated)) is None:
+                stored, decided = await policy_filtered(ctx, digest, await ctx.services.pull.read(cached),
+                                                        self._rendered)
+            hidden_token = decided
         key = ("proxy", digest, hidden_token, base, abbreviated)
         body = self._rendered.get(key)
         if body is None:
-            stored = stored if stored is not None else await ctx.services.pull.read(cached)
+            if stored is None:
+                stored = await ctx.services.pull.read(cached)
             body = await asyncio.to_thread(pk.render_proxied, stored, base, abbreviated)
             self._rendered[key] = body
         ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())

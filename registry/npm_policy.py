@@ -89,6 +89,13 @@ def tarball_version(path: str) -> tuple[str, str] | None:
 _DECIDED: LRUCache[tuple[Any, ...], tuple[bytes | None, str]] = LRUCache(maxsize=4096)
 
 
+def decided_token(ctx: "Ctx", digest: str) -> str | None:
+    """What the policy hid from this document at this policy version ('' nothing), or None when
+    not decided yet: a hit that finds its rendered answer needs no read of the document."""
+    decided = _DECIDED.get((ctx.repo.name, digest, ctx.pull.policy_version()))
+    return None if decided is None else decided[1]
+
+
 async def policy_filtered(ctx: "Ctx", digest: str, stored: bytes,
                           rendered: MutableMapping[Any, bytes]) -> tuple[bytes, str]:
     """A stored proxied packument (index line + document) without the versions the policy hides
