@@ -167,6 +167,11 @@ async def _repo_format(session: Any, base: str, repo: str) -> str:
     for item in listing:
         if item.get("name") == repo:
             return str(item.get("format"))
+    # the listing shows only what the caller may read: a private repository answers 401
+    async with session.get(f"{base}/{quote(repo)}/") as probe:
+        if probe.status == 401:
+            raise plans.PlanError(f"{repo} at {base} is private (401 without credentials): "
+                                  "give --user and --password-env")
     raise plans.PlanError(f"no repository named {repo!r} at {base}")
 
 
