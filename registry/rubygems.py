@@ -247,15 +247,17 @@ class RubyGems(Format):
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     async def specs(self, ctx: Ctx) -> web.StreamResponse:
-        """specs.4.8.gz and siblings: generated for hosted gems; a proxy passes the upstream's on."""
+        """specs.4.8.gz and siblings: generated from hosted gems (a group: from its hosted
+        members); a proxy passes its upstream's on."""
         index = ctx.match["index"]
-        if not ctx.repo.is_hosted:
+        if ctx.repo.is_proxy:
             return await self.passthrough(ctx, index, Kind.METADATA)
-        files = await ctx.hosted.list("gems/")
+        hosted = [m for m in ctx.members() if m.repo.is_hosted] if ctx.repo.is_group else [ctx]
+        files = [f for member in hosted for f in await member.hosted.list("gems/")]
         key = ("rubygems-specs", index, ctx.repo.name, tuple((f.path, f.digest) for f in files))
         body = ctx.documents.get(key)
         if body is None:
-            tuples = [(f.meta["name"], f.meta["version"], f.meta["platform"]) for f in files if "name" in f.meta]
+            tuples = list({(f.meta["name"], f.meta["version"], f.meta["platform"]) for f in files if "name" in f.meta})
             body = await in_thread(rs.specs_index, select_specs(tuples, SPECS[index]))
             ctx.documents.put(key, body)
         return respond_bytes(ctx.request, body, "application/octet-stream", {"Cache-Control": "no-cache"})
