@@ -136,7 +136,7 @@ GOOD_YAML = "--- !ruby/object:Gem::Specification\nname: dpt_bad\nversion: !ruby/
 @pytest.mark.parametrize("case", ["not-a-tar", "no-metadata", "not-gzip", "bad-yaml", "python-tag", "bad-name",
                                   "bad-version", "bad-requirement", "oversized"])
 def test_bad_gems_are_refused_and_store_nothing(depot_factory: Any, tmp_path: Path, case: str) -> None:
-    depot = depot_factory(REPOS, extra={"max_upload": "64KB"} if case == "oversized" else None)
+    depot = depot_factory({**REPOS, "rubygems-local": {**REPOS["rubygems-local"], "max_upload": "64KiB"}})
     bodies = {
         "not-a-tar": b"plain bytes, not a gem",
         "no-metadata": b"",
