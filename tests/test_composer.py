@@ -297,7 +297,7 @@ def test_anonymous_upload_gets_401_and_a_read_token_cannot_upload(depot_factory:
     cenv = composer_env(tmp_path)
     Path(cenv["COMPOSER_HOME"]).mkdir(parents=True, exist_ok=True)
     Path(cenv["COMPOSER_HOME"], "auth.json").write_text(json.dumps(
-        {"http-basic": {"127.0.0.1": {"username": "reader", "password": reader}}}))
+        {"http-basic": {f"127.0.0.1:{depot.port}": {"username": "reader", "password": reader}}}))
     app = write_app(tmp_path / "app", f"{depot.url}/composer-local", {"acme/leaf": "^1.0"})
     composer(cenv, app, "install")
     assert run_php(app, "\\Acme\\Leaf\\Hello::hi()") == "acme/leaf"
