@@ -217,6 +217,7 @@ class RubyGems(Format):
     async def proxy_gem(self, ctx: Ctx, file: str) -> Cached:
         """The .gem from the upstream, verified against the checksum of its compact index line."""
         key = f"gems/{file}"
+        await ctx.check_policy(key)      # before the index lookup: a hidden version is refused, not missing
         stored = await ctx.pull.peek(key)
         if stored is not None:
             return Cached("HIT", ctx.repo, stored)

@@ -301,3 +301,14 @@ def test_anonymous_upload_gets_401_and_a_read_token_cannot_upload(depot_factory:
     app = write_app(tmp_path / "app", f"{depot.url}/composer-local", {"acme/leaf": "^1.0"})
     composer(cenv, app, "install")
     assert run_php(app, "\\Acme\\Leaf\\Hello::hi()") == "acme/leaf"
+
+
+def test_policy_hides_versions_from_p2_and_refuses_their_dists(static: SimpleNamespace, depot_factory: Any) -> None:
+    depot = depot_factory({"composer-remote": {"format": "composer", "type": "proxy", "upstream": static.upstream.url}},
+                          extra={"policy": {"deny": ["acme/big@<1"]}}, name="policy")
+    repo = f"{depot.url}/composer-remote"
+    versions = requests.get(f"{repo}/p2/acme/big.json", timeout=10).json()["packages"]["acme/big"]
+    assert [v["version"] for v in versions] == ["1.0.0"]
+    refused = requests.get(f"{repo}/dists/acme/big/0.9.0/abc123090.zip", timeout=10)
+    assert refused.status_code == 403 and "acme/big@<1" in refused.json()["message"]
+    assert static.upstream.count("/dl/big-0.9.0.zip") == 0

@@ -321,3 +321,14 @@ def test_anonymous_push_gets_401_and_a_read_token_cannot_push(depot_factory: Any
     installer = gem_env(tmp_path, "installer")      # a private repository: credentials in the source URL
     host = depot.url.replace("http://", f"http://reader:{reader}@")
     gem_install(installer, f"{host}/rubygems-local/", "dpt_leaf")
+
+
+def test_policy_hides_versions_from_info_and_refuses_their_gems(static: SimpleNamespace, depot_factory: Any) -> None:
+    depot = depot_factory({"rubygems-remote": {"format": "rubygems", "type": "proxy", "upstream": static.upstream.url}},
+                          extra={"policy": {"deny": ["dpt_leaf@<1"]}}, name="policy")
+    info = requests.get(f"{depot.url}/rubygems-remote/info/dpt_leaf", timeout=10)
+    assert info.text == f"---\n1.0.1 |checksum:{'0' * 64}\n"
+    assert info.headers["ETag"] == f'"{hashlib.md5(info.content).hexdigest()}"'
+    refused = requests.get(f"{depot.url}/rubygems-remote/gems/dpt_leaf-0.9.0.gem", timeout=10)
+    assert refused.status_code == 403 and "dpt_leaf@<1" in refused.text
+    assert static.upstream.count("/gems/dpt_leaf-0.9.0.gem") == 0
