@@ -16,13 +16,14 @@ documents merged per package, the first member wins per version.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from depot.cache.api import BASE_PLACEHOLDER, Cached, Kind, merge_x_cache, respond_bytes
 
@@ -80,7 +81,7 @@ class Composer(Format):
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
-        config = {"repositories": [{"type": "composer", "url": url}, {"packagist.org": False}]}
+        config: dict[str, Any] = {"repositories": [{"type": "composer", "url": url}, {"packagist.org": False}]}
         if insecure:
             config["config"] = {"secure-http": False}
         out = [("composer.json", json.dumps(config, indent=2))]
@@ -106,7 +107,7 @@ class Composer(Format):
                 notes.append(f"skipped: {name!r}")
                 continue
             doc = f"{mount}/{cm.p2_path(name, cm.is_dev(version))}"
-            jobs.append(Job(doc, then=lambda body, url, n=name, v=version: dist_jobs(body, n, v)))
+            jobs.append(Job(doc, then=functools.partial(dist_jobs, name=name, version=version)))
         return jobs, notes
 
     def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
@@ -216,6 +217,8 @@ class Composer(Format):
         reader = await ctx.request.multipart()
         staged, version = None, None
         async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
             if part.name == "package" and staged is None:
                 staged = await target.stage(part_chunks(part))
             elif part.name == "version":
@@ -301,7 +304,7 @@ def parse_time(value: Any) -> float | None:
         return None
 
 
-def dist_jobs(body: bytes, name: str, version: str) -> list[Job]:
+def dist_jobs(body: bytes, url: str, name: str, version: str) -> list[Job]:
     """The dist URL of one locked version, from its (rebased) p2 document."""
     try:
         versions = cm.parse_p2(body).get(name, [])

@@ -359,7 +359,8 @@ def select_specs(tuples: list[tuple[str, str, str]], which: str) -> list[tuple[s
     """The tuples of one full index: release, prerelease, or the latest release per name and platform."""
     if which == "prerelease":
         return sorted(t for t in tuples if rs.is_prerelease(t[1]))
-    release = sorted((t for t in tuples if not rs.is_prerelease(t[1])), key=lambda t: (t[0], t[2], rs.version_key(t[1])))
+    release = sorted((t for t in tuples if not rs.is_prerelease(t[1])),
+                     key=lambda t: (t[0], t[2], rs.version_key(t[1])))
     if which == "release":
         return release
     latest: dict[tuple[str, str], tuple[str, str, str]] = {}

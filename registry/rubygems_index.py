@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 HEADER = "---\n"
 VERSIONS_HEADER = "created_at: 2024-01-01T00:00:00Z\n---\n"
@@ -78,7 +78,7 @@ def split_head(head: str) -> tuple[str, str]:
     return version, platform or "ruby"
 
 
-def dependencies(name: str, body: bytes) -> list[dict[str, object]]:
+def dependencies(name: str, body: bytes) -> list[dict[str, Any]]:
     """Dependency API entries (name, number, platform, dependencies) of an info file."""
     out = []
     for head, line in info_lines(body):
