@@ -150,17 +150,19 @@ class RubyGems(Format):
             if stored is None:
                 raise FormatError(404, f"gem {path[5:]} not found in {ctx.repo.name}")
             return await ctx.hosted.read(stored)
-        infos = await ctx.hosted.list("info/")
-        key = ("rubygems", path, ctx.repo.name, tuple((f.path, f.digest) for f in infos))
-        cached = ctx.documents.get(key)
-        if cached is None:
-            gems = {}
-            for file in infos:
-                body = await ctx.hosted.read(file)
-                gems[file.path[5:]] = ([h for h, _ in ri.info_lines(body)], ri.md5(body))
-            cached = ri.render_names(gems) if path == "names" else ri.render_versions(gems)
-            ctx.documents.put(key, cached)
-        return cached
+        if path == "versions":            # append-only, written at push and yank (see append_versions)
+            stored = await ctx.hosted.get("versions")
+            return await ctx.hosted.read(stored) if stored else ri.VERSIONS_HEADER.encode()
+        return ri.render_names(f.path[5:] for f in await ctx.hosted.list("info/"))
+
+    async def append_versions(self, target: Ctx, name: str, head: str) -> None:
+        """One line at the end of the hosted versions file, with the MD5 of the gem's info file
+        as it is now: bundler then fetches only the new bytes (Range) of both."""
+        async def append(old: bytes | None) -> bytes:
+            stored = await target.hosted.get(f"info/{name}")
+            digest = ri.md5(await target.hosted.read(stored)) if stored else ri.md5(ri.render_info([]))
+            return (old or ri.VERSIONS_HEADER.encode()) + f"{name} {head} {digest}\n".encode()
+        await target.hosted.update_document("versions", append, content_type=TEXT)
 
     async def proxy_compact(self, ctx: Ctx, path: str) -> tuple[bytes, str]:
         cached, body = await ctx.fetch_upstream(ctx.pull.spec(path, kind=Kind.METADATA, content_type=TEXT))
@@ -307,6 +309,7 @@ class RubyGems(Format):
                                                 content_type=TEXT)
         except ValueError as exc:
             raise FormatError(409, f"Repushing of gem versions is not allowed: {exc}") from None
+        await self.append_versions(target, spec.name, line.split(" ", 1)[0])
         target.hosted.count_publish()
         return web.Response(text=f"Successfully registered gem: {spec.name} ({spec.version})\n")
 
@@ -323,6 +326,7 @@ class RubyGems(Format):
             raise FormatError(404, f"The version {version} does not exist for gem {name}.")
         head = version if platform == "ruby" else f"{version}-{platform}"
         await target.hosted.update_document(f"info/{name}", lambda old: ri.remove_info_line(old, head))
+        await self.append_versions(target, name, "-" + head)
         await target.publish(f"yanked/{full}", b"yanked\n", content_type=TEXT)
         await target.hosted.delete(gem_path(full), tombstone=True)
         await target.hosted.delete(quick_path(full), tombstone=True)

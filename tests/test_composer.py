@@ -312,3 +312,28 @@ def test_policy_hides_versions_from_p2_and_refuses_their_dists(static: SimpleNam
     refused = requests.get(f"{repo}/dists/acme/big/0.9.0/abc123090.zip", timeout=10)
     assert refused.status_code == 403 and "acme/big@<1" in refused.json()["message"]
     assert static.upstream.count("/dl/big-0.9.0.zip") == 0
+
+
+# -------------------------------------------------------------------------------------- units
+
+@pytest.mark.parametrize("version, normalized", [("1.0.0", "1.0.0.0"), ("v1.2", "1.2.0.0"), ("1.0.0-beta2", "1.0.0.0-beta2"),
+                                                 ("1.0.0-RC1", "1.0.0.0-RC1"), ("2.0-alpha.3", "2.0.0.0-alpha3"),
+                                                 ("1.0.0-p1", "1.0.0.0-patch1"), ("dev-main", "dev-main"),
+                                                 ("1.2.3.4", "1.2.3.4"), ("1.0.0-stable", "1.0.0.0")])
+def test_versions_are_normalized_like_composer(version: str, normalized: str) -> None:
+    from depot.registry import composer_meta as cm
+    assert cm.normalize(version) == normalized
+
+
+@pytest.mark.parametrize("version", ["1.0.0-banana", "latest", "1..0", "", "dev-", "1.0.0 ; rm"])
+def test_invalid_versions_are_refused(version: str) -> None:
+    from depot.registry import composer_meta as cm
+    with pytest.raises(cm.ComposerError):
+        cm.normalize(version)
+
+
+def test_embedded_default_composer_proxy_allows_only_github_dist_hosts() -> None:
+    from depot.proxy import config
+    repos = config.load(None, env={}).repositories
+    assert repos["composer-remote"].upstream == "https://repo.packagist.org"
+    assert repos["composer-remote"].options["dist_hosts"] == ("api.github.com", "codeload.github.com")

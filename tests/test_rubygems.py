@@ -5,6 +5,7 @@ Every client run has a private HOME, GEM_HOME and BUNDLE_PATH; upstreams are a s
 """
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -191,18 +192,27 @@ def test_full_index_and_dependency_api_load_in_ruby(env: SimpleNamespace) -> Non
     assert names == "---\ndpt_leaf\ndpt_tiny\n"
 
 
-def test_compact_index_range_answers_append(env: SimpleNamespace) -> None:
+def test_versions_file_is_append_only_for_bundler_range_updates(env: SimpleNamespace) -> None:
     push(env.pusher, build_gem(env.tmp, "dpt_leaf", "1.0.1"), env.group)
-    first = requests.get(f"{env.group}/versions", timeout=10).content
     push(env.pusher, build_gem(env.tmp, "dpt_tiny", "1.0.0"), env.group)
-    whole = requests.get(f"{env.group}/versions", timeout=10)
-    part = requests.get(f"{env.group}/versions", timeout=10,
-                        headers={"Range": f"bytes={len(first) - 1}-", "If-None-Match": f'"{hashlib.md5(first).hexdigest()}"'})
-    assert part.status_code == 206 and first[:-1] + part.content == whole.content
-    assert part.headers["ETag"] == f'"{hashlib.md5(whole.content).hexdigest()}"'
-    import base64
-    assert whole.headers["Repr-Digest"] == f"sha-256=:{base64.b64encode(hashlib.sha256(whole.content).digest()).decode()}:"
-    same = requests.get(f"{env.group}/versions", timeout=10, headers={"If-None-Match": whole.headers["ETag"]})
+    first = requests.get(f"{env.group}/versions", timeout=10).content
+    for step in ("push", "yank"):             # a new version of an existing gem, then a yank: appended lines
+        if step == "push":
+            push(env.pusher, build_gem(env.tmp, "dpt_leaf", "1.0.2"), env.group)
+        else:
+            run(env.pusher, "gem", "yank", "dpt_leaf", "-v", "1.0.1", "--host", env.group)
+        whole = requests.get(f"{env.group}/versions", timeout=10)
+        assert whole.content.startswith(first)
+        part = requests.get(f"{env.group}/versions", timeout=10, headers={
+            "Range": f"bytes={len(first) - 1}-", "If-None-Match": f'"{hashlib.md5(first).hexdigest()}"'})
+        assert part.status_code == 206 and first[:-1] + part.content == whole.content
+        assert part.headers["ETag"] == f'"{hashlib.md5(whole.content).hexdigest()}"'
+        digest = base64.b64encode(hashlib.sha256(whole.content).digest()).decode()
+        assert whole.headers["Repr-Digest"] == f"sha-256=:{digest}:"
+        first = whole.content
+    info = requests.get(f"{env.group}/info/dpt_leaf", timeout=10).content
+    assert first.decode().splitlines()[-1] == f"dpt_leaf -1.0.1 {hashlib.md5(info).hexdigest()}"
+    same = requests.get(f"{env.group}/versions", timeout=10, headers={"If-None-Match": f'"{hashlib.md5(first).hexdigest()}"'})
     assert same.status_code == 304
 
 
@@ -332,3 +342,40 @@ def test_policy_hides_versions_from_info_and_refuses_their_gems(static: SimpleNa
     refused = requests.get(f"{depot.url}/rubygems-remote/gems/dpt_leaf-0.9.0.gem", timeout=10)
     assert refused.status_code == 403 and "dpt_leaf@<1" in refused.text
     assert static.upstream.count("/gems/dpt_leaf-0.9.0.gem") == 0
+
+
+# -------------------------------------------------------------------------------------- units
+
+def test_marshal_writer_is_read_back_by_ruby(tmp_path: Path) -> None:
+    from depot.registry import rubygems_marshal as rm
+    numbers = [0, 1, 122, 123, 255, 256, 65535, 65536, -1, -123, -124, -256, -257, -65537, 2**30 - 1, -2**30]
+    value = [numbers, "héllo", b"raw", None, True, False, rm.Symbol("sym"), {rm.Symbol("k"): ["v"]},
+             rm.version("1.2.a"), rm.requirement([("~>", "1.0"), (">=", "1.0.1")]), rm.dependency("rack", [])]
+    shown = ruby_load(rm.dumps(value), "p d[0]; p d[1], d[1].encoding, d[2].encoding; p d[3..7]; "
+                                       "p d[8].prerelease?, d[9].to_s, d[10].to_s", tmp_path)
+    assert shown.splitlines() == [str(numbers), '"héllo"', "#<Encoding:UTF-8>",
+                                  "#<Encoding:ASCII-8BIT>", '[nil, true, false, :sym, {:k=>["v"]}]',
+                                  "true", '"~> 1.0, >= 1.0.1"', '"rack (>= 0)"']
+    with pytest.raises(ValueError):
+        rm.dumps(2**31)
+
+
+def test_gemspec_yaml_is_read_without_instantiating_anything() -> None:
+    from depot.registry import rubygems_spec as rs
+    spec = rs.parse_spec(GOOD_YAML.replace("version: 1.0.0", "version: 1.10").encode() +
+                         b"platform: !ruby/object:Gem::Platform\n  cpu: x86_64\n  os: linux\n  version:\n"
+                         b"dependencies:\n- !ruby/object:Gem::Dependency\n  name: rack\n  requirement: "
+                         b"!ruby/object:Gem::Requirement\n    requirements:\n    - - \"~>\"\n      - "
+                         b"!ruby/object:Gem::Version\n        version: 2.2\n  type: :runtime\n")
+    assert (spec.version, spec.platform, spec.dependencies) == ("1.10", "x86_64-linux", [("rack", [("~>", "2.2")])])
+    assert spec.full_name == "dpt_bad-1.10-x86_64-linux"
+    for hostile in ("--- !!python/object/new:os.system ['id']\n", "--- !ruby/object:Gem::Specification\nname: [a\n"):
+        with pytest.raises(rs.GemError):
+            rs.parse_spec(hostile.encode())
+
+
+def test_embedded_default_has_the_rubygems_trio() -> None:
+    from depot.proxy import config
+    repos = config.load(None, env={}).repositories
+    assert repos["rubygems-remote"].upstream == "https://rubygems.org"
+    assert list(repos["rubygems"].members) == ["rubygems-local", "rubygems-remote"]
