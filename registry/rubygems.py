@@ -38,16 +38,23 @@ NAME = r"(?P<name>[A-Za-z0-9._-]+)"
 INFO = re.compile(r"info/" + NAME + r"\Z")
 SPECS = {"specs.4.8.gz": "release", "latest_specs.4.8.gz": "latest", "prerelease_specs.4.8.gz": "prerelease"}
 MAX_DEPENDENCY_GEMS = 200
+BIG_DOCUMENT = 256 * 1024
 
 
-def compact_response(request: web.Request, body: bytes, x_cache: str | None = None) -> web.StreamResponse:
+def body_digests(body: bytes) -> tuple[str, str]:
+    """(MD5 hex, sha256 base64) of a compact index document."""
+    return ri.md5(body), base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+async def compact_response(request: web.Request, body: bytes, x_cache: str | None = None) -> web.StreamResponse:
     """A compact index answer: ETag is the quoted MD5 of the body (bundler 2.3 checks it after
-    appending a Range answer), Repr-Digest / Digest the sha256 (newer bundlers), Range served."""
-    b64 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    appending a Range answer), Repr-Digest / Digest the sha256 (newer bundlers), Range served.
+    The upstream's /versions runs to megabytes: hashed off the event loop then."""
+    md5, b64 = body_digests(body) if len(body) < BIG_DOCUMENT else await in_thread(body_digests, body)
     headers = {"Repr-Digest": f"sha-256=:{b64}:", "Digest": f"sha-256={b64}", "Cache-Control": "no-cache"}
     if x_cache:
         headers["X-Cache"] = x_cache
-    return respond_bytes(request, body, TEXT, headers, digest=ri.md5(body))
+    return respond_bytes(request, body, TEXT, headers, digest=md5)
 
 
 def gem_path(full_name: str) -> str:
@@ -123,7 +130,7 @@ class RubyGems(Format):
 
     async def compact(self, ctx: Ctx) -> web.StreamResponse:
         body, x_cache = await self.compact_doc(ctx, ctx.match["path"])
-        return compact_response(ctx.request, body, x_cache)
+        return await compact_response(ctx.request, body, x_cache)
 
     async def compact_doc(self, ctx: Ctx, path: str) -> tuple[bytes, str | None]:
         """`versions`, `names` or `info/<gem>` of any repository type, with its X-Cache."""
@@ -134,11 +141,18 @@ class RubyGems(Format):
         answers = await ctx.each_member(lambda m: self.member_compact(m, path), path)
         x_cache = merge_x_cache(xc for _, (_, xc) in answers)
         bodies = [body for _, (body, _) in answers]
+        if len(bodies) == 1:                # one member has it: its document unchanged (append-only)
+            return bodies[0], x_cache
         if path == "names":
             return ri.render_names(n for body in bodies for n in body.decode().splitlines()[1:]), x_cache
         if path == "versions":
-            return await self.merge_versions(ctx, [(m, body) for m, (body, _) in answers]), x_cache
-        return (bodies[0] if len(bodies) == 1 else ri.merge_info(bodies)), x_cache
+            key = ("rubygems-versions", ctx.repo.name, tuple(await in_thread(lambda: [ri.md5(b) for b in bodies])))
+            merged = ctx.documents.get(key)
+            if merged is None:
+                merged = await self.merge_versions(ctx, [(m, body) for m, (body, _) in answers])
+                ctx.documents.put(key, merged)
+            return merged, x_cache
+        return ri.merge_info(bodies), x_cache
 
     async def member_compact(self, member: Ctx, path: str) -> tuple[bytes, str | None]:
         body, x_cache = await self.compact_doc(member, path)
@@ -177,7 +191,7 @@ class RubyGems(Format):
     async def merge_versions(self, ctx: Ctx, answers: list[tuple[Ctx, bytes]]) -> bytes:
         """Members' versions files as one. A gem only one member has keeps its MD5 (its info
         file is served unchanged); a gem several members have gets the MD5 of the merged info."""
-        parsed = [(member, ri.parse_versions(body)) for member, body in answers]
+        parsed = [(member, await in_thread(ri.parse_versions, body)) for member, body in answers]
         merged: dict[str, tuple[list[str], str]] = {}
         owners: dict[str, list[Ctx]] = {}
         for member, gems in parsed:
@@ -196,7 +210,7 @@ class RubyGems(Format):
                     except FormatError:
                         continue
                 merged[name] = (merged[name][0], ri.md5(ri.merge_info(bodies)))
-        return ri.render_versions(merged)
+        return await in_thread(ri.render_versions, merged)
 
     # ------------------------------------------------------------------ files
     async def gem_file(self, ctx: Ctx) -> web.StreamResponse:
