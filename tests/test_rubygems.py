@@ -332,6 +332,15 @@ def test_anonymous_push_gets_401_and_a_read_token_cannot_push(depot_factory: Any
     host = depot.url.replace("http://", f"http://reader:{reader}@")
     gem_install(installer, f"{host}/rubygems-local/", "dpt_leaf")
 
+    # yank removes a version: it needs the delete permission
+    cannot = run(gem_env(tmp_path, "writer", writer), "gem", "yank", "dpt_leaf", "-v", "1.0.1", "--host",
+                 f"{depot.url}/rubygems", check=False)
+    assert "may not delete" in cannot.stdout + cannot.stderr
+    deleter = make_token(depot, "--repo", "rubygems-local", "--perm", "delete")
+    done = run(gem_env(tmp_path, "deleter", deleter), "gem", "yank", "dpt_leaf", "-v", "1.0.1", "--host",
+               f"{depot.url}/rubygems")
+    assert "Successfully deleted gem: dpt_leaf (1.0.1)" in done.stdout
+
 
 def test_policy_hides_versions_from_info_and_refuses_their_gems(static: SimpleNamespace, depot_factory: Any) -> None:
     depot = depot_factory({"rubygems-remote": {"format": "rubygems", "type": "proxy", "upstream": static.upstream.url}},
