@@ -176,7 +176,7 @@ class Composer(Format):
         if stored is not None:          # immutable and stored: answered without the metadata
             await ctx.check_policy(path)
             return ctx.pull.respond(ctx.request, Cached("HIT", ctx.repo, stored))
-        name, version = found["package"], unquote(found["version"])
+        name, version = found["package"], cm.decode_version(found["version"])
         doc = cm.p2_path(name, cm.is_dev(version))
         _, body = await ctx.fetch_upstream(ctx.pull.spec(doc, kind=Kind.METADATA, content_type=JSON,
                                                          transform=cm_transform))
@@ -259,7 +259,7 @@ class Composer(Format):
     # ------------------------------------------------------------------ policy and admin hooks
     def package_of(self, path: str) -> tuple[str, str] | None:
         found = PROXY_DIST.match(path) or HOSTED_DIST.match(path)
-        return (found["package"], unquote(found["version"])) if found else None
+        return (found["package"], cm.decode_version(found["version"])) if found else None
 
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
         if not P2.match(path):

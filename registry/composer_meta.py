@@ -14,7 +14,7 @@ import re
 import zipfile
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from depot.cache.api import BASE_PLACEHOLDER
 
@@ -89,9 +89,21 @@ def read_composer_json(data: bytes) -> dict[str, Any]:
     return doc
 
 
+def encode_version(version: str) -> str:
+    """A version as one URL path segment: branch names may hold `/` (`dev-feature/x`), which
+    a percent-escape would not protect (the path is decoded before routing), so it becomes `~`
+    (never part of a Composer version)."""
+    return quote(version.replace("/", "~"), safe="")
+
+
+def decode_version(segment: str) -> str:
+    """The inverse of encode_version() (on the decoded path segment)."""
+    return unquote(segment).replace("~", "/")
+
+
 def dist_path(name: str, version: str) -> str:
     """Where a hosted dist zip is stored (and served)."""
-    return f"dists/{name}/{quote(version, safe='')}.zip"
+    return f"dists/{name}/{encode_version(version)}.zip"
 
 
 def p2_path(name: str, dev: bool) -> str:
@@ -167,7 +179,7 @@ def render_p2(packages: dict[str, list[dict[str, Any]]]) -> bytes:
 def proxy_dist_path(name: str, version: str, reference: str | None) -> str:
     """Where a proxy serves an upstream dist: by version and reference (a moved tag gets a new path)."""
     ref = re.sub(r"[^A-Za-z0-9._-]", "_", reference or "") or "noref"
-    return f"dists/{name}/{quote(version, safe='')}/{ref}.zip"
+    return f"dists/{name}/{encode_version(version)}/{ref}.zip"
 
 
 def rewrite_p2(body: bytes) -> bytes:

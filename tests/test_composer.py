@@ -337,3 +337,18 @@ def test_embedded_default_composer_proxy_allows_only_github_dist_hosts() -> None
     repos = config.load(None, env={}).repositories
     assert repos["composer-remote"].upstream == "https://repo.packagist.org"
     assert repos["composer-remote"].options["dist_hosts"] == ("api.github.com", "codeload.github.com")
+
+
+def test_branch_versions_with_a_slash_are_proxied(static: SimpleNamespace) -> None:
+    data = package_zip("acme/big", message=" branch")
+    up = static.upstream
+    up.put("p2/acme/big~dev.json", minified("acme/big", [{
+        "name": "acme/big", "version": "dev-feature/x", "version_normalized": "dev-feature/x",
+        "dist": {"type": "zip", "url": f"{up.url}/dl/big-dev.zip", "reference": "f00d",
+                 "shasum": hashlib.sha1(data).hexdigest()}}]))
+    up.put("dl/big-dev.zip", data)
+    repo = f"{static.depot.url}/composer-remote"
+    entry = requests.get(f"{repo}/p2/acme/big~dev.json", timeout=10).json()["packages"]["acme/big"][0]
+    assert entry["dist"]["url"] == f"{repo}/dists/acme/big/dev-feature~x/f00d.zip"
+    answer = requests.get(entry["dist"]["url"], timeout=10)
+    assert answer.status_code == 200 and answer.content == data
