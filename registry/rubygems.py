@@ -10,13 +10,16 @@ Paths under /<repo>/ (the source URL is `<depot>/<repo>/`):
   POST api/v1/gems, DELETE api/v1/gems/yank   push (raw token in Authorization) and yank
 Proxy: compact index files are metadata; a .gem is immutable and verified against the sha256
 of its info line. Hosted: depot writes the info line (compare-and-swap) and the quick spec at
-push; versions, names and the specs indexes are generated from what is stored. Group: info
-files merged (first member wins per version), versions and names merged.
+push; the versions file is appended to at push and yank; names and the specs indexes are
+generated from what is stored. Group: info files merged (first member wins per version),
+versions, names and the specs indexes merged (a proxy's specs read from its upstream's Marshal).
 """
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,6 +29,7 @@ from aiohttp import web
 from depot.cache.api import Cached, Kind, merge_x_cache, respond_bytes
 
 from . import rubygems_index as ri
+from . import rubygems_marshal as rm
 from . import rubygems_spec as rs
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .repo import RepoConfig
@@ -264,20 +268,46 @@ class RubyGems(Format):
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     async def specs(self, ctx: Ctx) -> web.StreamResponse:
-        """specs.4.8.gz and siblings: generated from hosted gems (a group: from its hosted
-        members); a proxy passes its upstream's on."""
+        """specs.4.8.gz and siblings: generated from hosted gems; a proxy passes its upstream's
+        on; a group merges its members' (a proxy's read from the upstream's Marshal)."""
         index = ctx.match["index"]
         if ctx.repo.is_proxy:
             return await self.passthrough(ctx, index, Kind.METADATA)
-        hosted = [m for m in ctx.members() if m.repo.is_hosted] if ctx.repo.is_group else [ctx]
-        files = [f for member in hosted for f in await member.hosted.list("gems/")]
-        key = ("rubygems-specs", index, ctx.repo.name, tuple((f.path, f.digest) for f in files))
+        if ctx.repo.is_hosted:
+            parts = [await self.hosted_specs(ctx)]
+        else:
+            answers = await ctx.each_member(lambda m: self.member_specs(m, index), index)
+            parts = [part for _, part in answers]
+        key = ("rubygems-specs", index, ctx.repo.name, tuple(version for version, _ in parts))
         body = ctx.documents.get(key)
         if body is None:
-            tuples = list({(f.meta["name"], f.meta["version"], f.meta["platform"]) for f in files if "name" in f.meta})
+            tuples = list({t for _, found in parts for t in found})
             body = await in_thread(rs.specs_index, select_specs(tuples, SPECS[index]))
             ctx.documents.put(key, body)
         return respond_bytes(ctx.request, body, "application/octet-stream", {"Cache-Control": "no-cache"})
+
+    async def hosted_specs(self, ctx: Ctx) -> tuple[str, list[tuple[str, str, str]]]:
+        """(a version key, every (name, version, platform)) of a hosted repository's gems."""
+        files = await ctx.hosted.list("gems/")
+        version = hashlib.sha256(repr([(f.path, f.digest) for f in files]).encode()).hexdigest()
+        return version, [(f.meta["name"], f.meta["version"], f.meta["platform"]) for f in files if "name" in f.meta]
+
+    async def member_specs(self, member: Ctx, index: str) -> tuple[str, list[tuple[str, str, str]]]:
+        """A group member's tuples for `index`: a hosted one's gems, a proxy's upstream index."""
+        if member.repo.is_hosted:
+            return await self.hosted_specs(member)
+        cached, body = await member.fetch_upstream(member.pull.spec(index, kind=Kind.METADATA))
+        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
+        key = ("rubygems-spec-tuples", digest)
+        packed = member.documents.get(key)
+        if packed is None:
+            try:
+                tuples = await in_thread(lambda: rm.spec_tuples(gzip.decompress(body)))
+            except (OSError, EOFError, rm.MarshalError) as exc:
+                raise FormatError(502, f"the upstream {index} of {member.repo.name} is unreadable: {exc}") from None
+            packed = json.dumps(tuples).encode()
+            member.documents.put(key, packed)
+        return digest, [tuple(t) for t in json.loads(packed)]
 
     async def dependencies(self, ctx: Ctx) -> web.StreamResponse:
         """The (deprecated) dependency API, answered from the compact index of each gem."""

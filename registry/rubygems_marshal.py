@@ -125,3 +125,129 @@ def dependency(name: str, pairs: list[tuple[str, str]], kind: str = "runtime") -
     req = requirement(pairs)
     return RObject("Gem::Dependency", {"@name": name, "@requirement": req, "@type": Symbol(kind),
                                        "@prerelease": False, "@version_requirements": req})
+
+
+# ---------------------------------------------------------------------- reading the specs index
+
+class MarshalError(ValueError):
+    """Data that is not the Marshal subset of a specs index."""
+
+
+class _Reader:
+    """Reads nil/true/false, Fixnums, Strings (with ivars), Symbols, Arrays, Hashes, object
+    links and UserMarshal objects (as their dumped value): what `specs.4.8` holds. Nothing
+    is instantiated; other types are refused."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+        self.symbols: list[str] = []
+        self.objects: list[Any] = []
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise MarshalError("truncated")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def long(self) -> int:
+        c = self.byte()
+        if c == 0:
+            return 0
+        if 5 <= c < 128:
+            return c - 5
+        if 128 <= c <= 251:
+            return c - 256 + 5
+        size = c if c < 128 else 256 - c
+        raw = self.take(size)
+        n = int.from_bytes(raw, "little")
+        return n if c < 128 else n - (1 << (8 * size))
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise MarshalError("truncated")
+        self.pos += size
+        return self.data[self.pos - size:self.pos]
+
+    def symbol(self) -> str:
+        kind = chr(self.byte())
+        if kind == ";":
+            index = self.long()
+            if not 0 <= index < len(self.symbols):
+                raise MarshalError("bad symbol link")
+            return self.symbols[index]
+        if kind != ":":
+            raise MarshalError(f"symbol expected, not {kind!r}")
+        name = self.take(self.long()).decode("utf-8", "replace")
+        self.symbols.append(name)
+        return name
+
+    def value(self) -> Any:
+        kind = chr(self.byte())
+        if kind in ":;":
+            self.pos -= 1
+            return Symbol(self.symbol())
+        if kind == "0":
+            return None
+        if kind in "TF":
+            return kind == "T"
+        if kind == "i":
+            return self.long()
+        if kind == "@":
+            index = self.long()
+            if not 0 <= index < len(self.objects):
+                raise MarshalError("bad object link")
+            return self.objects[index]
+        if kind == "I":
+            inner = self.value()
+            for _ in range(self.long()):      # ivars of a String: its encoding
+                self.symbol()
+                self.value()
+            return inner
+        if kind == '"':
+            text = self.take(self.long()).decode("utf-8", "replace")
+            self.objects.append(text)
+            return text
+        if kind == "[":
+            items: list[Any] = []
+            self.objects.append(items)
+            items.extend(self.value() for _ in range(self.long()))
+            return items
+        if kind == "{":
+            table: dict[Any, Any] = {}
+            self.objects.append(table)
+            for _ in range(self.long()):
+                key = self.value()
+                table[key if not isinstance(key, list) else tuple(key)] = self.value()
+            return table
+        if kind == "U":
+            cls = self.symbol()
+            slot = len(self.objects)
+            self.objects.append(None)
+            obj = UserMarshal(cls, self.value())
+            self.objects[slot] = obj
+            return obj
+        raise MarshalError(f"unsupported Marshal type {kind!r}")
+
+
+def loads(data: bytes) -> Any:
+    """Marshal.load of the subset above."""
+    if data[:2] != bytes([MAJOR, MINOR]):
+        raise MarshalError("not Marshal 4.8")
+    reader = _Reader(data)
+    reader.pos = 2
+    return reader.value()
+
+
+def spec_tuples(data: bytes) -> list[tuple[str, str, str]]:
+    """[(name, version, platform)] of an (uncompressed) specs index."""
+    out = []
+    for item in loads(data):
+        if not (isinstance(item, list) and len(item) == 3):
+            raise MarshalError("a specs entry is [name, version, platform]")
+        name, ver, platform = item
+        if isinstance(ver, UserMarshal) and isinstance(ver.data, list) and ver.data:
+            ver = ver.data[0]
+        if not all(isinstance(v, str) for v in (name, ver, platform)):
+            raise MarshalError("a specs entry is [String, Gem::Version, String]")
+        out.append((name, ver, platform))
+    return out

@@ -388,3 +388,40 @@ def test_embedded_default_has_the_rubygems_trio() -> None:
     repos = config.load(None, env={}).repositories
     assert repos["rubygems-remote"].upstream == "https://rubygems.org"
     assert list(repos["rubygems"].members) == ["rubygems-local", "rubygems-remote"]
+
+
+def test_group_full_index_merges_the_upstream_specs(static: SimpleNamespace, tmp_path: Path) -> None:
+    import subprocess
+    made = subprocess.run(["ruby", "-e", 'require "rubygems"; require "zlib"; v = Gem::Version.new("0.9.0"); '
+                           'print Zlib.gzip(Marshal.dump([["dpt_big", Gem::Version.new("1.0.0"), "ruby"], '
+                           '["dpt_leaf", v, "ruby"], ["dpt_leaf", Gem::Version.new("0.8.0"), "ruby"]]))'],
+                          capture_output=True, timeout=60, check=True).stdout
+    static.upstream.put("specs.4.8.gz", made)
+    static.upstream.put("latest_specs.4.8.gz", made)
+    key = make_token(static.depot, "--repo", "rubygems-local", "--perm", "write")
+    push(gem_env(tmp_path, "pusher", key), build_gem(tmp_path, "dpt_leaf", "1.0.1"), f"{static.depot.url}/rubygems")
+    group = f"{static.depot.url}/rubygems"
+    specs = gzip.decompress(requests.get(f"{group}/specs.4.8.gz", timeout=10).content)
+    assert ruby_load(specs, "p d.map { |n, v, pl| [n, v.to_s, pl] }", tmp_path) == (
+        '[["dpt_big", "1.0.0", "ruby"], ["dpt_leaf", "0.8.0", "ruby"], ["dpt_leaf", "0.9.0", "ruby"], '
+        '["dpt_leaf", "1.0.1", "ruby"]]')
+    latest = gzip.decompress(requests.get(f"{group}/latest_specs.4.8.gz", timeout=10).content)
+    assert ruby_load(latest, "p d.map { |n, v, pl| [n, v.to_s] }", tmp_path) == \
+        '[["dpt_big", "1.0.0"], ["dpt_leaf", "1.0.1"]]'
+    static.upstream.put("prerelease_specs.4.8.gz", b"not gzip")
+    broken = requests.get(f"{group}/prerelease_specs.4.8.gz", timeout=10)   # the hosted member still answers
+    assert broken.status_code == 200
+
+
+def test_marshal_reader_reads_what_ruby_writes() -> None:
+    import subprocess
+    from depot.registry import rubygems_marshal as rm
+    made = subprocess.run(["ruby", "-e", 'require "rubygems"; v = Gem::Version.new("1.0"); '
+                           'print Marshal.dump([["a", v, "ruby"], ["b", Gem::Version.new("2.0.pre1"), "ruby"], '
+                           '["c", v, "x86_64-linux"], ["d" * 300, Gem::Version.new("1300"), "ruby"]])'],
+                          capture_output=True, timeout=60, check=True).stdout
+    assert rm.spec_tuples(made) == [("a", "1.0", "ruby"), ("b", "2.0.pre1", "ruby"), ("c", "1.0", "x86_64-linux"),
+                                    ("d" * 300, "1300", "ruby")]
+    for bad in (b"\x04\x08o:\x0bObject\x00", b"\x04\x08[\x06", b"\x04\x07[\x00", made[:-5]):
+        with pytest.raises(rm.MarshalError):
+            rm.spec_tuples(bad)
