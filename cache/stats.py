@@ -60,3 +60,27 @@ async def gc_totals(db: Database) -> dict[str, int]:
     """The totals `depot gc` runs persisted (gc_runs, gc_freed_bytes)."""
     rows = await db.execute("SELECT name, value FROM counters WHERE repo = ?", (GLOBAL_ROW,))
     return {row["name"]: row["value"] for row in rows}
+
+
+async def persisted_counts(db: Database) -> dict[str, dict[str, int]]:
+    """Result counts per repository as flushed to the database (all workers, across restarts)."""
+    rows = await db.execute("SELECT repo, name, value FROM counters")
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["repo"], {})[row["name"]] = row["value"]
+    return counts
+
+
+async def hosted_stats(db: Database) -> dict[str, dict[str, int]]:
+    """Per hosted repository: file count and bytes."""
+    rows = await db.execute("SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
+    return {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
+
+
+async def entry_listing(db: Database, repo: str, prefix: str, limit: int) -> list[dict[str, Any]]:
+    """Proxy entries of `repo` under `prefix` in key order (path, size, digest, time, kind)."""
+    rows = await db.execute(
+        "SELECT key AS path, size, digest, fetched_at AS time, kind FROM entries"
+        " WHERE repo = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?",
+        (repo, prefix, prefix + "\U0010ffff", limit))
+    return [dict(r) for r in rows]

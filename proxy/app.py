@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from depot.cache import stats
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
@@ -44,9 +45,7 @@ async def repositories(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     may_read = await visibility.readable(request)
     proxy_stats = await services.entries.stats()
-    rows = await services.db.execute(
-        "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
-    hosted_stats = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
+    hosted_stats = await stats.hosted_stats(services.db)
     listing = []
     for repo in filter(may_read, services.repos.values()):
         stat = (proxy_stats if repo.is_proxy else hosted_stats).get(repo.name, {"entries": 0, "bytes": 0})

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
-from depot.cache import metrics
+from depot.cache import metrics, stats
 from depot.cache.services import Services
 from depot.registry.repo import RepoConfig
 
@@ -76,19 +76,13 @@ def _chart(api: str, repo: str = "") -> str:
 # ------------------------------------------------------------------------------ data
 async def persisted_counts(services: Services) -> dict[str, dict[str, int]]:
     """Result counts per repository as flushed to the database (all workers, across restarts)."""
-    rows = await services.db.execute("SELECT repo, name, value FROM counters")
-    counts: dict[str, dict[str, int]] = {}
-    for row in rows:
-        counts.setdefault(row["repo"], {})[row["name"]] = row["value"]
-    return counts
+    return await stats.persisted_counts(services.db)
 
 
 async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[str, Any]]:
     """One row per readable repository: name, format, type, entries, bytes, hit ratio."""
     proxy_stats = await services.entries.stats()
-    rows = await services.db.execute(
-        "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
-    hosted = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
+    hosted = await stats.hosted_stats(services.db)
     counts = await persisted_counts(services)
     out = []
     for repo in filter(may_read, services.repos.values()):
@@ -133,11 +127,7 @@ class Listing:
 async def list_paths(services: Services, repo: RepoConfig, prefix: str) -> Listing:
     """Children of `prefix`: hosted files from the catalog, proxy entries from the entries table."""
     if repo.is_proxy:
-        rows = await services.db.execute(
-            "SELECT key AS path, size, digest, fetched_at AS time, kind FROM entries"
-            " WHERE repo = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?",
-            (repo.name, prefix, prefix + "\U0010ffff", LIST_LIMIT + 1))
-        items = [dict(r) for r in rows]
+        items = await stats.entry_listing(services.db, repo.name, prefix, LIST_LIMIT + 1)
     else:
         items = [{"path": f.path, "size": f.size, "digest": f.digest, "time": f.created,
                   "version": f.meta.get("version", "")} for f in await services.catalog.list(repo.name, prefix)]
