@@ -7,7 +7,7 @@ APT_PACKAGES := curl nginx wrk skopeo docker-registry systemd openssl prometheus
 CLIENTS := curl nginx wrk npm node git skopeo docker-registry openssl systemd-analyze prometheus promtool chromium \
 	$(shell cat tests/clients/*.check 2>/dev/null)
 
-.PHONY: serve test venv test-deps apt-deps check-clients bench clean
+.PHONY: serve test venv test-deps apt-deps check-clients lint bench clean
 
 $(BIN)/depot: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "depot needs Python 3.11+"'
@@ -42,7 +42,12 @@ check-clients:
 	@for c in $(CLIENTS); do command -v $$c >/dev/null || { echo "missing client: $$c" >&2; exit 1; }; done
 	@for c in pip twine uv; do test -x $(BIN)/$$c || { echo "missing client: $(BIN)/$$c" >&2; exit 1; }; done
 
-test: test-deps check-clients
+lint: test-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy proxy cache registry upstreams
+	$(BIN)/lint-imports
+
+test: test-deps check-clients lint
 	$(BIN)/python -m pytest -n 4 --dist loadfile -q
 
 bench: test-deps

@@ -6,6 +6,8 @@ import logging
 import os
 import re
 from dataclasses import replace
+from typing import Mapping
+
 from aiohttp import web
 
 from depot.registry.base import Format, Route
@@ -28,7 +30,7 @@ def required_perm(route: Route, method: str) -> str:
     return route.perm or METHOD_PERMS.get(method, "write")
 
 
-def checked_repo(repo: RepoConfig, repos: dict[str, RepoConfig], perm: str) -> RepoConfig:
+def checked_repo(repo: RepoConfig, repos: Mapping[str, RepoConfig], perm: str) -> RepoConfig:
     """The repository whose permission applies: a group's deploy_to member for writes."""
     if repo.is_group and perm != "read" and repo.deploy_to:
         return repos[repo.deploy_to]

@@ -292,7 +292,7 @@ def _still_usable(principal: Principal) -> bool:
 
 def _scopes(access: object) -> frozenset[tuple[str, str]]:
     """The (name, action) pairs of a JWT's `access` claim (repository entries only)."""
-    pairs = set()
+    pairs: set[tuple[str, str]] = set()
     for entry in access if isinstance(access, list) else []:
         if isinstance(entry, dict) and entry.get("type") == "repository" and isinstance(entry.get("name"), str):
             actions = entry.get("actions")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -76,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(export_ca)
     from . import cli_policy, cli_users
     for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common)}.items():
-        COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
+        COMMANDS[name] = functools.partial(handler, load=_load)  # type: ignore[call-arg]
     from . import cli_keys
     for name, handler in cli_keys.register(sub, _common).items():
-        COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
+        COMMANDS[name] = functools.partial(handler, load=_load)  # type: ignore[call-arg]
     return parser
 
 
@@ -107,7 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             exclusive.create_private_dir(config.data_dir)
             lock = exclusive.lock_data_dir(config.data_dir)      # held until this process ends
-            sockets = exclusive.bind(*config.host_port, count=config.workers)
+            host, port = config.host_port
+            sockets = exclusive.bind(host, port, count=config.workers)
             if config.forward_proxy.listen is not None:     # mitmproxy binds it itself: check it is free
                 exclusive.check_free(config.forward_proxy.listen)
         except exclusive.StartError as exc:

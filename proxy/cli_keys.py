@@ -23,13 +23,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> dic
 
 
 async def _public_key(data_dir: Any, repo: str) -> str:
-    from depot.cache.blobs import BlobStore
-    from depot.cache.catalog import Catalog
-    from depot.cache.db import Database
+    from depot.cache.storage import open_storage
     from depot.registry import signing
-    db = Database(data_dir / "depot.db")
+    storage = open_storage(data_dir)
     try:
-        catalog, blobs = Catalog(db), BlobStore(data_dir)
+        catalog, blobs = storage.catalog, storage.blobs
         found = await catalog.get(repo, signing.SECRET_PATH)
         if found is None:
             made = await asyncio.to_thread(signing.generate_key, repo)
@@ -40,7 +38,7 @@ async def _public_key(data_dir: Any, repo: str) -> str:
         secret = (await blobs.read(found.digest)).decode()
         return (await asyncio.to_thread(signing.public_of, secret)).public
     finally:
-        db.close()
+        storage.close()
 
 
 def cmd_export_key(args: argparse.Namespace, load: Callable[..., Any]) -> int:

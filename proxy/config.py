@@ -241,7 +241,7 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
     )
 
 
-def _timeouts(document: dict[str, Any]) -> dict[str, float]:
+def _timeouts(document: dict[str, Any]) -> dict[str, Any]:
     """client_timeout, keepalive_timeout, header_timeout: durations above zero."""
     found = {}
     for key in ("client_timeout", "keepalive_timeout", "header_timeout"):

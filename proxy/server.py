@@ -10,6 +10,7 @@ import socket
 import ssl
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from aiohttp import web
@@ -134,14 +135,14 @@ def run(config: Config, sockets: list[socket.socket]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
+        dead_slot: Any = children.pop(pid) if pid in children else None
+        if dead_slot is not None and not stopping:
             log.warning("worker died pid=%d status=%d; restarting", pid, status)
             removed = clean_worker_files(config.data_dir, pid)
             if removed:
                 log.info("cleaned temp files of dead worker pid=%d files=%d", pid, removed)
             time.sleep(0.5)
-            spawn(slot)
+            spawn(dead_slot)
     return 0
 
 

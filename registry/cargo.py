@@ -31,7 +31,7 @@ from .warm_plans import Job
 INDEX_TYPE = "text/plain; charset=utf-8"
 CRATE_TYPE = "application/x-tar"
 CRATE = r"api/v1/crates/(?P<name>[^/]+)/(?P<version>[^/]+)"
-WARNINGS = {"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}
+WARNINGS: dict[str, Any] = {"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}
 STORED_CRATE = re.compile(r"crates/(?P<name>[^/]+)/(?P<version>[^/]+)\.crate\Z")
 DOWNLOAD = re.compile(CRATE + r"/download\Z")
 INDEX = re.compile(rf"(?:{ci.INDEX_PATH})\Z")

@@ -174,7 +174,8 @@ def parse_frame(body: bytes) -> Upload:
         raise CargoError(f"malformed publish metadata: {exc}") from None
     if not isinstance(metadata, dict):
         raise CargoError("malformed publish metadata: not a JSON object")
-    return Upload(check_name(metadata.get("name")), check_version(metadata.get("vers")), metadata, crate)
+    return Upload(check_name(str(metadata.get("name") or "")), check_version(str(metadata.get("vers") or "")),
+                  metadata, crate)
 
 
 def _index_dep(dep: Any) -> dict[str, Any]:

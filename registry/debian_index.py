@@ -12,7 +12,7 @@ import io
 import lzma
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from debian import deb822, debfile
 
@@ -159,7 +159,7 @@ def pool_hashes(text: bytes) -> dict[str, str]:
 def release_text(suite: str, files: Mapping[str, bytes], components: Iterable[str],
                  architectures: Iterable[str], date: float, origin: str) -> bytes:
     """A Release file listing `files` (paths relative to dists/<suite>/) with sizes and hashes."""
-    release = deb822.Release()
+    release: Any = deb822.Release()
     release["Origin"] = origin
     release["Label"] = origin
     release["Suite"] = suite

@@ -543,8 +543,7 @@ class Npm(Format):
                 objects.extend(await self._search_hosted(ctx.for_repo(repo), text))
         if not objects and ctx.repo.is_proxy:
             return await self._relay(ctx, "GET", "-/v1/search")
-        seen: set[str] = set()
-        unique = [o for o in objects if not (o["package"]["name"] in seen or seen.add(o["package"]["name"]))]
+        unique = list({o["package"]["name"]: o for o in reversed(objects)}.values())[::-1]
         return _json(200, {"objects": unique[offset:offset + size], "total": len(unique),
                            "time": pk.iso_now()})
 

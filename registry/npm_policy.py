@@ -33,7 +33,7 @@ def packument_versions(body: bytes) -> list[VersionInfo] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
         return None
     name = str(doc.get("name", ""))
-    times = doc.get("time") if isinstance(doc.get("time"), dict) else {}
+    times: dict[str, Any] = doc["time"] if isinstance(doc.get("time"), dict) else {}
     return [VersionInfo(name, version, _timestamp(times.get(version))) for version in doc["versions"]]
 
 
@@ -46,8 +46,8 @@ def _semver(version: str) -> semantic_version.Version | None:
 
 def newest(versions: list[str], stable_first: bool = True) -> str | None:
     """The highest version by semver precedence (releases before pre-releases when asked)."""
-    parsed = [(v, _semver(v)) for v in versions]
-    ordered = sorted((p for p in parsed if p[1] is not None), key=lambda p: p[1])
+    parsed = [(v, s) for v in versions if (s := _semver(v)) is not None]
+    ordered = sorted(parsed, key=lambda p: p[1])
     if stable_first:
         stable = [p for p in ordered if not p[1].prerelease]
         if stable:

@@ -156,7 +156,7 @@ def parse_publish(body: bytes | dict[str, Any], url_name: str,
         raise FormatError(413, "the package manifest is too large")
     _, attachment = _attachment_for(doc.get("_attachments"), name, version)
     tarball = decode_attachment(attachment, max_size)
-    dist = manifest.get("dist") if isinstance(manifest.get("dist"), dict) else {}
+    dist: dict[str, Any] = manifest["dist"] if isinstance(manifest.get("dist"), dict) else {}
     if any(not isinstance(dist.get(key), (str, type(None))) for key in ("integrity", "shasum")):
         raise FormatError(400, "dist.integrity and dist.shasum must be strings")
     verify_digests(tarball, dist.get("integrity"), dist.get("shasum"))

@@ -175,7 +175,9 @@ class PyPI(Format):
 
         The key is None when a hosted member contributes (hosted pages change without a digest).
         """
-        pages, statuses, digests = [], [], []
+        pages: list[ix.ProjectPage] = []
+        statuses: list[str] = []
+        digests: list[str | None] = []
         failure: UpstreamFailed | None = None
         for repo in _read_repos(ctx):
             try:

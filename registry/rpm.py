@@ -210,7 +210,7 @@ class Rpm(TreeFormat):
             if entry["type"] == "primary" and href not in state.primaries:
                 _, body = await ctx.fetch_upstream(await self.repodata_spec(ctx, href))
                 state.packages.update(await asyncio.to_thread(
-                    lambda href=href, body=body: rm.package_checksums(rm.decompress(href, body))))
+                    _checksums_of, href, body))
                 state.primaries.add(href)
 
     async def proxy_packages(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str]:
@@ -222,7 +222,7 @@ class Rpm(TreeFormat):
         wanted = {e["type"]: href for href, e in entries.items()}
         if "primary" not in wanted:
             raise FormatError(502, f"upstream repomd.xml of {ctx.repo.name} lists no primary")
-        bodies = {}
+        bodies: dict[str, bytes] = {}
         for kind in ("primary", "filelists"):
             if kind in wanted:
                 _, body = await ctx.fetch_upstream(await self.repodata_spec(ctx, wanted[kind]))
@@ -296,3 +296,8 @@ def respond_document(ctx: Ctx, files: dict[str, bytes], path: str) -> web.Stream
 
 
 FORMAT = Rpm
+
+
+def _checksums_of(href: str, body: bytes) -> dict[str, Any]:
+    """Package checksums listed in a (compressed) primary.xml (in a worker thread)."""
+    return rm.package_checksums(rm.decompress(href, body))

@@ -112,11 +112,11 @@ def _ruby_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
 
 
 def _binary(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    raw = loader.construct_scalar(node)
+    raw = loader.construct_scalar(node)  # type: ignore[arg-type]
     return base64.b64decode(str(raw)).decode("utf-8", "replace")
 
 

@@ -139,6 +139,9 @@ def split_getter(location: str) -> tuple[str, str, str | None]:
 class ModuleRegistry:
     """Handlers of the module registry protocol (mixed into the Terraform format)."""
 
+    async def api_base(self, ctx: Ctx, service: str) -> str:      # provided by the Terraform format
+        raise NotImplementedError
+
     def module_prefix(self, ctx: Ctx) -> str:
         m = ctx.match
         return f"modules/{m['ns']}/{m['name']}/{m['system']}"
@@ -183,11 +186,11 @@ class ModuleRegistry:
             kind = "zip" if stored.path.endswith(".zip") else "tar.gz"
             return web.Response(status=204, headers={"X-Terraform-Get": self.archive_url(ctx, kind), "X-Cache": "HIT"})
         location, status = await self._upstream_location(ctx)
-        fetch, subdir, kind = resolve_source(location, ctx.repo.options.get("github_archive_url"))
-        if kind is None:
+        fetch, subdir, found_kind = resolve_source(location, ctx.repo.options.get("github_archive_url"))
+        if found_kind is None:
             return web.Response(status=204, headers={"X-Terraform-Get": location, "X-Depot-Note": NOT_CACHED,
                                                      "X-Cache": status})
-        return web.Response(status=204, headers={"X-Terraform-Get": self.archive_url(ctx, kind, subdir),
+        return web.Response(status=204, headers={"X-Terraform-Get": self.archive_url(ctx, found_kind, subdir),
                                                  "X-Cache": status})
 
     async def module_archive(self, ctx: Ctx) -> web.StreamResponse:

@@ -72,6 +72,9 @@ def parse_sums(text: bytes) -> dict[str, str]:
 class ProviderRegistry:
     """Handlers of the provider registry and network mirror protocols (mixed into Terraform)."""
 
+    async def api_base(self, ctx: Ctx, service: str) -> str:      # provided by the Terraform format
+        raise NotImplementedError
+
     def provider_prefix(self, ctx: Ctx) -> str:
         return f"providers/{ctx.match['ns']}/{ctx.match['type']}"
 

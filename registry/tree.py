@@ -29,7 +29,7 @@ from aiohttp import web
 
 from depot.cache.api import BASE_PLACEHOLDER, FetchSpec, Kind, Staged
 
-from .base import Ctx, Format, FormatError, route
+from .base import Ctx, Format, FormatError, Route, route
 from .repo import RepoConfig
 
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._+~@!-]+$")
@@ -83,7 +83,7 @@ class TreeFormat(Format):
     tree: ClassVar[tuple[TreeRule, ...]] = ()
     # paths matching no rule: 404 (strict formats) or immutable files (generic trees)
     unmatched: ClassVar[str | None] = None
-    routes = (
+    routes: ClassVar[tuple[Route, ...]] = (
         route("GET HEAD", r"(?P<path>.*)", "get_path"),
         route("PUT", r"(?P<path>.+)", "put_path", "hosted group"),
         route("DELETE", r"(?P<path>.+)", "delete_path", "hosted group"),
