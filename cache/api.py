@@ -18,7 +18,7 @@ from .blobs import DigestMismatch, TooLarge
 from .catalog import HostedFile
 from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
-from .gate import Verdict, VersionInfo
+from .gate import Verdict, VersionInfo, parse_time
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from .serve import http_date, respond_blob, respond_bytes
 from .types import RepoConfig
@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
-           "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "respond_bytes",
+           "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "parse_time",
+           "respond_bytes",
            "respond_blob", "http_date"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:

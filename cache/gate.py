@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
+from datetime import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
@@ -203,6 +204,18 @@ class Verdict:
     def header(self) -> str:
         """The X-Depot-Policy header value."""
         return f"cooldown until {iso(self.until)}" if self.until is not None else f"{self.rule} {self.detail}"
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of an ISO 8601 / RFC 3339 time as registries write them (`Z`, fractions
+    of any length), None when it is not one. The one parser of publish times for every format."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip().replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def iso(timestamp: float | None) -> str:

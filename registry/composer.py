@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import BodyPartReader, web
 
-from depot.cache.api import BASE_PLACEHOLDER, Cached, Kind, merge_x_cache, respond_bytes
+from depot.cache.api import BASE_PLACEHOLDER, Cached, Kind, merge_x_cache, respond_bytes, parse_time
 
 from . import composer_meta as cm
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
@@ -292,16 +292,6 @@ def cm_transform(body: bytes) -> bytes:
 async def part_chunks(part: Any) -> Any:
     while chunk := await part.read_chunk(256 * 1024):
         yield chunk
-
-
-def parse_time(value: Any) -> float | None:
-    from datetime import datetime
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def dist_jobs(body: bytes, url: str, name: str, version: str) -> list[Job]:

@@ -107,9 +107,7 @@ class Debian(TreeFormat):
         return await super().answer_member(ctx, path)
 
     async def get_key(self, ctx: Ctx) -> web.StreamResponse:
-        key = await signing.repo_key(ctx.hosted, ctx.repo.name)
-        return web.Response(body=key.public.encode(), content_type="application/pgp-keys",
-                            headers={"Cache-Control": "no-cache"})
+        return await signing.public_key_response(ctx.hosted, ctx.repo.name)
 
     async def hosted_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         found = SUITE_PATH.fullmatch(path)

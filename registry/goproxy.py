@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import Kind, merge_x_cache
+from depot.cache.api import Kind, merge_x_cache, parse_time
 
 from . import go_module as gm
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
@@ -48,15 +48,6 @@ def _text_response(request: web.Request, body: bytes, content_type: str,
 def _info(version: str, when: float) -> bytes:
     stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return json.dumps({"Version": version, "Time": stamp}).encode()
-
-
-def _parse_time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class GoProxy(TreeFormat):
@@ -236,7 +227,7 @@ class GoProxy(TreeFormat):
             if found is None or found.groupdict().get("ext", "info") != "info":
                 return None
             info = json.loads(body)
-            return [VersionInfo(gm.unescape(found["module"]), str(info["Version"]), _parse_time(info.get("Time")))]
+            return [VersionInfo(gm.unescape(found["module"]), str(info["Version"]), parse_time(info.get("Time")))]
         except (gm.ModuleError, ValueError, KeyError, TypeError):
             return []
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
 from cachetools import LRUCache
 
-from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, UpstreamFailed, merge_x_cache
+from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, UpstreamFailed, merge_x_cache, parse_time
 
 from . import helm_index as hi
 from .infra_warm import HELM_LOCKS, plan_chart_lock
@@ -110,7 +109,7 @@ class Helm(TreeFormat):
         if path != INDEX:
             return None
         index = hi.parse_index(body)
-        return [VersionInfo(name, str(cv.get("version")), _epoch(cv.get("created")))
+        return [VersionInfo(name, str(cv.get("version")), parse_time(cv.get("created")))
                 for name, versions in index["entries"].items() for cv in versions]
 
     def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
@@ -353,15 +352,6 @@ def _constant(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
     return load
-
-
-def _epoch(created: Any) -> float | None:
-    if not isinstance(created, str):
-        return None
-    try:
-        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", created.replace("Z", "+00:00"))).timestamp()
-    except ValueError:
-        return None
 
 
 async def _multipart(ctx: Ctx, fields: tuple[str, ...]) -> dict[str, bytes]:

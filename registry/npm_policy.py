@@ -5,23 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, MutableMapping
 
 import semantic_version
 from cachetools import LRUCache
 
-from depot.cache.api import VersionInfo
+from depot.cache.api import VersionInfo, parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Ctx
-
-
-def _timestamp(text: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def packument_versions(body: bytes) -> list[VersionInfo] | None:
@@ -34,7 +26,7 @@ def packument_versions(body: bytes) -> list[VersionInfo] | None:
         return None
     name = str(doc.get("name", ""))
     times: dict[str, Any] = doc["time"] if isinstance(doc.get("time"), dict) else {}
-    return [VersionInfo(name, version, _timestamp(times.get(version))) for version in doc["versions"]]
+    return [VersionInfo(name, version, parse_time(times.get(version))) for version in doc["versions"]]
 
 
 def _semver(version: str) -> semantic_version.Version | None:

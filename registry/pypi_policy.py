@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
                              parse_wheel_filename)
 from packaging.version import InvalidVersion
 
-from depot.cache.api import VersionInfo
+from depot.cache.api import VersionInfo, parse_time
 
 from . import pypi_index as ix
 
@@ -32,15 +31,6 @@ def file_package(filename: str) -> tuple[str, str] | None:
     return str(canonicalize_name(name)), str(version)
 
 
-def _timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def page_versions(page: ix.ProjectPage) -> list[VersionInfo]:
     """Each version on the page, published when its first file was uploaded."""
     first: dict[str, float | None] = {}
@@ -48,7 +38,7 @@ def page_versions(page: ix.ProjectPage) -> list[VersionInfo]:
         version = ix.file_version(record.filename)
         if version is None:
             continue
-        uploaded = _timestamp(record.upload_time)
+        uploaded = parse_time(record.upload_time)
         known = first.get(version)
         first[version] = uploaded if known is None else (known if uploaded is None else min(known, uploaded))
     project = str(canonicalize_name(page.name))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import gnupg
+from aiohttp import web
 
 from depot.cache.api import Conflict, HostedApi
 
@@ -149,3 +150,10 @@ async def _repo_key(hosted: HostedApi, name: str) -> RepoKey:
         secret = (await hosted.read(found)).decode()
         cached = _KEYS[(name, found.digest)] = await asyncio.to_thread(public_of, secret)
     return cached
+
+
+async def public_key_response(hosted: Any, repo: str) -> web.Response:
+    """GET of a repository's public signing key (for apt's signed-by, dnf's gpgkey, opkg …)."""
+    key = await repo_key(hosted, repo)
+    return web.Response(body=key.public.encode(), content_type="application/pgp-keys",
+                        headers={"Cache-Control": "no-cache"})
