@@ -182,9 +182,12 @@ def multipart_package(body: bytes, content_type: str) -> bytes:
         return body
     boundary = b"--" + found[1].encode()
     for part in body.split(boundary)[1:]:
-        head, sep, rest = part.partition(b"\r\n\r\n")
-        if sep and rest.endswith(b"\r\n"):
-            return rest[:-2]
+        if part.startswith(b"--"):
+            break
+        for separator in (b"\r\n\r\n", b"\n\n"):
+            head, sep, rest = part.partition(separator)
+            if sep:
+                return rest[:-2] if rest.endswith(b"\r\n") else rest[:-1] if rest.endswith(b"\n") else rest
     raise NuGetError("the multipart body holds no package")
 
 
