@@ -174,10 +174,12 @@ class Authenticator:
     def allowed(self, principal: Principal, repo: RepoConfig, perm: str) -> bool:
         return self.rank(principal, repo) >= RANK[perm]
 
-    def docker_token(self, principal: Principal, scopes: list[tuple[str, str, list[str]]]) -> str:
-        """A short-lived signed token granting what the principal may do of the asked scopes."""
+    def docker_token(self, principal: Principal, scopes: list[tuple[str, str, list[str]]],
+                     ttl: int = DOCKER_TOKEN_TTL) -> str:
+        """A signed token (short-lived by default) granting what the principal may do of the
+        asked scopes; as a Bearer it stands for the principal (a token's revocation included)."""
         now = int(time.time())
-        claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + DOCKER_TOKEN_TTL,
+        claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + ttl,
                   "sub": principal.user or "", "tid": principal.token.id if principal.token else None,
                   "access": [{"type": t, "name": n, "actions": a} for t, n, a in scopes],
                   "jti": secrets.token_hex(8)}

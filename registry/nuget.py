@@ -170,10 +170,15 @@ class NuGet(Format):
         return web.Response(status=status, reason=reason, text=message.rstrip("\n") + "\n",
                             headers={"Cache-Control": "no-store"})
 
+    @staticmethod
+    def local(ctx: Ctx) -> str | None:
+        """X-Cache of a document depot answers itself: HIT for proxies and groups."""
+        return None if ctx.repo.is_hosted else "HIT"
+
     # ------------------------------------------------------------------ service index
     async def service_index(self, ctx: Ctx) -> web.StreamResponse:
         can_push = not ctx.repo.is_proxy and (not ctx.repo.is_group or bool(ctx.repo.deploy_to))
-        return _json(nr.service_index(ctx.base_url, can_push), None if ctx.repo.is_hosted else "HIT")
+        return _json(nr.service_index(ctx.base_url, can_push), self.local(ctx))
 
     # ------------------------------------------------------------------ proxy plumbing
     async def resources(self, ctx: Ctx) -> nu.Resources:
@@ -387,10 +392,10 @@ class NuGet(Format):
 
     # ------------------------------------------------------------------ v2 OData
     async def v2_service(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.v2_service(ctx.base_url), "application/xml;charset=utf-8")
+        return _xml(nr.v2_service(ctx.base_url), "application/xml;charset=utf-8", self.local(ctx))
 
     async def v2_metadata(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.V2_METADATA, "application/xml;charset=utf-8")
+        return _xml(nr.V2_METADATA, "application/xml;charset=utf-8", self.local(ctx))
 
     async def v2_package(self, ctx: Ctx) -> web.StreamResponse:
         lid, lver = _checked(ctx.match["id"], ctx.match["version"])
@@ -433,7 +438,7 @@ class NuGet(Format):
     # ------------------------------------------------------------------ hosted: push, unlist, relist
     async def push_probe(self, ctx: Ctx) -> web.StreamResponse:
         """nuget.exe 2.x asks the push URL before it PUTs; any answer but an error will do."""
-        return web.Response(text="depot NuGet push endpoint\n")
+        return web.Response(text="depot NuGet push endpoint\n", headers={"X-Cache": "HIT"} if self.local(ctx) else {})
 
     async def push(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
