@@ -104,6 +104,7 @@ class NuGet(Format):
         route("GET HEAD", r"v3/registration/" + ID + r"/page/(?P<lower>[^/]+)/(?P<upper>[^/]+)\.json",
               "registration_page"),
         route("GET HEAD", r"v3/registration/" + ID + "/" + VER + r"\.json", "registration_leaf"),
+        route("GET HEAD", r"v3/catalog/" + ID + "/" + VER + r"\.json", "catalog_leaf"),
         route("GET HEAD", r"v3/query", "search"),
         route("GET HEAD", r"v3/autocomplete", "autocomplete"),
         route("GET HEAD", r"api/v2/package/?", "push_probe", perm="none"),
@@ -339,6 +340,11 @@ class NuGet(Format):
         lid, lver = _checked(ctx.match["id"], ctx.match["version"])
         found, _, x_cache = await self.entry(ctx, lid, lver)
         return _json(nr.leaf_document(ctx.base_url, found), None if ctx.repo.is_hosted else x_cache)
+
+    async def catalog_leaf(self, ctx: Ctx) -> web.StreamResponse:
+        lid, lver = _checked(ctx.match["id"], ctx.match["version"])
+        found, _, x_cache = await self.entry(ctx, lid, lver)
+        return _json(nr.catalog_leaf(ctx.base_url, found), None if ctx.repo.is_hosted else x_cache)
 
     # ------------------------------------------------------------------ search
     async def search_items(self, ctx: Ctx) -> tuple[list[dict[str, Any]], str | None]:

@@ -80,6 +80,11 @@ def leaf(base: str, entry: dict[str, Any]) -> dict[str, Any]:
             "registration": registration_url(base, package_id)}
 
 
+def catalog_leaf(base: str, entry: dict[str, Any]) -> bytes:
+    """The catalog entry document `v3/catalog/{id}/{version}.json` (what catalogEntry.@id names)."""
+    return json.dumps(_catalog_entry(base, entry)).encode()
+
+
 def leaf_document(base: str, entry: dict[str, Any]) -> bytes:
     """The registration leaf document `{id}/{version}.json`."""
     package_id, version = entry["id"], entry["version"]

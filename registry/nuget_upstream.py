@@ -73,6 +73,20 @@ def _walk(value: Any, rewrite: Callable[[str], str]) -> Any:
     return value
 
 
+def _catalog_ids(value: Any) -> None:
+    """Catalog entries point at depot's own catalog leaves (the upstream's catalog is elsewhere)."""
+    if isinstance(value, list):
+        for item in value:
+            _catalog_ids(item)
+    elif isinstance(value, dict):
+        entry = value.get("catalogEntry")
+        if isinstance(entry, dict) and entry.get("id") and entry.get("version"):
+            entry["@id"] = (f"{BASE_PLACEHOLDER}/v3/catalog/{str(entry['id']).lower()}/"
+                            f"{str(entry['version']).lower()}.json")
+        for item in value.values():
+            _catalog_ids(item)
+
+
 def rewriter(resources: Resources) -> Callable[[bytes], bytes]:
     """A fill-time transform: every upstream resource URL in a JSON answer → depot's."""
     pairs = resources.rewrites()
@@ -88,7 +102,9 @@ def rewriter(resources: Resources) -> Callable[[bytes], bytes]:
             doc = json.loads(body)
         except ValueError:
             return body
-        return json.dumps(_walk(doc, rewrite_string)).encode()
+        doc = _walk(doc, rewrite_string)
+        _catalog_ids(doc)
+        return json.dumps(doc).encode()
     return transform
 
 
