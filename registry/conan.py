@@ -23,7 +23,7 @@ import json
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -235,7 +235,7 @@ class Conan(Format):
     async def member_files(self, ctx: Ctx) -> tuple[dict[str, Any], str | None]:
         if ctx.repo.is_hosted:
             prefix = self.stored_prefix(ctx) + "/files/"
-            files = {f.path[len(prefix):]: {} for f in await ctx.hosted.list(prefix)}
+            files: dict[str, Any] = {f.path[len(prefix):]: {} for f in await ctx.hosted.list(prefix)}
             if not files:
                 raise FormatError(404, f"{ctx.path.rsplit('/', 1)[0]} not found in {ctx.repo.name}")
             return {"files": files}, "HIT"

@@ -48,7 +48,7 @@ def normalize(version: str) -> str:
 
 
 def _label_cmp(a: str, b: str) -> int:
-    for x, y in zip(a.split("."), b.split(".")):
+    for x, y in zip(a.split("."), b.split("."), strict=False):
         if x.isdigit() and y.isdigit():
             if int(x) != int(y):
                 return -1 if int(x) < int(y) else 1
