@@ -259,3 +259,30 @@ def test_twenty_concurrent_clients_one_upstream_get(depot_factory: Any, upstream
     answers = get_many(f"{depot.url}/nuget-remote/v3-flatcontainer/acme.big/1.0.0/acme.big.1.0.0.nupkg", 20)
     assert all(a.status == 200 and a.body == package for a in answers)
     assert upstream.count("/flat/acme.big/1.0.0/acme.big.1.0.0.nupkg") == 1
+
+
+def test_policy_hides_denied_versions_from_every_proxy_answer(depot_factory: Any, tmp_path: Path) -> None:
+    require_clients()
+    upstream = depot_factory({"nuget-local": {"format": "nuget", "type": "hosted"}}, name="upstream")
+    for version in ("1.0.0", "2.0.0"):
+        assert push_raw(f"{upstream.url}/nuget-local", nupkg("Acme.Hello", version, payload=version)).status_code == 201
+    proxy = depot_factory({
+        "nuget-remote": {"format": "nuget", "type": "proxy", "upstream": f"{upstream.url}/nuget-local/v3/index.json"},
+        "nuget-local": {"format": "nuget", "type": "hosted"},
+        "nuget": {"format": "nuget", "type": "group", "members": ["nuget-local", "nuget-remote"],
+                  "deploy_to": "nuget-local"}}, name="proxy", extra={"policy": {"deny": ["acme.hello@<2"]}})
+    for repo in ("nuget-remote", "nuget"):
+        base = f"{proxy.url}/{repo}"
+        assert requests.get(f"{base}/v3-flatcontainer/acme.hello/index.json", timeout=10).json() == \
+            {"versions": ["2.0.0"]}
+        leaves = requests.get(f"{base}/v3/registration/acme.hello/index.json", timeout=10).json()["items"][0]
+        assert [x["catalogEntry"]["version"] for x in leaves["items"]] == ["2.0.0"] and leaves["count"] == 1
+        refused = requests.get(f"{base}/v3-flatcontainer/acme.hello/1.0.0/acme.hello.1.0.0.nupkg", timeout=10)
+        assert refused.status_code == 403 and "acme.hello@<2" in refused.reason
+    failed = nuget58(tmp_path / "old", "install", "Acme.Hello", "-Version", "1.0.0", "-Source",
+                     f"{proxy.url}/nuget/v3/index.json", "-OutputDirectory", str(tmp_path / "o1"), "-NoCache",
+                     check=False)
+    assert failed.returncode != 0
+    nuget58(tmp_path / "new", "install", "Acme.Hello", "-Version", "2.0.0", "-Source",
+            f"{proxy.url}/nuget/v3/index.json", "-OutputDirectory", str(tmp_path / "o2"), "-NoCache")
+    assert installed(tmp_path / "o2", "Acme.Hello", "2.0.0").read_text() == "2.0.0"
