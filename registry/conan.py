@@ -82,6 +82,15 @@ def merge_revisions(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return sorted(seen.values(), key=lambda r: _ts(r.get("time", "")), reverse=True)
 
 
+def _each_file(body: bytes, url: str) -> list[Job]:
+    """The files of a revision's file list (a warm plan's second step)."""
+    try:
+        files = json.loads(body).get("files") or {}
+    except (ValueError, AttributeError):
+        return []
+    return [Job(f"{url}/{name}") for name in files]
+
+
 def _json(doc: Any, x_cache: str | None = None) -> web.Response:
     headers = {"Cache-Control": "no-cache", **({"X-Cache": x_cache} if x_cache else {})}
     return web.Response(body=json.dumps(doc).encode(), content_type="application/json", headers=headers)
@@ -126,8 +135,8 @@ class Conan(Format):
 
     @classmethod
     def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
-        """`depot warm <repo> conan.lock`: the revision list and latest of every locked recipe
-        (binaries depend on the profile: conan fetches them on its first install)."""
+        """`depot warm <repo> conan.lock`: the revision list and the files of every locked recipe
+        revision (binaries depend on the profile: conan fetches them on its first install)."""
         if not filename.endswith("conan.lock"):
             return None
         try:
@@ -143,7 +152,7 @@ class Conan(Format):
                 continue
             name, version, user, channel, rrev = found.groups()
             base = f"{mount}/v2/conans/{name}/{version}/{user or '_'}/{channel or '_'}"
-            jobs += [Job(f"{base}/revisions"), Job(f"{base}/revisions/{rrev}/files")]
+            jobs += [Job(f"{base}/revisions"), Job(f"{base}/revisions/{rrev}/files", then=_each_file)]
         return jobs, notes
 
     def challenge(self, base_url: str) -> str:
