@@ -41,7 +41,7 @@ PREV = r"/revisions/(?P<prev>[0-9a-f]{1,64})"
 FILE = r"/files/(?P<file>[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*)"
 CAPABILITIES = "revisions"
 TOKEN_TTL = 24 * 3600
-FILE_PATH = re.compile(REF + RREV + rf"(?:{PKG}{PREV})?{FILE}\Z")
+OF_RECIPE = re.compile(rf"(?:v2/conans/)?(?P<name>{PART})/(?P<version>{PART})/{PART}/{PART}/(?:revisions|latest)")
 
 
 def iso(ts: float) -> str:
@@ -377,9 +377,9 @@ class Conan(Format):
 
     # ------------------------------------------------------------------ admin hooks
     def package_of(self, path: str) -> tuple[str, str] | None:
-        found = FILE_PATH.match(path)
-        if found is None:
-            found = re.match(r"(?P<name>[^/]+)/(?P<version>[^/]+)/[^/]+/[^/]+/revisions/", path)
+        """(name, version) of anything under a recipe: proxy keys (`v2/conans/…`, so that the
+        policy refuses a denied version's revision lists and files) and stored paths."""
+        found = OF_RECIPE.match(path)
         return (found["name"], found["version"]) if found else None
 
 

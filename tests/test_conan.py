@@ -224,3 +224,18 @@ def test_ping_advertises_revisions_and_login_gives_a_bearer(env: SimpleNamespace
     assert requests.get(f"{env.depot.url}/conan/v2/users/check_credentials", timeout=10).status_code == 401
     assert json.loads(requests.get(f"{env.depot.url}/conan/v2/conans/search?q=*", headers=bearer,
                                    timeout=10).text) == {"results": []}
+
+
+def test_policy_refuses_denied_versions(depot_factory: Any, upstream: Any) -> None:
+    for version in ("1.0", "2.0"):
+        upstream.put(f"/v2/conans/dptpol/{version}/_/_/revisions",
+                     json.dumps({"reference": f"dptpol/{version}",
+                                 "revisions": [{"revision": "ab12", "time": "2024-01-01T00:00:00+00:00"}]}).encode())
+    depot = depot_factory({"conan-remote": {"format": "conan", "type": "proxy", "upstream": upstream.url}},
+                          extra={"policy": {"deny": ["dptpol@<2"]}})
+    refused = requests.get(f"{depot.url}/conan-remote/v2/conans/dptpol/1.0/_/_/latest", timeout=10)
+    assert refused.status_code == 403 and "dptpol@<2" in refused.text
+    assert refused.headers["Content-Type"].startswith("text/plain")
+    allowed = requests.get(f"{depot.url}/conan-remote/v2/conans/dptpol/2.0/_/_/latest", timeout=10)
+    assert allowed.status_code == 200 and allowed.json()["revision"] == "ab12"
+    assert upstream.count("/v2/conans/dptpol/1.0/_/_/revisions") == 0
