@@ -433,7 +433,7 @@ class NuGet(Format):
                     continue
                 entries, _ = await self.entries(ctx, str(item["id"]).lower())
                 packages.append(nr.visible(entries, prerelease) or entries)
-            atom = nr.v2_entries(ctx.base_url, packages)
+            atom = nr.v2_entries(ctx.base_url, packages, nr.v2_filter(query.get("$filter", ""), packages))
         try:
             skip, top = max(0, int(query.get("$skip", "0"))), max(0, int(query.get("$top", "100")))
         except ValueError:

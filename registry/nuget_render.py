@@ -223,6 +223,20 @@ def v2_entries(base: str, by_package: Iterable[list[dict[str, Any]]],
     return out
 
 
+def v2_filter(expression: str, by_package: list[list[dict[str, Any]]]) -> Callable[[dict[str, Any]], bool]:
+    """The `$filter=IsLatestVersion` / `IsAbsoluteLatestVersion` of v2 searches (others: keep all)."""
+    if expression not in ("IsLatestVersion", "IsAbsoluteLatestVersion"):
+        return lambda e: True
+    latest = set()
+    for entries in by_package:
+        listed = [e for e in entries if e.get("listed", True)]
+        if expression == "IsLatestVersion":
+            listed = [e for e in listed if not nm.is_prerelease(e["version"])] or listed
+        if listed:
+            latest.add(id(listed[-1]))
+    return lambda e: id(e) in latest
+
+
 def v2_feed(base: str, title: str, entries: list[str]) -> bytes:
     return ('<?xml version="1.0" encoding="utf-8"?>'
             f'<feed xml:base={quoteattr(base + "/api/v2/")} {NS}><id>{escape(base)}/api/v2/{escape(title)}</id>'

@@ -286,3 +286,19 @@ def test_policy_hides_denied_versions_from_every_proxy_answer(depot_factory: Any
     nuget58(tmp_path / "new", "install", "Acme.Hello", "-Version", "2.0.0", "-Source",
             f"{proxy.url}/nuget/v3/index.json", "-OutputDirectory", str(tmp_path / "o2"), "-NoCache")
     assert installed(tmp_path / "o2", "Acme.Hello", "2.0.0").read_text() == "2.0.0"
+
+
+def test_delete_removes_when_configured_and_the_version_stays_taken(depot_factory: Any) -> None:
+    depot = depot_factory({"nuget-local": {"format": "nuget", "type": "hosted",
+                                           "options": {"delete_unlists": False}}})
+    url = f"{depot.url}/nuget-local"
+    for version in ("1.0.0", "2.0.0"):
+        assert push_raw(url, nupkg("Acme.Gone", version)).status_code == 201
+    assert requests.delete(f"{url}/api/v2/package/Acme.Gone/1.0.0", timeout=10).status_code == 204
+    assert requests.get(f"{url}/v3-flatcontainer/acme.gone/index.json", timeout=10).json() == {"versions": ["2.0.0"]}
+    assert requests.get(f"{url}/v3-flatcontainer/acme.gone/1.0.0/acme.gone.1.0.0.nupkg", timeout=10).status_code == 404
+    assert requests.delete(f"{url}/api/v2/package/Acme.Gone/1.0.0", timeout=10).status_code == 404
+    other = push_raw(url, nupkg("Acme.Gone", "1.0.0", payload="other bytes"))
+    assert other.status_code == 409, other.text            # a deleted version never takes other bytes
+    latest = requests.get(f"{url}/api/v2/Search()?searchTerm='gone'&$filter=IsLatestVersion", timeout=10).text
+    assert latest.count("<entry") == 1 and "<d:Version>2.0.0</d:Version>" in latest
