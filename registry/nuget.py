@@ -142,7 +142,7 @@ class NuGet(Format):
 
     @classmethod
     def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
-        """`depot warm <repo> packages.lock.json`: the version list and .nupkg of every package."""
+        """`depot warm <repo> packages.lock.json`: version list, registration and .nupkg of every package."""
         if not filename.endswith("packages.lock.json"):
             return None
         try:
@@ -150,7 +150,7 @@ class NuGet(Format):
         except ValueError:
             from .warm_plans import PlanError
             raise PlanError("packages.lock.json cannot be parsed") from None
-        jobs, seen = [], set()
+        jobs, seen, ids = [], set(), set()
         for packages in frameworks.values():
             for name, info in (packages or {}).items():
                 version = str((info or {}).get("resolved") or "")
@@ -158,7 +158,10 @@ class NuGet(Format):
                     continue
                 seen.add((name.lower(), version))
                 lid, lver = name.lower(), nm.normalize(version).lower()
-                jobs.append(Job(f"{mount}/v3-flatcontainer/{lid}/index.json"))
+                if lid not in ids:        # the documents clients resolve with: flat list, registration
+                    ids.add(lid)
+                    jobs += [Job(f"{mount}/v3-flatcontainer/{lid}/index.json"),
+                             Job(f"{mount}/v3/registration/{lid}/index.json")]
                 jobs.append(Job(f"{mount}/v3-flatcontainer/{lid}/{lver}/{lid}.{lver}.nupkg"))
         return jobs, []
 

@@ -302,3 +302,25 @@ def test_delete_removes_when_configured_and_the_version_stays_taken(depot_factor
     assert other.status_code == 409, other.text            # a deleted version never takes other bytes
     latest = requests.get(f"{url}/api/v2/Search()?searchTerm='gone'&$filter=IsLatestVersion", timeout=10).text
     assert latest.count("<entry") == 1 and "<d:Version>2.0.0</d:Version>" in latest
+
+
+def test_warm_from_packages_lock_then_install_with_the_upstream_stopped(depot_factory: Any, tmp_path: Path) -> None:
+    require_clients()
+    upstream = depot_factory({"nuget-local": {"format": "nuget", "type": "hosted"}}, name="upstream")
+    assert push_raw(f"{upstream.url}/nuget-local", nupkg("Acme.Hello", "1.0.0", payload="hello")).status_code == 201
+    assert push_raw(f"{upstream.url}/nuget-local",
+                    nupkg("Acme.Two", "2.0.0", deps={"Acme.Hello": "1.0.0"}, payload="two")).status_code == 201
+    cold = depot_factory({"nuget-remote": {"format": "nuget", "type": "proxy",
+                                           "upstream": f"{upstream.url}/nuget-local/v3/index.json"}}, name="cold")
+    lock = tmp_path / "packages.lock.json"
+    lock.write_text(json.dumps({"version": 1, "dependencies": {".NETStandard,Version=v2.0": {
+        "Acme.Two": {"type": "Direct", "requested": "[2.0.0, )", "resolved": "2.0.0",
+                     "dependencies": {"Acme.Hello": "1.0.0"}},
+        "Acme.Hello": {"type": "Transitive", "resolved": "1.0.0"}}}}))
+    warmed = cold.run_cli("warm", "nuget-remote", str(lock), "--url", cold.url, check=False)
+    assert warmed.returncode == 0 and "6 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    upstream.stop()
+    out = tmp_path / "out"
+    nuget58(tmp_path / "home", "install", "Acme.Two", "-Version", "2.0.0", "-Source",
+            f"{cold.url}/nuget-remote/v3/index.json", "-OutputDirectory", str(out), "-NoCache")
+    assert installed(out, "Acme.Hello", "1.0.0").read_text() == "hello"

@@ -77,8 +77,10 @@ def test_warm_plans_from_lockfiles() -> None:
         "MyProject": {"type": "Project"}}}}
     jobs, _ = NuGet.warm_plan("/nuget", "packages.lock.json", json.dumps(lock))
     assert [j.url for j in jobs] == ["/nuget/v3-flatcontainer/acme.a/index.json",
+                                      "/nuget/v3/registration/acme.a/index.json",
                                       "/nuget/v3-flatcontainer/acme.a/1.0.0/acme.a.1.0.0.nupkg",
                                       "/nuget/v3-flatcontainer/acme.b/index.json",
+                                      "/nuget/v3/registration/acme.b/index.json",
                                       "/nuget/v3-flatcontainer/acme.b/2.0.0/acme.b.2.0.0.nupkg"]
     conan_lock = {"version": "0.5", "requires": ["zlib/1.3.1#f52e03ae3d251dec704634230cd806a2%1708593606.497"]}
     jobs, notes = Conan.warm_plan("/conan", "conan.lock", json.dumps(conan_lock))
