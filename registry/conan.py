@@ -24,6 +24,7 @@ import re
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -274,7 +275,7 @@ class Conan(Format):
     async def member_search(self, ctx: Ctx) -> tuple[list[str], str | None]:
         query = ctx.request.query
         if ctx.repo.is_proxy:
-            key = "v2/conans/search" + ("?" + "&".join(f"{k}={v}" for k, v in sorted(query.items())) if query else "")
+            key = "v2/conans/search" + ("?" + urlencode(sorted(query.items())) if query else "")
             body, x_cache = await self.metadata(ctx, key)
             return [str(r) for r in json.loads(body).get("results") or []], x_cache
         if ctx.repo.is_group:
@@ -301,7 +302,7 @@ class Conan(Format):
     async def member_package_search(self, ctx: Ctx) -> tuple[dict[str, Any], str | None]:
         if ctx.repo.is_proxy:
             query = ctx.request.query
-            key = ctx.path + ("?" + "&".join(f"{k}={v}" for k, v in sorted(query.items())) if query else "")
+            key = ctx.path + ("?" + urlencode(sorted(query.items())) if query else "")
             body, x_cache = await self.metadata(ctx, key)
             return json.loads(body), x_cache
         if ctx.repo.is_group:

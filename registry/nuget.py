@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -355,7 +356,7 @@ class NuGet(Format):
         query = ctx.request.query
         prerelease = query.get("prerelease", "false").lower() == "true"
         if ctx.repo.is_proxy:
-            rest = "?" + "&".join(f"{k}={v}" for k, v in sorted(query.items()) if k not in ("skip", "take"))
+            rest = "?" + urlencode(sorted((k, v) for k, v in query.items() if k not in ("skip", "take")))
             cached = await self.proxy_metadata(ctx, f"v3/query{rest}", rest + "&take=1000", "search")
             body = (await ctx.pull.read(cached)).decode().replace(BASE_PLACEHOLDER, ctx.base_url)
             return list(json.loads(body).get("data") or []), cached.status

@@ -231,6 +231,8 @@ def test_proxy_in_front_of_a_second_depot_then_upstream_stopped(depot_factory: A
     catalog = requests.get(f"{proxy.url}/nuget-remote/v3/registration/acme.hello/index.json",
                            timeout=10).json()["items"][0]["items"][0]["catalogEntry"]["@id"]
     assert requests.get(catalog, timeout=10).json()["version"] == "1.0.0"
+    spaced = requests.get(f"{proxy.url}/nuget-remote/v3/query", params={"q": "acme two"}, timeout=10).json()
+    assert [item["id"] for item in spaced["data"]] == ["Acme.Two"]
     merged = requests.get(f"{group}/v3-flatcontainer/acme.hello/index.json", timeout=10)
     assert merged.json() == {"versions": ["1.0.0", "1.1.0"]}
     leaves = requests.get(f"{group}/v3/registration/acme.hello/index.json", timeout=10).json()["items"][0]["items"]
