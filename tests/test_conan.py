@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -222,8 +223,19 @@ def test_ping_advertises_revisions_and_login_gives_a_bearer(env: SimpleNamespace
     who = requests.get(f"{env.depot.url}/conan/v2/users/check_credentials", headers=bearer, timeout=10)
     assert who.status_code == 200
     assert requests.get(f"{env.depot.url}/conan/v2/users/check_credentials", timeout=10).status_code == 401
-    assert json.loads(requests.get(f"{env.depot.url}/conan/v2/conans/search?q=*", headers=bearer,
-                                   timeout=10).text) == {"results": []}
+    wrong = requests.get(f"{env.depot.url}/conan/v2/users/authenticate", auth=("ci", "dpt_" + "x" * 32), timeout=10)
+    assert wrong.status_code == 401 and wrong.headers["Content-Type"].startswith("text/plain")
+    upload = f"{env.depot.url}/conan/v2/conans/dpttok/1.0/_/_/revisions/abc1/files/conanmanifest.txt"
+    assert requests.put(upload, data=b"m", headers=bearer, timeout=10).status_code == 201
+    assert requests.get(f"{env.depot.url}/conan/v2/conans/search?q=*", headers=bearer,
+                        timeout=10).json() == {"results": ["dpttok/1.0"]}
+    # the bearer stands for the token it was obtained with: revoking that token ends it
+    listing = env.depot.run_cli("token", "list").stdout
+    token_id = [line.split()[0] for line in listing.splitlines() if "write" in line][0]
+    assert env.depot.run_cli("token", "revoke", token_id).returncode == 0
+    time.sleep(5.5)                                                      # credential cache TTL
+    assert requests.get(f"{env.depot.url}/conan/v2/users/check_credentials", headers=bearer,
+                        timeout=10).status_code == 401
 
 
 def test_policy_refuses_denied_versions(depot_factory: Any, upstream: Any) -> None:
