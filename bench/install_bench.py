@@ -14,6 +14,9 @@ Same machine, same run, same local upstream (never the public internet):
   test upstream (tests/upstream.py). Proxies: a depot pypi proxy repository and proxpi
   (installed with pip into a private venv). Client: ``pip --isolated --no-cache-dir install
   --target <fresh dir>`` of every project.
+* NuGet and Conan (bench/install_nuget_conan.py): an upstream depot (NuGet) or a real
+  conan_server (Conan); peer: nginx proxy_cache in front of the same upstream; clients:
+  NuGet.exe 5.8 ``restore`` of a packages.config, ``conan install`` with a fresh CONAN_HOME.
 
 Phases, each measured for depot and the peer:
 
@@ -30,7 +33,7 @@ every round); the table shows medians of wall seconds and of the server's CPU se
 Run from the repository root::
 
     .venv/bin/python bench/install_bench.py [--packages 30] [--rounds 3] [--clients 8]
-        [--only npm|pypi|rubygems|composer] [--workers 1] [--tools-dir DIR]
+        [--only npm|pypi|nuget|conan|rubygems|composer] [--workers 1] [--tools-dir DIR]
 
 ``--tools-dir`` keeps verdaccio/proxpi installs between runs (default: inside the temporary
 directory, removed at the end). Every process is stopped by PID and the temporary directory
@@ -312,7 +315,10 @@ class PypiScenario:
         return counts
 
 
-Scenario = NpmScenario | PypiScenario
+from install_nuget_conan import ConanScenario, NugetScenario  # noqa: E402
+
+Scenario = NpmScenario | PypiScenario | NugetScenario | ConanScenario
+SCENARIOS = (NpmScenario, PypiScenario, NugetScenario, ConanScenario)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -507,7 +513,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--packages", type=int, default=30, help="packages in the set (default 30)")
     ap.add_argument("--rounds", type=int, default=3, help="warm installs per server (median)")
     ap.add_argument("--clients", type=int, default=8, help="concurrent installs (default 8)")
-    ap.add_argument("--only", choices=("npm", "pypi", "rubygems", "composer"), help="run one scenario only")
+    ap.add_argument("--only", choices=("npm", "pypi", "nuget", "conan", "rubygems", "composer"),
+                    help="run one scenario only")
     ap.add_argument("--workers", type=int, default=1, help="depot --workers (default 1)")
     ap.add_argument("--tools-dir", type=Path,
                     help="keep verdaccio/proxpi installs here between runs "
@@ -540,7 +547,7 @@ def run(args: argparse.Namespace, work: Path, started: list[Stoppable]) -> None:
         say(f"warning: load average {load1:.2f} before starting; other work skews the numbers")
     results: list[tuple[Scenario, list[Phase]]] = []
     import install_gemcomposer      # RubyGems and Composer vs nginx proxy_cache (imports this module)
-    every = (NpmScenario, PypiScenario, *install_gemcomposer.SCENARIOS)
+    every = (*SCENARIOS, *install_gemcomposer.SCENARIOS)
     classes = [c for c in every if args.only in (None, c.name)]
     for cls in classes:
         say(f"--- scenario {cls.name}: depot vs {cls.peer}")

@@ -274,10 +274,12 @@ class Authenticator:
             return repo if repo.format == "oci" else None
         return next((r for r in self.repos.values() if r.format == "oci" and r.mirror), None)
 
-    def docker_token(self, principal: Principal, scopes: list[tuple[str, str, list[str]]]) -> str:
-        """A short-lived signed token granting what the principal may do of the asked scopes."""
+    def docker_token(self, principal: Principal, scopes: list[tuple[str, str, list[str]]],
+                     ttl: int = DOCKER_TOKEN_TTL) -> str:
+        """A signed token (short-lived by default) granting what the principal may do of the
+        asked scopes; as a Bearer it stands for the principal (a token's revocation included)."""
         now = int(time.time())
-        claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + DOCKER_TOKEN_TTL,
+        claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + ttl,
                   "sub": principal.user or "", "tid": principal.token.id if principal.token else None,
                   "cv": principal.version,
                   "access": [{"type": t, "name": n, "actions": a} for t, n, a in scopes],

@@ -149,6 +149,15 @@ class Ctx:
         """Who is calling (proxy.auth.Principal), as access control identified them."""
         return self.extra.get("principal")
 
+    def session_token(self, ttl: int) -> str:
+        """A signed bearer token standing for the caller for `ttl` seconds, for clients that log in
+        once and then send `Authorization: Bearer` (Conan); revoking the caller's token revokes it."""
+        auth = getattr(self.services, "auth", None)
+        principal = self.principal
+        if auth is None or principal is None or getattr(principal, "anonymous", True):
+            raise FormatError(401, "authentication required")
+        return str(auth.docker_token(principal, [], ttl=ttl))
+
     def allowed(self, repo: RepoConfig, perm: str) -> bool:
         """Whether the caller holds `perm` on `repo` (same as permits())."""
         return self.permits(repo, perm)
