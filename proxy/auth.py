@@ -201,7 +201,8 @@ class Authenticator:
             claims = jwt.decode(value, self.secret, algorithms=["HS256"], audience="depot")
         except jwt.PyJWTError as exc:
             raise BadCredentials(f"bad bearer token: {exc}") from None
-        scopes = _scopes(claims.get("access"))
+        # a Docker token grants its scopes on OCI routes only; a session token stands for the user
+        scopes = None if claims.get("use") == "session" else _scopes(claims.get("access"))
         user, token_id = claims.get("sub"), claims.get("tid")
         if token_id:
             token = self.users.token_by_id(conn, token_id)
@@ -284,6 +285,17 @@ class Authenticator:
                   "cv": principal.version,
                   "access": [{"type": t, "name": n, "actions": a} for t, n, a in scopes],
                   "jti": secrets.token_hex(8)}
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+
+    def session_token(self, principal: Principal, ttl: int) -> str:
+        """A signed bearer token standing for the principal on every route for `ttl` seconds (a
+        client login such as Conan's); unlike a Docker token it names no scopes. Revoking the
+        token it came from, or a password change, ends it (credential version)."""
+        now = int(time.time())
+        claims = {"iss": "depot", "aud": "depot", "iat": now, "nbf": now - 5, "exp": now + ttl,
+                  "sub": principal.user or "", "tid": principal.token.id if principal.token else None,
+                  "cv": principal.version, "use": "session", "jti": secrets.token_hex(8)}
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
 

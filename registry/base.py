@@ -156,7 +156,7 @@ class Ctx:
         principal = self.principal
         if auth is None or principal is None or getattr(principal, "anonymous", True):
             raise FormatError(401, "authentication required")
-        return str(auth.docker_token(principal, [], ttl=ttl))
+        return str(auth.session_token(principal, ttl))
 
     def allowed(self, repo: RepoConfig, perm: str) -> bool:
         """Whether the caller holds `perm` on `repo` (same as permits())."""
