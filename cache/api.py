@@ -20,7 +20,7 @@ from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
 from .gate import Verdict, VersionInfo
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from .serve import http_date, respond_blob, respond_bytes
+from .serve import StreamingResponse, http_date, respond_blob, respond_bytes
 from .types import RepoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
            "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "respond_bytes",
-           "respond_blob", "http_date"]
+           "respond_blob", "http_date", "StreamingResponse"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
 # a STALE part means the upstream is failing (the most important thing to see), then MISS.

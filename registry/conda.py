@@ -1,0 +1,267 @@
+"""Conda channels (conda, mamba, micromamba, pixi, py-rattler).
+
+A repository is a channel: `channeldata.json`, `<subdir>/repodata.json` (with `.zst`,
+`current_repodata.json`) and the packages `<subdir>/<name>-<version>-<build>.conda|.tar.bz2`.
+Proxy (default upstream conda-forge): repodata and its variants are metadata (revalidated with
+ETag), streamed and stored once; the sharded, bz2 and jlap variants pass through or 404 so
+clients fall back. Packages are immutable and verified against the sha256 of the repodata
+that lists them. Hosted: `PUT <subdir>/<file>` (info/index.json read from the archive);
+repodata and channeldata are generated from what is stored. Group: repodata merged per subdir
+(first member wins per file name) without parsing big upstream documents (conda_repodata).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from depot.cache.api import StreamingResponse, merge_x_cache, respond_bytes
+
+from . import conda_repodata as cr
+from .base import Ctx, FormatError, VersionInfo, standard_repositories
+from .repo import RepoConfig
+from .tree import TreeFormat, in_thread, rule, validate_path
+
+JSON = "application/json"
+ZST = "application/zstd"
+REPODATA = re.compile(r"(?P<subdir>[a-z0-9_-]+)/(?P<doc>current_repodata\.json|repodata\.json)(?P<zst>\.zst)?\Z")
+CHUNK = 1 << 20
+
+
+class Conda(TreeFormat):
+    """Conda channels: proxy, hosted (PUT a package), group (repodata merged per subdir)."""
+
+    name = "conda"
+    tree = (
+        rule(r"channeldata\.json", "metadata", content_type=JSON),
+        rule(r"[a-z0-9_-]+/(current_)?repodata\.json", "metadata", content_type=JSON),
+        rule(r"[a-z0-9_-]+/repodata\.json\.zst", "metadata", content_type=ZST),
+        rule(r"[a-z0-9_-]+/repodata\.json\.bz2", "metadata", content_type="application/x-bzip2"),
+        rule(r"[a-z0-9_-]+/repodata\.jlap", "metadata"),
+        rule(r"[a-z0-9_-]+/repodata_shards\.msgpack\.zst", "metadata", content_type=ZST),
+        rule(r"[a-z0-9_-]+/shards/[0-9a-f]{64}\.msgpack\.zst", content_type=ZST),
+        rule(r"[a-z0-9_-]+/[^/]+\.conda", content_type="application/octet-stream"),
+        rule(r"[a-z0-9_-]+/[^/]+\.tar\.bz2", content_type="application/x-tar"),
+    )
+
+    @classmethod
+    def default_upstream(cls) -> str:
+        return "https://conda.anaconda.org/conda-forge"
+
+    @classmethod
+    def default_repositories(cls) -> dict[str, dict[str, Any]]:
+        return standard_repositories("conda")
+
+    @classmethod
+    def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
+        out = [("conda / mamba (~/.condarc)", f"channels:\n  - {url}\nchannel_alias: {url}\n"),
+               ("pixi (pixi.toml)", f'channels = ["{url}"]'),
+               ("py-rattler", f'await rattler.solve(sources=["{url}"], specs=["numpy"], '
+                              'platforms=["linux-64", "noarch"])')]
+        if not repo.is_proxy:
+            out.append(("publish a package", f"curl -u USER:TOKEN -T pkg-1.0-0.conda {url}/noarch/pkg-1.0-0.conda"))
+        return out
+
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        return web.json_response({"error": message, "status": status}, status=status,
+                                 headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------------ proxy
+    async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
+        found = cr.PACKAGE.match(path)
+        if found is None:
+            return await super().serve_proxy(ctx, path)
+        entry = self.classify(ctx.repo, path)
+        assert entry is not None
+        expect = await self.listed_sha256(ctx, found["subdir"], found["fn"])
+        cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry, expect_sha256=expect))
+        return ctx.pull.respond(ctx.request, cached)
+
+    async def listed_sha256(self, ctx: Ctx, subdir: str, fn: str) -> str | None:
+        """The sha256 the subdir's repodata promises for `fn` (None: not listed, or no repodata)."""
+        path = f"{subdir}/repodata.json"
+        entry = self.classify(ctx.repo, path)
+        assert entry is not None
+        try:
+            cached, body = await ctx.fetch_upstream(self.fetch_spec(ctx, path, entry))
+        except FormatError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
+
+        def lookup() -> bytes:
+            record = cr.find_record(body, fn) or {}
+            return str(record.get("sha256") or "").encode()
+
+        key = ("conda-sha256", ctx.repo.name, digest, fn)
+        found = ctx.documents.get(key)
+        if found is None:
+            found = await in_thread(lookup)
+            ctx.documents.put(key, found)
+        return found.decode() or None
+
+    # ------------------------------------------------------------------ hosted
+    async def hosted_records(self, ctx: Ctx, subdir: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """(path, repodata record) of every stored package (of one subdir, or all)."""
+        files = await ctx.hosted.list(f"{subdir}/" if subdir else "")
+        return [(f.path, f.meta["conda"]) for f in files if isinstance(f.meta.get("conda"), dict)]
+
+    async def hosted_repodata(self, ctx: Ctx, subdir: str) -> bytes:
+        """repodata.json of a hosted subdir (a known subdir with no packages: an empty one)."""
+        records = await self.hosted_records(ctx, subdir)
+        if not records and subdir not in cr.SUBDIRS:
+            raise FormatError(404, f"no subdir {subdir} in {ctx.repo.name}")
+        fingerprint = hashlib.sha256(json.dumps([(p, r["sha256"]) for p, r in records]).encode()).hexdigest()
+        return ctx.documents.get_or_render(
+            ("conda-repodata", ctx.repo.name, subdir, fingerprint),
+            lambda: cr.render_repodata(subdir, [(p.rsplit("/", 1)[-1], r) for p, r in records]))
+
+    async def hosted_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
+        if path == "channeldata.json":
+            records = await self.hosted_records(ctx, None)
+            body = cr.render_channeldata((p.split("/", 1)[0], r) for p, r in records)
+            ctx.pull.count("hosted")
+            return _json_response(ctx.request, body)
+        found = REPODATA.match(path)
+        if found is None:
+            if self.classify(ctx.repo, path) is not None and not cr.PACKAGE.match(path):
+                raise FormatError(404, f"{path} is not generated by a hosted channel (use repodata.json)")
+            return None
+        body = await self.hosted_repodata(ctx, found["subdir"])
+        ctx.pull.count("hosted")
+        if found["zst"]:
+            return await self.zst_response(ctx, body)
+        return _json_response(ctx.request, body)
+
+    async def zst_response(self, ctx: Ctx, body: bytes, x_cache: str | None = None) -> web.StreamResponse:
+        digest = hashlib.sha256(body).hexdigest()
+        packed = ctx.documents.get(("conda-zst", digest))
+        if packed is None:
+            packed = await in_thread(cr.compress, body)
+            ctx.documents.put(("conda-zst", digest), packed)
+        headers = {"Cache-Control": "no-cache", **({"X-Cache": x_cache} if x_cache else {})}
+        return respond_bytes(ctx.request, packed, ZST, headers)
+
+    async def put_path(self, ctx: Ctx) -> web.StreamResponse:
+        path = validate_path(ctx.match["path"])
+        if cr.PACKAGE.match(path) is None:
+            raise FormatError(400, "upload packages as PUT <subdir>/<name>-<version>-<build>.conda or .tar.bz2")
+        target = ctx.deploy_target()
+        staged = await target.stage()
+        data = await target.hosted.read_staged(staged)
+        try:
+            index = await in_thread(cr.read_index, path, data)
+        except cr.PackageError as exc:
+            raise FormatError(400, f"invalid conda package: {exc}") from None
+        md5 = await in_thread(lambda: hashlib.md5(data, usedforsecurity=False).hexdigest())
+        record = cr.package_record(index, staged.digest, md5, staged.size)
+        published = await target.record(path, staged, content_type="application/octet-stream",
+                                        meta={"conda": record}, overwrite=False)
+        target.hosted.count_publish()
+        return web.json_response({"path": path, "sha256": staged.digest, "size": staged.size},
+                                 status=201 if published.created else 200)
+
+    async def delete_path(self, ctx: Ctx) -> web.StreamResponse:
+        path = validate_path(ctx.match["path"])
+        if cr.PACKAGE.match(path) is None:
+            raise FormatError(404, "delete packages as DELETE <subdir>/<file>")
+        target = ctx.deploy_target("delete")
+        if not await target.hosted.delete(path, tombstone=True):
+            raise FormatError(404, f"{path} not found in {target.repo.name}")
+        return web.Response(status=204)
+
+    # ------------------------------------------------------------------ group
+    async def member_repodata(self, member: Ctx, subdir: str) -> tuple[bytes, str, str]:
+        """(body, digest, X-Cache) of a member's repodata.json for `subdir` (policy applied)."""
+        if member.repo.is_hosted:
+            body = await self.hosted_repodata(member, subdir)
+            return body, hashlib.sha256(body).hexdigest(), "HIT"
+        path = f"{subdir}/repodata.json"
+        entry = self.classify(member.repo, path)
+        assert entry is not None
+        cached, body = await member.fetch_upstream(self.fetch_spec(member, path, entry))
+        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
+        if member.pull.policy_active():        # the supply-chain policy applies to merged answers too
+            hidden = member.pull.hidden(await in_thread(self.metadata_versions, path, body) or [])
+            if hidden:
+                body = await in_thread(self.filter_metadata, path, body, frozenset(hidden))
+                digest = hashlib.sha256(body).hexdigest()
+        return body, digest, cached.status
+
+    async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
+        found = REPODATA.match(path)
+        if found is None:
+            return None
+        subdir = found["subdir"]
+        answers = await ctx.each_member(lambda m: self.member_repodata(m, subdir), path)
+        x_cache = merge_x_cache(xc for _, (_, _, xc) in answers)
+        bodies = [body for _, (body, _, _) in answers]
+        etag = hashlib.sha256(" ".join([subdir, *(d for _, (_, d, _) in answers)]).encode()).hexdigest()
+        if found["zst"]:
+            key = ("conda-group-zst", etag)
+            packed = ctx.documents.get(key)
+            if packed is None:
+                packed = await in_thread(_compress_pieces, cr.splice_repodata(subdir, bodies))
+                ctx.documents.put(key, packed)
+            return respond_bytes(ctx.request, packed, ZST, {"Cache-Control": "no-cache", "X-Cache": x_cache or "HIT"},
+                                 digest=etag)
+        quoted = f'"{etag}"'
+        headers = {"Content-Type": JSON, "ETag": quoted, "Cache-Control": "no-cache", "X-Cache": x_cache or "HIT"}
+        if quoted in ctx.request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        pieces = await in_thread(cr.splice_repodata, subdir, bodies)
+        return StreamingResponse(_chunks(pieces), sum(len(p) for p in pieces), headers)
+
+    # ------------------------------------------------------------------ policy and admin hooks
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        found = cr.PACKAGE.match(path)
+        return (found["name"], found["version"]) if found else None
+
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """Every record of a repodata.json with its `timestamp` (ms or s since the epoch)."""
+        if not re.fullmatch(r"[a-z0-9_-]+/(current_)?repodata\.json", path):
+            return None
+        try:
+            doc = json.loads(body)
+            records = [r for section in ("packages", "packages.conda") for r in doc.get(section, {}).values()]
+            return [VersionInfo(r["name"], r["version"], _seconds(r.get("timestamp"))) for r in records]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return []
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        doc = json.loads(body)
+        for section in ("packages", "packages.conda"):
+            entries = doc.get(section, {})
+            doc[section] = {fn: r for fn, r in entries.items() if (r.get("name"), r.get("version")) not in hidden}
+        return json.dumps(doc).encode()
+
+
+def _seconds(stamp: Any) -> float | None:
+    if not isinstance(stamp, (int, float)) or stamp <= 0:
+        return None
+    return stamp / 1000 if stamp > 1e11 else float(stamp)
+
+
+def _json_response(request: web.Request, body: bytes) -> web.StreamResponse:
+    return respond_bytes(request, body, JSON, {"Cache-Control": "no-cache"})
+
+
+async def _chunks(pieces: list[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    for piece in pieces:
+        for at in range(0, len(piece), CHUNK):
+            yield piece[at:at + CHUNK]
+
+
+def _compress_pieces(pieces: list[bytes | memoryview]) -> bytes:
+    import zstandard
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    out = [compressor.compress(piece) for piece in pieces]
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+FORMAT = Conda
