@@ -60,13 +60,17 @@ def package(name: str, version: str, ext: str = "tar.bz2", subdir: str = "noarch
     index = index_json(name, version, subdir=subdir, depends=depends)
     payload = {f"share/{name}.txt": (text or f"{name} {version}\n").encode()}
     data = tar_bz2(index, payload) if ext == "tar.bz2" else dot_conda(index, payload)
-    return f"{subdir}/{name}-{version}-0.{ext}", data
+    path = f"{subdir}/{name}-{version}-0.{ext}"
+    INDEXES[path] = index
+    return path, data
 
 
-def record(path: str, data: bytes, depends: list[str] | None = None) -> dict[str, Any]:
-    name, version, _ = path.rsplit("/", 1)[-1].rsplit("-", 2)
-    subdir = path.split("/", 1)[0]
-    return {**index_json(name, version, subdir=subdir, depends=depends), "sha256": hashlib.sha256(data).hexdigest(),
+INDEXES: dict[str, dict[str, Any]] = {}      # path -> index.json of the packages package() built
+
+
+def record(path: str, data: bytes) -> dict[str, Any]:
+    """The repodata record of a package built by package() (a channel's index, conda-index style)."""
+    return {**INDEXES[path], "sha256": hashlib.sha256(data).hexdigest(),
             "md5": hashlib.md5(data).hexdigest(), "size": len(data)}
 
 
