@@ -9,7 +9,7 @@ import base64
 import binascii
 import hashlib
 
-ALGORITHMS = ("sha512", "sha384", "sha256", "sha1")
+ALGORITHMS = ("sha512", "sha384", "sha256", "sha1", "md5")   # md5: CRAN PACKAGES lists only MD5sum
 
 
 class IntegrityMismatch(ValueError):
