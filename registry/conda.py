@@ -11,6 +11,7 @@ repodata and channeldata are generated from what is stored. Group: repodata merg
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -81,27 +82,31 @@ class Conda(TreeFormat):
         return ctx.pull.respond(ctx.request, cached)
 
     async def listed_sha256(self, ctx: Ctx, subdir: str, fn: str) -> str | None:
-        """The sha256 the subdir's repodata promises for `fn` (None: not listed, or no repodata)."""
+        """The sha256 the subdir's repodata promises for `fn` (None: not listed, no repodata, or
+        the package is stored already: it was verified when it was filled)."""
+        if await ctx.pull.peek(f"{subdir}/{fn}") is not None:
+            return None
         path = f"{subdir}/repodata.json"
         entry = self.classify(ctx.repo, path)
         assert entry is not None
         try:
-            cached, body = await ctx.fetch_upstream(self.fetch_spec(ctx, path, entry))
+            cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry))
         except FormatError as exc:
             if exc.status == 404:
                 return None
             raise
-        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
-
-        def lookup() -> bytes:
-            record = cr.find_record(body, fn) or {}
-            return str(record.get("sha256") or "").encode()
-
+        digest = cached.entry.digest if cached.entry is not None else None
         key = ("conda-sha256", ctx.repo.name, digest, fn)
-        found = ctx.documents.get(key)
+        found = ctx.documents.get(key) if digest else None
         if found is None:
-            found = await in_thread(lookup)
-            ctx.documents.put(key, found)
+            # one big repodata in memory at a time per subdir, however many downloads start at once
+            async with _LOOKUP_LOCKS.setdefault((ctx.repo.name, subdir), asyncio.Lock()):
+                found = ctx.documents.get(key) if digest else None
+                if found is None:
+                    body = await ctx.pull.read(cached)
+                    found = await in_thread(_listed, body, fn)
+                    if digest:
+                        ctx.documents.put(key, found)
         return found.decode() or None
 
     # ------------------------------------------------------------------ hosted
@@ -192,7 +197,22 @@ class Conda(TreeFormat):
                 digest = hashlib.sha256(body).hexdigest()
         return body, digest, cached.status
 
+    async def member_channeldata(self, member: Ctx) -> tuple[bytes, str]:
+        if member.repo.is_hosted:
+            records = await self.hosted_records(member, None)
+            return cr.render_channeldata((p.split("/", 1)[0], r) for p, r in records), "HIT"
+        entry = self.classify(member.repo, "channeldata.json")
+        assert entry is not None
+        cached, body = await member.fetch_upstream(self.fetch_spec(member, "channeldata.json", entry))
+        return body, cached.status
+
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
+        if path == "channeldata.json":
+            answers = await ctx.each_member(self.member_channeldata, path)
+            body = await in_thread(cr.merge_channeldata, [b for _, (b, _) in answers])
+            return respond_bytes(ctx.request, body, JSON,
+                                 {"Cache-Control": "no-cache", "X-Cache": merge_x_cache(x for _, (_, x) in answers)
+                                  or "HIT"})
         found = REPODATA.match(path)
         if found is None:
             return None
@@ -238,6 +258,14 @@ class Conda(TreeFormat):
             entries = doc.get(section, {})
             doc[section] = {fn: r for fn, r in entries.items() if (r.get("name"), r.get("version")) not in hidden}
         return json.dumps(doc).encode()
+
+
+_LOOKUP_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def _listed(body: bytes, fn: str) -> bytes:
+    record = cr.find_record(body, fn) or {}
+    return str(record.get("sha256") or "").encode()
 
 
 def _seconds(stamp: Any) -> float | None:

@@ -126,6 +126,23 @@ def render_channeldata(records: Iterable[tuple[str, dict[str, Any]]]) -> bytes:
                       indent=1, sort_keys=True).encode()
 
 
+def merge_channeldata(documents: list[bytes]) -> bytes:
+    """channeldata.json of a group: packages of every member (first member wins per name),
+    subdirs united. Members' documents are small next to repodata (a few MB for conda-forge)."""
+    packages: dict[str, Any] = {}
+    subdirs: set[str] = set()
+    for body in documents:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            continue
+        for name, entry in (doc.get("packages") or {}).items():
+            packages.setdefault(name, entry)
+        subdirs.update(doc.get("subdirs") or [])
+    return json.dumps({"channeldata_version": 1, "packages": packages, "subdirs": sorted(subdirs)},
+                      sort_keys=True).encode()
+
+
 def compress(body: bytes) -> bytes:
     """repodata.json.zst."""
     return zstandard.ZstdCompressor(level=10).compress(body)

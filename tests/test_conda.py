@@ -175,7 +175,9 @@ def test_proxy_of_a_big_channel_in_a_second_depot(depot_factory: Any, tmp_path: 
     assert again.status_code == 304
     solve(tmp_path, f"{depot.url}/conda", "dpt-mine", name="second")
     log = depot.log()
-    assert rss_mb(depot.proc.pid) < 300, rss_mb(depot.proc.pid)
+    peak = rss_mb(depot.proc.pid)
+    print(f"depot peak RSS {peak:.0f} MB with a {size / 2**20:.0f} MB repodata.json")
+    assert peak < 300, peak
     upstream.stop()
     solved, prefix = solve(tmp_path, f"{depot.url}/conda", "dpt-mine", name="offline")
     assert solved == "dpt-app=2.0 dpt-leaf=1.0 dpt-mine=0.1" and (prefix / "share/dpt-app.txt").exists()
@@ -191,6 +193,28 @@ def static(depot_factory: Any, upstream: Any) -> SimpleNamespace:
     (upstream.root / evil_path).write_bytes(package("dpt-evil", "1.0", "tar.bz2", text="tampered")[1])
     depot = depot_factory({"conda-remote": {"format": "conda", "type": "proxy", "upstream": upstream.url}})
     return SimpleNamespace(depot=depot, upstream=upstream, big=(big_path, big), evil=evil_path)
+
+
+def test_group_merges_repodata_and_channeldata_first_member_wins(static: SimpleNamespace,
+                                                                 depot_factory: Any) -> None:
+    (static.upstream.root / "channeldata.json").write_text(json.dumps(
+        {"channeldata_version": 1, "subdirs": ["noarch"], "packages": {"dpt-evil": {"subdirs": ["noarch"]}}}))
+    depot = depot_factory({"conda-remote": {"format": "conda", "type": "proxy", "upstream": static.upstream.url},
+                           "conda-local": {"format": "conda", "type": "hosted"},
+                           "conda": {"format": "conda", "type": "group", "members": ["conda-local", "conda-remote"],
+                                     "deploy_to": "conda-local"}}, name="group")
+    path, mine = package("dpt-big", "1.0", "conda", text="mine")
+    assert path == static.big[0] and put(f"{depot.url}/conda/{path}", mine).status_code == 201
+    merged = requests.get(f"{depot.url}/conda/noarch/repodata.json", timeout=10)
+    records = merged.json()["packages.conda"]
+    assert records["dpt-big-1.0-0.conda"]["sha256"] == hashlib.sha256(mine).hexdigest()
+    assert merged.json()["packages"]["dpt-evil-1.0-0.tar.bz2"] and merged.headers["X-Cache"] == "MISS"
+    assert requests.get(f"{depot.url}/conda/{path}", timeout=10).content == mine
+    packed = requests.get(f"{depot.url}/conda/noarch/repodata.json.zst", timeout=10)
+    assert json.loads(zstandard.ZstdDecompressor().decompress(packed.content, max_output_size=1 << 24)) \
+        == merged.json()
+    channeldata = requests.get(f"{depot.url}/conda/channeldata.json", timeout=10).json()
+    assert set(channeldata["packages"]) == {"dpt-big", "dpt-evil"}
 
 
 def test_twenty_concurrent_clients_one_upstream_get(static: SimpleNamespace) -> None:
