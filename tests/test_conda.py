@@ -58,6 +58,13 @@ def put(url: str, data: bytes, auth: Any = None) -> requests.Response:
     return requests.put(url, data=data, auth=auth, timeout=30)
 
 
+def upstream_requests(depot: Any) -> float:
+    """depot_upstream_requests_total of a depot, all repositories and statuses."""
+    text = requests.get(f"{depot.url}/-/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("depot_upstream_requests_total"))
+
+
 # ------------------------------------------------------------------------------------- hosted
 
 def test_hosted_conda_and_tar_bz2_solved_and_installed_through_the_group(depot_factory: Any, tmp_path: Path) -> None:
@@ -173,7 +180,9 @@ def test_proxy_of_a_big_channel_in_a_second_depot(depot_factory: Any, tmp_path: 
     again = requests.get(f"{depot.url}/conda/noarch/repodata.json", headers={"If-None-Match": merged.headers["ETag"]},
                          timeout=60)
     assert again.status_code == 304
+    asked = upstream_requests(depot)
     solve(tmp_path, f"{depot.url}/conda", "dpt-mine", name="second")
+    assert upstream_requests(depot) == asked > 0          # the second solve: all from the cache
     log = depot.log()
     peak = rss_mb(depot.proc.pid)
     print(f"depot peak RSS {peak:.0f} MB with a {size / 2**20:.0f} MB repodata.json")

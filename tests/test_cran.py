@@ -67,6 +67,13 @@ def put(url: str, path: Path | bytes, auth: Any = None) -> requests.Response:
     return requests.put(url, data=data, auth=auth, timeout=30)
 
 
+def upstream_requests(depot: Any) -> float:
+    """depot_upstream_requests_total of a depot, all repositories and statuses."""
+    text = requests.get(f"{depot.url}/-/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("depot_upstream_requests_total"))
+
+
 # ------------------------------------------------------------------------------------- hosted
 
 def test_build_upload_install_and_version_two_archives_version_one(depot_factory: Any, tmp_path: Path) -> None:
@@ -157,8 +164,11 @@ def test_proxy_in_front_of_a_second_depot_group_merge_then_upstream_stopped(depo
     for path in ("src/contrib/PACKAGES", f"src/contrib/{leaf.name}"):
         assert requests.get(f"{depot.url}/cran-remote/{path}", timeout=10).headers["X-Cache"] == "HIT"
     assert requests.get(f"{depot.url}/cran/src/contrib/PACKAGES.gz", timeout=10).headers["X-Cache"] == "HIT"
-    upstream.stop()
+    asked = upstream_requests(depot)
     assert install(tmp_path, f"{depot.url}/cran", "ccrapp", "lib2") == "hello 2.0"
+    assert upstream_requests(depot) == asked > 0          # the second install: all from the cache
+    upstream.stop()
+    assert install(tmp_path, f"{depot.url}/cran", "ccrapp", "lib3") == "hello 2.0"
 
 
 @pytest.fixture
