@@ -29,6 +29,7 @@ from .tree import TreeFormat, in_thread, rule, validate_path
 JSON = "application/json"
 ZST = "application/zstd"
 REPODATA = re.compile(r"(?P<subdir>[a-z0-9_-]+)/(?P<doc>current_repodata\.json|repodata\.json)(?P<zst>\.zst)?\Z")
+UNMERGEABLE = re.compile(r"[a-z0-9_-]+/(repodata\.json\.bz2|repodata\.jlap|repodata_shards\.msgpack\.zst)\Z")
 CHUNK = 1 << 20
 
 
@@ -213,6 +214,9 @@ class Conda(TreeFormat):
             return respond_bytes(ctx.request, body, JSON,
                                  {"Cache-Control": "no-cache", "X-Cache": merge_x_cache(x for _, (_, x) in answers)
                                   or "HIT"})
+        if UNMERGEABLE.match(path):
+            # a member's sharded/incremental index would hide the other members' packages
+            raise FormatError(404, f"{path}: a group merges repodata.json(.zst) only; clients fall back to it")
         found = REPODATA.match(path)
         if found is None:
             return None

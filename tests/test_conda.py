@@ -224,6 +224,10 @@ def test_group_merges_repodata_and_channeldata_first_member_wins(static: SimpleN
         == merged.json()
     channeldata = requests.get(f"{depot.url}/conda/channeldata.json", timeout=10).json()
     assert set(channeldata["packages"]) == {"dpt-big", "dpt-evil"}
+    # the upstream's sharded index would hide the hosted packages: the group answers 404 instead
+    (static.upstream.root / "noarch/repodata_shards.msgpack.zst").write_bytes(b"shards")
+    assert requests.get(f"{depot.url}/conda-remote/noarch/repodata_shards.msgpack.zst", timeout=10).content == b"shards"
+    assert requests.get(f"{depot.url}/conda/noarch/repodata_shards.msgpack.zst", timeout=10).status_code == 404
 
 
 def test_twenty_concurrent_clients_one_upstream_get(static: SimpleNamespace) -> None:
