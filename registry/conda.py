@@ -209,11 +209,10 @@ class Conda(TreeFormat):
 
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         if path == "channeldata.json":
-            answers = await ctx.each_member(self.member_channeldata, path)
-            body = await in_thread(cr.merge_channeldata, [b for _, (b, _) in answers])
-            return respond_bytes(ctx.request, body, JSON,
-                                 {"Cache-Control": "no-cache", "X-Cache": merge_x_cache(x for _, (_, x) in answers)
-                                  or "HIT"})
+            docs = await ctx.each_member(self.member_channeldata, path)
+            body = await in_thread(cr.merge_channeldata, [b for _, (b, _) in docs])
+            x_cache = merge_x_cache(x for _, (_, x) in docs) or "HIT"
+            return respond_bytes(ctx.request, body, JSON, {"Cache-Control": "no-cache", "X-Cache": x_cache})
         if UNMERGEABLE.match(path):
             # a member's sharded/incremental index would hide the other members' packages
             raise FormatError(404, f"{path}: a group merges repodata.json(.zst) only; clients fall back to it")

@@ -166,11 +166,12 @@ class Cran(TreeFormat):
         path = f"{directory}/PACKAGES"
         entry = self.classify(member.repo, path)
         assert entry is not None
-        cached = await member.open_upstream(self.fetch_spec(member, path, entry))
-        answer = await member.pull.answer(member.request, cached, path)     # policy-filtered
-        body = answer.body if isinstance(answer, web.Response) and answer.body is not None else \
-            await member.pull.read(cached)
-        return bytes(body), cached.status
+        cached, body = await member.fetch_upstream(self.fetch_spec(member, path, entry))
+        if member.pull.policy_active():        # the supply-chain policy applies to merged answers too
+            hidden = member.pull.hidden(await in_thread(self.metadata_versions, path, body) or [])
+            if hidden:
+                body = await in_thread(self.filter_metadata, path, body, frozenset(hidden))
+        return body, cached.status
 
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         found = ci.INDEX.match(path)
