@@ -15,11 +15,12 @@ import asyncio
 import hashlib
 import json
 import re
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from depot.cache.api import StreamingResponse, merge_x_cache, respond_bytes
+from depot.cache.api import StreamingResponse, UpstreamFailed, merge_x_cache, respond_bytes
 
 from . import conda_repodata as cr
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
@@ -181,22 +182,31 @@ class Conda(TreeFormat):
         return web.Response(status=204)
 
     # ------------------------------------------------------------------ group
-    async def member_repodata(self, member: Ctx, subdir: str) -> tuple[bytes, str, str]:
-        """(body, digest, X-Cache) of a member's repodata.json for `subdir` (policy applied)."""
+    async def member_repodata(self, member: Ctx, subdir: str) -> "_MemberDoc":
+        """A member's repodata.json for `subdir` (policy applied): its digest and X-Cache at once,
+        the body when needed (a 304 or a cached merge never reads a big upstream document)."""
         if member.repo.is_hosted:
             body = await self.hosted_repodata(member, subdir)
-            return body, hashlib.sha256(body).hexdigest(), "HIT"
+            return _MemberDoc(hashlib.sha256(body).hexdigest(), "HIT", body)
         path = f"{subdir}/repodata.json"
         entry = self.classify(member.repo, path)
         assert entry is not None
-        cached, body = await member.fetch_upstream(self.fetch_spec(member, path, entry))
-        digest = cached.entry.digest if cached.entry is not None else hashlib.sha256(body).hexdigest()
+        cached = await member.open_upstream(self.fetch_spec(member, path, entry))
+
+        async def load() -> bytes:
+            try:
+                return await member.pull.read(cached)
+            except UpstreamFailed as exc:
+                raise FormatError(exc.status, f"upstream of {member.repo.name} failed: {exc.reason}") from None
+
+        if cached.entry is not None and not member.pull.policy_active():
+            return _MemberDoc(cached.entry.digest, cached.status, load=load)
+        body = await load()
         if member.pull.policy_active():        # the supply-chain policy applies to merged answers too
             hidden = member.pull.hidden(await in_thread(self.metadata_versions, path, body) or [])
             if hidden:
                 body = await in_thread(self.filter_metadata, path, body, frozenset(hidden))
-                digest = hashlib.sha256(body).hexdigest()
-        return body, digest, cached.status
+        return _MemberDoc(hashlib.sha256(body).hexdigest(), cached.status, body)
 
     async def member_channeldata(self, member: Ctx) -> tuple[bytes, str]:
         if member.repo.is_hosted:
@@ -220,24 +230,23 @@ class Conda(TreeFormat):
         if found is None:
             return None
         subdir = found["subdir"]
-        answers = await ctx.each_member(lambda m: self.member_repodata(m, subdir), path)
-        x_cache = merge_x_cache(xc for _, (_, _, xc) in answers)
-        bodies = [body for _, (body, _, _) in answers]
-        etag = hashlib.sha256(" ".join([subdir, *(d for _, (_, d, _) in answers)]).encode()).hexdigest()
+        answers = [doc for _, doc in await ctx.each_member(lambda m: self.member_repodata(m, subdir), path)]
+        etag = hashlib.sha256(" ".join([subdir, *(doc.digest for doc in answers)]).encode()).hexdigest()
+        headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache",
+                   "X-Cache": merge_x_cache(doc.x_cache for doc in answers) or "HIT"}
+        if headers["ETag"] in ctx.request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
         if found["zst"]:
             key = ("conda-group-zst", etag)
             packed = ctx.documents.get(key)
             if packed is None:
+                bodies = [await doc.read() for doc in answers]
                 packed = await in_thread(_compress_pieces, cr.splice_repodata(subdir, bodies))
                 ctx.documents.put(key, packed)
-            return respond_bytes(ctx.request, packed, ZST, {"Cache-Control": "no-cache", "X-Cache": x_cache or "HIT"},
-                                 digest=etag)
-        quoted = f'"{etag}"'
-        headers = {"Content-Type": JSON, "ETag": quoted, "Cache-Control": "no-cache", "X-Cache": x_cache or "HIT"}
-        if quoted in ctx.request.headers.get("If-None-Match", ""):
-            return web.Response(status=304, headers=headers)
+            return respond_bytes(ctx.request, packed, ZST, headers, digest=etag)
+        bodies = [await doc.read() for doc in answers]
         pieces = await in_thread(cr.splice_repodata, subdir, bodies)
-        return StreamingResponse(_chunks(pieces), sum(len(p) for p in pieces), headers)
+        return StreamingResponse(_chunks(pieces), sum(len(p) for p in pieces), {"Content-Type": JSON, **headers})
 
     # ------------------------------------------------------------------ policy and admin hooks
     def package_of(self, path: str) -> tuple[str, str] | None:
@@ -261,6 +270,22 @@ class Conda(TreeFormat):
             entries = doc.get(section, {})
             doc[section] = {fn: r for fn, r in entries.items() if (r.get("name"), r.get("version")) not in hidden}
         return json.dumps(doc).encode()
+
+
+@dataclass
+class _MemberDoc:
+    """A group member's repodata: known by digest first, read only when it is merged."""
+
+    digest: str
+    x_cache: str
+    body: bytes | None = None
+    load: Callable[[], Awaitable[bytes]] | None = None
+
+    async def read(self) -> bytes:
+        if self.body is None:
+            assert self.load is not None
+            self.body = await self.load()
+        return self.body
 
 
 _LOOKUP_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}

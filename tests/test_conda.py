@@ -222,6 +222,8 @@ def test_group_merges_repodata_and_channeldata_first_member_wins(static: SimpleN
     packed = requests.get(f"{depot.url}/conda/noarch/repodata.json.zst", timeout=10)
     assert json.loads(zstandard.ZstdDecompressor().decompress(packed.content, max_output_size=1 << 24)) \
         == merged.json()
+    assert requests.get(f"{depot.url}/conda/noarch/repodata.json.zst", headers={"If-None-Match": packed.headers["ETag"]},
+                        timeout=10).status_code == 304
     channeldata = requests.get(f"{depot.url}/conda/channeldata.json", timeout=10).json()
     assert set(channeldata["packages"]) == {"dpt-big", "dpt-evil"}
     # the upstream's sharded index would hide the hosted packages: the group answers 404 instead
