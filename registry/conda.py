@@ -26,12 +26,15 @@ from . import conda_repodata as cr
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
 from .repo import RepoConfig
 from .tree import TreeFormat, in_thread, rule, validate_path
+from .warm_plans import Job
 
 JSON = "application/json"
 ZST = "application/zstd"
 REPODATA = re.compile(r"(?P<subdir>[a-z0-9_-]+)/(?P<doc>current_repodata\.json|repodata\.json)(?P<zst>\.zst)?\Z")
 UNMERGEABLE = re.compile(r"[a-z0-9_-]+/(repodata\.json\.bz2|repodata\.jlap|repodata_shards\.msgpack\.zst)\Z")
 CHUNK = 1 << 20
+# https://<host>/<channel…>/<subdir>/<file> in explicit specs and lock files (a #md5 or sha256 may follow)
+PACKAGE_URL = re.compile(r"https?://\S+?/([a-z0-9_-]+)/([A-Za-z0-9_.+-]+-[^-/\s]+-[^-/\s]+\.(?:conda|tar\.bz2))\b")
 
 
 class Conda(TreeFormat):
@@ -57,6 +60,18 @@ class Conda(TreeFormat):
     @classmethod
     def default_repositories(cls) -> dict[str, dict[str, Any]]:
         return standard_repositories("conda")
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """`depot warm <repo> FILE` from an explicit spec (`conda list --explicit`), a conda-lock
+        or pixi.lock file: the repodata of each subdir, then every package URL it names."""
+        urls = PACKAGE_URL.findall(text)
+        if not urls:
+            return None
+        paths = list(dict.fromkeys(f"{subdir}/{fn}" for subdir, fn in urls))
+        subdirs = list(dict.fromkeys(p.split("/", 1)[0] for p in paths))
+        jobs = [Job(f"{mount}/{subdir}/repodata.json") for subdir in subdirs]
+        return jobs + [Job(f"{mount}/{path}") for path in paths], []
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

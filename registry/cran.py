@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from . import cran_index as ci
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
 from .repo import RepoConfig
 from .tree import TreeFormat, in_thread, rule, validate_path
+from .warm_plans import Job, PlanError
 
 TEXT = "text/plain; charset=utf-8"
 GZIP = "application/x-gzip"
@@ -47,6 +49,30 @@ class Cran(TreeFormat):
     @classmethod
     def default_repositories(cls) -> dict[str, dict[str, Any]]:
         return standard_repositories("cran")
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """`depot warm <repo> renv.lock`: PACKAGES, then each pinned source tarball (from
+        src/contrib when PACKAGES lists that version, else from Archive/)."""
+        if not filename.endswith("renv.lock") and '"Packages"' not in text:
+            return None
+        try:
+            packages = json.loads(text).get("Packages") or {}
+        except (ValueError, AttributeError) as exc:
+            raise PlanError(f"renv.lock cannot be parsed: {exc}") from None
+        pins, notes = [], []
+        for entry in packages.values():
+            if entry.get("Source", "Repository") != "Repository":
+                notes.append(f"not from a repository, skipped: {entry.get('Package')} ({entry.get('Source')})")
+            elif entry.get("Package") and entry.get("Version"):
+                pins.append((str(entry["Package"]), str(entry["Version"])))
+
+        def tarballs(body: bytes, _url: str) -> list[Job]:
+            listed = {(s.get("Package"), s.get("Version")) for s in ci.parse_dcf(body.decode("utf-8", "replace"))}
+            return [Job(f"{mount}/src/contrib/{pkg}_{ver}.tar.gz" if (pkg, ver) in listed
+                        else f"{mount}/src/contrib/Archive/{pkg}/{pkg}_{ver}.tar.gz") for pkg, ver in pins]
+
+        return [Job(f"{mount}/src/contrib/PACKAGES", then=tarballs)], notes
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

@@ -265,3 +265,15 @@ def test_repodata_revalidated_and_variants_fall_back(static: SimpleNamespace, de
     assert static.upstream.count("/noarch/repodata.json", conditional=True) == 1
     for variant in ("repodata.json.zst", "repodata_shards.msgpack.zst"):
         assert requests.get(f"{depot.url}/conda-remote/noarch/{variant}", timeout=10).status_code == 404
+
+
+def test_warm_from_an_explicit_spec_then_serves_with_the_upstream_stopped(static: SimpleNamespace,
+                                                                          tmp_path: Path) -> None:
+    path, data = static.big
+    spec = tmp_path / "explicit.txt"
+    spec.write_text(f"# platform: linux-64\n@EXPLICIT\nhttps://conda.anaconda.org/conda-forge/{path}#0123\n")
+    warmed = static.depot.run_cli("warm", "conda-remote", str(spec), "--url", static.depot.url, check=False)
+    assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    static.upstream.stop()
+    answer = requests.get(f"{static.depot.url}/conda-remote/{path}", timeout=10)
+    assert answer.content == data and answer.headers["X-Cache"] == "HIT"

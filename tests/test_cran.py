@@ -6,6 +6,7 @@ CRAN tree served by tests/upstream.py, counting requests; never the internet.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -207,3 +208,17 @@ def test_tarball_not_matching_the_packages_md5_is_never_served(static: SimpleNam
     done = rscript(tmp_path, f'install.packages("ccrevil", repos="{static.depot.url}/cran-remote", '
                              f'lib="{tmp_path / "lib"}", type="source")')
     assert not (tmp_path / "lib/ccrevil").exists(), done.stdout + done.stderr
+
+
+def test_warm_from_renv_lock_then_installs_with_the_upstream_stopped(static: SimpleNamespace, tmp_path: Path) -> None:
+    lock = tmp_path / "renv.lock"
+    lock.write_text(json.dumps({"R": {"Version": "4.2.2"}, "Packages": {
+        "ccrbig": {"Package": "ccrbig", "Version": "1.0", "Source": "Repository", "Repository": "CRAN"},
+        "local": {"Package": "local", "Version": "0.1", "Source": "Local"}}}))
+    warmed = static.depot.run_cli("warm", "cran-remote", str(lock), "--url", static.depot.url, check=False)
+    assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    static.upstream.stop()
+    (tmp_path / "lib").mkdir()
+    done = rscript(tmp_path, f'install.packages("ccrbig", repos="{static.depot.url}/cran-remote", '
+                             f'lib="{tmp_path / "lib"}", type="source")')
+    assert (tmp_path / "lib/ccrbig/DESCRIPTION").exists(), done.stdout + done.stderr
