@@ -5,12 +5,13 @@ import gzip
 import io
 import re
 import tarfile
+import zipfile
 from typing import Iterable
 
 SOURCE = re.compile(r"src/contrib/(?:Archive/(?P<dir>[^/]+)/)?(?P<file>(?P<pkg>[A-Za-z][A-Za-z0-9.]*)_"
                     r"(?P<ver>[0-9]+(?:[.-][0-9]+)+)\.tar\.gz)\Z")
-BINARY = re.compile(r"bin/.+/contrib/[^/]+/(?P<pkg>[A-Za-z][A-Za-z0-9.]*)_(?P<ver>[0-9]+(?:[.-][0-9]+)+)"
-                    r"\.(?:zip|tgz)\Z")
+BINARY = re.compile(r"(?P<dir>bin/.+/contrib/[^/]+)/(?P<file>(?P<pkg>[A-Za-z][A-Za-z0-9.]*)_"
+                    r"(?P<ver>[0-9]+(?:[.-][0-9]+)+)\.(?P<ext>zip|tgz))\Z")
 INDEX = re.compile(r"(?P<dir>(?:src|bin/.+)/contrib(?:/[^/]+)?)/PACKAGES(?P<ext>\.gz|\.rds)?\Z")
 # the fields tools::write_PACKAGES keeps, in its order
 FIELDS = ("Package", "Version", "Priority", "Depends", "Imports", "LinkingTo", "Suggests", "Enhances", "License",
@@ -45,30 +46,58 @@ def parse_dcf(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def read_description(path: str, data: bytes) -> dict[str, str]:
-    """DESCRIPTION of a source tarball at `src/contrib/<pkg>_<ver>.tar.gz`, checked against it."""
-    found = SOURCE.match(path)
-    if found is None or found["dir"]:
-        raise DescriptionError("upload source packages as PUT src/contrib/<package>_<version>.tar.gz")
-    wanted = f"{found['pkg']}/DESCRIPTION"
+def _description_bytes(data: bytes, wanted: str, zipped: bool) -> bytes:
     try:
+        if zipped:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                info = archive.getinfo(wanted)
+                if info.file_size > MAX_DESCRIPTION:
+                    raise DescriptionError(f"{wanted} is too big")
+                return archive.read(info)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             member = next((m for m in tar if m.name.lstrip("./") == wanted), None)
             if member is None or not member.isfile() or member.size > MAX_DESCRIPTION:
-                raise DescriptionError(f"the tarball has no {wanted}")
+                raise DescriptionError(f"the archive has no {wanted}")
             handle = tar.extractfile(member)
             assert handle is not None
-            text = handle.read().decode("utf-8", "replace")
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DescriptionError(f"not a readable .tar.gz: {exc}") from None
-    stanzas = parse_dcf(text)
+            return handle.read()
+    except KeyError:
+        raise DescriptionError(f"the archive has no {wanted}") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DescriptionError(f"not a readable {'zip' if zipped else '.tar.gz'}: {exc}") from None
+
+
+def read_description(path: str, data: bytes) -> dict[str, str]:
+    """DESCRIPTION of `src/contrib/<pkg>_<ver>.tar.gz` or of a binary package under bin/
+    (`.zip` or `.tgz`, which must say when it was `Built`), checked against its path."""
+    found = SOURCE.match(path)
+    binary = BINARY.match(path) if found is None else None
+    if (found is None or found["dir"]) and binary is None:
+        raise DescriptionError("upload source packages as PUT src/contrib/<package>_<version>.tar.gz "
+                               "and binaries as PUT bin/<platform>/contrib/<R x.y>/<package>_<version>.zip|tgz")
+    found = found or binary
+    assert found is not None
+    text = _description_bytes(data, f"{found['pkg']}/DESCRIPTION", binary is not None and binary["ext"] == "zip")
+    stanzas = parse_dcf(text.decode("utf-8", "replace"))
     if len(stanzas) != 1:
         raise DescriptionError("DESCRIPTION must hold one stanza")
     desc = stanzas[0]
     if desc.get("Package") != found["pkg"] or desc.get("Version") != found["ver"]:
         raise DescriptionError(f"DESCRIPTION names {desc.get('Package')} {desc.get('Version')}, "
                                f"the path {found['pkg']} {found['ver']}")
+    if binary is not None and "Built" not in desc:
+        raise DescriptionError("a binary package's DESCRIPTION says when it was Built (R CMD INSTALL --build)")
     return desc
+
+
+def latest(stanzas: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The highest version of each package (write_PACKAGES' latestOnly)."""
+    best: dict[str, dict[str, str]] = {}
+    for entry in stanzas:
+        kept = best.get(entry["Package"])
+        if kept is None or version_key(entry["Version"]) > version_key(kept["Version"]):
+            best[entry["Package"]] = entry
+    return list(best.values())
 
 
 def stanza(desc: dict[str, str], md5: str) -> dict[str, str]:

@@ -222,3 +222,32 @@ def test_warm_from_renv_lock_then_installs_with_the_upstream_stopped(static: Sim
     done = rscript(tmp_path, f'install.packages("ccrbig", repos="{static.depot.url}/cran-remote", '
                              f'lib="{tmp_path / "lib"}", type="source")')
     assert (tmp_path / "lib/ccrbig/DESCRIPTION").exists(), done.stdout + done.stderr
+
+
+def binary_zip(name: str, version: str, built: bool = True) -> bytes:
+    """A Windows binary package as R CMD INSTALL --build lays it out (DESCRIPTION with Built)."""
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr(f"{name}/DESCRIPTION", f"Package: {name}\nVersion: {version}\nLicense: MIT\n"
+                         + ("Built: R 4.2.2; ; 2026-12-01 00:00:00 UTC; windows\n" if built else ""))
+        archive.writestr(f"{name}/R/{name}", "")
+    return out.getvalue()
+
+
+def test_binary_packages_under_bin_are_listed_and_downloaded_by_r(depot_factory: Any, tmp_path: Path) -> None:
+    depot = depot_factory(REPOS)
+    r_version = rscript(tmp_path, 'cat(paste(R.version$major, sub("\\\\..*", "", R.version$minor), sep="."))').stdout
+    contrib = f"bin/windows/contrib/{r_version}"
+    old, new = binary_zip("ccrwin", "1.0"), binary_zip("ccrwin", "1.1")
+    for version, data in (("1.0", old), ("1.1", new)):
+        assert put(f"{depot.url}/cran/{contrib}/ccrwin_{version}.zip", data).status_code == 201
+    bad = put(f"{depot.url}/cran/{contrib}/ccrsrc_1.0.zip", binary_zip("ccrsrc", "1.0", built=False))
+    assert bad.status_code == 400 and "Built" in bad.text
+    listed = requests.get(f"{depot.url}/cran/{contrib}/PACKAGES", timeout=10).text
+    assert "Package: ccrwin\nVersion: 1.1" in listed and "ccrsrc" not in listed
+    (tmp_path / "dl").mkdir()
+    done = rscript(tmp_path, f'print(download.packages("ccrwin", destdir="{tmp_path / "dl"}", '
+                             f'repos="{depot.url}/cran", type="win.binary"))')
+    assert (tmp_path / "dl/ccrwin_1.1.zip").read_bytes() == new, done.stdout + done.stderr
