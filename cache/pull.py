@@ -71,6 +71,7 @@ class FetchSpec:
     kind: Kind = Kind.IMMUTABLE
     expect_sha256: str | None = None
     expect_integrity: str | None = None   # SRI ("sha512-<b64>"), checked like expect_sha256
+    expect_md5: str | None = None         # hex md5 from an index that lists no stronger digest (CRAN)
     transform: Callable[[bytes], bytes] | None = None
     request_headers: Mapping[str, str] | None = None
     keep_headers: tuple[str, ...] = ()
@@ -315,7 +316,7 @@ class PullThrough:
                      response: aiohttp.ClientResponse) -> None:
         metrics = self.metrics(spec.repo)
         part = self.flights.part_path(flight)
-        check = IntegrityCheck.parse(spec.expect_integrity)
+        check = IntegrityCheck.parse(spec.expect_integrity, spec.expect_md5)
         writer = await asyncio.to_thread(self.blobs.writer, None, part)
         state = flight.state
         state.length = response.content_length if spec.transform is None else None

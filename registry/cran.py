@@ -10,9 +10,9 @@ is a clean 404 so R falls back. Group: PACKAGES merged (first member wins per pa
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -95,8 +95,7 @@ class Cran(TreeFormat):
         entry = self.classify(ctx.repo, path)
         assert entry is not None
         md5 = await self.listed_md5(ctx, path.rsplit("/", 1)[0], found["pkg"], found["ver"])
-        integrity = f"md5-{base64.b64encode(bytes.fromhex(md5)).decode()}" if md5 else None
-        cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry, expect_integrity=integrity))
+        cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry, expect_md5=md5))
         return ctx.pull.respond(ctx.request, cached)
 
     async def listed_md5(self, ctx: Ctx, directory: str, pkg: str, ver: str) -> str | None:
@@ -114,7 +113,7 @@ class Cran(TreeFormat):
         for stanza in stanzas:
             if stanza.get("Package") == pkg and stanza.get("Version") == ver:
                 md5 = stanza.get("MD5sum", "")
-                return md5 if len(md5) == 32 else None
+                return md5 if re.fullmatch(r"[0-9a-fA-F]{32}", md5) else None
         return None
 
     # ------------------------------------------------------------------ hosted

@@ -81,3 +81,20 @@ def test_dcf_parse_render_merge_and_cran_policy_hooks() -> None:
     assert [s["Package"] for s in ci.parse_dcf(kept.decode())] == ["b"]
     assert fmt.package_of("src/contrib/Archive/a/a_1.0-2.tar.gz") == ("a", "1.0-2")
     assert fmt.package_of("bin/windows/contrib/4.2/a_1.0.zip") == ("a", "1.0")
+
+
+def test_md5_is_checked_only_when_expected_explicitly() -> None:
+    import base64
+    import hashlib
+
+    from depot.cache.integrity import IntegrityCheck, IntegrityMismatch
+    assert IntegrityCheck.parse("md5-" + base64.b64encode(hashlib.md5(b"x").digest()).decode()) is None   # not SRI
+    check = IntegrityCheck.parse(None, hashlib.md5(b"body").hexdigest())
+    assert check is not None
+    check.update(b"body")
+    check.verify()
+    wrong = IntegrityCheck.parse(None, hashlib.md5(b"other").hexdigest())
+    assert wrong is not None
+    wrong.update(b"body")
+    with pytest.raises(IntegrityMismatch):
+        wrong.verify()
