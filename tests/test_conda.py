@@ -277,3 +277,14 @@ def test_warm_from_an_explicit_spec_then_serves_with_the_upstream_stopped(static
     static.upstream.stop()
     answer = requests.get(f"{static.depot.url}/conda-remote/{path}", timeout=10)
     assert answer.content == data and answer.headers["X-Cache"] == "HIT"
+
+
+def test_twenty_parallel_uploads_all_listed_in_repodata(depot_factory: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    depot = depot_factory(REPOS)
+    built = [package(f"dpt-par{i}", "1.0", "conda" if i % 2 else "tar.bz2") for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda item: put(f"{depot.url}/conda/{item[0]}", item[1]).status_code, built))
+    assert codes == [201] * 20
+    doc = requests.get(f"{depot.url}/conda/noarch/repodata.json", timeout=10).json()
+    assert {*doc["packages"], *doc["packages.conda"]} == {path.split("/", 1)[1] for path, _ in built}

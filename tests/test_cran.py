@@ -251,3 +251,18 @@ def test_binary_packages_under_bin_are_listed_and_downloaded_by_r(depot_factory:
     done = rscript(tmp_path, f'print(download.packages("ccrwin", destdir="{tmp_path / "dl"}", '
                              f'repos="{depot.url}/cran", type="win.binary"))')
     assert (tmp_path / "dl/ccrwin_1.1.zip").read_bytes() == new, done.stdout + done.stderr
+
+
+def test_parallel_uploads_of_five_versions_keep_the_highest_current(depot_factory: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    depot = depot_factory(REPOS)
+    tarballs = [build(tmp_path, "ccrpar", f"1.{i}") for i in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        codes = list(pool.map(lambda t: put(f"{depot.url}/cran/src/contrib/{t.name}", t).status_code, tarballs))
+    assert codes == [201] * 5
+    listed = requests.get(f"{depot.url}/cran/src/contrib/PACKAGES", timeout=10).text
+    assert "Version: 1.4" in listed and listed.count("Package: ccrpar") == 1
+    for tarball in tarballs[:4]:
+        assert requests.get(f"{depot.url}/cran/src/contrib/Archive/ccrpar/{tarball.name}", timeout=10).content \
+            == tarball.read_bytes()
+        assert requests.get(f"{depot.url}/cran/src/contrib/{tarball.name}", timeout=10).status_code == 404
