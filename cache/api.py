@@ -116,7 +116,9 @@ class PullApi:
         stored with BASE_PLACEHOLDER are rebased onto `base_url`, everything else streams."""
         judge = self._judge()
         entry = cached.entry
-        is_metadata = entry is not None and entry.kind == Kind.METADATA.value
+        # a first answer still streaming in has no entry yet: its kind comes with it, so the
+        # policy filters the MISS too, not only later HITs
+        is_metadata = (entry.kind if entry is not None else cached.kind) == Kind.METADATA.value
         if (judge is None or not is_metadata or key is None) and base_url is None:
             return self.respond(request, cached, headers)
         body = await self.read(cached)

@@ -92,6 +92,7 @@ class Cached:
     entry: Entry | None = None
     stream: tuple[fl.FlightState, fl.LocalFlight | None, int] | None = field(default=None, repr=False)
     fid: str = ""
+    kind: str | None = None       # of a body still streaming in (no entry yet): Kind value
 
 
 class PullThrough:
@@ -216,7 +217,8 @@ class PullThrough:
         repo, outcome = spec.repo, state.state
         if outcome == "streaming":
             fd = fl.open_part(self.flights, state)
-            return None if fd is None else Cached("MISS", repo, stream=(state, local, fd), fid=fid)
+            return None if fd is None else Cached("MISS", repo, stream=(state, local, fd), fid=fid,
+                                                     kind=spec.kind.value)
         if outcome in ("done", "refreshed"):
             entry = await self.entries.get(repo.name, spec.key)
             if entry is None:

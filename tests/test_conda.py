@@ -288,3 +288,17 @@ def test_twenty_parallel_uploads_all_listed_in_repodata(depot_factory: Any) -> N
     assert codes == [201] * 20
     doc = requests.get(f"{depot.url}/conda/noarch/repodata.json", timeout=10).json()
     assert {*doc["packages"], *doc["packages.conda"]} == {path.split("/", 1)[1] for path, _ in built}
+
+
+def test_policy_hides_denied_packages_from_repodata_and_refuses_them(static: SimpleNamespace,
+                                                                     depot_factory: Any) -> None:
+    depot = depot_factory({"conda-remote": {"format": "conda", "type": "proxy", "upstream": static.upstream.url},
+                           "conda-local": {"format": "conda", "type": "hosted"},
+                           "conda": {"format": "conda", "type": "group", "members": ["conda-local", "conda-remote"],
+                                     "deploy_to": "conda-local"}},
+                          name="policy", extra={"policy": {"deny": ["dpt-evil"]}})
+    for repo in ("conda-remote", "conda"):
+        doc = requests.get(f"{depot.url}/{repo}/noarch/repodata.json", timeout=10).json()
+        assert "dpt-evil-1.0-0.tar.bz2" not in doc["packages"] and "dpt-big-1.0-0.conda" in doc["packages.conda"]
+    refused = requests.get(f"{depot.url}/conda-remote/{static.evil}", timeout=10)
+    assert refused.status_code == 403 and "dpt-evil" in refused.json()["error"]

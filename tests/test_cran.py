@@ -266,3 +266,19 @@ def test_parallel_uploads_of_five_versions_keep_the_highest_current(depot_factor
         assert requests.get(f"{depot.url}/cran/src/contrib/Archive/ccrpar/{tarball.name}", timeout=10).content \
             == tarball.read_bytes()
         assert requests.get(f"{depot.url}/cran/src/contrib/{tarball.name}", timeout=10).status_code == 404
+
+
+def test_policy_hides_denied_packages_from_packages_and_refuses_them(static: SimpleNamespace,
+                                                                     depot_factory: Any) -> None:
+    depot = depot_factory({"cran-remote": {"format": "cran", "type": "proxy", "upstream": static.upstream.url},
+                           "cran-local": {"format": "cran", "type": "hosted"},
+                           "cran": {"format": "cran", "type": "group", "members": ["cran-local", "cran-remote"],
+                                    "deploy_to": "cran-local"}},
+                          name="policy", extra={"policy": {"deny": ["ccrevil"]}})
+    for repo in ("cran-remote", "cran"):
+        listed = requests.get(f"{depot.url}/{repo}/src/contrib/PACKAGES", timeout=10).text
+        assert "Package: ccrbig" in listed and "ccrevil" not in listed
+        packed = requests.get(f"{depot.url}/{repo}/src/contrib/PACKAGES.gz", timeout=10)
+        assert "ccrevil" not in gzip.decompress(packed.content).decode()
+        assert requests.get(f"{depot.url}/{repo}/src/contrib/PACKAGES.rds", timeout=10).status_code == 404
+    assert requests.get(f"{depot.url}/cran-remote/src/contrib/{static.evil.name}", timeout=10).status_code == 403
