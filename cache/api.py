@@ -20,7 +20,7 @@ from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
 from .gate import Verdict, VersionInfo, parse_time
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from .serve import http_date, respond_blob, respond_bytes
+from .serve import StreamingResponse, http_date, respond_blob, respond_bytes
 from .types import RepoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,8 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
            "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "parse_time",
-           "respond_bytes",
-           "respond_blob", "http_date"]
+           "respond_bytes", "respond_blob", "http_date", "StreamingResponse"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
 # a STALE part means the upstream is failing (the most important thing to see), then MISS.
@@ -117,7 +116,9 @@ class PullApi:
         stored with BASE_PLACEHOLDER are rebased onto `base_url`, everything else streams."""
         judge = self._judge()
         entry = cached.entry
-        is_metadata = entry is not None and entry.kind == Kind.METADATA.value
+        # a first answer still streaming in has no entry yet: its kind comes with it, so the
+        # policy filters the MISS too, not only later HITs
+        is_metadata = (entry.kind if entry is not None else cached.kind) == Kind.METADATA.value
         if (judge is None or not is_metadata or key is None) and base_url is None:
             return self.respond(request, cached, headers)
         body = await self.read(cached)

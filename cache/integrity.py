@@ -10,6 +10,8 @@ import binascii
 import hashlib
 
 ALGORITHMS = ("sha512", "sha384", "sha256", "sha1")
+# digests that are no SRI algorithm but the only ones an index lists (CRAN's MD5sum), weakest last
+STRENGTH = ALGORITHMS + ("md5",)
 
 
 class IntegrityMismatch(ValueError):
@@ -24,9 +26,15 @@ class IntegrityCheck:
         self.hashers = {name: hashlib.new(name) for name in expected}
 
     @classmethod
-    def parse(cls, sri: str | None) -> "IntegrityCheck | None":
-        """None when the string names no supported algorithm (nothing to check)."""
+    def parse(cls, sri: str | None, md5: str | None = None) -> "IntegrityCheck | None":
+        """None when the string names no supported algorithm and no `md5` (hex) is expected
+        (nothing to check). md5 is not an SRI algorithm: "md5-…" tokens stay ignored."""
         expected: dict[str, set[bytes]] = {}
+        if md5:
+            try:
+                expected["md5"] = {bytes.fromhex(md5)}
+            except ValueError:
+                raise IntegrityMismatch(f"malformed md5 {md5[:40]!r}") from None
         for token in (sri or "").split():
             name, sep, value = token.partition("-")
             if not sep or name not in ALGORITHMS:
@@ -43,6 +51,6 @@ class IntegrityCheck:
 
     def verify(self) -> None:
         """Raise IntegrityMismatch unless the strongest named algorithm matches."""
-        strongest = next(name for name in ALGORITHMS if name in self.expected)
+        strongest = next(name for name in STRENGTH if name in self.expected)
         if self.hashers[strongest].digest() not in self.expected[strongest]:
             raise IntegrityMismatch(f"{strongest} integrity mismatch")

@@ -71,6 +71,7 @@ class FetchSpec:
     kind: Kind = Kind.IMMUTABLE
     expect_sha256: str | None = None
     expect_integrity: str | None = None   # SRI ("sha512-<b64>"), checked like expect_sha256
+    expect_md5: str | None = None         # hex md5 from an index that lists no stronger digest (CRAN)
     transform: Callable[[bytes], bytes] | None = None
     request_headers: Mapping[str, str] | None = None
     keep_headers: tuple[str, ...] = ()
@@ -91,6 +92,7 @@ class Cached:
     entry: Entry | None = None
     stream: tuple[fl.FlightState, fl.LocalFlight | None, int] | None = field(default=None, repr=False)
     fid: str = ""
+    kind: str | None = None       # of a body still streaming in (no entry yet): Kind value
 
 
 class PullThrough:
@@ -215,7 +217,8 @@ class PullThrough:
         repo, outcome = spec.repo, state.state
         if outcome == "streaming":
             fd = fl.open_part(self.flights, state)
-            return None if fd is None else Cached("MISS", repo, stream=(state, local, fd), fid=fid)
+            return None if fd is None else Cached("MISS", repo, stream=(state, local, fd), fid=fid,
+                                                     kind=spec.kind.value)
         if outcome in ("done", "refreshed"):
             entry = await self.entries.get(repo.name, spec.key)
             if entry is None:
@@ -315,7 +318,7 @@ class PullThrough:
                      response: aiohttp.ClientResponse) -> None:
         metrics = self.metrics(spec.repo)
         part = self.flights.part_path(flight)
-        check = IntegrityCheck.parse(spec.expect_integrity)
+        check = IntegrityCheck.parse(spec.expect_integrity, spec.expect_md5)
         writer = await asyncio.to_thread(self.blobs.writer, None, part)
         state = flight.state
         state.length = response.content_length if spec.transform is None else None
