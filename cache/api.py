@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .services import Services
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
-           "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
+           "UpstreamFailed", "Staged", "Protected", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
            "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "respond_bytes",
            "respond_blob", "http_date"]
 
@@ -47,6 +47,10 @@ def merge_x_cache(values: Iterable[str | None]) -> str | None:
 
 class Conflict(Exception):
     """A publish or document update collided with stored content (duplicate, tombstone, race)."""
+
+
+class Protected(Exception):
+    """The caller lacks the permission a protected package or tag requires (403)."""
 
 
 @dataclass(frozen=True)
@@ -220,10 +224,37 @@ class PullApi:
 class HostedApi:
     """Durable published files of one hosted repository."""
 
-    def __init__(self, services: "Services", repo: RepoConfig, client_timeout: float) -> None:
+    def __init__(self, services: "Services", repo: RepoConfig, client_timeout: float,
+                 package_of: Callable[[str], tuple[str, str] | None] | None = None,
+                 may: Callable[[str], bool] | None = None) -> None:
         self._services = services
         self.repo = repo
         self._idle = client_timeout
+        self._package_of = package_of
+        self._may = may
+
+    async def check_write(self, path: str, digest: str | None = None, *, delete: bool = False,
+                          current: HostedFile | None = None) -> None:
+        """THE retention rule of every hosted write (record() runs it; formats that commit several
+        records themselves call it per path first): a protected package or tag needs its minimum
+        permission (Protected); an immutable tag never moves nor goes (Conflict); with
+        `duplicates: deny` a taken path is never written again, even with the same bytes (Conflict)."""
+        found = self._package_of(path) if self._package_of is not None else None
+        if found is None:
+            return
+        package, version = found
+        rules = self.repo.retention
+        needed = rules.protection(package, version)
+        if needed is not None and self._may is not None and not self._may(needed):
+            raise Protected(f"{package} {version} is protected in {self.repo.name}: "
+                            f"changing it needs the {needed} permission")
+        current = current if current is not None else await self.get(path)
+        if current is None:
+            return
+        if rules.immutable(package, version) and (delete or current.digest != digest):
+            raise Conflict(f"{package}:{version} is an immutable tag in {self.repo.name}")
+        if not delete and rules.duplicates_denied(package, version):
+            raise Conflict(f"{package} {version} already exists in {self.repo.name} (duplicates are denied)")
 
     async def get(self, path: str) -> HostedFile | None:
         """The stored file at `path`, or None."""
@@ -278,7 +309,8 @@ class HostedApi:
                      meta: Mapping[str, Any] | None = None, overwrite: bool | None = None) -> Published:
         """Record an already stored blob at `path` (see publish for the overwrite rule)."""
         catalog = self._services.catalog
-        allow = self.repo.allow_overwrite if overwrite is None else overwrite
+        allow = self.overwrite_allowed(overwrite)
+        await self.check_write(path, digest)
         meta = {"last_modified": http_date(time.time()), **(meta or {})}
         stone = await catalog.tombstone(self.repo.name, path)
         if stone is not None and stone != digest and not allow:
@@ -296,6 +328,12 @@ class HostedApi:
         found = await catalog.get(self.repo.name, path)
         assert found is not None
         return Published(found, True)
+
+    def overwrite_allowed(self, overwrite: bool | None = None) -> bool:
+        """`duplicates: allow` lets other bytes replace a file; else the format's or repo's rule."""
+        if self.repo.retention.duplicates == "allow":
+            return True
+        return self.repo.allow_overwrite if overwrite is None else overwrite
 
     async def publish_all(self, items: builtins.list[tuple[str, bytes, str | None, Mapping[str, Any] | None]]
                           ) -> builtins.list[HostedFile]:
@@ -334,6 +372,7 @@ class HostedApi:
     async def delete(self, path: str, tombstone: bool = False) -> bool:
         """Remove the file at `path`. With `tombstone`, its digest is remembered so the path can
         never be published again with other content (package versions are immutable)."""
+        await self.check_write(path, delete=True)
         return await self._services.catalog.delete(self.repo.name, path, tombstone=tombstone)
 
     def serve(self, request: web.Request, file: HostedFile, headers: Mapping[str, str] | None = None,

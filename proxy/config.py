@@ -13,6 +13,7 @@ from depot.cache.osv import SEVERITY_ORDER
 from depot.registry import FORMATS
 from depot.registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
+from .config_retention import retention_of
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "DEPOT_"
@@ -334,7 +335,8 @@ def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
 _REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "members", "deploy_to",
               "metadata_patterns", "allow_overwrite", "mirror", "username", "password", "token",
               "password_env", "password_file", "token_env", "token_file", "options",
-              "anonymous_read", "access", "max_upload", "policy"}
+              "anonymous_read", "access", "max_upload", "policy", "cleanup", "duplicates",
+              "duplicates_exception_regex", "protected", "immutable_tags"}
 _PERMS = ("read", "write", "delete", "admin")
 
 
@@ -419,6 +421,7 @@ def _validate_repo(name: str, raw: Any, resolve_upstreams: bool = True) -> RepoC
         auth=_auth(prefix, raw),
         options=options,
         policy=_policy(f"{prefix}.policy", raw["policy"]) if isinstance(raw.get("policy"), dict) else None,
+        retention=retention_of(prefix, raw, kind),
     )
 
 
