@@ -379,6 +379,8 @@ class HostedApi:
               x_cache: str | None = None) -> web.StreamResponse:
         """Answer with a stored file (Range, HEAD, ETag/304) and count it as a hosted answer."""
         self._services.pull.metrics(self.repo).result("hosted")
+        if request.method == "GET":
+            self._services.admin.downloaded(self.repo.name, file.path)
         out = dict(headers or {})
         if x_cache:
             out["X-Cache"] = x_cache

@@ -286,6 +286,7 @@ class Npm(Format):
                     found = await member.services.catalog.get(repo.name, f"{name}/-/{filename}")
                     if found is not None:
                         member.services.metrics.hosted(repo)
+                        member.services.admin.downloaded(repo.name, found.path)
                         return respond_blob(member.request, found.digest, found.size, TARBALL_TYPE,
                                             {"X-Cache": "HIT"}, blobs=member.services.blobs,
                                             memory=member.services.memory)

@@ -167,6 +167,8 @@ class Oci(Format):
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
         digest = str(found.meta.get("digest") or "sha256:" + found.digest)   # as it was pushed
         ctx.services.metrics.hosted(ctx.repo)
+        if ctx.request.method == "GET":
+            ctx.services.admin.downloaded(ctx.repo.name, found.path)   # keep_recently_used
         try:
             return respond_blob(ctx.request, found.digest, found.size, found.content_type,
                                 {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,

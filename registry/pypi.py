@@ -263,6 +263,7 @@ class PyPI(Format):
                 return None
         headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
         ctx.services.metrics.hosted(repo)
+        ctx.services.admin.downloaded(repo.name, stored.path)
         return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
                             blobs=ctx.services.blobs, memory=ctx.services.memory)
 
