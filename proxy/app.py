@@ -1,6 +1,7 @@
 """The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -14,7 +15,8 @@ from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, health, observe, ui
+from . import access, admin_api, cleanup, health, observe, ui
+from .admin_ops import Admin
 from .auth import Authenticator
 from .config import Config
 from .lockout import LockoutPolicy
@@ -163,7 +165,11 @@ def build_app(config: Config) -> web.Application:
         await services.start()
         for fmt in app[FORMAT_INSTANCES].values():
             await fmt.start(services)
+        schedule = asyncio.get_running_loop().create_task(cleanup.schedule_loop(
+            lambda: Admin(services, app[FORMAT_INSTANCES], lambda repo, perm: True, "cleanup", audit),
+            config.data_dir))
         yield
+        schedule.cancel()
         for fmt in app[FORMAT_INSTANCES].values():
             await fmt.close()
         await services.close()
@@ -173,6 +179,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)
+    admin_api.setup(app, lambda: (app[SERVICES], app[FORMAT_INSTANCES]))   # /-/api/v1/
     ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics
     if "oci" in FORMATS:
         app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
