@@ -272,6 +272,7 @@ class Admin:
                 break
             after = rows[-1].key
         if not dry_run and count:
+            self.services.entries.purged()
             self.record("cache.purge", repo, entries=count, bytes=size, older_than=older_than, q=q,
                         policy=policy or "purge")
         return {"repository": repo.name, "dry_run": dry_run, "entries": count, "bytes": size}

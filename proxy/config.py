@@ -10,6 +10,7 @@ import yaml
 
 from depot.cache.gate import Policy, parse_policy
 from depot.cache.osv import SEVERITY_ORDER
+from depot.cache.retention import CLOCK_FILE_ENV
 from depot.registry import FORMATS
 from depot.registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
@@ -142,7 +143,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
 def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
     """Set DEPOT_A__B=value as document[a][b] (YAML-parsed), matching keys loosely (- and _)."""
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == "DEPOT_ADMIN_PASSWORD":
+        if not name.startswith(ENV_PREFIX) or name in ("DEPOT_ADMIN_PASSWORD", CLOCK_FILE_ENV):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         node = document

@@ -72,3 +72,22 @@ def admin_token(depot: Any) -> str:
 def cli_json(depot: Any, *args: str) -> Any:
     done = depot.run_cli(*args, "--json")
     return json.loads(done.stdout)
+
+
+def cli_json_env(depot: Any, env: dict[str, str], *args: str) -> Any:
+    """`depot <args> --json` on the depot's config and data, with extra environment variables."""
+    done = subprocess.run(depot.command(*args, "--json"), capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def eventually(check: Any, timeout: float = 8.0) -> Any:
+    """Poll check() until it returns a truthy value (a server flushes some state every 2 s)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
