@@ -309,7 +309,7 @@ class HostedApi:
                      meta: Mapping[str, Any] | None = None, overwrite: bool | None = None) -> Published:
         """Record an already stored blob at `path` (see publish for the overwrite rule)."""
         catalog = self._services.catalog
-        allow = self.overwrite_allowed(overwrite)
+        allow = self.overwrite_allowed(overwrite, path)
         await self.check_write(path, digest)
         meta = {"last_modified": http_date(time.time()), **(meta or {})}
         stone = await catalog.tombstone(self.repo.name, path)
@@ -329,9 +329,15 @@ class HostedApi:
         assert found is not None
         return Published(found, True)
 
-    def overwrite_allowed(self, overwrite: bool | None = None) -> bool:
-        """`duplicates: allow` lets other bytes replace a file; else the format's or repo's rule."""
-        if self.repo.retention.duplicates == "allow":
+    def overwrite_allowed(self, overwrite: bool | None = None, path: str | None = None) -> bool:
+        """Whether other bytes may replace the file at `path`: `duplicates: allow` (or `deny` with
+        the package or version matching duplicates_exception_regex) says yes; unset: the format's
+        or the repository's own rule (allow_overwrite)."""
+        rules = self.repo.retention
+        if rules.duplicates == "allow":
+            return True
+        found = self._package_of(path) if self._package_of is not None and path is not None else None
+        if rules.duplicates == "deny" and found is not None and not rules.duplicates_denied(*found):
             return True
         return self.repo.allow_overwrite if overwrite is None else overwrite
 

@@ -419,7 +419,7 @@ class Npm(Format):
         release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
         catalog = ctx.services.catalog
         path = f"{name}/-/{release.filename}"
-        overwrite = ctx.hosted.overwrite_allowed()
+        overwrite = ctx.hosted.overwrite_allowed(path=path)
         with engine_errors(ctx.repo):
             await ctx.hosted.check_write(path, hashlib.sha256(release.tarball).hexdigest())  # protection, duplicates
         current = await self._hosted_doc(ctx, name)

@@ -315,7 +315,7 @@ class PyPI(Format):
         hosted = ctx.for_repo(repo).hosted
         with engine_errors(repo):
             await hosted.check_write(path, digest)      # protection and duplicates (every format's rule)
-        overwrite = hosted.overwrite_allowed()
+        overwrite = hosted.overwrite_allowed(path=path)
         before = await catalog.published_digest(repo.name, path)
         if before is not None and before != digest and not overwrite:
             # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
