@@ -6,6 +6,8 @@ from typing import Any
 NUM = {"type": ["number", "null"]}
 STR = {"type": "string"}
 INT = {"type": "integer", "minimum": 0}
+SORTS = ("name", "created", "size", "downloads", "last_downloaded", "versions")
+SORT_VALUES = [*SORTS, *("-" + s for s in SORTS)]
 CURSOR = {"type": ["string", "null"], "description": "pass as `cursor` to get the next page; null on the last"}
 
 PACKAGE = {"type": "object", "required": ["repository", "format", "name", "versions", "size"],
@@ -79,7 +81,8 @@ IMAGE = _param("image", "path", "image name, percent-encoded (`library%2Falpine`
 DRY = _param("dry_run", schema={"type": "boolean"}, description="only list what would go")
 LIMIT = _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000})
 CURSOR_P = _param("cursor", description="next_cursor of the previous page")
-OLDER = _param("older_than", description="a duration: 90d, 12h, 30m")
+OLDER = _param("older_than", description="a duration: 90d, 12h, 30m",
+               schema={"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?(ms|s|m|h|d|w)?$"})
 
 
 def document() -> dict[str, Any]:
@@ -88,8 +91,8 @@ def document() -> dict[str, Any]:
         "/packages": {"get": {"summary": "packages of the hosted repositories the caller may read",
                               "operationId": "listPackages",
                               "parameters": [_param("repository"), _param("format"), _param("q", description="name contains"),
-                                             _param("sort", description="name, created, size, downloads, "
-                                                    "last_downloaded, versions; prefix - for descending"),
+                                             _param("sort", description="prefix - for descending",
+                                                    schema={"type": "string", "enum": SORT_VALUES}),
                                              CURSOR_P, LIMIT],
                               "responses": _answer("PackagePage", 404)}},
         "/packages/{repo}/{name}": {"get": {"summary": "a package and its versions", "operationId": "showPackage",

@@ -15,8 +15,9 @@ from depot.cache.retention import now
 from depot.cache.types import RepoConfig
 from depot.registry.base import Format
 
+from .admin_openapi import SORTS
+
 Allowed = Callable[[RepoConfig, str], bool]
-SORTS = ("name", "created", "size", "downloads", "last_downloaded", "versions")
 MAX_LIMIT = 1000
 
 
