@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from depot.cache import metrics
+from depot.cache.api import Conflict, Protected
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
@@ -114,6 +115,11 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         if not repo.is_hosted and "X-Cache" not in response.headers:
             response.headers["X-Cache"] = exc.x_cache or "MISS"
         return response
+    except (Protected, Conflict) as exc:
+        # a retention rule refused a write or delete the handler did not wrap (engine_errors):
+        # the format's own error shape, never a 500
+        status = 403 if isinstance(exc, Protected) else 409
+        return fmt.error(ctx, status, str(exc), "DENIED" if status == 403 else None)
     except ConnectionResetError:
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)

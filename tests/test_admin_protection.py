@@ -95,3 +95,18 @@ def test_protected_tag_needs_admin_and_immutable_tag_never_moves(guarded) -> Non
     assert push(writer, "a", "v2", check=False).returncode != 0
     push(admin, "b", "v2")                                     # the same manifest again: not a move
     assert api(depot, "DELETE", "packages/oci/team%2Fapp/dev", ("writer", "password-123")).status_code == 200
+
+
+def test_protected_generic_file_delete_needs_admin_in_the_format_shape(depot_factory, tmp_path: Path) -> None:
+    depot = depot_factory({"files": {"format": "generic", "type": "hosted", "access": {"writer": "delete"},
+                                     "protected": ["^release/"]}}, secure=True)
+    make_user(depot, "writer")
+    src = tmp_path / "f"
+    src.write_text("v1")
+    admin, writer = f"admin:{depot.ADMIN_PASSWORD}", "writer:password-123"
+    assert curl("-u", writer, "-T", str(src), f"{depot.url}/files/release/f.txt").stdout == "403"
+    assert curl("-u", admin, "-T", str(src), f"{depot.url}/files/release/f.txt").stdout == "201"
+    assert curl("-u", writer, "-X", "DELETE", f"{depot.url}/files/release/f.txt").stdout == "403"
+    assert curl("-u", writer, "-T", str(src), f"{depot.url}/files/dev/f.txt").stdout == "201"
+    assert curl("-u", writer, "-X", "DELETE", f"{depot.url}/files/dev/f.txt").stdout in ("200", "204")
+    assert curl("-u", admin, "-X", "DELETE", f"{depot.url}/files/release/f.txt").stdout in ("200", "204")
