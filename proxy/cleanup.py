@@ -128,9 +128,11 @@ async def schedule_loop(make_admin: Callable[[], Admin], data_dir: Path) -> None
     """Run the policies whose `cleanup.schedule` elapsed; one run at a time across workers."""
     lock_path = Path(data_dir) / "tmp" / "cleanup.lock"
     while True:
-        await asyncio.sleep(SCHEDULE_TICK)
+        admin = make_admin()
+        schedules = [r.retention.cleanup.schedule for r in admin.services.repos.values() if r.retention.cleanup.schedule]
+        await asyncio.sleep(max(1.0, min([SCHEDULE_TICK, *schedules])))
         try:
-            await _scheduled_once(make_admin(), data_dir, lock_path)
+            await _scheduled_once(admin, data_dir, lock_path)
         except Exception:  # keep the schedule alive whatever happens
             log.exception("scheduled cleanup failed")
 

@@ -109,3 +109,20 @@ def test_cache_purge_by_pattern_reports_bytes(depot_factory, upstream) -> None:
     # the server drops its in-memory copies of purged entries at its next flush (every 2 s)
     assert eventually(lambda: requests.get(f"{depot.url}/remote/a/1.bin", timeout=10).headers["X-Cache"] == "MISS")
     assert upstream.counts().get("GET /a/1.bin") == 2
+
+
+def test_scheduled_cleanup_runs_in_the_server_once_across_workers(depot_factory, upstream, tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+    set_clock(clock, 0)
+    upstream.put("old.bin", b"o" * 300)
+    depot = depot_factory({"remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/",
+                                      "cleanup": {"unused_for": "90d", "schedule": "1s"}}},
+                          workers=2, env={"DEPOT_CLOCK_FILE": str(clock)})
+    assert requests.get(f"{depot.url}/remote/old.bin", timeout=10).status_code == 200
+    assert eventually(lambda: api(depot, "GET", "cache/remote").json()["items"])
+    set_clock(clock, 91 * DAY)
+    assert eventually(lambda: api(depot, "GET", "cache/remote").json()["items"] == [], timeout=15)
+    audit = [json.loads(l) for l in (depot.data_dir / "audit.log").read_text().splitlines()]
+    purges = [a for a in audit if a["action"] == "cache.purge"]
+    assert len(purges) == 1 and purges[0]["policy"] == "unused_for" and purges[0]["actor"] == "cleanup"
+    assert api(depot, "GET", "cleanup").json()["items"][0]["last_run"] is not None
