@@ -126,3 +126,15 @@ def test_scheduled_cleanup_runs_in_the_server_once_across_workers(depot_factory,
     purges = [a for a in audit if a["action"] == "cache.purge"]
     assert len(purges) == 1 and purges[0]["policy"] == "unused_for" and purges[0]["actor"] == "cleanup"
     assert api(depot, "GET", "cleanup").json()["items"][0]["last_run"] is not None
+
+
+def test_the_ui_shows_the_policy_and_its_last_run(depot_factory) -> None:
+    depot = depot_factory({"files": {"format": "generic", "type": "hosted", "cleanup": {"keep_n": 2},
+                                     "protected": ["^keep/"]}})
+    page = requests.get(f"{depot.url}/-/ui/repositories/files", timeout=10)
+    assert page.status_code == 200, page.text
+    assert "Retention" in page.text and "keep_n" in page.text and "^keep/" in page.text
+    assert "Last cleanup: never" in page.text
+    api(depot, "POST", "cleanup")
+    page = requests.get(f"{depot.url}/-/ui/repositories/files", timeout=10).text
+    assert "Last cleanup: never" not in page and "0 deleted" in page
