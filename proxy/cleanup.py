@@ -19,7 +19,7 @@ from depot.cache import metrics
 from depot.cache.retention import VersionFacts, now, to_delete
 from depot.cache.types import RepoConfig
 
-from .admin_ops import Admin
+from .admin_ops import Admin, AdminError
 
 log = logging.getLogger("depot.cleanup")
 Progress = Callable[[str, int, int], None]
@@ -84,7 +84,10 @@ async def run_repo(admin: Admin, repo: RepoConfig, dry_run: bool, progress: Prog
 def policy_repos(admin: Admin, repository: str | None = None) -> list[RepoConfig]:
     """Repositories with an active cleanup policy (or the one named)."""
     if repository:
-        return [admin.repo(repository)]
+        repo = admin.repo(repository)
+        if repo.is_group:
+            raise AdminError(400, "Wrong repository type", f"{repository} is a group: clean its members")
+        return [repo]
     return [r for r in sorted(admin.services.repos.values(), key=lambda r: r.name)
             if r.retention.cleanup.active and admin.allowed(r, "read")]
 

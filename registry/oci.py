@@ -17,12 +17,11 @@ from aiohttp import web
 from depot.cache.blobs import DigestMismatch, TooLarge
 from depot.cache.serve import respond_blob, respond_bytes
 
-from . import oci_proxy
+from . import oci_admin, oci_proxy
 from .base import Ctx, Format, FormatError, body_chunks, engine_errors, route
-from .oci_manifest import (HEX_LENGTHS, hex_of, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
+from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
                            parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
-                           validate_name, validate_reference)
-from . import oci_admin
+                           hex_of, validate_name, validate_reference)
 from .oci_store import HostedStore, tag_path
 from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
 from .repo import RepoConfig

@@ -138,3 +138,16 @@ def test_the_ui_shows_the_policy_and_its_last_run(depot_factory) -> None:
     api(depot, "POST", "cleanup")
     page = requests.get(f"{depot.url}/-/ui/repositories/files", timeout=10).text
     assert "Last cleanup: never" not in page and "0 deleted" in page
+
+
+def test_cleanup_keeps_what_was_downloaded_recently(depot_factory) -> None:
+    depot = depot_factory({"files": {"format": "generic", "type": "hosted",
+                                     "cleanup": {"keep_n": 0, "keep_recently_used": "7d"}}})
+    for name in ("used.txt", "idle.txt"):
+        assert requests.put(f"{depot.url}/files/{name}", data=name.encode(), timeout=10).status_code == 201
+    assert requests.get(f"{depot.url}/files/used.txt", timeout=10).text == "used.txt"
+    assert eventually(lambda: api(depot, "GET", "packages/files/used.txt").json()["downloads"] == 1)
+    run = api(depot, "POST", "cleanup").json()["items"][0]
+    assert [d["package"] for d in run["deleted"]] == ["idle.txt"]
+    assert requests.get(f"{depot.url}/files/idle.txt", timeout=10).status_code == 404
+    assert requests.get(f"{depot.url}/files/used.txt", timeout=10).status_code == 200
