@@ -146,3 +146,21 @@ def test_cli_parity_shares_the_api_model(seeded: SimpleNamespace) -> None:
     assert {t["tag"] for t in tags["items"]} <= {"v1", "multi"}
     missing = depot.run_cli("packages", "show", "files", "nope", check=False)
     assert missing.returncode == 1 and "no package" in missing.stderr
+
+
+def test_deleting_a_crate_version_drops_it_from_the_sparse_index(depot_factory) -> None:
+    import requests
+
+    from cargo_fixtures import crate_bytes, index_path, publish_frame
+    depot = depot_factory({"crates": {"format": "cargo", "type": "hosted"}})
+    for version in ("0.1.0", "0.2.0"):
+        answer = requests.put(f"{depot.url}/crates/api/v1/crates/new", timeout=10, data=publish_frame(
+            {"name": "adm-crate", "vers": version, "deps": [], "features": {}}, crate_bytes("adm-crate", version)))
+        assert answer.status_code == 200, answer.text
+    assert [v["version"] for v in api(depot, "GET", "packages/crates/adm-crate").json()["versions"]] == ["0.1.0", "0.2.0"]
+    assert api(depot, "DELETE", "packages/crates/adm-crate/0.1.0").status_code == 200
+    lines = requests.get(f"{depot.url}/crates/{index_path('adm-crate')}", timeout=10).text.splitlines()
+    assert [json.loads(line)["vers"] for line in lines] == ["0.2.0"]
+    again = requests.put(f"{depot.url}/crates/api/v1/crates/new", timeout=10, data=publish_frame(
+        {"name": "adm-crate", "vers": "0.1.0", "deps": [], "features": {}}, crate_bytes("adm-crate", "0.1.0", "x")))
+    assert again.status_code >= 400                         # a deleted version number is never reused
