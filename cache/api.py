@@ -347,6 +347,7 @@ class HostedApi:
         in one transaction, and only if none of the paths is taken (else Conflict, nothing recorded)."""
         rows = []
         for path, data, content_type, meta in items:
+            await self.check_write(path, hashlib.sha256(data).hexdigest())
             digest, size = await self._services.blobs.put_bytes(data)
             rows.append((path, digest, size, content_type, {"last_modified": http_date(time.time()), **(meta or {})}))
         if not await self._services.catalog.put_all_new(self.repo.name, rows):
