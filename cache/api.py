@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .services import Services
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
-           "UpstreamFailed", "Staged", "Protected", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
+           "UpstreamFailed", "Staged", "Protected",
+           "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
            "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "respond_bytes",
            "respond_blob", "http_date"]
 

@@ -90,7 +90,8 @@ def document() -> dict[str, Any]:
     paths = {
         "/packages": {"get": {"summary": "packages of the hosted repositories the caller may read",
                               "operationId": "listPackages",
-                              "parameters": [_param("repository"), _param("format"), _param("q", description="name contains"),
+                              "parameters": [_param("repository"), _param("format"),
+                                             _param("q", description="name contains"),
                                              _param("sort", description="prefix - for descending",
                                                     schema={"type": "string", "enum": SORT_VALUES}),
                                              CURSOR_P, LIMIT],
@@ -104,7 +105,8 @@ def document() -> dict[str, Any]:
                        "operationId": "deleteVersion",
                        "parameters": [REPO, NAME, VERSION_P, _param("file", description="one file's path")],
                        "responses": _answer("Deleted", 403, 404, 409)}},
-        "/images": {"get": {"summary": "images of the OCI repositories the caller may read", "operationId": "listImages",
+        "/images": {"get": {"summary": "images of the OCI repositories the caller may read",
+                            "operationId": "listImages",
                             "parameters": [_param("repository")], "responses": _answer("Images", 404)}},
         "/images/{repo}/{image}/tags": {
             "get": {"summary": "tags of an image", "operationId": "listTags", "parameters": [REPO, IMAGE],

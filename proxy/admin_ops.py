@@ -109,7 +109,8 @@ class Admin:
                          package_of=fmt.package_of, may=may or (lambda perm: self.allowed(repo, perm)))
 
     # ------------------------------------------------------------------ packages
-    async def package_stats(self, repos: list[RepoConfig], name: str | None = None) -> dict[tuple[str, str], PackageStats]:
+    async def package_stats(self, repos: list[RepoConfig],
+                            name: str | None = None) -> dict[tuple[str, str], PackageStats]:
         """(repository, package) -> stats, reading files one page at a time."""
         out: dict[tuple[str, str], PackageStats] = {}
         by_name = {r.name: r for r in repos}

@@ -132,7 +132,8 @@ async def schedule_loop(make_admin: Callable[[], Admin], data_dir: Path) -> None
     lock_path = Path(data_dir) / "tmp" / "cleanup.lock"
     while True:
         admin = make_admin()
-        schedules = [r.retention.cleanup.schedule for r in admin.services.repos.values() if r.retention.cleanup.schedule]
+        schedules = [r.retention.cleanup.schedule for r in admin.services.repos.values()
+                     if r.retention.cleanup.schedule]
         await asyncio.sleep(max(1.0, min([SCHEDULE_TICK, *schedules])))
         try:
             await _scheduled_once(admin, data_dir, lock_path)

@@ -119,7 +119,8 @@ def render(args: argparse.Namespace, result: Any) -> str:
         for item in result:
             verb = "would delete" if args.dry_run else "deleted"
             gone = [f"{d['package']}:{d['version']}" for d in item.get("deleted", [])]
-            what = f"{item.get('entries', 0)} entries" if item.get("policy") == "unused_for" else ", ".join(gone) or "nothing"
+            what = (f"{item.get('entries', 0)} entries" if item.get("policy") == "unused_for"
+                    else ", ".join(gone) or "nothing")
             lines.append(f"{item['repository']}: {verb} {what} ({item.get('bytes', 0)} bytes)")
         return "\n".join(lines) or "no repository has a cleanup policy"
     if isinstance(result, dict) and "items" in result:

@@ -38,7 +38,8 @@ def _cleanup(prefix: str, raw: Any, kind: str) -> Cleanup:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in allowed:
-            raise _error(f"{prefix}.{key}", f"unknown setting for a {kind} repository; known: {', '.join(sorted(allowed))}")
+            raise _error(f"{prefix}.{key}",
+                         f"unknown setting for a {kind} repository; known: {', '.join(sorted(allowed))}")
         if key in _DURATIONS:
             try:
                 values[key] = parse_duration(value)

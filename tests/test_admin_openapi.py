@@ -2,7 +2,6 @@
 image and cached proxy entries): no 5xx, every answer matches its schema, problem details on errors."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -63,12 +62,18 @@ def test_every_endpoint_matches_its_schema(live: SimpleNamespace) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) == 11
     for operation in operations:
-        @given(case=operation.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def run(case) -> None:
-            check_case(case, live.base, opaque)
-        opaque = any(p.name in ("cursor", "regex") for p in operation.query)
-        run()
+        fuzz(operation, live.base)
+
+
+def fuzz(operation, base: str) -> None:
+    """Up to 30 generated requests of one operation, each checked against the document."""
+    opaque = any(p.name in ("cursor", "regex") for p in operation.query)
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case) -> None:
+        check_case(case, base, opaque)
+    run()
 
 
 def test_the_document_is_openapi_3_1(live: SimpleNamespace) -> None:
