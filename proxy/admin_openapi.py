@@ -10,7 +10,7 @@ SORTS = ("name", "created", "size", "downloads", "last_downloaded", "versions")
 SORT_VALUES = [*SORTS, *("-" + s for s in SORTS)]
 CURSOR = {"type": ["string", "null"], "description": "pass as `cursor` to get the next page; null on the last"}
 
-PACKAGE = {"type": "object", "required": ["repository", "format", "name", "versions", "size"],
+PACKAGE: dict[str, Any] = {"type": "object", "required": ["repository", "format", "name", "versions", "size"],
            "properties": {"repository": STR, "format": STR, "name": STR, "versions": INT,
                           "latest": {"type": ["string", "null"]}, "size": INT, "created": NUM,
                           "last_downloaded": NUM, "downloads": INT}}

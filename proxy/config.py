@@ -422,7 +422,7 @@ def _validate_repo(name: str, raw: Any, resolve_upstreams: bool = True) -> RepoC
         auth=_auth(prefix, raw),
         options=options,
         policy=_policy(f"{prefix}.policy", raw["policy"]) if isinstance(raw.get("policy"), dict) else None,
-        retention=retention_of(prefix, raw, kind),
+        retention=retention_of(prefix, raw, str(kind)),
     )
 
 
