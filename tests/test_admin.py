@@ -49,7 +49,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
             src = work / f"{repo}-{path.replace('/', '_')}"
             src.write_text(body)
             assert curl("-u", creds, "-T", str(src), f"{depot.url}/{repo}/{path}").stdout == "201"
-        yield SimpleNamespace(depot=depot, admin=admin, dists=dists, npm=npm, creds=creds, work=work)
+        yield SimpleNamespace(depot=depot, admin=admin, dists=dists, npm=npm, creds=creds, work=work, layout=layout)
     finally:
         depot.stop()
 
@@ -146,6 +146,28 @@ def test_cli_parity_shares_the_api_model(seeded: SimpleNamespace) -> None:
     assert {t["tag"] for t in tags["items"]} <= {"v1", "multi"}
     missing = depot.run_cli("packages", "show", "files", "nope", check=False)
     assert missing.returncode == 1 and "no package" in missing.stderr
+
+
+def test_bulk_tag_deletion_by_regex_with_a_dry_run(seeded: SimpleNamespace) -> None:
+    depot, creds = seeded.depot, seeded.creds
+    ref = f"docker://127.0.0.1:{depot.port}/oci/team/app"
+    for tag in ("dev-1", "dev-2"):
+        skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", creds,
+               f"oci:{seeded.layout.root}:multi", f"{ref}:{tag}")
+    path = f"images/oci/{seg('team/app')}/tags"
+    dry = api(depot, "DELETE", path, seeded.admin, regex="^dev-", dry_run="true").json()
+    assert dry == {"dry_run": True, "tags": ["dev-1", "dev-2"]}
+    assert cli_json(depot, "images", "delete", "oci", "team/app", "--regex", "^dev-", "--dry-run")["tags"] == \
+        ["dev-1", "dev-2"]
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds, f"{ref}:dev-1")   # still there
+    assert api(depot, "DELETE", path, ("bob", "password-123"), regex="^dev-").status_code == 404   # bob can't read oci
+    done = cli_json(depot, "images", "delete", "oci", "team/app", "--regex", "^dev-")
+    assert done == {"dry_run": False, "tags": ["dev-1", "dev-2"]}
+    for tag in ("dev-1", "dev-2"):
+        assert skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds, f"{ref}:{tag}",
+                      check=False).returncode != 0
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds, f"{ref}:multi")   # shares their manifest
+    assert api(depot, "DELETE", path, seeded.admin, regex="(").status_code == 400
 
 
 def test_deleting_a_crate_version_drops_it_from_the_sparse_index(depot_factory) -> None:
