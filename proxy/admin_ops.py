@@ -222,15 +222,30 @@ class Admin:
             raise AdminError(400, "Not an image repository", f"{repository} is {repo.format}, not oci")
         rows = await self.version_files(repo, image)
         fmt = self.formats[repo.format]
-        items = []
+        items, seen = [], {}
         for row in sorted(rows, key=lambda r: (r.created, r.path)):
             tag = (fmt.package_of(row.path) or ("", ""))[1]
+            if row.digest not in seen:
+                seen[row.digest] = await self._platforms(row.digest)
             items.append({"tag": tag, "digest": row.meta.get("digest") or "sha256:" + row.digest,
                           "size": row.size, "created": row.created, "downloads": row.downloads,
-                          "last_downloaded": row.last_download, "platforms": row.meta.get("platforms") or []})
+                          "last_downloaded": row.last_download, "platforms": seen[row.digest]})
         if not items:
             raise AdminError(404, "Not Found", f"no image {image!r} in {repository}")
         return {"repository": repo.name, "image": image, "items": items}
+
+    async def _platforms(self, digest: str) -> list[str]:
+        """`os/architecture` of an image manifest (from its config) or of each image an index lists."""
+        try:
+            manifest = json.loads(await self.services.blobs.read(digest))
+            if isinstance(manifest.get("manifests"), list):
+                return [f"{p.get('os')}/{p.get('architecture')}" for m in manifest["manifests"]
+                        if isinstance(p := m.get("platform"), dict)]
+            config_digest = str((manifest.get("config") or {}).get("digest", "")).split(":")[-1]
+            config = json.loads(await self.services.blobs.read(config_digest)) if config_digest else {}
+        except (OSError, ValueError, AttributeError):
+            return []                   # not JSON, or a blob gone: no platform to show
+        return [f"{config['os']}/{config['architecture']}"] if "os" in config and "architecture" in config else []
 
     async def delete_tags(self, repository: str, image: str, regex: str, dry_run: bool) -> dict[str, Any]:
         """Bulk delete of the tags matching `regex` (re.search); a dry run only lists them."""

@@ -86,6 +86,7 @@ def test_packages_of_every_format_listed_searched_and_shown(seeded: SimpleNamesp
             "size": wheel.stat().st_size} in [{k: f[k] for k in ("path", "sha256", "size")} for f in files]
     tags = api(depot, "GET", f"images/oci/{seg('team/app')}/tags", admin).json()["items"]
     assert {t["tag"] for t in tags} == {"v1", "multi"} and all(t["digest"].startswith("sha256:") for t in tags)
+    assert {t["tag"]: t["platforms"] for t in tags} == {"v1": ["linux/amd64"], "multi": ["linux/amd64", "linux/arm64"]}
     assert api(depot, "GET", "images", admin).json()["items"] == [{"repository": "oci", "name": "team/app", "tags": 2}]
 
 
