@@ -346,6 +346,8 @@ class Format:
     options: ClassVar[Mapping[str, Option]] = {}
     # how the supply-chain policy reads version ranges of this format: pep440 | semver | maven | generic
     version_scheme: ClassVar[str] = "generic"
+    # a deleted version's files keep their bytes reserved for good (tombstones; see admin_delete)
+    immutable_versions: ClassVar[bool] = False
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -394,9 +396,10 @@ class Format:
     async def admin_delete(self, hosted: HostedApi, package: str, version: str, paths: list[str]) -> None:
         """Delete one version (or tag) of a hosted package for the admin API and cleanup: `paths`
         are its files as package_of() grouped them. By default each file goes; formats whose
-        index documents name versions (npm's packument, OCI manifests) override it."""
+        index documents name versions (npm's packument, OCI manifests) override it. With
+        `immutable_versions` the paths stay reserved for the bytes they held (tombstones)."""
         for path in paths:
-            await hosted.delete(path)
+            await hosted.delete(path, tombstone=self.immutable_versions)
 
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
         """The versions a metadata document offers clients to resolve from, with publish times

@@ -187,3 +187,20 @@ def test_deleting_a_crate_version_drops_it_from_the_sparse_index(depot_factory) 
     again = requests.put(f"{depot.url}/crates/api/v1/crates/new", timeout=10, data=publish_frame(
         {"name": "adm-crate", "vers": "0.1.0", "deps": [], "features": {}}, crate_bytes("adm-crate", "0.1.0", "x")))
     assert again.status_code >= 400                         # a deleted version number is never reused
+
+
+def test_deleting_a_go_module_version_keeps_its_number_reserved(depot_factory) -> None:
+    import requests
+
+    from go_fixtures import escape, library, module_zip
+    module = "example.com/admhello"
+    depot = depot_factory({"go-local": {"format": "go", "type": "hosted"}})
+    base = f"{depot.url}/go-local/{escape(module)}/@v"
+    one = module_zip(module, "v1.0.0", library(module, "v1.0.0", "one"))
+    assert requests.put(f"{base}/v1.0.0.zip", data=one, timeout=30).status_code == 201
+    shown = api(depot, "GET", f"packages/go-local/{seg(module)}/v1.0.0").json()
+    assert sorted(f["path"].rsplit(".", 1)[1] for f in shown["files"]) == ["info", "mod", "zip"]
+    assert api(depot, "DELETE", f"packages/go-local/{seg(module)}/v1.0.0").status_code == 200
+    assert requests.get(f"{base}/list", timeout=10).status_code == 404            # go stops resolving it
+    other = module_zip(module, "v1.0.0", library(module, "v1.0.0", "two"))
+    assert requests.put(f"{base}/v1.0.0.zip", data=other, timeout=30).status_code == 409
