@@ -468,6 +468,9 @@ class Npm(Format):
             if removed:
                 ctx.require("delete")
                 ctx.extra["audit_action"] = "delete"
+                with engine_errors(ctx.repo):          # protected packages (the engine's rule)
+                    for version in removed:
+                        await ctx.hosted.check_write(f"{name}/-/{pk.tarball_filename(name, version)}", delete=True)
             return [Write(f"{name}/-/{pk.tarball_filename(name, v)}", "", 0, delete=True, once=True)
                     for v in removed]
 

@@ -110,3 +110,24 @@ def test_protected_generic_file_delete_needs_admin_in_the_format_shape(depot_fac
     assert curl("-u", writer, "-T", str(src), f"{depot.url}/files/dev/f.txt").stdout == "201"
     assert curl("-u", writer, "-X", "DELETE", f"{depot.url}/files/dev/f.txt").stdout in ("200", "204")
     assert curl("-u", admin, "-X", "DELETE", f"{depot.url}/files/release/f.txt").stdout in ("200", "204")
+
+
+def test_protected_npm_package_needs_admin_to_publish_or_unpublish(depot_factory, tmp_path: Path) -> None:
+    from admin_helpers import admin_token
+    from npm_fixtures import NpmCli, make_package
+    depot = depot_factory({"npmr": {"format": "npm", "type": "hosted", "access": {"dev": "delete"},
+                                    "protected": [{"pattern": "^@core/", "perm": "admin"}]}}, secure=True)
+    make_user(depot, "dev")
+    dev_token = depot.run_cli("token", "create", "--user", "dev", "--perm", "delete").stdout.strip().splitlines()[-1]
+    admin = NpmCli(tmp_path / "admin", f"{depot.url}/npmr/", token=admin_token(depot))
+    dev = NpmCli(tmp_path / "dev", f"{depot.url}/npmr/", token=dev_token)
+    refused = dev.run("publish", cwd=make_package(tmp_path / "p", "@core/lib", "1.0.0"))
+    assert refused.returncode != 0 and "protected" in refused.stderr
+    admin.ok("publish", cwd=make_package(tmp_path / "p", "@core/lib", "1.0.0"))
+    admin.ok("publish", cwd=make_package(tmp_path / "p", "@core/lib", "1.1.0"))
+    dev.ok("publish", cwd=make_package(tmp_path / "p", "@team/lib", "1.0.0"))     # not protected
+    assert dev.run("unpublish", "@core/lib@1.0.0", "--force").returncode != 0
+    assert dev.run("view", "@core/lib@1.0.0", "version").stdout.strip() == "1.0.0"
+    admin.ok("unpublish", "@core/lib@1.0.0", "--force")
+    assert admin.run("view", "@core/lib@1.0.0", "version").stdout.strip() == ""
+    dev.ok("unpublish", "@team/lib@1.0.0", "--force")
