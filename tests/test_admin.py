@@ -69,6 +69,9 @@ def test_packages_of_every_format_listed_searched_and_shown(seeded: SimpleNamesp
     assert by_name["team/app"]["versions"] == 2
     assert names(api(depot, "GET", "packages", admin, q="adm").json()) == {("py", "adm-pkg"), ("npmr", "@adm/lib")}
     assert names(api(depot, "GET", "packages", admin, format="oci").json()) == {("oci", "team/app")}
+    sizes = [i["size"] for i in api(depot, "GET", "packages", admin, sort="-size").json()["items"]]
+    assert sizes == sorted(sizes, reverse=True) and len(sizes) == 6
+    assert api(depot, "GET", "packages", admin, sort="bogus").json()["title"] == "Bad sort"
     # cursor pagination: two at a time, every package exactly once
     seen, cursor = [], None
     while True:
