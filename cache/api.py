@@ -27,9 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .services import Services
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
-           "UpstreamFailed", "Staged", "DigestMismatch", "TooLarge", "HostedFile", "Entry", "BASE_PLACEHOLDER",
-           "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo", "parse_time",
-           "respond_bytes", "respond_blob", "http_date", "StreamingResponse"]
+           "UpstreamFailed", "Staged", "Protected", "DigestMismatch", "TooLarge", "HostedFile", "Entry",
+           "BASE_PLACEHOLDER", "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo",
+           "parse_time", "respond_bytes", "respond_blob", "http_date", "StreamingResponse"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
 # a STALE part means the upstream is failing (the most important thing to see), then MISS.
@@ -47,6 +47,10 @@ def merge_x_cache(values: Iterable[str | None]) -> str | None:
 
 class Conflict(Exception):
     """A publish or document update collided with stored content (duplicate, tombstone, race)."""
+
+
+class Protected(Exception):
+    """The caller lacks the permission a protected package or tag requires (403)."""
 
 
 @dataclass(frozen=True)
@@ -226,10 +230,37 @@ class PullApi:
 class HostedApi:
     """Durable published files of one hosted repository."""
 
-    def __init__(self, services: "Services", repo: RepoConfig, client_timeout: float) -> None:
+    def __init__(self, services: "Services", repo: RepoConfig, client_timeout: float,
+                 package_of: Callable[[str], tuple[str, str] | None] | None = None,
+                 may: Callable[[str], bool] | None = None) -> None:
         self._services = services
         self.repo = repo
         self._idle = client_timeout
+        self._package_of = package_of
+        self._may = may
+
+    async def check_write(self, path: str, digest: str | None = None, *, delete: bool = False,
+                          current: HostedFile | None = None) -> None:
+        """THE retention rule of every hosted write (record() runs it; formats that commit several
+        records themselves call it per path first): a protected package or tag needs its minimum
+        permission (Protected); an immutable tag never moves nor goes (Conflict); with
+        `duplicates: deny` a taken path is never written again, even with the same bytes (Conflict)."""
+        found = self._package_of(path) if self._package_of is not None else None
+        if found is None:
+            return
+        package, version = found
+        rules = self.repo.retention
+        needed = rules.protection(package, version)
+        if needed is not None and self._may is not None and not self._may(needed):
+            raise Protected(f"{package} {version} is protected in {self.repo.name}: "
+                            f"changing it needs the {needed} permission")
+        current = current if current is not None else await self.get(path)
+        if current is None:
+            return
+        if rules.immutable(package, version) and (delete or current.digest != digest):
+            raise Conflict(f"{package}:{version} is an immutable tag in {self.repo.name}")
+        if not delete and rules.duplicates_denied(package, version):
+            raise Conflict(f"{package} {version} already exists in {self.repo.name} (duplicates are denied)")
 
     async def get(self, path: str) -> HostedFile | None:
         """The stored file at `path`, or None."""
@@ -284,7 +315,8 @@ class HostedApi:
                      meta: Mapping[str, Any] | None = None, overwrite: bool | None = None) -> Published:
         """Record an already stored blob at `path` (see publish for the overwrite rule)."""
         catalog = self._services.catalog
-        allow = self.repo.allow_overwrite if overwrite is None else overwrite
+        allow = self.overwrite_allowed(overwrite, path)
+        await self.check_write(path, digest)
         meta = {"last_modified": http_date(time.time()), **(meta or {})}
         stone = await catalog.tombstone(self.repo.name, path)
         if stone is not None and stone != digest and not allow:
@@ -303,12 +335,25 @@ class HostedApi:
         assert found is not None
         return Published(found, True)
 
+    def overwrite_allowed(self, overwrite: bool | None = None, path: str | None = None) -> bool:
+        """Whether other bytes may replace the file at `path`: `duplicates: allow` (or `deny` with
+        the package or version matching duplicates_exception_regex) says yes; unset: the format's
+        or the repository's own rule (allow_overwrite)."""
+        rules = self.repo.retention
+        if rules.duplicates == "allow":
+            return True
+        found = self._package_of(path) if self._package_of is not None and path is not None else None
+        if rules.duplicates == "deny" and found is not None and not rules.duplicates_denied(*found):
+            return True
+        return self.repo.allow_overwrite if overwrite is None else overwrite
+
     async def publish_all(self, items: builtins.list[tuple[str, bytes, str | None, Mapping[str, Any] | None]]
                           ) -> builtins.list[HostedFile]:
         """Publish several new files all or nothing: every blob is stored first, then every record
         in one transaction, and only if none of the paths is taken (else Conflict, nothing recorded)."""
         rows = []
         for path, data, content_type, meta in items:
+            await self.check_write(path, hashlib.sha256(data).hexdigest())
             digest, size = await self._services.blobs.put_bytes(data)
             rows.append((path, digest, size, content_type, {"last_modified": http_date(time.time()), **(meta or {})}))
         if not await self._services.catalog.put_all_new(self.repo.name, rows):
@@ -340,12 +385,15 @@ class HostedApi:
     async def delete(self, path: str, tombstone: bool = False) -> bool:
         """Remove the file at `path`. With `tombstone`, its digest is remembered so the path can
         never be published again with other content (package versions are immutable)."""
+        await self.check_write(path, delete=True)
         return await self._services.catalog.delete(self.repo.name, path, tombstone=tombstone)
 
     def serve(self, request: web.Request, file: HostedFile, headers: Mapping[str, str] | None = None,
               x_cache: str | None = None) -> web.StreamResponse:
         """Answer with a stored file (Range, HEAD, ETag/304) and count it as a hosted answer."""
         self._services.pull.metrics(self.repo).result("hosted")
+        if request.method == "GET":
+            self._services.admin.downloaded(self.repo.name, file.path)
         out = dict(headers or {})
         if x_cache:
             out["X-Cache"] = x_cache

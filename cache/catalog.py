@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
+from .retention import now as clock_now
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Catalog:
         await self.db.execute(
             "INSERT OR REPLACE INTO files (repo, path, digest, size, content_type, meta, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (repo, path, digest, size, content_type, json.dumps(meta or {}), time.time()))
+            (repo, path, digest, size, content_type, json.dumps(meta or {}), clock_now()))
 
     async def put_new(self, repo: str, path: str, digest: str, size: int,
                       content_type: str | None = None, meta: dict[str, Any] | None = None) -> bool:
@@ -69,7 +69,7 @@ class Catalog:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO files (repo, path, digest, size, content_type, meta, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (repo, path, digest, size, content_type, json.dumps(meta or {}), time.time()))
+                (repo, path, digest, size, content_type, json.dumps(meta or {}), clock_now()))
             return cur.rowcount == 1
         return await self.db.run(work)
 
@@ -84,7 +84,7 @@ class Catalog:
             cur = conn.execute(
                 "UPDATE files SET digest = ?, size = ?, content_type = ?, meta = ?, created = ?"
                 " WHERE repo = ? AND path = ? AND digest = ?",
-                (digest, size, content_type, json.dumps(meta or {}), time.time(), repo, path, expect_digest))
+                (digest, size, content_type, json.dumps(meta or {}), clock_now(), repo, path, expect_digest))
             return cur.rowcount == 1
         return await self.db.run(work)
 
@@ -112,7 +112,7 @@ class Catalog:
     async def remember(self, repo: str, path: str, sha256: str) -> None:
         """Record bytes as published at `path` unless something already is (before a deletion)."""
         await self.db.execute("INSERT OR IGNORE INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)",
-                              (repo, path, sha256, time.time()))
+                              (repo, path, sha256, clock_now()))
 
     async def get(self, repo: str, path: str) -> HostedFile | None:
         rows = await self.db.execute("SELECT * FROM files WHERE repo = ? AND path = ?", (repo, path))
@@ -166,10 +166,10 @@ def _apply(conn: sqlite3.Connection, repo: str, write: Write) -> bool:
         if write.once:
             conn.execute("INSERT OR IGNORE INTO published (repo, path, sha256, created)"
                          " SELECT repo, path, digest, ? FROM files WHERE repo = ? AND path = ?",
-                         (time.time(), repo, write.path))
+                         (clock_now(), repo, write.path))
         conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, write.path))
         return True
-    values = (write.digest, write.size, write.content_type, json.dumps(write.meta), time.time())
+    values = (write.digest, write.size, write.content_type, json.dumps(write.meta), clock_now())
     if write.expect is None:
         done = conn.execute("INSERT OR IGNORE INTO files (digest, size, content_type, meta, created, repo, path)"
                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (*values, repo, write.path)).rowcount == 1
@@ -183,7 +183,7 @@ def _apply(conn: sqlite3.Connection, repo: str, write: Write) -> bool:
     if done and write.once:
         verb = "REPLACE" if write.expect == ANY else "IGNORE"
         conn.execute(f"INSERT OR {verb} INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)",
-                     (repo, write.path, write.digest, time.time()))
+                     (repo, write.path, write.digest, clock_now()))
     return done
 
 
@@ -220,7 +220,7 @@ def restore_files(conn: sqlite3.Connection, files: list[dict[str, Any]],
                 "INSERT OR REPLACE INTO files (repo, path, digest, size, content_type, meta, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (item["repo"], item["path"], item["sha256"], item["size"], item["content_type"],
-                 json.dumps(item["meta"]), float(item["created"] or time.time())))
+                 json.dumps(item["meta"]), float(item["created"] or clock_now())))
             restored += 1
         conn.execute("COMMIT")
     except BaseException:

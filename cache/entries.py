@@ -7,6 +7,7 @@ Negative entries (upstream 404/410) live in diskcache with their TTL as expiry.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,9 @@ def _row(row: sqlite3.Row) -> Entry:
                  row["fetched_at"], row["expires_at"])
 
 
+PURGE_MARK = "entries.purged"   # touched when entries are removed out of band
+
+
 class EntryIndex:
     """Proxy entries with an in-process LRU in front of SQLite, plus the negative cache."""
 
@@ -52,6 +56,22 @@ class EntryIndex:
         self.negative = diskcache.Cache(str(negative_dir), eviction_policy="none",
                                         size_limit=2**30, timeout=30)
         self.accessed: dict[tuple[str, str], float] = {}
+        self._purge_mark = Path(db.path).parent / PURGE_MARK
+        self._purge_seen = self._purge_stamp()
+
+    def _purge_stamp(self) -> int:
+        try:
+            return self._purge_mark.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def purged(self) -> None:
+        """Entries were removed out of band (admin purge, cleanup, the CLI): every process drops
+        its in-memory copies at its next flush_access() (this one now)."""
+        self._purge_mark.touch()
+        os.utime(self._purge_mark)
+        self._purge_seen = self._purge_stamp()
+        self.memory.clear()
 
     def cached(self, repo: str, key: str) -> Entry | None:
         """The entry if this process holds it in memory (no I/O)."""
@@ -108,7 +128,12 @@ class EntryIndex:
         self.memory.pop((repo, key), None)
 
     async def flush_access(self) -> None:
-        """Write batched last-access times (eviction orders by them)."""
+        """Write batched last-access times (eviction orders by them); drop in-memory entries
+        when another process purged some (see purged())."""
+        stamp = self._purge_stamp()
+        if stamp != self._purge_seen:
+            self._purge_seen = stamp
+            self.memory.clear()
         if not self.accessed:
             return
         batch = [(t, repo, key) for (repo, key), t in self.accessed.items()]

@@ -88,3 +88,8 @@ class RepoMetrics:
 
     def upstream_status(self, status: int | str) -> None:
         UPSTREAM_REQUESTS.labels(self.repo, self.fmt, str(status)).inc()
+
+CLEANUP_DELETED = Counter("depot_cleanup_deleted_total",
+                          "Versions, tags and cached entries removed by cleanup policies", LABELS + ("policy",))
+CLEANUP_BYTES = Counter("depot_cleanup_reclaimed_bytes_total",
+                        "Bytes of the files and entries cleanup policies removed (blobs go at the next gc)", LABELS)

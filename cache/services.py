@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .admin_store import AdminStore
 from .types import RepoConfig
 from depot.upstreams.client import Timeouts, UpstreamClient
 
@@ -66,6 +67,7 @@ class Services:
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
                                 on_stored=self._stored, cross_process=settings.workers > 1)
         self.metrics = _PublishMetrics(self.pull)
+        self.admin = AdminStore(self.db)
         self.policy = PolicyService(self.db, settings.policy, repos, settings.osv_severity)
         self._policy_task: asyncio.Task[Any] | None = None
         self.auth: Any = None     # set by the front door: proxy.auth.Authenticator
@@ -110,6 +112,7 @@ class Services:
             await asyncio.sleep(ACCESS_FLUSH_INTERVAL)
             try:
                 await self.entries.flush_access()
+                await self.admin.flush()
                 await add_counts(self.db, self.pull.all_metrics())
                 for repo, stat in (await self.entries.stats()).items():
                     metrics.STORE_BYTES.labels(repo, self._format_of(repo)).set(stat["bytes"])
@@ -124,6 +127,7 @@ class Services:
         await self.pull.close()
         try:
             await self.entries.flush_access()
+            await self.admin.flush()
             await add_counts(self.db, self.pull.all_metrics())
         except Exception:
             log.exception("final access flush failed")

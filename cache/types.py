@@ -10,6 +10,7 @@ from typing import Any
 from depot.upstreams.auth import UpstreamAuth
 
 from .gate import Policy
+from .retention import Retention
 
 REPO_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 RESERVED_NAMES = frozenset({"v2", "-"})
@@ -37,6 +38,7 @@ class RepoConfig:
     max_upload: int = 5 * 2**30
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     policy: Policy | None = field(default=None, hash=False, compare=False)   # this repository's own rules
+    retention: Retention = field(default=Retention(), hash=False, compare=False)  # cleanup, duplicates, protection
 
     @property
     def is_proxy(self) -> bool:

@@ -1,6 +1,7 @@
 """The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -11,12 +12,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from depot.cache import stats
+from depot.cache.api import Conflict, Protected
 from depot.cache.services import EngineSettings, Services
 from depot.upstreams.client import without_credentials
 from depot.registry import FORMATS
 from depot.registry.base import BODY_IDLE, Ctx, Format, FormatError, Route
 
-from . import access, forward, health, observe, policy_api, ui, visibility
+from . import access, admin_api, cleanup, forward, health, observe, policy_api, ui, visibility
+from .admin_ops import Admin
 from .auth import Authenticator
 from .config import Config
 from depot.cache.lockout import LockoutPolicy
@@ -112,6 +115,11 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         if not repo.is_hosted and "X-Cache" not in response.headers:
             response.headers["X-Cache"] = exc.x_cache or "MISS"
         return response
+    except (Protected, Conflict) as exc:
+        # a retention rule refused a write or delete the handler did not wrap (engine_errors):
+        # the format's own error shape, never a 500
+        status = 403 if isinstance(exc, Protected) else 409
+        return fmt.error(ctx, status, str(exc), "DENIED" if status == 403 else None)
     except ConnectionResetError:
         # the client went away mid-request (e.g. an interrupted upload): nothing to answer
         log.info("client disconnected repo=%s method=%s path=%s", repo.name, request.method, path)
@@ -206,7 +214,11 @@ def build_app(config: Config) -> web.Application:
         await services.start()
         for fmt in app[FORMAT_INSTANCES].values():
             await fmt.start(services)
+        schedule = asyncio.get_running_loop().create_task(cleanup.schedule_loop(
+            lambda: Admin(services, app[FORMAT_INSTANCES], lambda repo, perm: True, "cleanup", audit),
+            config.data_dir))
         yield
+        schedule.cancel()
         for fmt in app[FORMAT_INSTANCES].values():
             await fmt.close()
         await services.close()
@@ -218,6 +230,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/api/repositories", repositories)
     access.setup(app)
     policy_api.setup(app)
+    admin_api.setup(app, lambda: (app[SERVICES], app[FORMAT_INSTANCES]))   # /-/api/v1/
     ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics
     if "oci" in FORMATS:
         app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)

@@ -10,9 +10,11 @@ import yaml
 
 from depot.cache.gate import Policy, parse_policy
 from depot.cache.osv import SEVERITY_ORDER
+from depot.cache.retention import CLOCK_FILE_ENV
 from depot.registry import FORMATS
 from depot.registry.repo import REPO_NAME, REPO_TYPES, RESERVED_NAMES, RepoConfig, UpstreamAuth
 
+from .config_retention import retention_of
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "DEPOT_"
@@ -144,7 +146,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
 def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
     """Set DEPOT_A__B=value as document[a][b] (YAML-parsed), matching keys loosely (- and _)."""
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == "DEPOT_ADMIN_PASSWORD":
+        if not name.startswith(ENV_PREFIX) or name in ("DEPOT_ADMIN_PASSWORD", CLOCK_FILE_ENV):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         node = document
@@ -355,7 +357,8 @@ def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
 _REPO_KEYS = {"format", "type", "upstream", "metadata_ttl", "negative_ttl", "members", "deploy_to",
               "metadata_patterns", "allow_overwrite", "mirror", "username", "password", "token",
               "password_env", "password_file", "token_env", "token_file", "options",
-              "anonymous_read", "access", "max_upload", "policy"}
+              "anonymous_read", "access", "max_upload", "policy", "cleanup", "duplicates",
+              "duplicates_exception_regex", "protected", "immutable_tags"}
 _PERMS = ("read", "write", "delete", "admin")
 
 
@@ -440,6 +443,7 @@ def _validate_repo(name: str, raw: Any, resolve_upstreams: bool = True) -> RepoC
         auth=_auth(prefix, raw),
         options=options,
         policy=_policy(f"{prefix}.policy", raw["policy"]) if isinstance(raw.get("policy"), dict) else None,
+        retention=retention_of(prefix, raw, str(kind)),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from depot.cache.services import Services
 from depot.registry.repo import RepoConfig
 
 from . import observe, visibility
+from .admin_api import policy_json
+from .cleanup import last_runs
 from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
 from .ui_templates.snippets import snippet
@@ -206,6 +209,20 @@ def _listing_html(repo: RepoConfig, prefix: str, listing: Listing, base: str) ->
             + "".join(rows) + "</tbody></table>" + note)
 
 
+def _retention_html(repo: RepoConfig, last: dict[str, Any] | None) -> str:
+    """The repository's retention policy (as /-/api/v1/cleanup shows it) and its last cleanup run."""
+    policy = policy_json(repo)
+    rules = {k: v for k, v in policy["cleanup"].items() if v is not None}
+    rules.update({k: policy[k] for k in ("duplicates", "protected", "immutable_tags") if policy[k]})
+    if not rules:
+        return ""
+    items = "".join(f"<li><code>{e(k)}</code>: {e(json.dumps(v))}</li>" for k, v in rules.items())
+    run = "never" if last is None else (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(last['time']))}: "
+        f"{last['deleted']} deleted, {last['bytes']} bytes")
+    return f'<h2>Retention</h2><ul class="retention">{items}</ul><p>Last cleanup: {e(run)}</p>'
+
+
 def _members_html(repo: RepoConfig) -> str:
     items = "".join(f'<li><a href="{e(quote(m))}">{e(m)}</a>{" (deploy target)" if m == repo.deploy_to else ""}'
                     "</li>" for m in repo.members)
@@ -233,6 +250,7 @@ async def repository_page(request: web.Request) -> web.Response:
     if repo.is_group:
         body += _members_html(repo)
     else:
+        body += _retention_html(repo, last_runs(services.settings.data_dir).get(repo.name))
         body += _listing_html(repo, prefix, await list_paths(services, repo, prefix), base)
     body += _chart("../../api/stats", repo.name)
     return _page(repo.name, body, "../", with_chart=True)

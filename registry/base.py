@@ -20,7 +20,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Clas
 from aiohttp import web
 
 from depot.cache.api import (Cached, Conflict, DigestMismatch, FetchSpec, HostedApi, Kind, NotFound, PolicyHooks,
-                             Published, PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
+                             Protected, Published, PullApi, Staged, TooLarge, UpstreamFailed, merge_x_cache)
 from depot.cache.documents import DocumentCache
 from depot.cache.gate import VersionInfo
 
@@ -137,7 +137,10 @@ class Ctx:
     @property
     def hosted(self) -> HostedApi:
         """Published files of this (hosted) repository."""
-        return HostedApi(self.services, self.repo, self.services.settings.client_timeout)
+        fmt = self.format
+        return HostedApi(self.services, self.repo, self.services.settings.client_timeout,
+                         package_of=None if fmt is None else fmt.package_of,
+                         may=lambda perm: self.permits(self.repo, perm))
 
     @property
     def documents(self) -> DocumentCache:
@@ -262,12 +265,14 @@ class Ctx:
 
 @contextmanager
 def engine_errors(repo: RepoConfig) -> Iterator[None]:
-    """Engine exceptions of hosted writes as FormatErrors: Conflict 409, DigestMismatch 400,
+    """Engine exceptions of hosted writes as FormatErrors: Conflict 409, Protected 403, DigestMismatch 400,
     TooLarge 413 (the format's error() renders them)."""
     try:
         yield
     except Conflict as exc:
         raise FormatError(409, str(exc)) from None
+    except Protected as exc:
+        raise FormatError(403, str(exc), "DENIED") from None
     except DigestMismatch as exc:
         raise FormatError(400, f"checksum mismatch: {exc}") from None
     except TooLarge:
@@ -350,6 +355,8 @@ class Format:
     options: ClassVar[Mapping[str, Option]] = {}
     # how the supply-chain policy reads version ranges of this format: pep440 | semver | maven | generic
     version_scheme: ClassVar[str] = "generic"
+    # a deleted version's files keep their bytes reserved for good (tombstones; see admin_delete)
+    immutable_versions: ClassVar[bool] = False
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -394,6 +401,14 @@ class Format:
         document). The admin API groups files by it; the supply-chain policy refuses direct
         downloads of hidden versions with it."""
         return None
+
+    async def admin_delete(self, hosted: HostedApi, package: str, version: str, paths: list[str]) -> None:
+        """Delete one version (or tag) of a hosted package for the admin API and cleanup: `paths`
+        are its files as package_of() grouped them. By default each file goes; formats whose
+        index documents name versions (npm's packument, OCI manifests) override it. With
+        `immutable_versions` the paths stay reserved for the bytes they held (tombstones)."""
+        for path in paths:
+            await hosted.delete(path, tombstone=self.immutable_versions)
 
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
         """The versions a metadata document offers clients to resolve from, with publish times

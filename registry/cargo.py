@@ -299,6 +299,19 @@ class Cargo(Format):
         found = DOWNLOAD.match(path) or STORED_CRATE.match(path)
         return (found["name"], found["version"]) if found else None
 
+    async def admin_delete(self, hosted: Any, package: str, version: str, paths: list[str]) -> None:
+        """Drop the version's line from the sparse index (cargo stops resolving it), then the
+        .crate; the version number stays used (tombstone), as on crates.io."""
+        def drop(old: bytes | None) -> bytes | None:
+            if old is None:
+                return None
+            kept = [e for e in ci.index_lines(old) if not ci.same_version(e["vers"], version)]
+            return ci.render_lines(kept)
+
+        await hosted.update_document(ci.index_path(package), drop, content_type=INDEX_TYPE)
+        for path in paths:
+            await hosted.delete(path, tombstone=True)
+
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
         """The versions of an index file. Index lines carry no publish time, so `published` is
         None: the policy has to use the time depot first saw a version instead."""

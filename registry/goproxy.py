@@ -54,6 +54,7 @@ class GoProxy(TreeFormat):
     """GOPROXY protocol: proxy (with sumdb), hosted (zip upload), group."""
 
     name = "go"
+    immutable_versions = True          # the checksum database remembers every version's hash
     tree = (
         rule(r"sumdb/[^/]+/(supported|latest)", "metadata"),
         rule(r"sumdb/[^/]+/(lookup|tile)/.+"),

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import subprocess
@@ -31,8 +32,8 @@ from depot.cache.serve import respond_blob, respond_bytes
 
 from . import npm_packument as pk
 from . import npm_publish as pub
-from .base import Ctx, Format, FormatError, body_chunks, route
-from .npm_policy import decided_token, policy_filtered, publish_time_in, tarball_version
+from .base import Ctx, Format, FormatError, body_chunks, engine_errors, route
+from .npm_policy import decided_token, policy_filtered, publish_time_in
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.npm")
@@ -40,6 +41,8 @@ log = logging.getLogger("depot.npm")
 NAME = r"(?P<name>@[^/]+/[^/]+|[^/@][^/]*)"
 FILE = r"(?P<file>[^/]+\.tgz)"
 REV = r"(?P<rev>[^/]+)"
+_TARBALL_PATH = re.compile(r"(?:tarball/(?P<pname>@[^/]+/[^/]+|[^/@][^/]*)/|(?P<name>@[^/]+/[^/]+|[^/@][^/]*)/-/)"
+                           r"(?P<file>[^/]+\.tgz)")
 # Passing headers to pull.respond also keeps packuments out of the engine's hot path, which
 # is keyed by request path alone: a packument's body depends on Accept and on the Host too.
 METADATA_HEADERS = {"Cache-Control": "no-cache"}
@@ -117,6 +120,31 @@ class Npm(Format):
     @classmethod
     def default_upstream(cls) -> str | None:
         return npm_config_registry()
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(name, version) of a hosted tarball `<name>/-/<base>-<version>.tgz` or a proxied one
+        `tarball/<name>/<file>`; packuments belong to no version."""
+        found = _TARBALL_PATH.fullmatch(path)
+        if found is None:
+            return None
+        name, filename = found["name"] or found["pname"], found["file"]
+        base = name.rsplit("/", 1)[-1]
+        if not filename.startswith(base + "-") or len(filename) <= len(base) + 5:
+            return None
+        return name, filename[len(base) + 1: -len(".tgz")]
+
+    async def admin_delete(self, hosted: Any, package: str, version: str, paths: list[str]) -> None:
+        """Drop the version from the hosted packument (clients stop resolving it), then its
+        tarball; the version number stays used (tombstone), as with npm unpublish."""
+        def mutate(old: bytes | None) -> bytes | None:
+            if old is None:
+                return None
+            doc = pk.loads(old)
+            return pk.dumps(doc) if pk.remove_version(doc, version) is not None else None
+
+        await hosted.update_document(f"{package}/package.json", mutate, content_type=pk.JSON_TYPE)
+        for path in paths:
+            await hosted.delete(path, tombstone=True)
 
     def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
         doc: dict[str, Any] = {"error": message}
@@ -253,10 +281,6 @@ class Npm(Format):
         token = hashlib.sha256(f"{digest}|{hidden_token}|{base}|{abbreviated}".encode()).hexdigest()
         return pk.Source(body, token, cached.status)
 
-    def package_of(self, path: str) -> tuple[str, str] | None:
-        """(package, version) of a tarball key or path (`<name>/-/<unscoped>-<version>.tgz`)."""
-        return tarball_version(path)
-
     async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
         """From this proxy's (cached) packument of the package."""
         if not ctx.repo.is_proxy:
@@ -289,6 +313,7 @@ class Npm(Format):
                     found = await member.services.catalog.get(repo.name, f"{name}/-/{filename}")
                     if found is not None:
                         member.services.metrics.hosted(repo)
+                        member.services.admin.downloaded(repo.name, found.path)
                         return respond_blob(member.request, found.digest, found.size, TARBALL_TYPE,
                                             {"X-Cache": "HIT"}, blobs=member.services.blobs,
                                             memory=member.services.memory)
@@ -420,8 +445,11 @@ class Npm(Format):
         if not pub.is_publish(incoming):
             return await self._apply_update(ctx, name, incoming, rev=None)
         release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
-        overwrite, catalog = ctx.repo.allow_overwrite, ctx.services.catalog
+        catalog = ctx.services.catalog
         path = f"{name}/-/{release.filename}"
+        overwrite = ctx.hosted.overwrite_allowed(path=path)
+        with engine_errors(ctx.repo):
+            await ctx.hosted.check_write(path, hashlib.sha256(release.tarball).hexdigest())  # protection, duplicates
         current = await self._hosted_doc(ctx, name)
         if current is not None and release.version in current[0]["versions"] and not overwrite:
             raise _republish(release)
@@ -468,6 +496,9 @@ class Npm(Format):
             if removed:
                 ctx.require("delete")
                 ctx.extra["audit_action"] = "delete"
+                with engine_errors(ctx.repo):          # protected packages (the engine's rule)
+                    for version in removed:
+                        await ctx.hosted.check_write(f"{name}/-/{pk.tarball_filename(name, version)}", delete=True)
             return [Write(f"{name}/-/{pk.tarball_filename(name, v)}", "", 0, delete=True, once=True)
                     for v in removed]
 
@@ -494,6 +525,9 @@ class Npm(Format):
         async with self._lock(ctx.repo, name):
             if await self._hosted_doc(ctx, name) is None:
                 raise FormatError(404, f"package {name} not found")
+            with engine_errors(ctx.repo):
+                for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/-/"):
+                    await ctx.hosted.check_write(found.path, delete=True, current=found)
             doomed = [Write(found.path, "", 0, delete=True, once=found.path.startswith(f"{name}/-/"))
                       for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/")
                       if found.path == f"{name}/package.json" or found.path.startswith(f"{name}/-/")]

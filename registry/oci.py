@@ -17,12 +17,12 @@ from aiohttp import web
 from depot.cache.blobs import DigestMismatch, TooLarge
 from depot.cache.serve import respond_blob, respond_bytes
 
-from . import oci_proxy
-from .base import Ctx, Format, FormatError, body_chunks, route
+from . import oci_admin, oci_proxy
+from .base import Ctx, Format, FormatError, body_chunks, engine_errors, route
 from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
                            parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
-                           validate_name, validate_reference)
-from .oci_store import HostedStore
+                           hex_of, validate_name, validate_reference)
+from .oci_store import HostedStore, tag_path
 from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
 from .repo import RepoConfig
 
@@ -39,6 +39,7 @@ IMG = r"(?P<image>[^/].*?)"
 WRITES = "hosted group"          # a group writes to its deploy_to member
 
 
+_HOSTED_TAG = re.compile(r"(?P<image>.+)/_tags/(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
 _TAG_KEY = re.compile(r"(?P<image>.+)/manifests/(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})(@[^/]*)?")
 
 
@@ -96,10 +97,16 @@ class Oci(Format):
         return f'Bearer realm="{base}/-/token",service="depot"'
 
     def package_of(self, path: str) -> tuple[str, str] | None:
-        """(image, tag) of a manifest-by-tag key, for the supply-chain policy (tags by pattern:
-        `deny: ["library/node@<18"]`); digests and blobs belong to no tag."""
-        found = _TAG_KEY.fullmatch(path)
+        """(image, tag) of a manifest-by-tag key (proxy; for the supply-chain policy, tags by
+        pattern: `deny: ["library/node@<18"]`) or of a hosted tag record `<image>/_tags/<tag>`
+        (admin API, retention rules); digests and blobs belong to no tag."""
+        found = _TAG_KEY.fullmatch(path) or _HOSTED_TAG.fullmatch(path)
         return (found["image"], found["tag"]) if found else None
+
+    async def admin_delete(self, hosted: Any, package: str, version: str, paths: list[str]) -> None:
+        """Untag; a manifest left without tags goes too (with the blob records only it used),
+        so that `depot gc` reclaims its layers."""
+        await oci_admin.untag(hosted, package, version)
 
     def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
         """The spec's error JSON."""
@@ -160,6 +167,8 @@ class Oci(Format):
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
         digest = str(found.meta.get("digest") or "sha256:" + found.digest)   # as it was pushed
         ctx.services.metrics.hosted(ctx.repo)
+        if ctx.request.method == "GET":
+            ctx.services.admin.downloaded(ctx.repo.name, found.path)   # keep_recently_used
         try:
             return respond_blob(ctx.request, found.digest, found.size, found.content_type,
                                 {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,
@@ -186,6 +195,9 @@ class Oci(Format):
             if missing:
                 raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
                                f"{', '.join(missing)}", {"digests": missing})
+            with engine_errors(ctx.repo):      # protected and immutable tags (the engine's rule)
+                for tag in tags:
+                    await ctx.hosted.check_write(tag_path(image, tag), manifest.sha256 or hex_of(manifest.digest))
             await ctx.services.blobs.put_bytes(body, manifest.sha256)
             await store.put_manifest(ctx.repo.name, image, manifest, tags)
         ctx.services.metrics.publish(ctx.repo)
@@ -204,6 +216,10 @@ class Oci(Format):
         ref = validate_reference(ctx.match["ref"])
         store = self.store(ctx)
         async with store.lock(ctx.repo.name):
+            with engine_errors(ctx.repo):      # a protected or immutable tag stays
+                for record in await ctx.hosted.list(f"{image}/_tags/"):
+                    if record.path == tag_path(image, ref) or record.meta.get("digest") == ref:
+                        await ctx.hosted.check_write(record.path, delete=True, current=record)
             if is_digest(ref):
                 deleted = await store.delete_manifest(ctx.repo.name, image, ref)
             else:

@@ -45,8 +45,8 @@ from depot.cache.serve import respond_blob, respond_bytes
 
 from . import pypi_index as ix
 from . import pypi_upload as upl
-from .base import Ctx, Format, FormatError, route
-from .pypi_policy import file_package, policy_page
+from .base import Ctx, Format, FormatError, engine_errors, route
+from .pypi_policy import policy_page
 from .repo import RepoConfig, UpstreamAuth
 
 PAGE_CACHE_ITEMS = 512
@@ -83,10 +83,6 @@ class PyPI(Format):
     )
 
     version_scheme = "pep440"
-
-    def package_of(self, path: str) -> tuple[str, str] | None:
-        """(project, version) of a distribution file key or path (`files/<fid>/<filename>`)."""
-        return file_package(path.rsplit("/", 1)[-1])
 
     def __init__(self) -> None:
         self._pages: LRUCache[str, ix.ProjectPage] = LRUCache(maxsize=PAGE_CACHE_ITEMS)
@@ -274,6 +270,7 @@ class PyPI(Format):
                 return None
         headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
         ctx.services.metrics.hosted(repo)
+        ctx.services.admin.downloaded(repo.name, stored.path)
         return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
                             blobs=ctx.services.blobs, memory=ctx.services.memory)
 
@@ -322,12 +319,16 @@ class PyPI(Format):
             meta["metadata_sha256"], meta["metadata_size"] = await ctx.services.blobs.put_bytes(metadata)
         path, catalog = f"{upload.project}/{upload.filename}", ctx.services.catalog
         ctype = "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
+        hosted = ctx.for_repo(repo).hosted
+        with engine_errors(repo):
+            await hosted.check_write(path, digest)      # protection and duplicates (every format's rule)
+        overwrite = hosted.overwrite_allowed(path=path)
         before = await catalog.published_digest(repo.name, path)
-        if before is not None and before != digest and not repo.allow_overwrite:
+        if before is not None and before != digest and not overwrite:
             # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
             raise FormatError(400, f"File already exists: {upload.filename} was uploaded to {repo.name} "
                                    "before with other content; file names cannot be reused")
-        writes = [Write(path, digest, size, ctype, meta, expect=ANY if repo.allow_overwrite else None, once=True)]
+        writes = [Write(path, digest, size, ctype, meta, expect=ANY if overwrite else None, once=True)]
         if metadata is not None:   # its own row, so that blob GC sees the reference
             writes.append(Write(path + ".metadata", meta["metadata_sha256"], len(metadata),
                                 "text/plain; charset=utf-8", {"metadata_of": upload.filename}))
@@ -348,10 +349,21 @@ class PyPI(Format):
         state = "yanked" if value is not False else "un-yanked"
         return web.Response(text=f"{state} {len(files)} file(s)\n")
 
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        """(project, version) of a hosted file `<project>/<filename>[.metadata]` or a proxied one
+        `files/<file-id>/<filename>[.metadata]`; pages and indexes belong to no version."""
+        parts = path.split("/")
+        if len(parts) == 2 or (len(parts) == 3 and parts[0] == "files"):
+            return ix.file_package(parts[-1])
+        return None
+
     async def delete_version(self, ctx: Ctx) -> web.StreamResponse:
         """Delete every file of one version of a project."""
         repo = _write_repo(ctx)
         files = await _version_files(ctx, repo)
+        with engine_errors(repo):
+            for stored in files:
+                await ctx.for_repo(repo).hosted.check_write(stored.path, delete=True, current=stored)
         # the file names stay used: re-uploading one later must bring the same bytes
         await ctx.services.catalog.commit(repo.name, [
             Write(path, "", 0, delete=True, once=not path.endswith(".metadata"))

@@ -106,6 +106,20 @@ def file_version(filename: str) -> str | None:
         return None
 
 
+def file_package(filename: str) -> tuple[str, str] | None:
+    """(normalised project, version) of a wheel or sdist filename (or its `.metadata`), or None."""
+    if filename.endswith(".metadata"):
+        filename = filename[: -len(".metadata")]
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+        else:
+            name, version = parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    return canonicalize_name(name), str(version)
+
+
 def sort_versions(versions: Iterable[str]) -> list[str]:
     """Unique versions in PEP 440 order (unparseable ones last, as given)."""
     good: dict[Version, str] = {}
