@@ -29,6 +29,7 @@ from . import chef_docs as cd
 from .base import Ctx, Format, FormatError, route, standard_repositories
 from .helm import _multipart
 from .json_answer import json_answer
+from .longtail_warm import plan_berksfile_lock
 from .repo import RepoConfig
 from .tree import in_thread
 
@@ -62,6 +63,11 @@ class Chef(Format):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://supermarket.chef.io"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """Berksfile.lock: every locked version's archive."""
+        return plan_berksfile_lock(mount, text) if filename == "Berksfile.lock" else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

@@ -29,6 +29,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Conflict, Kind, merge_x_cache
 from . import cocoapods_specs as cs
 from .base import Ctx, FormatError, route, standard_repositories
 from .helm import _multipart
+from .longtail_warm import plan_podfile_lock
 from .repo import RepoConfig
 from .tarball_meta import check_archive
 from .tree import TreeFormat, in_thread, rule
@@ -65,6 +66,11 @@ class CocoaPods(TreeFormat):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://cdn.cocoapods.org"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """Podfile.lock: every locked version's archive."""
+        return plan_podfile_lock(mount, text) if filename == "Podfile.lock" else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

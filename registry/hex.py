@@ -30,6 +30,7 @@ from . import hex_proto as hp
 from . import hex_tarball as ht
 from .base import Ctx, Format, FormatError, route, standard_repositories
 from .options import Option, string
+from .longtail_warm import plan_rebar_lock
 from .repo import RepoConfig
 from .terraform_modules import version_key
 from .tree import in_thread
@@ -89,6 +90,11 @@ class Hex(Format):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://repo.hex.pm"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """rebar.lock: every locked version's archive."""
+        return plan_rebar_lock(mount, text) if filename == "rebar.lock" else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

@@ -31,6 +31,7 @@ from . import puppet_releases as pr
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .helm import _multipart
 from .json_answer import json_answer
+from .longtail_warm import plan_puppetfile
 from .repo import RepoConfig
 from .tree import in_thread
 
@@ -71,6 +72,11 @@ class Puppet(Format):
     @classmethod
     def default_upstream(cls) -> str | None:
         return "https://forgeapi.puppet.com"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """Puppetfile: every locked version's archive."""
+        return plan_puppetfile(mount, text) if filename == "Puppetfile" else None
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

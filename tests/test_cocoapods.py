@@ -192,3 +192,21 @@ def test_anonymous_publish_gets_a_challenge_and_a_read_token_cannot_publish(depo
     denied = publish(f"{secure.url}/pods", "Sec", "1.0.0", headers={"Authorization": f"Bearer {read}"})
     assert denied.status_code == 403 and denied.json()["error"]
     assert publish(f"{secure.url}/pods", "Sec", "1.0.0", auth=ADMIN).status_code == 201
+
+
+def test_warm_from_a_podfile_lock_then_install_without_the_upstream(depot_factory: Any, tmp_path: Any) -> None:
+    upstream = depot_factory({"pods": {"format": "cocoapods", "type": "hosted"}}, name="up")
+    core = make_archive("WarmCore", "1.0.0")
+    assert publish(f"{upstream.url}/pods", "WarmCore", "1.0.0", core).status_code == 201
+    front = depot_factory({"remote": {"format": "cocoapods", "type": "proxy", "upstream": f"{upstream.url}/pods"}},
+                          name="front")
+    lock = tmp_path / "Podfile.lock"
+    lock.write_text("PODS:\n  - WarmCore (1.0.0)\n\nDEPENDENCIES:\n  - WarmCore\n\nCOCOAPODS: 1.16.2\n")
+    warmed = front.run_cli("warm", "remote", str(lock), "--url", front.url, check=False)
+    assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    a, b, c = shard("WarmCore")
+    upstream.stop()
+    spec = requests.get(f"{front.url}/remote/Specs/{a}/{b}/{c}/WarmCore/1.0.0/WarmCore.podspec.json", timeout=10)
+    assert spec.status_code == 200 and spec.headers["X-Cache"] == "HIT"
+    archive = requests.get(spec.json()["source"]["http"], timeout=10)
+    assert archive.content == core and archive.headers["X-Cache"] == "HIT"

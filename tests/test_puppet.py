@@ -178,3 +178,17 @@ def test_anonymous_publish_gets_a_challenge_and_a_read_token_cannot_publish(depo
     denied = publish(f"{secure.url}/pp", make_module("depot-base", "1.0.0"), headers={"Authorization": f"Bearer {read}"})
     assert denied.status_code == 403 and denied.json()["errors"]
     assert publish(f"{secure.url}/pp", make_module("depot-base", "1.0.0"), auth=ADMIN).status_code == 201
+
+
+def test_warm_from_a_puppetfile_then_install_without_the_upstream(depot_factory: Any, tmp_path: Path) -> None:
+    upstream = depot_factory({"pp": {"format": "puppet", "type": "hosted"}}, name="up")
+    for body in (make_module("depot-base", "1.0.0"), make_module("depot-app", "2.0.0", ("depot-base",))):
+        assert publish(f"{upstream.url}/pp", body).status_code == 201
+    front = depot_factory({"remote": {"format": "puppet", "type": "proxy", "upstream": f"{upstream.url}/pp"}},
+                          name="front")
+    puppetfile = tmp_path / "Puppetfile"
+    puppetfile.write_text("forge 'https://forge.example'\nmod 'depot-app', '2.0.0'\nmod 'depot/base', '1.0.0'\n")
+    warmed = front.run_cli("warm", "remote", str(puppetfile), "--url", front.url, check=False)
+    assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    upstream.stop()
+    assert r10k_install(tmp_path, f"{front.url}/remote", puppetfile.read_text().split("\n", 1)[1]) == ["app", "base"]
