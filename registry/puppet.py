@@ -157,6 +157,9 @@ class Puppet(Format):
             except (ValueError, AttributeError):
                 raise FormatError(502, f"the upstream's releases of {slug} are not usable") from None
             offset = int(parse_qs(urlsplit(nxt).query).get("offset", ["0"])[0]) if nxt else None
+        # the supply-chain policy: versions it hides (deny rules, cooldown on created_at) are left out
+        hidden = ctx.pull.hidden(VersionInfo(slug, str(r["version"]), pr.epoch_of(r.get("created_at"))) for r in out)
+        out = [r for r in out if (slug, str(r["version"])) not in hidden]
         return pr.sort_releases(out), merge_x_cache(statuses) or "HIT"
 
     # ------------------------------------------------------------------ answers
@@ -197,6 +200,7 @@ class Puppet(Format):
             if found is None:
                 raise FormatError(404, f"{file} not found")
             return ctx.hosted.serve(ctx.request, found)
+        await ctx.check_policy(path)            # before the (filtered) release list: a hidden version is a 403
         if await ctx.pull.peek(path) is not None:
             return ctx.pull.respond(ctx.request, await ctx.open_upstream(ctx.pull.spec(path, None, Kind.IMMUTABLE)))
         releases, _ = await self._all(ctx, pr.FILE.fullmatch(file)["slug"])

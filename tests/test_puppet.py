@@ -192,3 +192,16 @@ def test_warm_from_a_puppetfile_then_install_without_the_upstream(depot_factory:
     assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
     upstream.stop()
     assert r10k_install(tmp_path, f"{front.url}/remote", puppetfile.read_text().split("\n", 1)[1]) == ["app", "base"]
+
+
+def test_policy_hides_denied_releases_and_refuses_their_files(depot_factory: Any, tmp_path: Path) -> None:
+    upstream = depot_factory({"pp": {"format": "puppet", "type": "hosted"}}, name="up")
+    for version in ("1.0.0", "1.1.0"):
+        assert publish(f"{upstream.url}/pp", make_module("depot-base", version)).status_code == 201
+    front = depot_factory({"remote": {"format": "puppet", "type": "proxy", "upstream": f"{upstream.url}/pp"}},
+                          extra={"policy": {"deny": ["depot-base@>=1.1"]}}, name="front")
+    listed = requests.get(f"{front.url}/remote/v3/releases", params={"module": "depot-base"}, timeout=10).json()
+    assert [r["version"] for r in listed["results"]] == ["1.0.0"]
+    refused = requests.get(f"{front.url}/remote/v3/files/depot-base-1.1.0.tar.gz", timeout=10)
+    assert refused.status_code == 403 and "depot-base@>=1.1" in refused.json()["errors"][0]
+    assert module_install(tmp_path, f"{front.url}/remote", "depot-base") == ["base"]
