@@ -25,6 +25,7 @@ from aiohttp import web
 from depot.cache.api import BASE_PLACEHOLDER, Kind
 
 from .base import Ctx, Format, FormatError, route, standard_repositories
+from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .repo import RepoConfig
 from .tarball_meta import json_member
@@ -96,7 +97,7 @@ class Bower(Format):
     async def lookup(self, ctx: Ctx) -> web.StreamResponse:
         name = ctx.match["name"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.lookup, f"package {name}")
+            return await first_member_hit(ctx, self.lookup, f"package {name}")
         if ctx.repo.is_proxy:
             cached = await ctx.open_upstream(self._lookup_spec(ctx, name))
             return await ctx.pull.answer(ctx.request, cached, f"packages/{name}", base_url=ctx.base_url)
@@ -122,7 +123,7 @@ class Bower(Format):
     async def archive(self, ctx: Ctx) -> web.StreamResponse:
         name, file = ctx.match["name"], ctx.match["file"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.archive, file)
+            return await first_member_hit(ctx, self.archive, file)
         path = f"archives/{name}/{file}"
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(path)

@@ -28,6 +28,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Kind, merge_x_cache
 from . import chef_docs as cd
 from .base import Ctx, Format, FormatError, route, standard_repositories
 from .helm import _multipart
+from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .longtail_warm import plan_berksfile_lock
 from .repo import RepoConfig
@@ -129,7 +130,7 @@ class Chef(Format):
     async def cookbook(self, ctx: Ctx) -> web.StreamResponse:
         name = ctx.match["name"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.cookbook, f"cookbook {name}")
+            return await first_member_hit(ctx, self.cookbook, f"cookbook {name}")
         if ctx.repo.is_proxy:
             return await self._proxied(ctx, f"api/v1/cookbooks/{name}")
         versions = await self._hosted_versions(ctx, name)
@@ -141,7 +142,7 @@ class Chef(Format):
     async def version(self, ctx: Ctx) -> web.StreamResponse:
         name, version = ctx.match["name"], cd.dotted(ctx.match["version"])
         if ctx.repo.is_group:
-            return await ctx.first_member(self.version, f"cookbook {name} {version}")
+            return await first_member_hit(ctx, self.version, f"cookbook {name} {version}")
         if ctx.repo.is_proxy:
             return await self._proxied(ctx, f"api/v1/cookbooks/{name}/versions/{version.replace('.', '_')}")
         for v, meta, published, size in await self._hosted_versions(ctx, name):
@@ -160,7 +161,7 @@ class Chef(Format):
     async def file(self, ctx: Ctx) -> web.StreamResponse:
         name, version = ctx.match["name"], ctx.match["version"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.file, f"cookbook {name} {version}")
+            return await first_member_hit(ctx, self.file, f"cookbook {name} {version}")
         path = f"files/{name}/{name}-{version}.tar.gz"
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(path)

@@ -9,8 +9,9 @@ Paths, relative to `/<repo>/` (rebar3: `HEX_CDN=<depot>/<repo>` plus this reposi
   public half); the payload's repository name is the `repository_name` option (`hexpm`, which
   rebar3 expects for the default repository). Proxy: the upstream's documents (metadata,
   revalidated) passed through unchanged, their signature verified at fill time against the
-  `public_key` option when it is set (the key clients pin). Group: the first member having the
-  document answers — members must be signed by the same key for clients to verify them.
+  `public_key` option when it is set (the key clients pin). Group: the members' payloads merged
+  (the first member having a version wins) and re-signed with the key of its first hosted member,
+  which is the group's `public_key`.
 * `GET tarballs/<name>-<version>.tar` — immutable, with an ETag; a proxy verifies it against the
   outer checksum of the upstream's signed package document.
 * `POST api/publish` — the tarball as the body (Hex API); metadata.config and CHECKSUM are checked,
@@ -24,11 +25,12 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import Kind
+from depot.cache.api import Kind, merge_x_cache
 
 from . import hex_proto as hp
 from . import hex_tarball as ht
 from .base import Ctx, Format, FormatError, route, standard_repositories
+from .group_answer import first_member_hit
 from .options import Option, string
 from .longtail_warm import plan_rebar_lock
 from .repo import RepoConfig
@@ -48,8 +50,8 @@ def _answer(request: web.Request, body: bytes, x_cache: str) -> web.Response:
     return web.Response(body=body, headers={**headers, "Content-Type": OCTETS})
 
 
-def _render(path: str, repository: str, infos: list[dict[str, Any]], private: bytes) -> bytes:
-    """The signed document at `path` from the stored releases (blocking: run in a thread)."""
+def _payload(path: str, repository: str, infos: list[dict[str, Any]]) -> bytes:
+    """The unsigned payload of the document at `path` from the stored releases (blocking)."""
     by_name: dict[str, list[dict[str, Any]]] = {}
     for info in infos:
         by_name.setdefault(info["name"], []).append(info)
@@ -65,7 +67,7 @@ def _render(path: str, repository: str, infos: list[dict[str, Any]], private: by
             hp.Release(i["version"], bytes.fromhex(i["inner_checksum"]), bytes.fromhex(i["outer_checksum"]),
                        [hp.Dependency(r["name"], r["requirement"], r["optional"], r["app"], r.get("repository"))
                         for r in i["requirements"]]) for i in by_name.get(name, [])])
-    return hp.sign_document(payload, private)
+    return payload
 
 
 class Hex(Format):
@@ -126,7 +128,10 @@ class Hex(Format):
 
     async def public_key(self, ctx: Ctx) -> web.StreamResponse:
         if ctx.repo.is_group:
-            return await ctx.first_member(self.public_key, "public_key")
+            signer = self._signer(ctx)
+            if signer is None:
+                return await first_member_hit(ctx, self.public_key, "public_key")
+            return await self.public_key(signer)
         if ctx.repo.is_proxy:
             if not ctx.repo.options["public_key"]:
                 raise FormatError(404, "this proxy has no public_key configured")
@@ -138,23 +143,48 @@ class Hex(Format):
     # ------------------------------------------------------------------ registry documents
     async def document(self, ctx: Ctx) -> web.StreamResponse:
         path = ctx.match["doc"]
-        if ctx.repo.is_group:
-            return await ctx.first_member(self.document, path)
         if ctx.repo.is_proxy:
             cached = await ctx.open_upstream(self._doc_spec(ctx, path))
             return ctx.pull.respond(ctx.request, cached)
-        files = [f for f in await ctx.hosted.list("tarballs/") if "hex" in f.meta]
-        if path.startswith("packages/") and not any(f.meta["hex"]["name"] == ctx.match["name"] for f in files):
-            raise FormatError(404, f"package {ctx.match['name']} not found")
-        private = await self._private_key(ctx)
-        key = ("hex", ctx.repo.name, path, tuple((f.path, f.digest) for f in files),
-               hashlib.sha256(private).hexdigest())
+        if ctx.repo.is_group and self._signer(ctx) is None:     # proxies only: their documents as signed upstream
+            return await first_member_hit(ctx, self.document, path)
+        payload, x_cache = await self._payload_of(ctx, path)
+        signer = ctx if ctx.repo.is_hosted else self._signer(ctx)
+        assert signer is not None
+        private = await self._private_key(signer)
+        key = ("hex", ctx.repo.name, path, hashlib.sha256(payload).hexdigest(), hashlib.sha256(private).hexdigest())
         body = ctx.documents.get(key)
         if body is None:
-            body = await in_thread(_render, path, ctx.repo.options["repository_name"],
-                                   [f.meta["hex"] for f in files], private)
+            body = await in_thread(hp.sign_document, payload, private)
             ctx.documents.put(key, body)
-        return _answer(ctx.request, body, "HIT")
+        return _answer(ctx.request, body, x_cache)
+
+    def _signer(self, ctx: Ctx) -> Ctx | None:
+        """The member whose key signs a group's merged documents: its first hosted member (None:
+        a group of proxies, which serves its first member's documents as they were signed)."""
+        return next((member for member in ctx.members() if member.repo.is_hosted), None)
+
+    async def _payload_of(self, ctx: Ctx, path: str) -> tuple[bytes, str]:
+        """The payload of `path` in any repository type (a proxy's verified at fill time)."""
+        repository = ctx.repo.options["repository_name"]
+        if ctx.repo.is_hosted:
+            files = [f for f in await ctx.hosted.list("tarballs/") if "hex" in f.meta]
+            name = path.removeprefix("packages/")
+            if path.startswith("packages/") and not any(f.meta["hex"]["name"] == name for f in files):
+                raise FormatError(404, f"package {name} not found")
+            return await in_thread(_payload, path, repository, [f.meta["hex"] for f in files]), "HIT"
+        if ctx.repo.is_proxy:
+            cached, body = await ctx.fetch_upstream(self._doc_spec(ctx, path))
+            try:
+                return await in_thread(hp.verify_document, body, None), cached.status
+            except hp.BadRegistry as exc:
+                raise FormatError(502, f"the upstream's {path} is not usable: {exc}") from None
+        answers = await ctx.each_member(lambda m: self._payload_of(m, path), path)
+        try:
+            merged = await in_thread(hp.merge_payloads, path, repository, [p for _, (p, _) in answers])
+        except hp.BadRegistry as exc:
+            raise FormatError(502, f"a member's {path} is not usable: {exc}") from None
+        return merged, merge_x_cache(s for _, (_, s) in answers) or "HIT"
 
     def _doc_spec(self, ctx: Ctx, path: str) -> Any:
         pem = ctx.repo.options["public_key"].encode() or None
@@ -168,7 +198,7 @@ class Hex(Format):
     async def tarball(self, ctx: Ctx) -> web.StreamResponse:
         name, version = ctx.match["name"], ctx.match["version"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.tarball, f"{name} {version}")
+            return await first_member_hit(ctx, self.tarball, f"{name} {version}")
         path = f"tarballs/{name}-{version}.tar"
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(path)

@@ -173,3 +173,51 @@ def generate_key() -> tuple[bytes, bytes]:
 def public_of(private_pem: bytes) -> bytes:
     key = serialization.load_pem_private_key(private_pem, password=None)
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# ---------------------------------------------------------------------- merging (groups)
+def decode_names(payload: bytes) -> list[str]:
+    return [v.decode() for n, p in _fields(payload) if n == 1 and isinstance(p, bytes)
+            for k, v in _fields(p) if k == 1 and isinstance(v, bytes)]
+
+
+def decode_versions(payload: bytes) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for number, package in _fields(payload):
+        if number == 1 and isinstance(package, bytes):
+            parts = list(_fields(package))
+            name = next((v.decode() for k, v in parts if k == 1 and isinstance(v, bytes)), "")
+            out[name] = [v.decode() for k, v in parts if k == 2 and isinstance(v, bytes)]
+    return out
+
+
+def decode_releases(payload: bytes) -> list[tuple[str, bytes]]:
+    """(version, the Release message as it is) of a Package payload."""
+    out = []
+    for number, release in _fields(payload):
+        if number == 1 and isinstance(release, bytes):
+            version = next((v.decode() for k, v in _fields(release) if k == 1 and isinstance(v, bytes)), "")
+            out.append((version, release))
+    return out
+
+
+def encode_package_raw(name: str, repository: str, releases: list[bytes]) -> bytes:
+    return b"".join(_field(1, r) for r in releases) + _field(2, name) + _field(3, repository)
+
+
+def merge_payloads(path: str, repository: str, payloads: list[bytes]) -> bytes:
+    """Members' payloads of `path` merged (the first member having a version wins), for re-signing."""
+    if path == "names":
+        return encode_names(repository, sorted({n for p in payloads for n in decode_names(p)}))
+    if path == "versions":
+        merged: dict[str, list[str]] = {}
+        for payload in payloads:
+            for name, versions in decode_versions(payload).items():
+                merged.setdefault(name, [])
+                merged[name] += [v for v in versions if v not in merged[name]]
+        return encode_versions(repository, dict(sorted(merged.items())))
+    seen: dict[str, bytes] = {}
+    for payload in payloads:
+        for version, raw in decode_releases(payload):
+            seen.setdefault(version, raw)
+    return encode_package_raw(path.removeprefix("packages/"), repository, list(seen.values()))

@@ -30,6 +30,7 @@ from depot.cache.api import Kind, merge_x_cache
 from . import puppet_releases as pr
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .helm import _multipart
+from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .longtail_warm import plan_puppetfile
 from .repo import RepoConfig
@@ -193,7 +194,7 @@ class Puppet(Format):
     async def file(self, ctx: Ctx) -> web.StreamResponse:
         file = ctx.match["file"]
         if ctx.repo.is_group:
-            return await ctx.first_member(self.file, file)
+            return await first_member_hit(ctx, self.file, file)
         path = f"v3/files/{file}"
         if ctx.repo.is_hosted:
             found = await ctx.hosted.get(path)

@@ -88,6 +88,8 @@ def test_upload_then_berkshelf_sequence_from_hosted_and_group(depot: DepotProces
     for repo in ("chef-local", "chef"):
         got = berks_install(f"{depot.url}/{repo}", ["depot_app"])
         assert set(got) == {"depot_app", "depot_base"} and got["depot_base"] == base
+    through_group = requests.get(f"{depot.url}/chef/files/depot_base/depot_base-1.1.0.tar.gz", timeout=10)
+    assert through_group.content == base and through_group.headers["X-Cache"] == "HIT"     # stored: never a MISS
     doc = requests.get(f"{depot.url}/chef/api/v1/cookbooks/depot_base", timeout=10).json()
     assert doc["latest_version"] == f"{depot.url}/chef/api/v1/cookbooks/depot_base/versions/1.1.0"
     assert len(doc["versions"]) == 2

@@ -146,3 +146,28 @@ def test_anonymous_publish_gets_a_challenge_and_a_read_token_cannot_publish(depo
     denied = publish(f"{secure.url}/hex", make_package("sec", "1.0.0"), headers={"Authorization": f"Bearer {read}"})
     assert denied.status_code == 403 and denied.json()["message"]
     assert publish(f"{secure.url}/hex", make_package("sec", "1.0.0"), auth=ADMIN).status_code == 201
+
+
+def test_group_of_hosted_and_proxy_merges_and_re_signs_with_one_key(depot_factory: Any, tmp_path: Path) -> None:
+    upstream = depot_factory({"hex": {"format": "hex", "type": "hosted"}}, name="up")
+    assert publish(f"{upstream.url}/hex", make_package("mixed_base", "1.0.0")).status_code == 201
+    upstream_key = requests.get(f"{upstream.url}/hex/public_key", timeout=10).text
+    front = depot_factory({"hex-local": {"format": "hex", "type": "hosted"},
+                           "hex-remote": {"format": "hex", "type": "proxy", "upstream": f"{upstream.url}/hex",
+                                          "options": {"public_key": upstream_key}},
+                           "hex": {"format": "hex", "type": "group", "members": ["hex-local", "hex-remote"],
+                                   "deploy_to": "hex-local"}}, name="front")
+    assert publish(f"{front.url}/hex", make_package("mixed_base", "1.1.0")).status_code == 201
+    assert publish(f"{front.url}/hex", make_package("mixed_app", "1.0.0", ("mixed_base",))).status_code == 201
+    key = requests.get(f"{front.url}/hex/public_key", timeout=10).text
+    assert key == requests.get(f"{front.url}/hex-local/public_key", timeout=10).text != upstream_key
+    merged = hp.verify_document(requests.get(f"{front.url}/hex/packages/mixed_base", timeout=10).content, key.encode())
+    assert set(hp.package_checksums(merged)[1]) == {"1.0.0", "1.1.0"}          # both members' releases
+    names = hp.decode_names(hp.verify_document(requests.get(f"{front.url}/hex/names", timeout=10).content,
+                                               key.encode()))
+    assert names == ["mixed_app", "mixed_base"]
+    got = rebar3_get_deps(tmp_path, f"{front.url}/hex", key, "mixed_app", "1.0.0")
+    assert set(got) == {"mixed_app", "mixed_base"}
+    (tmp_path / "pin").mkdir()
+    old = rebar3_get_deps(tmp_path / "pin", f"{front.url}/hex", key, "mixed_base", "1.0.0")   # from the proxy
+    assert "mixed_base_1_0_0" in old["mixed_base"]

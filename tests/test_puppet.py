@@ -98,6 +98,8 @@ def test_publish_then_puppet_and_r10k_install_from_hosted_and_group(depot: Depot
     assert release["file_uri"] == "/v3/files/depot-base-1.0.0.tar.gz" and release["created_at"]
     assert release["file_sha256"] == hashlib.sha256(base).hexdigest()
     assert release["file_md5"] == hashlib.md5(base).hexdigest()  # noqa: S324
+    through_group = requests.get(f"{depot.url}/pp/v3/files/depot-base-1.0.0.tar.gz", timeout=10)
+    assert through_group.content == base and through_group.headers["X-Cache"] == "HIT"     # stored: never a MISS
     for repo in ("pp-local", "pp"):
         assert module_install(tmp_path, f"{depot.url}/{repo}", "depot-app") == ["app", "base"]
         assert r10k_install(tmp_path, f"{depot.url}/{repo}",
