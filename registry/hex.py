@@ -1,0 +1,238 @@
+"""Hex repositories (`format: hex`): the repository protocol rebar3 and mix read, and publishing.
+
+Paths, relative to `/<repo>/` (rebar3: `HEX_CDN=<depot>/<repo>` plus this repository's
+`public_key` as `repo_public_key` of the `hexpm` repo in rebar.config):
+
+* `GET names`, `GET versions`, `GET packages/<name>` — gzipped `Signed` protobuf documents.
+  Hosted: generated from the stored tarballs and signed with the repository's own RSA key
+  (generated at first use, kept as a hosted document never served; `GET public_key` gives its
+  public half); the payload's repository name is the `repository_name` option (`hexpm`, which
+  rebar3 expects for the default repository). Proxy: the upstream's documents (metadata,
+  revalidated) passed through unchanged, their signature verified at fill time against the
+  `public_key` option when it is set (the key clients pin). Group: the members' payloads merged
+  (the first member having a version wins) and re-signed with the key of its first hosted member,
+  which is the group's `public_key`.
+* `GET tarballs/<name>-<version>.tar` — immutable, with an ETag; a proxy verifies it against the
+  outer checksum of the upstream's signed package document.
+* `POST api/publish` — the tarball as the body (Hex API); metadata.config and CHECKSUM are checked,
+  a published version never takes other bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from aiohttp import web
+
+from depot.cache.api import Kind, merge_x_cache
+
+from . import hex_proto as hp
+from . import hex_tarball as ht
+from .base import Ctx, Format, FormatError, route, standard_repositories
+from .group_answer import first_member_hit
+from .options import Option, string
+from .longtail_warm import plan_rebar_lock
+from .repo import RepoConfig
+from .terraform_modules import version_key
+from .tree import in_thread
+
+KEY_PATH = ".depot/hex-signing-key.pem"
+OCTETS = "application/octet-stream"
+TARBALL = rf"tarballs/(?P<name>{ht.NAME})-(?P<version>{ht.VERSION})\.tar"
+
+
+def _answer(request: web.Request, body: bytes, x_cache: str) -> web.Response:
+    etag = f'"{hashlib.sha256(body).hexdigest()}"'
+    headers = {"ETag": etag, "X-Cache": x_cache, "Cache-Control": "no-cache"}
+    if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers={**headers, "Content-Type": OCTETS})
+
+
+def _payload(path: str, repository: str, infos: list[dict[str, Any]]) -> bytes:
+    """The unsigned payload of the document at `path` from the stored releases (blocking)."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for info in infos:
+        by_name.setdefault(info["name"], []).append(info)
+    for releases in by_name.values():
+        releases.sort(key=lambda i: version_key(i["version"]))
+    if path == "names":
+        payload = hp.encode_names(repository, sorted(by_name))
+    elif path == "versions":
+        payload = hp.encode_versions(repository, {n: [i["version"] for i in by_name[n]] for n in sorted(by_name)})
+    else:
+        name = path.removeprefix("packages/")
+        payload = hp.encode_package(name, repository, [
+            hp.Release(i["version"], bytes.fromhex(i["inner_checksum"]), bytes.fromhex(i["outer_checksum"]),
+                       [hp.Dependency(r["name"], r["requirement"], r["optional"], r["app"], r.get("repository"))
+                        for r in i["requirements"]]) for i in by_name.get(name, [])])
+    return payload
+
+
+class Hex(Format):
+    """Hex repository protocol: hosted, proxy and group."""
+
+    name = "hex"
+    options = {
+        "repository_name": Option(string, "hexpm", "repository name written in (and expected of) signed documents"),
+        "public_key": Option(string, "", "proxy: PEM public key the upstream's documents must verify with"),
+    }
+    routes = (
+        route("GET HEAD", r"(?P<doc>names|versions|packages/(?P<name>[a-z][a-z0-9_]*))", "document"),
+        route("GET HEAD", r"public_key", "public_key"),
+        route("GET HEAD", TARBALL, "tarball"),
+        route("POST", r"api/publish", "publish", "hosted group"),
+    )
+
+    @classmethod
+    def default_repositories(cls) -> dict[str, dict[str, Any]]:
+        return standard_repositories("hex")
+
+    @classmethod
+    def default_upstream(cls) -> str | None:
+        return "https://repo.hex.pm"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """rebar.lock: every locked version's archive."""
+        return plan_rebar_lock(mount, text) if filename == "rebar.lock" else None
+
+    @classmethod
+    def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:
+        out = [("rebar3", f"export HEX_CDN={url}\n# ~/.config/rebar3/rebar.config:\n"
+                          "{hex, [{repos, [#{name => <<\"hexpm\">>,\n"
+                          f"                 repo_public_key => <<\"(curl {url}/public_key)\">>}}]}}]}}.")]
+        if not repo.is_proxy:
+            out.append(("publish", f"curl -u USER:TOKEN --data-binary @pkg-1.0.0.tar {url}/api/publish"))
+        return out
+
+    def error(self, ctx: Ctx | None, status: int, message: str, code: str | None = None) -> web.Response:
+        """The Hex API's shape: {"status": 422, "message": "…"}."""
+        return web.json_response({"status": status, "message": message}, status=status,
+                                 headers={"Cache-Control": "no-store"})
+
+    def package_of(self, path: str) -> tuple[str, str] | None:
+        found = re.fullmatch(TARBALL, path)
+        return (found["name"], found["version"]) if found else None
+
+    # ------------------------------------------------------------------ keys
+    async def _private_key(self, ctx: Ctx) -> bytes:
+        found = await ctx.hosted.get(KEY_PATH)
+        if found is None:
+            fresh, _ = await in_thread(hp.generate_key)
+            found = await ctx.hosted.update_document(KEY_PATH, lambda old: None if old else fresh,
+                                                     content_type="application/x-pem-file")
+        assert found is not None
+        return await ctx.hosted.read(found)
+
+    async def public_key(self, ctx: Ctx) -> web.StreamResponse:
+        if ctx.repo.is_group:
+            signer = self._signer(ctx)
+            if signer is None:
+                return await first_member_hit(ctx, self.public_key, "public_key")
+            return await self.public_key(signer)
+        if ctx.repo.is_proxy:
+            if not ctx.repo.options["public_key"]:
+                raise FormatError(404, "this proxy has no public_key configured")
+            pem = ctx.repo.options["public_key"].encode()
+        else:
+            pem = await in_thread(hp.public_of, await self._private_key(ctx))
+        return web.Response(body=pem, content_type="application/x-pem-file")
+
+    # ------------------------------------------------------------------ registry documents
+    async def document(self, ctx: Ctx) -> web.StreamResponse:
+        path = ctx.match["doc"]
+        if ctx.repo.is_proxy:
+            cached = await ctx.open_upstream(self._doc_spec(ctx, path))
+            return ctx.pull.respond(ctx.request, cached)
+        if ctx.repo.is_group and self._signer(ctx) is None:     # proxies only: their documents as signed upstream
+            return await first_member_hit(ctx, self.document, path)
+        payload, x_cache = await self._payload_of(ctx, path)
+        signer = ctx if ctx.repo.is_hosted else self._signer(ctx)
+        assert signer is not None
+        private = await self._private_key(signer)
+        key = ("hex", ctx.repo.name, path, hashlib.sha256(payload).hexdigest(), hashlib.sha256(private).hexdigest())
+        body = ctx.documents.get(key)
+        if body is None:
+            body = await in_thread(hp.sign_document, payload, private)
+            ctx.documents.put(key, body)
+        return _answer(ctx.request, body, x_cache)
+
+    def _signer(self, ctx: Ctx) -> Ctx | None:
+        """The member whose key signs a group's merged documents: its first hosted member (None:
+        a group of proxies, which serves its first member's documents as they were signed)."""
+        return next((member for member in ctx.members() if member.repo.is_hosted), None)
+
+    async def _payload_of(self, ctx: Ctx, path: str) -> tuple[bytes, str]:
+        """The payload of `path` in any repository type (a proxy's verified at fill time)."""
+        repository = ctx.repo.options["repository_name"]
+        if ctx.repo.is_hosted:
+            files = [f for f in await ctx.hosted.list("tarballs/") if "hex" in f.meta]
+            name = path.removeprefix("packages/")
+            if path.startswith("packages/") and not any(f.meta["hex"]["name"] == name for f in files):
+                raise FormatError(404, f"package {name} not found")
+            return await in_thread(_payload, path, repository, [f.meta["hex"] for f in files]), "HIT"
+        if ctx.repo.is_proxy:
+            cached, body = await ctx.fetch_upstream(self._doc_spec(ctx, path))
+            try:
+                return await in_thread(hp.verify_document, body, None), cached.status
+            except hp.BadRegistry as exc:
+                raise FormatError(502, f"the upstream's {path} is not usable: {exc}") from None
+        answers = await ctx.each_member(lambda m: self._payload_of(m, path), path)
+        try:
+            merged = await in_thread(hp.merge_payloads, path, repository, [p for _, (p, _) in answers])
+        except hp.BadRegistry as exc:
+            raise FormatError(502, f"a member's {path} is not usable: {exc}") from None
+        return merged, merge_x_cache(s for _, (_, s) in answers) or "HIT"
+
+    def _doc_spec(self, ctx: Ctx, path: str) -> Any:
+        pem = ctx.repo.options["public_key"].encode() or None
+
+        def verified(body: bytes) -> bytes:
+            hp.verify_document(body, pem)            # ValueError: the fill fails, nothing is stored
+            return body
+        return ctx.pull.spec(path, kind=Kind.METADATA, content_type=OCTETS, transform=verified)
+
+    # ------------------------------------------------------------------ tarballs
+    async def tarball(self, ctx: Ctx) -> web.StreamResponse:
+        name, version = ctx.match["name"], ctx.match["version"]
+        if ctx.repo.is_group:
+            return await first_member_hit(ctx, self.tarball, f"{name} {version}")
+        path = f"tarballs/{name}-{version}.tar"
+        if ctx.repo.is_hosted:
+            found = await ctx.hosted.get(path)
+            if found is None:
+                raise FormatError(404, f"{name} {version} not found")
+            return ctx.hosted.serve(ctx.request, found, headers={"ETag": f'"{found.digest}"'})
+        if await ctx.pull.peek(path) is not None:
+            return ctx.pull.respond(ctx.request, await ctx.open_upstream(ctx.pull.spec(path, None, Kind.IMMUTABLE)))
+        _, body = await ctx.fetch_upstream(self._doc_spec(ctx, f"packages/{name}"))
+        try:
+            _, checksums = await in_thread(lambda: hp.package_checksums(hp.verify_document(body, None)))
+        except hp.BadRegistry as exc:
+            raise FormatError(502, f"the upstream's package document is not usable: {exc}") from None
+        if version not in checksums:
+            raise FormatError(404, f"{name} {version} is not in the upstream's registry")
+        outer = checksums[version] if re.fullmatch(r"[0-9a-f]{64}", checksums[version]) else None
+        spec = ctx.pull.spec(path, kind=Kind.IMMUTABLE, content_type=OCTETS, expect_sha256=outer)
+        # rebar3 needs an ETag on every tarball answer, also the first one streamed while it downloads
+        return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec),
+                                headers={"ETag": f'"{outer}"'} if outer else None)
+
+    # ------------------------------------------------------------------ publish
+    async def publish(self, ctx: Ctx) -> web.StreamResponse:
+        target = ctx.deploy_target()
+        data = await ctx.read_body()
+        try:
+            info = await in_thread(ht.read, data)
+        except ht.BadTarball as exc:
+            raise FormatError(422, str(exc)) from None
+        published = await target.publish(f"tarballs/{info['name']}-{info['version']}.tar", data, content_type=OCTETS,
+                                         overwrite=False, meta={"hex": info})
+        target.hosted.count_publish()
+        return web.json_response({"name": info["name"], "version": info["version"],
+                                  "checksum": published.file.digest}, status=201 if published.created else 200)
+
+
+FORMAT = Hex

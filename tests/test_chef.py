@@ -1,0 +1,159 @@
+"""Chef Supermarket end to end. No knife or berks client exists here: these tests replay the request
+sequence of Berkshelf exactly (berkshelf lib/berkshelf/api_client/connection.rb and
+community_rest.rb), against real depot processes: `GET <source>/universe`, resolve against it, then per
+cookbook `GET <location_path>/cookbooks/<name>/versions/<1_2_3>` and stream its `file` (following
+the redirect to the tarball)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from depot_process import DepotProcess
+from http_util import get_many
+
+ADMIN = ("admin", DepotProcess.ADMIN_PASSWORD)
+UA = {"User-Agent": "Berkshelf v8.0.7", "Accept": "application/json"}
+
+
+def make_cookbook(name: str, version: str, deps: dict[str, str] | None = None, payload: str = "") -> bytes:
+    buf = io.BytesIO()
+    meta = {"name": name, "version": version, "description": "test", "maintainer": "depot", "license": "Apache-2.0",
+            "dependencies": deps or {}, "platforms": {}}
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for file, data in ((f"{name}/metadata.json", json.dumps(meta).encode()),
+                           (f"{name}/recipes/default.rb", f"# {name} {version}\n# {payload}\n".encode())):
+            info = tarfile.TarInfo(file)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def upload(url: str, body: bytes, **kw: Any) -> requests.Response:
+    return requests.post(f"{url}/api/v1/cookbooks", files={"cookbook": ("c.json", b'{"category":"Other"}'),
+                                                           "tarball": ("c.tar.gz", body)}, timeout=60, **kw)
+
+
+def berks_install(source: str, cookbooks: list[str]) -> dict[str, bytes]:
+    """Berkshelf's sequence: universe, then each resolved cookbook's version document and file."""
+    http = requests.Session()
+    universe = http.get(f"{source}/universe", headers=UA, timeout=30)
+    assert universe.status_code == 200, universe.text
+    graph = universe.json()
+    out: dict[str, bytes] = {}
+    todo = list(cookbooks)
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        version = max(graph[name], key=lambda v: tuple(int(p) for p in v.split(".")))
+        entry = graph[name][version]
+        assert entry["location_type"] == "opscode"
+        found = http.get(f"{entry['location_path']}/cookbooks/{name}/versions/{version.replace('.', '_')}",
+                         headers=UA, timeout=30)
+        assert found.status_code == 200, found.text
+        tarball = http.get(found.json()["file"], timeout=60)                   # follows the 302
+        assert tarball.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(tarball.content), mode="r:gz") as tar:
+            assert json.load(tar.extractfile(f"{name}/metadata.json"))["version"] == version
+        out[name] = tarball.content
+        todo += list(entry["dependencies"])
+    return out
+
+
+@pytest.fixture
+def depot(depot_factory: Any) -> DepotProcess:
+    return depot_factory({"chef-local": {"format": "chef", "type": "hosted"},
+                          "chef": {"format": "chef", "type": "group", "members": ["chef-local"],
+                                   "deploy_to": "chef-local"}})
+
+
+def test_upload_then_berkshelf_sequence_from_hosted_and_group(depot: DepotProcess) -> None:
+    base = make_cookbook("depot_base", "1.1.0")
+    assert upload(f"{depot.url}/chef", make_cookbook("depot_base", "1.0.0")).status_code == 201       # group
+    assert upload(f"{depot.url}/chef-local", base).status_code == 201
+    assert upload(f"{depot.url}/chef-local", make_cookbook("depot_app", "2.0.0", {"depot_base": ">= 1.0.0"})) \
+        .status_code == 201
+    universe = requests.get(f"{depot.url}/chef-local/universe", timeout=10).json()
+    assert universe["depot_app"]["2.0.0"] == {
+        "location_type": "opscode", "location_path": f"{depot.url}/chef-local/api/v1",
+        "download_url": f"{depot.url}/chef-local/api/v1/cookbooks/depot_app/versions/2.0.0/download",
+        "dependencies": {"depot_base": ">= 1.0.0"}}
+    for repo in ("chef-local", "chef"):
+        got = berks_install(f"{depot.url}/{repo}", ["depot_app"])
+        assert set(got) == {"depot_app", "depot_base"} and got["depot_base"] == base
+    through_group = requests.get(f"{depot.url}/chef/files/depot_base/depot_base-1.1.0.tar.gz", timeout=10)
+    assert through_group.content == base and through_group.headers["X-Cache"] == "HIT"     # stored: never a MISS
+    doc = requests.get(f"{depot.url}/chef/api/v1/cookbooks/depot_base", timeout=10).json()
+    assert doc["latest_version"] == f"{depot.url}/chef/api/v1/cookbooks/depot_base/versions/1.1.0"
+    assert len(doc["versions"]) == 2
+
+
+def test_bad_tarballs_are_refused_and_nothing_stored(depot: DepotProcess) -> None:
+    no_meta = io.BytesIO()
+    with tarfile.open(fileobj=no_meta, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("bad/recipes/default.rb"), io.BytesIO(b""))
+    for body, why in [(b"garbage", "not a gzipped tar"), (b"\x1f\x8b\x08\x00garbage", "not a valid"),
+                      (no_meta.getvalue(), "no metadata.json"), (make_cookbook("bad", "one"), "not x.y.z")]:
+        bad = upload(f"{depot.url}/chef-local", body)
+        assert bad.status_code == 400 and why in bad.json()["error_messages"][0], bad.text
+        assert bad.json()["error_code"] == "INVALID_DATA"
+    assert requests.get(f"{depot.url}/chef-local/universe", timeout=10).json() == {}
+    missing = requests.get(f"{depot.url}/chef-local/api/v1/cookbooks/bad", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error_code"] == "NOT_FOUND"
+    assert upload(f"{depot.url}/chef-local", make_cookbook("fixed", "1.0.0")).status_code == 201
+    assert upload(f"{depot.url}/chef-local", make_cookbook("fixed", "1.0.0", payload="x")).status_code == 409
+
+
+def test_proxy_in_front_of_a_second_depot_then_upstream_stopped(depot_factory: Any) -> None:
+    upstream = depot_factory({"chef": {"format": "chef", "type": "hosted"}}, name="up")
+    base = make_cookbook("relay_base", "1.0.0", payload=os.urandom(20_000).hex())
+    assert upload(f"{upstream.url}/chef", base).status_code == 201
+    assert upload(f"{upstream.url}/chef", make_cookbook("relay_app", "1.0.0", {"relay_base": "~> 1.0"})) \
+        .status_code == 201
+    front = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": f"{upstream.url}/chef"},
+                           "grp": {"format": "chef", "type": "group", "members": ["remote"]}}, name="front")
+    universe = requests.get(f"{front.url}/grp/universe", timeout=10).json()
+    assert universe["relay_base"]["1.0.0"]["location_path"] == f"{front.url}/grp/api/v1"
+    for round_ in range(2):
+        since = len(front.log())
+        assert berks_install(f"{front.url}/remote", ["relay_app"])["relay_base"] == base
+        if round_ == 1:
+            lines = [line for line in front.log()[since:].splitlines() if "depot.access" in line]
+            cached = [line for line in lines if " 302 " not in line]          # the redirects are computed
+            assert len(cached) == 5 and all(line.endswith('"HIT"') for line in cached), lines
+    upstream.stop()
+    time.sleep(0.5)
+    assert berks_install(f"{front.url}/remote", ["relay_app"])["relay_base"] == base
+    assert berks_install(f"{front.url}/grp", ["relay_app"])["relay_base"] == base
+
+
+def test_twenty_concurrent_clients_on_one_uncached_tarball(upstream: Any, depot_factory: Any) -> None:
+    body = make_cookbook("herd", "1.0.0", payload=os.urandom(200_000).hex())
+    upstream.put("api/v1/cookbooks/herd/versions/1.0.0/download", body)
+    depot = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": upstream.url}})
+    url = f"{depot.url}/remote/files/herd/herd-1.0.0.tar.gz"
+    path = "/api/v1/cookbooks/herd/versions/1.0.0/download"
+    upstream.mode(path, "slow", headers_delay=1.5, chunk=8192, delay=0.01)
+    try:
+        results = get_many(url, 20)
+    finally:
+        upstream.mode(path, "normal")
+    assert {r.status for r in results} == {200} and {r.body for r in results} == {body}
+    assert upstream.count(path) == 1
+
+
+def test_anonymous_upload_gets_a_challenge_and_a_read_token_cannot_upload(depot_factory: Any) -> None:
+    secure = depot_factory({"chef": {"format": "chef", "type": "hosted"}}, secure=True)
+    anonymous = upload(f"{secure.url}/chef", make_cookbook("sec", "1.0.0"))
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
+    read = secure.run_cli("token", "create", "--repo", "chef", "--perm", "read").stdout.strip().splitlines()[-1]
+    denied = upload(f"{secure.url}/chef", make_cookbook("sec", "1.0.0"), headers={"Authorization": f"Bearer {read}"})
+    assert denied.status_code == 403 and denied.json()["error_messages"]
+    assert upload(f"{secure.url}/chef", make_cookbook("sec", "1.0.0"), auth=ADMIN).status_code == 201
