@@ -79,7 +79,7 @@ class Swift(Format):
     version_scheme = "semver"
     routes = (
         route("GET HEAD", r"identifiers", "identifiers"),
-        route("POST", r"login", "login", "hosted proxy group", perm="read"),
+        route("POST", r"login", "login", "hosted group", perm="read"),
         route("GET HEAD", rf"{PKG}/{VER}\.zip", "archive"),
         route("GET HEAD", rf"{PKG}/{VER}/Package\.swift", "manifest"),
         route("PUT", rf"{PKG}/{VER}", "publish", "hosted group"),
