@@ -18,6 +18,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import yaml
 from aiohttp import BodyPartReader, web
 
 from depot.cache.api import BASE_PLACEHOLDER, Kind, merge_x_cache
@@ -26,6 +27,7 @@ from . import pub_meta as pm
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .repo import RepoConfig
 from .tree import in_thread
+from .warm_plans import Job, PlanError
 
 PUB_JSON = "application/vnd.pub.v2+json"
 ARCHIVE_TYPE = "application/octet-stream"
@@ -67,6 +69,24 @@ class Pub(Format):
     @classmethod
     def default_upstream(cls) -> str:
         return "https://pub.dev"
+
+    @classmethod
+    def warm_plan(cls, mount: str, filename: str, text: str) -> tuple[list[Any], list[str]] | None:
+        """`depot warm <repo> pubspec.lock`: the listing and archive of every hosted package."""
+        if filename != "pubspec.lock":
+            return None
+        try:
+            packages = (yaml.safe_load(text) or {}).get("packages") or {}
+        except yaml.YAMLError as exc:
+            raise PlanError(f"pubspec.lock cannot be parsed: {exc}") from None
+        jobs, notes = [], []
+        for name, entry in sorted(packages.items()):
+            if not isinstance(entry, dict) or entry.get("source") != "hosted" or not pm.NAME.match(str(name)):
+                notes.append(f"not from a pub repository, skipped: {name}")
+                continue
+            jobs += [Job(f"{mount}/api/packages/{name}", accept=PUB_JSON),
+                     Job(f"{mount}/{pm.archive_path(str(name), str(entry.get('version')))}")]
+        return jobs, notes
 
     @classmethod
     def snippets(cls, repo: RepoConfig, url: str, host: str, insecure: bool) -> list[tuple[str, str]]:

@@ -201,3 +201,20 @@ def test_policy_hides_versions_newer_than_the_cooldown(depot_factory: Any, upstr
                           extra={"policy": {"cooldown": "7d"}})
     listing = requests.get(f"{proxy.url}/pub-remote/api/packages/dpt_pol", timeout=10).json()
     assert [v["version"] for v in listing["versions"]] == ["1.0.0"] and listing["latest"]["version"] == "1.0.0"
+
+
+def test_warm_from_pubspec_lock_then_hits_with_upstream_stopped(depot_factory: Any, tmp_path: Path) -> None:
+    upstream = depot_factory(REPOS, name="upstream")
+    DartPub(f"{upstream.url}/pub").publish(package("dpt_leaf", "1.0.0"))
+    proxy = depot_factory({"pub-remote": {"format": "pub", "type": "proxy", "upstream": f"{upstream.url}/pub-local"}},
+                          name="proxy")
+    lock = tmp_path / "pubspec.lock"
+    lock.write_text("packages:\n  dpt_leaf:\n    dependency: direct main\n    description:\n      name: dpt_leaf\n"
+                    "      url: https://pub.dev\n    source: hosted\n    version: '1.0.0'\n"
+                    "  app_local:\n    dependency: direct main\n    description: {path: ../x}\n    source: path\n"
+                    "    version: '0.0.1'\nsdks:\n  dart: '>=3.0.0 <4.0.0'\n")
+    warmed = proxy.run_cli("warm", "pub-remote", str(lock), "--url", proxy.url, check=False)
+    assert warmed.returncode == 0 and "2 fetched" in warmed.stdout, warmed.stdout + warmed.stderr
+    upstream.stop()
+    body, answer = DartPub(f"{proxy.url}/pub-remote").get("dpt_leaf", "1.0.0")
+    assert body == package("dpt_leaf", "1.0.0") and answer.headers["X-Cache"] == "HIT"
