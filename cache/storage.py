@@ -99,8 +99,8 @@ class Storage:
     """Everything persistent one process uses, opened together and closed together."""
 
     kind: str
-    blobs: BlobStore
-    db: Database
+    blobs: Any        # BlobStorage: BlobStore (local) or S3BlobStore
+    db: Any           # Database (SQLite) or PgDatabase
     entries: EntryIndex
     catalog: Catalog
 
@@ -108,17 +108,47 @@ class Storage:
         self.entries.close()
         self.db.close()
 
+    def health(self) -> dict[str, str]:
+        """Reachability of the database and the blob store ("ok" or the error), blocking."""
+        checks = {"database": getattr(self.db, "ping", None), "storage": getattr(self.blobs, "ping", None)}
+        out = {}
+        for name, ping in checks.items():
+            try:
+                if ping is not None:
+                    ping()
+                out[name] = "ok"
+            except Exception as err:  # reported, not raised: healthz answers 503 with the reason
+                out[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        return out
 
-KINDS = ("local",)
+
+KINDS = ("local", "s3")
 
 
-def open_storage(data_dir: Path, kind: str = "local") -> Storage:
-    """Open the configured stores (the only place that constructs them)."""
-    if kind != "local":
+def open_storage(data_dir: Path, kind: str = "local", s3: Any = None,
+                 database_url: str | None = None) -> Storage:
+    """Open the configured stores (the only place that constructs them).
+
+    `kind` chooses the blob store: "local" (files under data_dir) or "s3" (`s3`: S3Settings);
+    `database_url` (postgresql://...) puts the metadata in PostgreSQL instead of SQLite.
+    data_dir always holds the node's local state (temp files, locks).
+    """
+    if kind not in KINDS:
         raise ValueError(f"unknown storage kind {kind!r}; known: {', '.join(KINDS)}")
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    blobs = BlobStore(data)
+    if kind == "s3":
+        from .blobs_s3 import S3BlobStore
+        if s3 is None:
+            raise ValueError("storage kind s3 needs its settings (endpoint, bucket, keys)")
+        blobs: Any = S3BlobStore(data, s3)
+        blobs.ensure_bucket()
+    else:
+        blobs = BlobStore(data)
+    if database_url:
+        from .meta_pg import PgCatalog, PgDatabase, PgEntryIndex
+        pg = PgDatabase(database_url)
+        return Storage(kind, blobs, pg, PgEntryIndex(pg), PgCatalog(pg))  # type: ignore[arg-type]
     db = Database(data / "depot.db")
     entries = EntryIndex(db, data / "negative")
     return Storage(kind, blobs, db, entries, Catalog(db))
