@@ -80,6 +80,9 @@ class BlobWriter:
 class BlobStore:
     """Blobs by sha256 under `root/blobs/sha256/ab/cd/<hex>`; `root/tmp` for partial files."""
 
+    remote = False       # served by sendfile from local files
+    redirect = False
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"

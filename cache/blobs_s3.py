@@ -50,6 +50,7 @@ class S3Settings:
     secret_key: str | None = None
     prefix: str = ""
     redirect: bool = False
+    redirect_min_size: int = 1024 * 1024
 
     def store(self, bucket: str | None = None) -> S3Store:
         """An obstore S3 client for the bucket (path-style, plain HTTP allowed for loopback)."""
@@ -70,8 +71,12 @@ class S3BlobWriter:
     Blocking (like BlobWriter): call from a worker thread.
     """
 
-    def __init__(self, store: "S3BlobStore", max_size: int | None = None) -> None:
+    def __init__(self, store: "S3BlobStore", max_size: int | None = None, path: Path | None = None) -> None:
         self.store = store
+        # with `path`, a local copy grows beside the upload: the node's single flight lets other
+        # clients of this node follow the part file while the fetch runs (cache/flight.py)
+        self.temp_path = path
+        self.local = open(path, "wb") if path is not None else None
         self.max_size = max_size
         self.hasher = hashlib.sha256()
         self.size = 0
@@ -86,6 +91,9 @@ class S3BlobWriter:
         if self.max_size is not None and self.size > self.max_size:
             raise TooLarge(f"more than {self.max_size} bytes")
         self.hasher.update(data)
+        if self.local is not None:
+            self.local.write(data)
+            self.local.flush()
         if self.upload is None:
             self.buffer += data
             if len(self.buffer) <= PART_SIZE:
@@ -102,23 +110,33 @@ class S3BlobWriter:
         if expect_sha256 and expect_sha256.lower() != digest:
             self.abort()
             raise DigestMismatch(expect_sha256.lower(), digest)
-        if self.upload is None:
-            self.closed = True
-            self.store.put_verified(digest, bytes(self.buffer))
-            self.buffer = bytearray()
-            return digest
         try:
-            self.upload.close()
-            self.closed = True
-            self.store.adopt_temp(self.temp_key or "", digest)
+            if self.upload is None:
+                self.store.put_verified(digest, bytes(self.buffer))
+                self.buffer = bytearray()
+            else:
+                self.upload.close()
+                self.closed = True
+                self.store.adopt_temp(self.temp_key or "", digest)
         except BaseException:
             self.abort()
             raise
+        self.closed = True
+        self._drop_local()
         return digest
+
+    def _drop_local(self) -> None:
+        """Followers keep reading their open descriptors; the name goes."""
+        if self.local is not None:
+            self.local.close()
+            self.local = None
+            if self.temp_path is not None:
+                self.temp_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Drop what was written; nothing is stored."""
         self.buffer = bytearray()
+        self._drop_local()
         if self.upload is not None and self.temp_key is not None:
             try:
                 if not self.closed:
@@ -132,12 +150,15 @@ class S3BlobWriter:
 class S3BlobStore:
     """BlobStorage on an S3 bucket; `root/tmp` stays local (locks, flight state, part files)."""
 
+    remote = True
+
     def __init__(self, root: Path, settings: S3Settings) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.redirect = settings.redirect
+        self.redirect_min_size = settings.redirect_min_size
         self.s3 = settings.store()
         base = settings.prefix.strip("/")
         self.prefix = f"{base}/" if base else ""
@@ -221,8 +242,8 @@ class S3BlobStore:
 
     # writes -------------------------------------------------------------------------------
     def writer(self, max_size: int | None = None, path: Path | None = None) -> S3BlobWriter:
-        """A writer (`path` is ignored: nothing is written to local disk)."""
-        return S3BlobWriter(self, max_size)
+        """A writer; with `path` (under tmp/) it also keeps a local copy growing there."""
+        return S3BlobWriter(self, max_size, path)
 
     def put_verified(self, digest: str, data: bytes) -> None:
         """Conditional create of a verified small blob; an existing copy wins."""
@@ -314,15 +335,3 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(view), PART_SIZE):
         yield bytes(view[i:i + PART_SIZE])
 
-
-def settings_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Storage keys from DEPOT_S3_* (or AWS_*) environment variables."""
-    env = os.environ if environ is None else environ
-    out = {}
-    for key, names in (("access_key", ("DEPOT_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")),
-                       ("secret_key", ("DEPOT_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"))):
-        for name in names:
-            if env.get(name):
-                out[key] = env[name]
-                break
-    return out

@@ -124,6 +124,8 @@ class PullThrough:
     def _usable(self, entry: Entry) -> bool:
         if entry.size <= self.memory.item_max and self.memory.get(entry.digest) is not None:
             return True
+        if getattr(self.blobs, "remote", False):
+            return True      # object storage: the database says it is committed (GC keeps referenced blobs)
         return os.path.exists(self.blobs.path(entry.digest))
 
     async def open(self, spec: FetchSpec) -> Cached:

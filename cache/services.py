@@ -45,6 +45,9 @@ class EngineSettings:
     workers: int = 1
     policy: Policy = field(default_factory=Policy)
     osv_severity: str | None = None
+    storage_kind: str = "local"
+    s3: Any = None                       # blobs_s3.S3Settings for storage_kind "s3"
+    database_url: str | None = None      # postgresql://… (metadata shared by several nodes)
 
 
 class Services:
@@ -53,9 +56,11 @@ class Services:
     def __init__(self, settings: EngineSettings, repos: dict[str, RepoConfig]) -> None:
         self.settings = settings
         self.repos = repos
-        self.storage = open_storage(Path(settings.data_dir))
+        self.storage = open_storage(Path(settings.data_dir), settings.storage_kind, s3=settings.s3,
+                                    database_url=settings.database_url)
         self.blobs = self.storage.blobs
-        self.db = self.storage.db
+        self.db = self.storage.local_db          # users, tokens, policy: this node's SQLite
+        self.meta_db = self.storage.db           # entries, files, counters: SQLite or PostgreSQL
         self.entries = self.storage.entries
         self.catalog = self.storage.catalog
         self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
@@ -94,7 +99,7 @@ class Services:
 
     async def evict_now(self) -> None:
         await self.entries.flush_access()
-        result = await asyncio.to_thread(evict, self.db, self.blobs, self.settings.max_size)
+        result = await asyncio.to_thread(evict, self.meta_db, self.blobs, self.settings.max_size)
         for repo, count in (result.by_repo or {}).items():
             metrics.EVICTIONS.labels(repo, self._format_of(repo)).inc(count)
         if result.bytes_freed:
@@ -110,7 +115,7 @@ class Services:
             await asyncio.sleep(ACCESS_FLUSH_INTERVAL)
             try:
                 await self.entries.flush_access()
-                await add_counts(self.db, self.pull.all_metrics())
+                await add_counts(self.meta_db, self.pull.all_metrics())
                 for repo, stat in (await self.entries.stats()).items():
                     metrics.STORE_BYTES.labels(repo, self._format_of(repo)).set(stat["bytes"])
                     metrics.ENTRIES.labels(repo, self._format_of(repo)).set(stat["entries"])
@@ -124,7 +129,7 @@ class Services:
         await self.pull.close()
         try:
             await self.entries.flush_access()
-            await add_counts(self.db, self.pull.all_metrics())
+            await add_counts(self.meta_db, self.pull.all_metrics())
         except Exception:
             log.exception("final access flush failed")
         await self.upstream.close()

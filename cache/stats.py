@@ -18,7 +18,7 @@ async def add_counts(db: Database, all_metrics: Iterable[RepoMetrics]) -> None:
 
     def work(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
-                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value", batch)
+                         " ON CONFLICT (repo, name) DO UPDATE SET value = counters.value + excluded.value", batch)
     await db.run(work)
 
 

@@ -103,10 +103,17 @@ class Storage:
     db: Any           # Database (SQLite) or PgDatabase
     entries: EntryIndex
     catalog: Catalog
+    local_db: Any = None   # SQLite for what stays per node (users, tokens, audit, policy); db by default
+
+    def __post_init__(self) -> None:
+        if self.local_db is None:
+            self.local_db = self.db
 
     def close(self) -> None:
         self.entries.close()
         self.db.close()
+        if self.local_db is not self.db:
+            self.local_db.close()
 
     def health(self) -> dict[str, str]:
         """Reachability of the database and the blob store ("ok" or the error), blocking."""
@@ -148,7 +155,9 @@ def open_storage(data_dir: Path, kind: str = "local", s3: Any = None,
     if database_url:
         from .meta_pg import PgCatalog, PgDatabase, PgEntryIndex
         pg = PgDatabase(database_url)
-        return Storage(kind, blobs, pg, PgEntryIndex(pg), PgCatalog(pg))  # type: ignore[arg-type]
+        # users, tokens, audit and policy stay in the node's SQLite for now
+        return Storage(kind, blobs, pg, PgEntryIndex(pg), PgCatalog(pg),  # type: ignore[arg-type]
+                       local_db=Database(data / "depot.db"))
     db = Database(data / "depot.db")
     entries = EntryIndex(db, data / "negative")
     return Storage(kind, blobs, db, entries, Catalog(db))

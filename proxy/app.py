@@ -1,6 +1,8 @@
 """The aiohttp application: /-/ service endpoints and /<repo>/… dispatched to formats."""
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import os
 import re
@@ -35,7 +37,11 @@ def settings_of(config: Config) -> EngineSettings:
         read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies,
-        policy=config.policy, osv_severity=config.osv_severity)
+        policy=config.policy, osv_severity=config.osv_severity,
+        storage_kind=config.storage.kind, s3=config.storage.s3_settings(), database_url=config.database_url)
+
+
+HEALTH_TIMEOUT = 5.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,7 +53,17 @@ async def healthz(request: web.Request) -> web.Response:
         os.unlink(name)
     except OSError as exc:
         return web.Response(status=503, text=f"store not writable: {exc.strerror}\n")
-    return web.Response(text="ok\n")
+    storage = services.storage
+    if storage.kind == "local" and storage.db is storage.local_db:
+        return web.Response(text="ok\n")
+    # several nodes: the shared database and bucket must be reachable too
+    try:
+        checks = await asyncio.wait_for(asyncio.to_thread(storage.health), HEALTH_TIMEOUT)
+    except asyncio.TimeoutError:
+        checks = {"database": "timed out", "storage": "timed out"}
+    healthy = all(v == "ok" for v in checks.values())
+    lines = "".join(f"{name}: {verdict}\n" for name, verdict in checks.items())
+    return web.Response(status=200 if healthy else 503, text=("ok\n" if healthy else "unhealthy\n") + lines)
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -59,7 +75,7 @@ async def repositories(request: web.Request) -> web.Response:
     """JSON list of repositories with format, type, entry count and bytes."""
     services = request.app[SERVICES]
     proxy_stats = await services.entries.stats()
-    rows = await services.db.execute(
+    rows = await services.meta_db.execute(
         "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
     hosted_stats = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
     listing = []

@@ -90,7 +90,7 @@ def _chart(api: str, repo: str = "") -> str:
 # ------------------------------------------------------------------------------ data
 async def persisted_counts(services: Services) -> dict[str, dict[str, int]]:
     """Result counts per repository as flushed to the database (all workers, across restarts)."""
-    rows = await services.db.execute("SELECT repo, name, value FROM counters")
+    rows = await services.meta_db.execute("SELECT repo, name, value FROM counters")
     counts: dict[str, dict[str, int]] = {}
     for row in rows:
         counts.setdefault(row["repo"], {})[row["name"]] = row["value"]
@@ -100,7 +100,7 @@ async def persisted_counts(services: Services) -> dict[str, dict[str, int]]:
 async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[str, Any]]:
     """One row per readable repository: name, format, type, entries, bytes, hit ratio."""
     proxy_stats = await services.entries.stats()
-    rows = await services.db.execute(
+    rows = await services.meta_db.execute(
         "SELECT repo, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files GROUP BY repo")
     hosted = {r["repo"]: {"entries": r["n"], "bytes": r["bytes"]} for r in rows}
     counts = await persisted_counts(services)
@@ -147,7 +147,7 @@ class Listing:
 async def list_paths(services: Services, repo: RepoConfig, prefix: str) -> Listing:
     """Children of `prefix`: hosted files from the catalog, proxy entries from the entries table."""
     if repo.is_proxy:
-        rows = await services.db.execute(
+        rows = await services.meta_db.execute(
             "SELECT key AS path, size, digest, fetched_at AS time, kind FROM entries"
             " WHERE repo = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?",
             (repo.name, prefix, prefix + "\U0010ffff", LIST_LIMIT + 1))
