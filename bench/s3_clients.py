@@ -39,7 +39,7 @@ async def bench_obstore(args: argparse.Namespace, big: bytes, small: bytes) -> d
     async def hit_big() -> int:
         got = 0
         result = await obstore.get_async(store, "ob/big")
-        async for chunk in result.stream(min_chunk_size=256 * 1024):
+        async for chunk in result.stream(min_chunk_size=MiB):
             got += len(chunk)
         return got
 
@@ -75,7 +75,7 @@ async def bench_aiobotocore(args: argparse.Namespace, big: bytes, small: bytes) 
             got = 0
             obj = await s3.get_object(Bucket=args.bucket, Key="ab/big")
             async with obj["Body"] as body:
-                while chunk := await body.read(256 * 1024):
+                while chunk := await body.read(MiB):
                     got += len(chunk)
             return got
 
@@ -105,14 +105,13 @@ def main() -> None:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--bucket", default="bench")
     args = parser.parse_args()
-    import obstore
-    from obstore.store import S3Store
-    S3Store  # noqa: B018
+    import tempfile
+    from pathlib import Path
+
+    from depot.cache.blobs_s3 import S3BlobStore, S3Settings
     big, small = os.urandom(100 * MiB), os.urandom(MiB)
-    import boto3
-    boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="testkey",
-                 aws_secret_access_key="testsecret").create_bucket(Bucket=args.bucket)
-    del obstore
+    S3BlobStore(Path(tempfile.mkdtemp()), S3Settings(args.endpoint, args.bucket, access_key="testkey",
+                                                     secret_key="testsecret")).ensure_bucket()
     for name, fn in (("obstore", bench_obstore), ("aiobotocore", bench_aiobotocore)):
         figures = asyncio.run(fn(args, big, small))
         print(name.ljust(12), "  ".join(f"{k}: {v:7.1f} MiB/s" for k, v in figures.items()))
