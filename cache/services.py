@@ -14,6 +14,7 @@ from depot.upstreams.client import Timeouts, UpstreamClient
 
 from . import metrics
 from .documents import DocumentCache
+from .cluster import PgCoordinator
 from .evict import evict
 from .gate import Policy
 from .policy_service import PolicyService, refresh_loop
@@ -48,6 +49,7 @@ class EngineSettings:
     storage_kind: str = "local"
     s3: Any = None                       # blobs_s3.S3Settings for storage_kind "s3"
     database_url: str | None = None      # postgresql://… (metadata shared by several nodes)
+    node_url: str = ""                   # where other nodes reach this one (internal endpoint)
 
 
 class Services:
@@ -68,8 +70,11 @@ class Services:
         self.documents = DocumentCache(max(settings.memory_size // 4, 1), max(settings.memory_size // 8, 1))
         self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
                                        settings.retries, settings.ca_file)
+        self.cluster = PgCoordinator(settings.database_url, settings.node_url) \
+            if settings.database_url else None
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
-                                on_stored=self._stored, cross_process=settings.workers > 1)
+                                on_stored=self._stored, cross_process=settings.workers > 1,
+                                cluster=self.cluster)
         self.metrics = _PublishMetrics(self.pull)
         self.policy = PolicyService(self.db, settings.policy, repos, settings.osv_severity)
         self._policy_task: asyncio.Task[Any] | None = None
@@ -133,6 +138,8 @@ class Services:
         except Exception:
             log.exception("final access flush failed")
         await self.upstream.close()
+        if self.cluster is not None:
+            self.cluster.close()
         self.storage.close()
 
 

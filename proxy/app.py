@@ -38,7 +38,8 @@ def settings_of(config: Config) -> EngineSettings:
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies,
         policy=config.policy, osv_severity=config.osv_severity,
-        storage_kind=config.storage.kind, s3=config.storage.s3_settings(), database_url=config.database_url)
+        storage_kind=config.storage.kind, s3=config.storage.s3_settings(), database_url=config.database_url,
+        node_url=config.node_url or f"http://{config.listen}")
 
 
 HEALTH_TIMEOUT = 5.0
@@ -64,6 +65,11 @@ async def healthz(request: web.Request) -> web.Response:
     healthy = all(v == "ok" for v in checks.values())
     lines = "".join(f"{name}: {verdict}\n" for name, verdict in checks.items())
     return web.Response(status=200 if healthy else 503, text=("ok\n" if healthy else "unhealthy\n") + lines)
+
+
+async def internal_flight(request: web.Request) -> web.StreamResponse:
+    """Another node of the cluster relays this node's fetch in progress (cache/relay.py)."""
+    return await request.app[SERVICES].pull.serve_flight(request, request.match_info["fid"])
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -187,6 +193,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/-/healthz", healthz)
     app.router.add_get("/-/metrics", metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
+    app.router.add_get("/-/internal/flight/{fid:[0-9a-f]{64}}", internal_flight)
     access.setup(app)
     ui.setup(app)  # web UI under /-/ui/, /-/api/stats, response-code metrics, process metrics
     if "oci" in FORMATS:

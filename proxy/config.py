@@ -89,6 +89,7 @@ class Config:
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
     storage: StorageConfig = StorageConfig()
     database_url: str | None = None     # postgresql://… : metadata shared by several nodes
+    node_url: str | None = None         # how the other nodes reach this one (default http://<listen>)
     policy: Policy = Policy()       # supply-chain rules for every proxy and group (cache/gate.py)
     osv_severity: str | None = None # imported vulnerabilities at or above this severity act as deny rules
     open_access: bool = False       # development only: anyone may read and write everything
@@ -191,7 +192,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
-             "access_log", "login", "policy", "storage", "database"}
+             "access_log", "login", "policy", "storage", "database", "node_url"}
 
 
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
@@ -244,6 +245,7 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
         forward_proxy=_forward(_section(document, "forward_proxy")),
         storage=_storage(_section(document, "storage")),
         database_url=_database(_section(document, "database")),
+        node_url=str(document["node_url"]).rstrip("/") if document.get("node_url") else None,
         policy=_policy("policy", _section(document, "policy"), top=True),
         osv_severity=_osv_severity(_section(document, "policy")),
         repositories=validate_repositories(_section(document, "repositories"), resolve_upstreams),

@@ -104,3 +104,98 @@ def test_redirect_answers_presigned_urls_for_large_hits(cluster, tmp_path):
     # small blobs are streamed by depot itself
     direct = requests.get(f"{node.url}/local/small.txt", allow_redirects=False, timeout=30)
     assert direct.status_code == 200 and direct.content == small
+
+
+MiB = 1024 * 1024
+
+
+def _fetch_all(urls: list[str], timeout: float = 120) -> list[tuple[int, bytes, float | None, str]]:
+    """GET every URL at once: (status, body, time of the first body byte, X-Cache) each."""
+    import threading
+    import time
+    results: list[Any] = [None] * len(urls)
+
+    def one(index: int, url: str) -> None:
+        first = None
+        parts = []
+        try:
+            with requests.get(url, stream=True, timeout=timeout) as answer:
+                for chunk in answer.iter_content(256 * 1024):
+                    if first is None:
+                        first = time.monotonic()
+                    parts.append(chunk)
+                results[index] = (answer.status_code, b"".join(parts), first, answer.headers.get("X-Cache", ""))
+        except requests.RequestException as exc:
+            results[index] = (0, b"".join(parts), first, type(exc).__name__)
+    threads = [threading.Thread(target=one, args=(i, u)) for i, u in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 10)
+    return results
+
+
+def test_one_upstream_get_across_three_nodes(cluster, upstream):
+    """60 clients on 3 nodes (2 workers each), one uncached 50 MiB file from a slow upstream:
+    exactly one upstream GET, every body right, first bytes everywhere before the upstream ends."""
+    import time
+    body = os.urandom(50 * MiB)
+    upstream.put("big/file.bin", body)
+    upstream.mode("/big/file.bin", "slow", rate=10 * MiB)     # about 5 s
+    nodes = cluster(3, workers=2)
+    urls = [f"{nodes[i % 3].url}/remote/big/file.bin" for i in range(60)]
+    started = time.monotonic()
+    results = _fetch_all(urls)
+    finished = time.monotonic()
+    assert upstream.count("/big/file.bin") == 1
+    assert all(status == 200 and got == body for status, got, _, _ in results), \
+        [(s, len(g), x) for s, g, _, x in results if s != 200 or g != body]
+    # streamed while downloading: every client's first bytes arrived well before the last one
+    firsts = [first - started for _, _, first, _ in results]
+    assert max(firsts) < (finished - started) - 2.0, (max(firsts), finished - started)
+    # afterwards a hit on every node, still one upstream GET
+    for node in nodes:
+        again = requests.get(f"{node.url}/remote/big/file.bin", timeout=60)
+        assert again.content == body and again.headers["X-Cache"] == "HIT"
+    assert upstream.count("/big/file.bin") == 1
+
+
+def test_leader_killed_mid_fetch(cluster, upstream, pg_cluster, tmp_path):
+    """kill -9 of the leading node: its clients see a cut connection (never a short 200), a
+    retry on another node succeeds, at most one more upstream GET, nothing partial stored."""
+    import signal
+    import threading
+    import time
+    body = os.urandom(30 * MiB)
+    digest = hashlib.sha256(body).hexdigest()
+    upstream.put("kill/file.bin", body)
+    upstream.mode("/kill/file.bin", "slow", rate=5 * MiB, times=1)     # the first GET: about 6 s
+    a, b, c = cluster(3)
+    results: dict[str, Any] = {}
+
+    def client(name: str, url: str) -> None:
+        results[name] = _fetch_all([url], timeout=60)[0]
+    first = threading.Thread(target=client, args=("a", f"{a.url}/remote/kill/file.bin"))
+    first.start()
+    deadline = time.monotonic() + 10
+    while upstream.count("/kill/file.bin") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    follower = threading.Thread(target=client, args=("b", f"{b.url}/remote/kill/file.bin"))
+    follower.start()
+    time.sleep(1.5)                      # both mid-body now
+    os.killpg(a.proc.pid, signal.SIGKILL)
+    a.proc.wait(timeout=10)
+    first.join(70)
+    follower.join(70)
+    for name in ("a", "b"):
+        status, got, _, _ = results[name]
+        assert got != body and (status == 0 or len(got) < len(body)), (name, status, len(got))
+    # nothing partial: no entry, no blob of the body, no other blob either
+    import psycopg
+    with psycopg.connect(cluster.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+    assert _bucket_digests(cluster, tmp_path) == set()
+    retry = requests.get(f"{c.url}/remote/kill/file.bin", timeout=60)
+    assert retry.status_code == 200 and retry.content == body
+    assert upstream.count("/kill/file.bin") == 2
+    assert digest in _bucket_digests(cluster, tmp_path)
