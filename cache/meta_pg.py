@@ -161,6 +161,10 @@ class PgDatabase:
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         return await self.run(lambda conn: _fetch(conn.execute(sql, params)))
 
+    def try_lock(self, name: str) -> "AdvisoryLock":
+        """A cluster-wide lock by name (non-blocking: `.held` says whether it was taken)."""
+        return AdvisoryLock(self.pool, name)
+
     def ping(self) -> None:
         """Raise when the database cannot be reached (healthz)."""
         self.run_sync(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -168,6 +172,28 @@ class PgDatabase:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.pool.close()
+
+
+class AdvisoryLock:
+    """A PostgreSQL session advisory lock on a connection kept until release()."""
+
+    def __init__(self, pool: ConnectionPool, name: str) -> None:
+        import hashlib
+        self.pool = pool
+        self.key = int.from_bytes(hashlib.sha256(f"depot-lock\0{name}".encode()).digest()[:8], "big", signed=True)
+        self.conn: Any = pool.getconn(timeout=30)
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        self.held = bool(row and row[0])
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            if self.held:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+        finally:
+            self.pool.putconn(self.conn)
+            self.conn = None
 
 
 def _fetch(cursor: psycopg.Cursor) -> list[Row]:

@@ -154,13 +154,19 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return show
 
 
+def open_configured_storage(config: Any) -> Any:
+    """The stores the config names (local files + SQLite, or S3 + PostgreSQL for several nodes)."""
+    from depot.cache.storage import open_storage
+    return open_storage(config.data_dir, config.storage.kind, s3=config.storage.s3_settings(),
+                        database_url=config.database_url)
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from depot.cache.evict import collect
-    from depot.cache.storage import open_storage
 
     from .units import parse_duration
     config = _load(args)
-    storage = open_storage(config.data_dir)
+    storage = open_configured_storage(config)
     blobs, db = storage.blobs, storage.db
     try:
         result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
@@ -191,11 +197,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from .progress import human_bytes
     config = _load(args)
-    db = open_database(config.data_dir)
-    try:
-        rows = repository_stats(db, config.repositories)
-    finally:
-        db.close()
+    if config.database_url:
+        storage = open_configured_storage(config)
+        try:
+            rows = repository_stats(storage.db, config.repositories)
+        finally:
+            storage.close()
+    else:
+        db = open_database(config.data_dir)
+        try:
+            rows = repository_stats(db, config.repositories)
+        finally:
+            db.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -23,14 +23,15 @@ def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
     url = pg_cluster.new_database()
     prefix = f"n-{uuid.uuid4().hex[:8]}"
 
-    def make(count: int, workers: int = 1, redirect: bool = False) -> list[Any]:
+    def make(count: int, workers: int = 1, redirect: bool = False, extra: dict | None = None) -> list[Any]:
         storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": "depot", "prefix": prefix,
                    "redirect": redirect, "redirect_min_size": "64KiB"}
         env = {"DEPOT_STORAGE__ACCESS_KEY": ceph_rgw.access_key, "DEPOT_STORAGE__SECRET_KEY": ceph_rgw.secret_key}
         repos = {"local": {"format": "generic", "type": "hosted"},
                  "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
         return [depot_factory(repos, workers=workers, name=f"node{i}", env=env,
-                              extra={"storage": storage, "database": {"url": url}}) for i in range(count)]
+                              extra={"storage": storage, "database": {"url": url}, **(extra or {})})
+                for i in range(count)]
     make.database_url = url  # type: ignore[attr-defined]
     make.s3 = S3Settings(ceph_rgw.endpoint, "depot", access_key=ceph_rgw.access_key,  # type: ignore[attr-defined]
                          secret_key=ceph_rgw.secret_key, prefix=prefix)
@@ -199,3 +200,106 @@ def test_leader_killed_mid_fetch(cluster, upstream, pg_cluster, tmp_path):
     assert retry.status_code == 200 and retry.content == body
     assert upstream.count("/kill/file.bin") == 2
     assert digest in _bucket_digests(cluster, tmp_path)
+
+
+def test_eviction_and_gc_with_three_nodes_serving(cluster, upstream, tmp_path):
+    """Eviction keeps proxy content under max_size across nodes, `depot gc` (one node at a time,
+    the database's lock) removes only unreferenced blobs while all three nodes keep serving."""
+    nodes = cluster(3, extra={"cache": {"max_size": "3MiB"}})
+    hosted = {f"h{i}.bin": os.urandom(MiB) for i in range(3)}
+    for i, (name, data) in enumerate(hosted.items()):
+        assert requests.put(f"{nodes[i].url}/local/{name}", data=data, timeout=30).status_code == 201
+    proxied = {f"p{i}.bin": os.urandom(MiB) for i in range(6)}
+    for i, (name, data) in enumerate(proxied.items()):
+        upstream.put(f"evict/{name}", data)
+        assert requests.get(f"{nodes[i % 3].url}/remote/evict/{name}", timeout=30).content == data
+    import time
+    time.sleep(3)                        # the last eviction runs after its fill
+    import psycopg
+    with psycopg.connect(cluster.database_url) as conn:
+        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        kept = {r[0].rsplit("/", 1)[-1] for r in conn.execute("SELECT key FROM entries")}
+    assert 0 < total <= 3 * MiB and kept < set(proxied)
+    # an orphan blob (as left by a crashed publish) is reclaimed; everything referenced stays
+    storage = open_storage(tmp_path / "orphan", "s3", s3=cluster.s3)
+    try:
+        orphan, _ = __import__("asyncio").run(storage.blobs.put_bytes(os.urandom(500_000)))
+    finally:
+        storage.close()
+    node = nodes[0]
+    out = subprocess.run(node.command("gc", "--grace", "0s"), capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **node.env})
+    assert out.returncode == 0, out.stderr
+    assert orphan not in _bucket_digests(cluster, tmp_path)
+    for i, (name, data) in enumerate(hosted.items()):
+        for n in nodes:
+            assert requests.get(f"{n.url}/local/{name}", timeout=30).content == data
+    for name in kept:
+        got = requests.get(f"{nodes[2].url}/remote/evict/{name}", timeout=30)
+        assert got.content == proxied[name] and got.headers["X-Cache"] == "HIT"
+
+
+def test_killing_a_node_fails_no_request_to_the_others(cluster, upstream):
+    """3 clients per node download in a loop for 20 s; one node is killed: no request to the
+    surviving nodes fails."""
+    import signal
+    import threading
+    import time
+    files = {f"loop/{i}.bin": os.urandom(256 * 1024 + i) for i in range(6)}
+    for path, data in files.items():
+        upstream.put(path, data)
+    nodes = cluster(3, workers=2)
+    failures: list[str] = []
+    counts = {n.url: 0 for n in nodes}
+    stop_at = time.monotonic() + 20
+
+    def loop(node: Any, offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop_at:
+            path = list(files)[i % len(files)]
+            i += 1
+            try:
+                got = requests.get(f"{node.url}/remote/{path}", timeout=30)
+                ok = got.status_code == 200 and got.content == files[path]
+            except requests.RequestException as exc:
+                ok, got = False, exc
+            if node is nodes[0]:
+                continue                 # the node that gets killed: its failures are expected
+            counts[node.url] += 1
+            if not ok:
+                failures.append(f"{node.url} {path}: {got}")
+    threads = [threading.Thread(target=loop, args=(n, k)) for n in nodes for k in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(6)
+    os.killpg(nodes[0].proc.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert all(counts[n.url] > 20 for n in nodes[1:]), counts
+
+
+def test_two_nodes_started_at_once_on_an_empty_database(pg_cluster, ceph_rgw, depot_factory, tmp_path):
+    """Both create the schema at once without colliding, then serve one catalog."""
+    import threading
+    url = pg_cluster.new_database()
+    storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": f"fresh-{uuid.uuid4().hex[:6]}",
+               "access_key": ceph_rgw.access_key, "secret_key": ceph_rgw.secret_key}
+    repos = {"local": {"format": "generic", "type": "hosted"}}
+    started: list[Any] = []
+    errors: list[BaseException] = []
+
+    def start(i: int) -> None:
+        try:
+            started.append(depot_factory(repos, name=f"twin{i}", workers=2,
+                                         extra={"storage": storage, "database": {"url": url}}))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(started) == 2
+    assert requests.put(f"{started[0].url}/local/x.txt", data=b"one", timeout=30).status_code == 201
+    assert requests.get(f"{started[1].url}/local/x.txt", timeout=30).content == b"one"
