@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     warm.register(sub, _common)
     backup.register(sub, _common)
+    from . import migrate
+    migrate.register(sub, _common)
+    COMMANDS["migrate"] = lambda args: migrate.cmd_migrate(args, _load)
     ca = sub.add_parser("ca", help="the forward proxy's interception CA")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")

@@ -303,3 +303,31 @@ def test_two_nodes_started_at_once_on_an_empty_database(pg_cluster, ceph_rgw, de
     assert errors == [] and len(started) == 2
     assert requests.put(f"{started[0].url}/local/x.txt", data=b"one", timeout=30).status_code == 201
     assert requests.get(f"{started[1].url}/local/x.txt", timeout=30).content == b"one"
+
+
+def test_migrate_a_single_node_store_into_postgresql_and_s3(cluster, depot_factory, upstream, tmp_path):
+    """`depot migrate --from-sqlite` moves blobs (sha256 verified) and rows; the nodes then serve
+    the hosted files and answer the proxy entries as hits without asking the upstream."""
+    upstream.put("mig/dep.tgz", os.urandom(200_000))
+    single = depot_factory({"local": {"format": "generic", "type": "hosted"},
+                            "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}},
+                           name="single")
+    big, small = os.urandom(12 * MiB), b"hello\n"
+    assert requests.put(f"{single.url}/local/big.bin", data=big, timeout=30).status_code == 201
+    assert requests.put(f"{single.url}/local/small.txt", data=small, timeout=30).status_code == 201
+    dep = requests.get(f"{single.url}/remote/mig/dep.tgz", timeout=30).content
+    single.stop()
+    (node,) = cluster(1)
+    env = {**os.environ, **node.env}
+    out = subprocess.run(node.command("migrate", "--from-sqlite", str(single.data_dir)),
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 blobs copied" in out.stdout and "2 files" in out.stdout and "1 entries" in out.stdout
+    assert requests.get(f"{node.url}/local/big.bin", timeout=30).content == big
+    assert requests.get(f"{node.url}/local/small.txt", timeout=30).content == small
+    hit = requests.get(f"{node.url}/remote/mig/dep.tgz", timeout=30)
+    assert hit.content == dep and hit.headers["X-Cache"] == "HIT" and upstream.count("/mig/dep.tgz") == 1
+    # run again: nothing to copy, nothing duplicated
+    again = subprocess.run(node.command("migrate", "--from-sqlite", str(single.data_dir)),
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "0 blobs copied" in again.stdout and "3 already there" in again.stdout
