@@ -16,15 +16,17 @@ loop, does conditional create and presigning itself, and was faster on fills and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError
@@ -235,6 +237,33 @@ class S3BlobStore:
     def local_path(self, digest: str) -> Path | None:
         """Remote blobs have no local file."""
         return None
+
+    @contextlib.contextmanager
+    def local_file(self, digest: str) -> Iterator[Path]:
+        """A temporary local copy of the blob (blocking; for code that must open a file)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="copy-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in obstore.get(self.s3, self.key(digest)).stream(min_chunk_size=1024 * 1024):
+                    out.write(chunk)
+            yield Path(name)
+        finally:
+            os.unlink(name)
+
+    def adopt(self, temp_path: Path, digest: str) -> None:
+        """Store a complete local file already verified to hash to `digest`; the file goes."""
+        try:
+            writer = self.writer()
+            try:
+                with open(temp_path, "rb") as handle:
+                    while block := handle.read(PART_SIZE):
+                        writer.write(block)
+                writer.commit(digest)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            Path(temp_path).unlink(missing_ok=True)
 
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """A presigned GET URL valid for `expires` seconds."""

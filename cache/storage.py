@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, ContextManager, Protocol, runtime_checkable
 
 from .blobs import BlobStore, BlobWriter
 from .catalog import Catalog, HostedFile
@@ -39,6 +39,12 @@ class BlobStorage(Protocol):
 
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """A short-lived URL clients may download from directly (presigned), or None."""
+
+    def local_file(self, digest: str) -> ContextManager[Path]:
+        """A local file holding the blob while the context lasts (blocking; parsers that open files)."""
+
+    def adopt(self, temp_path: Path, digest: str) -> Any:
+        """Store a complete local file already verified to hash to `digest` (it is moved or removed)."""
 
     def writer(self, max_size: int | None = None, path: Path | None = None) -> BlobWriter:
         """A writer: write(), then commit(expect_sha256) or abort(); nothing is visible before."""

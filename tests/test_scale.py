@@ -29,8 +29,10 @@ def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
         env = {"DEPOT_STORAGE__ACCESS_KEY": ceph_rgw.access_key, "DEPOT_STORAGE__SECRET_KEY": ceph_rgw.secret_key}
         repos = {"local": {"format": "generic", "type": "hosted"},
                  "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
+        more = dict(extra or {})
+        repos.update(more.pop("repositories", {}))
         return [depot_factory(repos, workers=workers, name=f"node{i}", env=env,
-                              extra={"storage": storage, "database": {"url": url}, **(extra or {})})
+                              extra={"storage": storage, "database": {"url": url}, **more})
                 for i in range(count)]
     make.database_url = url  # type: ignore[attr-defined]
     make.s3 = S3Settings(ceph_rgw.endpoint, "depot", access_key=ceph_rgw.access_key,  # type: ignore[attr-defined]
@@ -331,3 +333,27 @@ def test_migrate_a_single_node_store_into_postgresql_and_s3(cluster, depot_facto
     again = subprocess.run(node.command("migrate", "--from-sqlite", str(single.data_dir)),
                            capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "0 blobs copied" in again.stdout and "3 already there" in again.stdout
+
+
+def test_pip_publish_on_one_node_installs_from_another(cluster, tmp_path):
+    """twine uploads to node A, pip installs from node B at once (one catalog, one bucket)."""
+    import sys
+    from pathlib import Path
+
+    from depot_process import DepotProcess
+    from pypi_fixtures import build_dist
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_", "DEPOT_"))}
+    a, b = cluster(2, extra={"repositories": {"py": {"format": "pypi", "type": "hosted"}}})
+    dist = build_dist(tmp_path, "dpt-scale", "1.0")
+    up = subprocess.run([str(bin_dir / "twine"), "upload", "--repository-url", f"{a.url}/py/", "-u", "admin",
+                         "-p", DepotProcess.ADMIN_PASSWORD, "--non-interactive", "--disable-progress-bar", str(dist.wheel), str(dist.sdist)],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    target = tmp_path / "t"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+                          "--index-url", f"{b.url}/py/simple/", "--trusted-host", "127.0.0.1", "--no-compile",
+                          "--target", str(target), "dpt-scale==1.0"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    assert (target / "dpt_scale" / "__init__.py").read_text() == 'VERSION = "1.0"\n'

@@ -145,3 +145,16 @@ def test_racing_writers_of_one_blob(storage):
         return await asyncio.gather(*(blobs.put_bytes(data) for _ in range(8)))
     assert run(race()) == [(digest, len(data))] * 8
     assert run(blobs.read(digest)) == data and [d for d, _, _ in blobs.scan()] == [digest]
+
+
+def test_local_file_and_adopt(storage, tmp_path):
+    blobs = storage.blobs
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    digest, _ = run(blobs.put_bytes(data))
+    with blobs.local_file(digest) as path:
+        assert path.read_bytes() == data
+    other = os.urandom(1000)
+    temp = blobs.tmp / "adopt-me.part"
+    temp.write_bytes(other)
+    blobs.adopt(temp, hashlib.sha256(other).hexdigest())
+    assert not temp.exists() and run(blobs.read(hashlib.sha256(other).hexdigest())) == other
