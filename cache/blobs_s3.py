@@ -225,7 +225,7 @@ class S3BlobStore:
         """Bytes [start, end) as chunks, one ranged GET streamed (no whole-blob buffering)."""
         if end is not None and end <= start:
             return
-        options: dict[str, Any] = {}
+        options: Any = {}
         if end is not None:
             options["range"] = (start, end)
         elif start:

@@ -136,9 +136,10 @@ def start_ceph() -> CephRgw:
     try:
         subprocess.run(["bash", str(HERE / "ceph_start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
                        check=True, timeout=180, start_new_session=True)
-    except BaseException:
+    except BaseException as exc:
+        output = (folder / "start.log").read_text()[-2000:]
         stop_ceph(CephRgw(folder, base))
-        raise RuntimeError("Ceph RGW did not start: " + (folder / "start.log").read_text()[-2000:])
+        raise RuntimeError("Ceph RGW did not start: " + output) from exc
     finally:
         log.close()
     return CephRgw(folder, base)

@@ -233,7 +233,7 @@ def test_eviction_and_gc_with_three_nodes_serving(cluster, upstream, tmp_path):
                          env={**os.environ, **node.env})
     assert out.returncode == 0, out.stderr
     assert orphan not in _bucket_digests(cluster, tmp_path)
-    for i, (name, data) in enumerate(hosted.items()):
+    for name, data in hosted.items():
         for n in nodes:
             assert requests.get(f"{n.url}/local/{name}", timeout=30).content == data
     for name in kept:
