@@ -357,3 +357,24 @@ def test_pip_publish_on_one_node_installs_from_another(cluster, tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert (target / "dpt_scale" / "__init__.py").read_text() == 'VERSION = "1.0"\n'
+
+
+def test_skopeo_push_to_one_node_pull_from_another(cluster, tmp_path):
+    """An image pushed with skopeo to node A is pulled from node B with the same digests."""
+    import json
+    import shutil
+
+    from oci_fixtures import hello_layout
+    skopeo = shutil.which("skopeo")
+    assert skopeo, "skopeo is required (apt-get install -y skopeo)"
+    a, b = cluster(2, extra={"repositories": {"images": {"format": "oci", "type": "hosted"}}})
+    built, single, _ = hello_layout(tmp_path / "layout")
+
+    def run(*args: str) -> None:
+        done = subprocess.run([skopeo, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    run("copy", "--dest-tls-verify=false", f"oci:{built.root}:v1", f"docker://127.0.0.1:{a.port}/images/hello:v1")
+    out = tmp_path / "out"
+    run("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{b.port}/images/hello:v1", f"oci:{out}:v1")
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == single["digest"]
