@@ -378,3 +378,24 @@ def test_skopeo_push_to_one_node_pull_from_another(cluster, tmp_path):
     run("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{b.port}/images/hello:v1", f"oci:{out}:v1")
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == single["digest"]
+
+
+def test_npm_publish_on_one_node_installs_from_another(cluster, tmp_path):
+    """npm publish to node A, npm install from node B at once."""
+    from npm_fixtures import NpmCli, make_package
+    a, b = cluster(2, extra={"repositories": {"js": {"format": "npm", "type": "hosted"}}})
+    from depot_process import DepotProcess
+
+    def token(node: Any) -> str:         # users and tokens are per node (SQLite) for now
+        login = requests.put(f"{node.url}/js/-/user/org.couchdb.user:admin", timeout=30,
+                             json={"name": "admin", "password": DepotProcess.ADMIN_PASSWORD})
+        assert login.status_code == 201, login.text
+        return login.json()["token"]
+    publisher = NpmCli(tmp_path / "npm-a", f"{a.url}/js/", token=token(a))
+    publisher.ok("publish", cwd=make_package(tmp_path / "src", "dscale", "1.0.0"))
+    client = NpmCli(tmp_path / "npm-b", f"{b.url}/js/", token=token(b))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text('{"name": "p", "version": "1.0.0"}')
+    client.ok("install", "dscale@1.0.0", cwd=project)
+    assert '"version": "1.0.0"' in (project / "node_modules" / "dscale" / "package.json").read_text()
