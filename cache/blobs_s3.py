@@ -62,9 +62,13 @@ class S3Settings:
             options["secret_access_key"] = self.secret_key or ""
         if self.endpoint:
             options["endpoint"] = self.endpoint
+        # bounded retries: an unreachable store must fail a request (and healthz) in seconds
+        retry = {"max_retries": 3, "retry_timeout": timedelta(seconds=20),
+                 "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
+                             "base": 2}}
         return S3Store(bucket or self.bucket, region=self.region, virtual_hosted_style_request=False,
-                       client_options={"allow_http": True, "timeout": "300s", "connect_timeout": "10s"},
-                       **options)
+                       client_options={"allow_http": True, "timeout": "300s", "connect_timeout": "5s"},
+                       retry_config=retry, **options)
 
 
 class S3BlobWriter:

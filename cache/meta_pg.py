@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS negative (
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
 SCHEMA_VERSION = 1
+PING_TIMEOUT = 3.0
 
 
 class Row(tuple):
@@ -167,7 +168,8 @@ class PgDatabase:
 
     def ping(self) -> None:
         """Raise when the database cannot be reached (healthz)."""
-        self.run_sync(lambda conn: conn.execute("SELECT 1").fetchone())
+        with self.pool.connection(timeout=PING_TIMEOUT) as conn:
+            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -121,18 +121,15 @@ class Storage:
         if self.local_db is not self.db:
             self.local_db.close()
 
-    def health(self) -> dict[str, str]:
-        """Reachability of the database and the blob store ("ok" or the error), blocking."""
-        checks = {"database": getattr(self.db, "ping", None), "storage": getattr(self.blobs, "ping", None)}
-        out = {}
-        for name, ping in checks.items():
-            try:
-                if ping is not None:
-                    ping()
-                out[name] = "ok"
-            except Exception as err:  # reported, not raised: healthz answers 503 with the reason
-                out[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-        return out
+    def check(self, component: str) -> str:
+        """Reachability of "database" or "storage": "ok" or the error (blocking)."""
+        ping = getattr(self.db if component == "database" else self.blobs, "ping", None)
+        try:
+            if ping is not None:
+                ping()
+            return "ok"
+        except Exception as err:  # reported, not raised: healthz answers 503 with the reason
+            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
 KINDS = ("local", "s3")

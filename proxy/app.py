@@ -58,10 +58,13 @@ async def healthz(request: web.Request) -> web.Response:
     if storage.kind == "local" and storage.db is storage.local_db:
         return web.Response(text="ok\n")
     # several nodes: the shared database and bucket must be reachable too
-    try:
-        checks = await asyncio.wait_for(asyncio.to_thread(storage.health), HEALTH_TIMEOUT)
-    except asyncio.TimeoutError:
-        checks = {"database": "timed out", "storage": "timed out"}
+    async def check(component: str) -> str:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(storage.check, component), HEALTH_TIMEOUT)
+        except asyncio.TimeoutError:
+            return "timed out"
+    names = ("database", "storage")
+    checks = dict(zip(names, await asyncio.gather(*(check(n) for n in names))))
     healthy = all(v == "ok" for v in checks.values())
     lines = "".join(f"{name}: {verdict}\n" for name, verdict in checks.items())
     return web.Response(status=200 if healthy else 503, text=("ok\n" if healthy else "unhealthy\n") + lines)

@@ -399,3 +399,20 @@ def test_npm_publish_on_one_node_installs_from_another(cluster, tmp_path):
     (project / "package.json").write_text('{"name": "p", "version": "1.0.0"}')
     client.ok("install", "dscale@1.0.0", cwd=project)
     assert '"version": "1.0.0"' in (project / "node_modules" / "dscale" / "package.json").read_text()
+
+
+def test_healthz_says_which_component_is_down(ceph_rgw, depot_factory, tmp_path):
+    """A node whose database stops answers 503 naming the database; the storage stays ok."""
+    import scale_services
+    private = scale_services.start_postgres()
+    try:
+        storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": "health",
+                   "access_key": ceph_rgw.access_key, "secret_key": ceph_rgw.secret_key}
+        node = depot_factory({"local": {"format": "generic", "type": "hosted"}}, name="lonely",
+                             extra={"storage": storage, "database": {"url": private.url}})
+        assert requests.get(f"{node.url}/-/healthz", timeout=30).status_code == 200
+    finally:
+        scale_services.stop_postgres(private)
+    answer = requests.get(f"{node.url}/-/healthz", timeout=30)
+    assert answer.status_code == 503
+    assert "storage: ok" in answer.text and "database: ok" not in answer.text and "database:" in answer.text
