@@ -64,7 +64,7 @@ async def healthz(request: web.Request) -> web.Response:
         except asyncio.TimeoutError:
             return "timed out"
     names = ("database", "storage")
-    checks = dict(zip(names, await asyncio.gather(*(check(n) for n in names))))
+    checks = dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
     healthy = all(v == "ok" for v in checks.values())
     lines = "".join(f"{name}: {verdict}\n" for name, verdict in checks.items())
     return web.Response(status=200 if healthy else 503, text=("ok\n" if healthy else "unhealthy\n") + lines)
