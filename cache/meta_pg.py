@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from .catalog import Catalog
 from .entries import Entry, EntryIndex
+from .entries import _row as _entry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +85,7 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
 SCHEMA_VERSION = 1
 PING_TIMEOUT = 3.0
+JUST_WRITTEN = 5.0      # seconds an entry this process wrote may be ahead of the database
 
 
 class Row(tuple):
@@ -219,6 +221,22 @@ class PgEntryIndex(EntryIndex):
         self.db = db  # type: ignore[assignment]
         self.memory = LRUCache(maxsize=memory_entries)
         self.accessed = {}
+
+    async def get(self, repo: str, key: str) -> Entry | None:
+        """The entry as the database has it: a row gone means another node evicted or deleted
+        it (only an entry this process wrote a moment ago may be ahead of the database)."""
+        rows = await self.db.execute("SELECT * FROM entries WHERE repo = ? AND key = ?", (repo, key))
+        held = self.memory.get((repo, key))
+        if not rows:
+            if held is not None and time.time() - held.fetched_at < JUST_WRITTEN:
+                return held
+            self.memory.pop((repo, key), None)
+            return None
+        entry = _entry(rows[0])
+        if held is not None and held.fetched_at > entry.fetched_at:
+            return held
+        self.memory[(repo, key)] = entry
+        return entry
 
     async def put(self, entry: Entry) -> None:
         """Write (or replace) an entry; its blob must already be committed."""

@@ -135,7 +135,9 @@ class PullThrough:
     async def open(self, spec: FetchSpec) -> Cached:
         """Find or fetch spec.key. Raises NotFound or UpstreamFailed."""
         repo, key, now = spec.repo, spec.key, time.time()
-        entry = self.entries.cached(repo.name, key)
+        # with object storage several nodes share the entries: another node may have evicted
+        # this one, so the database (not this process's memory) says whether it still exists
+        entry = None if getattr(self.blobs, "remote", False) else self.entries.cached(repo.name, key)
         if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
             entry = await self.entries.get(repo.name, key)
         if entry is not None and not self._usable(entry):

@@ -239,6 +239,11 @@ def test_eviction_and_gc_with_three_nodes_serving(cluster, upstream, tmp_path):
     for name in kept:
         got = requests.get(f"{nodes[2].url}/remote/evict/{name}", timeout=30)
         assert got.content == proxied[name] and got.headers["X-Cache"] == "HIT"
+    # an entry evicted by another node is fetched again, never served from a stale memory
+    for i, name in enumerate(proxied):
+        if name not in kept:
+            got = requests.get(f"{nodes[i % 3].url}/remote/evict/{name}", timeout=30)
+            assert got.status_code == 200 and got.content == proxied[name], name
 
 
 def test_killing_a_node_fails_no_request_to_the_others(cluster, upstream):
