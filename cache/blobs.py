@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -81,6 +82,9 @@ class BlobWriter:
 class BlobStore:
     """Blobs by sha256 under `root/blobs/sha256/ab/cd/<hex>`; `root/tmp` for partial files."""
 
+    remote = False       # served by sendfile from local files
+    redirect = False
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
@@ -120,6 +124,11 @@ class BlobStore:
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """Local blobs have no URL of their own."""
         return None
+
+    @contextlib.contextmanager
+    def local_file(self, digest: str) -> Iterator[Path]:
+        """The blob as a local file to open (here: the stored file itself)."""
+        yield self.path(digest)
 
     async def read_chunks(self, digest: str, start: int = 0, end: int | None = None,
                           chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:

@@ -21,12 +21,20 @@ from .db import Database
 log = logging.getLogger("depot.evict")
 
 Progress = Callable[[int, int], None]
+EVICT_WAIT = 5.0
 
 
 def _referenced(conn: sqlite3.Connection, digest: str) -> bool:
     row = conn.execute("SELECT 1 FROM entries WHERE digest = ? UNION ALL "
                        "SELECT 1 FROM files WHERE digest = ? LIMIT 1", (digest, digest)).fetchone()
     return row is not None
+
+
+def _lock(db: Database, blobs: BlobStore, name: str) -> "_Lock":
+    """One evictor / collector at a time: across the node's processes (flock), or across all
+    nodes when the metadata is shared (the database's advisory lock)."""
+    shared = getattr(db, "try_lock", None)
+    return shared(name) if shared is not None else _Lock(blobs.tmp / f"{name}.lock")
 
 
 class _Lock:
@@ -52,8 +60,16 @@ class EvictionResult:
 
 
 def evict(db: Database, blobs: BlobStore, max_size: int) -> EvictionResult:
-    """Delete least recently used proxy entries until their total size fits (blocking)."""
-    lock = _Lock(blobs.tmp / "evict.lock")
+    """Delete least recently used proxy entries until their total size fits (blocking).
+
+    When another process or node is evicting, wait for it (up to EVICT_WAIT) and run again:
+    its pass may have started before this process's last fill was counted."""
+    lock = _lock(db, blobs, "evict")
+    deadline = time.monotonic() + EVICT_WAIT
+    while not lock.held and time.monotonic() < deadline:
+        lock.release()
+        time.sleep(0.05)
+        lock = _lock(db, blobs, "evict")
     result = EvictionResult(by_repo={})
     try:
         if not lock.held:
@@ -97,7 +113,7 @@ def collect(db: Database, blobs: BlobStore, dry_run: bool = False, grace: float 
     Online: runs beside a serving depot. Blobs younger than `grace` seconds are kept, since a
     fetch may have committed its blob and not yet written its entry.
     """
-    lock = _Lock(blobs.tmp / "gc.lock")
+    lock = _lock(db, blobs, "gc")
     result = GcResult()
     if not lock.held:
         lock.release()
@@ -120,6 +136,9 @@ def collect(db: Database, blobs: BlobStore, dry_run: bool = False, grace: float 
                 continue
             result.removed += 1
             result.bytes_freed += size if dry_run else blobs.delete(digest)
+        sweep = getattr(blobs, "stale_uploads", None)      # object storage: crashed multipart writers
+        if sweep is not None and not dry_run:
+            sweep()
     finally:
         lock.release()
     return result

@@ -19,6 +19,8 @@ from depot.upstreams.auth import UpstreamAuth
 from depot.upstreams.client import UpstreamClient, UpstreamError, same_origin
 
 from . import flight as fl
+from . import relay
+from .cluster import Coordinator, Lease, LocalCoordinator
 from .blobs import BlobStore, BlobWriter, DigestMismatch
 from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
@@ -100,8 +102,10 @@ class PullThrough:
 
     def __init__(self, entries: EntryIndex, blobs: BlobStore, memory: MemoryCache,
                  upstream: UpstreamClient, on_stored: Callable[[int], None] | None = None,
-                 cross_process: bool = True) -> None:
+                 cross_process: bool = True, cluster: Coordinator | None = None) -> None:
         self.entries = entries
+        self.cluster: Coordinator = cluster or LocalCoordinator()
+        self._relay_session: aiohttp.ClientSession | None = None
         self.blobs = blobs
         self.memory = memory
         self.upstream = upstream
@@ -132,12 +136,16 @@ class PullThrough:
     def _usable(self, entry: Entry) -> bool:
         if entry.size <= self.memory.item_max and self.memory.get(entry.digest) is not None:
             return True
+        if getattr(self.blobs, "remote", False):
+            return True      # object storage: the database says it is committed (GC keeps referenced blobs)
         return os.path.exists(self.blobs.path(entry.digest))
 
     async def open(self, spec: FetchSpec) -> Cached:
         """Find or fetch spec.key. Raises NotFound or UpstreamFailed."""
         repo, key, now = spec.repo, spec.key, time.time()
-        entry = self.entries.cached(repo.name, key)
+        # with object storage several nodes share the entries: another node may have evicted
+        # this one, so the database (not this process's memory) says whether it still exists
+        entry = None if getattr(self.blobs, "remote", False) else self.entries.cached(repo.name, key)
         if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
             entry = await self.entries.get(repo.name, key)
         lost = None
@@ -179,7 +187,7 @@ class PullThrough:
             else:
                 lock = self.flights.try_lead(fid)
                 if lock is not None:
-                    result = await self._lead(spec, fid, lock, stale)
+                    result = await self._lead_cluster(spec, fid, lock, stale)
                 else:
                     state = await fl.wait_remote(self.flights, fid, since, self.wait_timeout)
                     if state is None:
@@ -194,15 +202,50 @@ class PullThrough:
             await asyncio.sleep(fl.POLL_INTERVAL)
         raise UpstreamFailed(502, "could not coordinate the upstream fetch")
 
-    async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
+    async def _lead_cluster(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
+        """This node's leader asks the cluster: lead the fetch, or relay the leading node's."""
+        try:
+            lease = await self.cluster.try_lead(fid)
+            leader = None if lease is not None else await self.cluster.leader(fid)
+        except BaseException:
+            fl.release(lock)
+            raise
+        if lease is not None:
+            return await self._lead(spec, fid, lock, stale, lease)
+        if leader is None:          # between leaders: look again (the entry may be there now)
+            fl.release(lock)
+            return None
+        self.metrics(spec.repo).coalesced.inc()
+        flight = self.flights.start(fid)
+        self._spawn(relay.run_relay(self, spec, flight, lock, leader))
+        return await self._join_local(spec, flight, stale)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def relay_session(self) -> aiohttp.ClientSession:
+        """The HTTP client for other nodes' internal endpoints (created on first use)."""
+        if self._relay_session is None or self._relay_session.closed:
+            self._relay_session = aiohttp.ClientSession(auto_decompress=False)
+        return self._relay_session
+
+    async def serve_flight(self, request: web.Request, fid: str) -> web.StreamResponse:
+        """The internal endpoint other nodes relay this node's fetches from."""
+        return await relay.serve_flight(self, request, fid)
+
+    async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None,
+                    lease: Lease) -> Cached | None:
         flight = self.flights.start(fid)       # registered first: from here on others join it
         fresh = await self.entries.get(spec.repo.name, spec.key)   # committed meanwhile?
         if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
                 and self._usable(fresh):
             self.flights.finish(flight, lock, "done")
+            await self.cluster.release(lease)
             return Cached("HIT", spec.repo, fresh)
         stale = fresh if fresh is not None and self._usable(fresh) else stale
-        task = asyncio.create_task(self._run_fetch(spec, flight, lock, stale))
+        task = asyncio.create_task(self._run_fetch(spec, flight, lock, stale, lease))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await self._join_local(spec, flight, stale)
@@ -243,8 +286,16 @@ class PullThrough:
                 headers["If-Modified-Since"] = stale.last_modified
         return headers
 
-    async def _run_fetch(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry | None) -> None:
+    async def _run_fetch(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry | None,
+                         lease: Lease) -> None:
         """The leader's task: independent of any client, so a disconnect cancels nothing."""
+        try:
+            await self._fetch_upstream(spec, flight, lock, stale)
+        finally:
+            await self.cluster.release(lease)
+
+    async def _fetch_upstream(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int,
+                              stale: Entry | None) -> None:
         metrics = self.metrics(spec.repo)
         metrics.inflight.inc()
         done = False
@@ -446,6 +497,8 @@ class PullThrough:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._relay_session is not None:
+            await self._relay_session.close()
 
 
 def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> None:

@@ -131,7 +131,12 @@ class SendfileResponse(web.StreamResponse):
 def respond_blob(request: web.Request, digest: str, size: int, content_type: str | None,
                  headers: Mapping[str, str] | None = None, *, blobs: BlobStore,
                  memory: MemoryCache | None = None, last_modified: str | None = None) -> web.StreamResponse:
-    """Serve a stored blob. Raises FileNotFoundError if the blob has vanished (evicted)."""
+    """Serve a stored blob. Raises FileNotFoundError if the blob has vanished (evicted).
+
+    Remote blobs (object storage) are streamed with one ranged GET, or answered with a 307 to a
+    presigned URL when the store redirects and the blob is large enough."""
+    if getattr(blobs, "remote", False):
+        return _respond_remote(request, digest, size, content_type, headers, blobs, memory, last_modified)
     if memory is not None and size <= memory.item_max:
         body = memory.get(digest)
         if body is None:
@@ -155,12 +160,45 @@ def respond_blob(request: web.Request, digest: str, size: int, content_type: str
     return SendfileResponse(fobj, 0, size, 200, out)
 
 
+def _respond_remote(request: web.Request, digest: str, size: int, content_type: str | None,
+                    headers: Mapping[str, str] | None, blobs: Any, memory: MemoryCache | None,
+                    last_modified: str | None) -> web.StreamResponse:
+    out = blob_headers(digest, content_type, headers, last_modified)
+    if memory is not None and size <= memory.item_max and (body := memory.get(digest)) is not None:
+        return respond_bytes(request, body, content_type or "application/octet-stream", headers,
+                             digest=digest, last_modified=last_modified)
+    if _not_modified(request, out["ETag"], last_modified):
+        return web.Response(status=304, headers={k: v for k, v in out.items() if k != "Content-Type"})
+    window = parse_range(request.headers.get("Range"), size)
+    if window is False:
+        out["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=out)
+    if (blobs.redirect and request.method == "GET" and size >= getattr(blobs, "redirect_min_size", 0)
+            and (url := blobs.direct_url(digest, REDIRECT_SECONDS))):
+        return web.Response(status=307, headers={"Location": url, "Cache-Control": "no-store",
+                                                 "X-Cache": out.get("X-Cache", "HIT")})
+    start, end = window or (0, size)
+    if window:
+        out["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    chunks = blobs.read_chunks(digest, start, end, chunk_size=REMOTE_CHUNK)
+    response = StreamingResponse(chunks, end - start, out, status=206 if window else 200)
+    if memory is not None and size <= memory.item_max and not window:
+        response.keep = lambda body: memory.put(digest, body)  # type: ignore[attr-defined]
+    return response
+
+
+REMOTE_CHUNK = 1024 * 1024
+REDIRECT_SECONDS = 300.0
+
+
 class StreamingResponse(web.StreamResponse):
     """Relays a body that is still arriving; cuts the connection if the source aborts."""
 
+    keep: Any = None          # called with the whole body once sent (small remote blobs)
+
     def __init__(self, chunks: AsyncIterator[bytes], length: int | None, headers: dict[str, str],
-                 on_bytes: Any = None) -> None:
-        super().__init__(status=200, headers=headers)
+                 on_bytes: Any = None, status: int = 200) -> None:
+        super().__init__(status=status, headers=headers)
         self._chunks = chunks
         self._on_bytes = on_bytes
         if length is not None:
@@ -174,9 +212,12 @@ class StreamingResponse(web.StreamResponse):
             await self._chunks.aclose()  # type: ignore[attr-defined]
             await super().write_eof()
             return writer
+        kept: list[bytes] | None = [] if self.keep is not None else None
         try:
             async for chunk in self._chunks:
                 await self.write(chunk)
+                if kept is not None:
+                    kept.append(chunk)
                 if self._on_bytes is not None:
                     self._on_bytes(len(chunk))
         except Exception as exc:
@@ -184,6 +225,8 @@ class StreamingResponse(web.StreamResponse):
             if request.transport is not None:
                 request.transport.abort()
             raise ConnectionResetError(f"upstream fetch aborted: {exc}") from exc
+        if kept is not None:
+            self.keep(b"".join(kept))
         await super().write_eof()
         return writer
 

@@ -15,6 +15,7 @@ from depot.upstreams.client import Timeouts, UpstreamClient
 
 from . import metrics
 from .documents import DocumentCache
+from .cluster import PgCoordinator
 from .evict import evict
 from .gate import Policy
 from .policy_service import PolicyService, refresh_loop
@@ -46,6 +47,10 @@ class EngineSettings:
     workers: int = 1
     policy: Policy = field(default_factory=Policy)
     osv_severity: str | None = None
+    storage_kind: str = "local"
+    s3: Any = None                       # blobs_s3.S3Settings for storage_kind "s3"
+    database_url: str | None = None      # postgresql://… (metadata shared by several nodes)
+    node_url: str = ""                   # where other nodes reach this one (internal endpoint)
 
 
 class Services:
@@ -54,9 +59,11 @@ class Services:
     def __init__(self, settings: EngineSettings, repos: dict[str, RepoConfig]) -> None:
         self.settings = settings
         self.repos = repos
-        self.storage = open_storage(Path(settings.data_dir))
+        self.storage = open_storage(Path(settings.data_dir), settings.storage_kind, s3=settings.s3,
+                                    database_url=settings.database_url)
         self.blobs = self.storage.blobs
-        self.db = self.storage.db
+        self.db = self.storage.local_db          # users, tokens, policy: this node's SQLite
+        self.meta_db = self.storage.db           # entries, files, counters: SQLite or PostgreSQL
         self.entries = self.storage.entries
         self.catalog = self.storage.catalog
         self.memory = MemoryCache(settings.memory_size, settings.memory_item_max)
@@ -64,8 +71,11 @@ class Services:
         self.documents = DocumentCache(max(settings.memory_size // 4, 1), max(settings.memory_size // 8, 1))
         self.upstream = UpstreamClient(Timeouts(settings.connect_timeout, settings.read_timeout),
                                        settings.retries, settings.ca_file)
+        self.cluster = PgCoordinator(settings.database_url, settings.node_url) \
+            if settings.database_url else None
         self.pull = PullThrough(self.entries, self.blobs, self.memory, self.upstream,
-                                on_stored=self._stored, cross_process=settings.workers > 1)
+                                on_stored=self._stored, cross_process=settings.workers > 1,
+                                cluster=self.cluster)
         self.metrics = _PublishMetrics(self.pull)
         self.admin = AdminStore(self.db)
         self.policy = PolicyService(self.db, settings.policy, repos, settings.osv_severity)
@@ -96,7 +106,7 @@ class Services:
 
     async def evict_now(self) -> None:
         await self.entries.flush_access()
-        result = await asyncio.to_thread(evict, self.db, self.blobs, self.settings.max_size)
+        result = await asyncio.to_thread(evict, self.meta_db, self.blobs, self.settings.max_size)
         for repo, count in (result.by_repo or {}).items():
             metrics.EVICTIONS.labels(repo, self._format_of(repo)).inc(count)
         if result.bytes_freed:
@@ -113,7 +123,7 @@ class Services:
             try:
                 await self.entries.flush_access()
                 await self.admin.flush()
-                await add_counts(self.db, self.pull.all_metrics())
+                await add_counts(self.meta_db, self.pull.all_metrics())
                 for repo, stat in (await self.entries.stats()).items():
                     metrics.STORE_BYTES.labels(repo, self._format_of(repo)).set(stat["bytes"])
                     metrics.ENTRIES.labels(repo, self._format_of(repo)).set(stat["entries"])
@@ -128,10 +138,12 @@ class Services:
         try:
             await self.entries.flush_access()
             await self.admin.flush()
-            await add_counts(self.db, self.pull.all_metrics())
+            await add_counts(self.meta_db, self.pull.all_metrics())
         except Exception:
             log.exception("final access flush failed")
         await self.upstream.close()
+        if self.cluster is not None:
+            self.cluster.close()
         self.storage.close()
 
 

@@ -18,7 +18,7 @@ async def add_counts(db: Database, all_metrics: Iterable[RepoMetrics]) -> None:
 
     def work(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
-                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value", batch)
+                         " ON CONFLICT (repo, name) DO UPDATE SET value = counters.value + excluded.value", batch)
     await db.run(work)
 
 
@@ -51,7 +51,7 @@ def record_gc_run(db: Database, bytes_freed: int) -> None:
     """Persist one `depot gc` run in the counters table (blocking; called by the CLI)."""
     def work(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
-                         " ON CONFLICT (repo, name) DO UPDATE SET value = value + excluded.value",
+                         " ON CONFLICT (repo, name) DO UPDATE SET value = counters.value + excluded.value",
                          [(GLOBAL_ROW, "gc_runs", 1), (GLOBAL_ROW, "gc_freed_bytes", bytes_freed)])
     db.run_sync(work)
 

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 import builtins
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, ContextManager, Protocol, runtime_checkable
 
 from .blobs import BlobStore, BlobWriter
 from .catalog import Catalog, HostedFile, Write
@@ -42,6 +42,12 @@ class BlobStorage(Protocol):
 
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """A short-lived URL clients may download from directly (presigned), or None."""
+
+    def local_file(self, digest: str) -> ContextManager[Path]:
+        """A local file holding the blob while the context lasts (blocking; parsers that open files)."""
+
+    def adopt(self, temp_path: Path, digest: str) -> Any:
+        """Store a complete local file already verified to hash to `digest` (it is moved or removed)."""
 
     def writer(self, max_size: int | None = None, path: Path | None = None) -> BlobWriter:
         """A writer: write(), then commit(expect_sha256) or abort(); nothing is visible before."""
@@ -108,26 +114,62 @@ class Storage:
     """Everything persistent one process uses, opened together and closed together."""
 
     kind: str
-    blobs: BlobStore
-    db: Database
+    blobs: Any        # BlobStorage: BlobStore (local) or S3BlobStore
+    db: Any           # Database (SQLite) or PgDatabase
     entries: EntryIndex
     catalog: Catalog
+    local_db: Any = None   # SQLite for what stays per node (users, tokens, audit, policy); db by default
+
+    def __post_init__(self) -> None:
+        if self.local_db is None:
+            self.local_db = self.db
 
     def close(self) -> None:
         self.entries.close()
         self.db.close()
+        if self.local_db is not self.db:
+            self.local_db.close()
+
+    def check(self, component: str) -> str:
+        """Reachability of "database" or "storage": "ok" or the error (blocking)."""
+        ping = getattr(self.db if component == "database" else self.blobs, "ping", None)
+        try:
+            if ping is not None:
+                ping()
+            return "ok"
+        except Exception as err:  # reported, not raised: healthz answers 503 with the reason
+            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
-KINDS = ("local",)
+KINDS = ("local", "s3")
 
 
-def open_storage(data_dir: Path, kind: str = "local") -> Storage:
-    """Open the configured stores (the only place that constructs them)."""
-    if kind != "local":
+def open_storage(data_dir: Path, kind: str = "local", s3: Any = None,
+                 database_url: str | None = None) -> Storage:
+    """Open the configured stores (the only place that constructs them).
+
+    `kind` chooses the blob store: "local" (files under data_dir) or "s3" (`s3`: S3Settings);
+    `database_url` (postgresql://...) puts the metadata in PostgreSQL instead of SQLite.
+    data_dir always holds the node's local state (temp files, locks).
+    """
+    if kind not in KINDS:
         raise ValueError(f"unknown storage kind {kind!r}; known: {', '.join(KINDS)}")
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    blobs = BlobStore(data)
+    if kind == "s3":
+        from .blobs_s3 import S3BlobStore
+        if s3 is None:
+            raise ValueError("storage kind s3 needs its settings (endpoint, bucket, keys)")
+        blobs: Any = S3BlobStore(data, s3)
+        blobs.ensure_bucket()
+    else:
+        blobs = BlobStore(data)
+    if database_url:
+        from .meta_pg import PgCatalog, PgDatabase, PgEntryIndex
+        pg = PgDatabase(database_url)
+        # users, tokens, audit and policy stay in the node's SQLite for now
+        return Storage(kind, blobs, pg, PgEntryIndex(pg), PgCatalog(pg),  # type: ignore[arg-type]
+                       local_db=Database(data / "depot.db"))
     db = Database(data / "depot.db")
     entries = EntryIndex(db, data / "negative")
     return Storage(kind, blobs, db, entries, Catalog(db))

@@ -40,7 +40,16 @@ def settings_of(config: Config) -> EngineSettings:
         read_timeout=config.upstream.read_timeout, retries=config.upstream.retries,
         ca_file=config.upstream.ca_file, client_timeout=config.client_timeout, workers=config.workers,
         public_url=config.public_url, trusted_proxies=config.trusted_proxies,
-        policy=config.policy, osv_severity=config.osv_severity)
+        policy=config.policy, osv_severity=config.osv_severity,
+        storage_kind=config.storage.kind, s3=config.storage.s3_settings(), database_url=config.database_url,
+        node_url=config.node_url or f"http://{config.listen}")
+
+
+
+
+async def internal_flight(request: web.Request) -> web.StreamResponse:
+    """Another node of the cluster relays this node's fetch in progress (cache/relay.py)."""
+    return await request.app[SERVICES].pull.serve_flight(request, request.match_info["fid"])
 
 
 async def repositories(request: web.Request) -> web.Response:
@@ -48,7 +57,7 @@ async def repositories(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     may_read = await visibility.readable(request)
     proxy_stats = await services.entries.stats()
-    hosted_stats = await stats.hosted_stats(services.db)
+    hosted_stats = await stats.hosted_stats(services.meta_db)
     listing = []
     for repo in filter(may_read, services.repos.values()):
         stat = (proxy_stats if repo.is_proxy else hosted_stats).get(repo.name, {"entries": 0, "bytes": 0})
@@ -228,6 +237,7 @@ def build_app(config: Config) -> web.Application:
     app[visibility.METRICS_POLICY] = visibility.MetricsPolicy(config.metrics_anonymous, config.metrics_users)
     app.router.add_get("/-/metrics", visibility.metrics_endpoint)
     app.router.add_get("/-/api/repositories", repositories)
+    app.router.add_get("/-/internal/flight/{fid:[0-9a-f]{64}}", internal_flight)
     access.setup(app)
     policy_api.setup(app)
     admin_api.setup(app, lambda: (app[SERVICES], app[FORMAT_INSTANCES]))   # /-/api/v1/

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     warm.register(sub, _common)
     backup.register(sub, _common)
+    from . import migrate
+    migrate.register(sub, _common)
+    COMMANDS["migrate"] = lambda args: migrate.cmd_migrate(args, _load)
     ca = sub.add_parser("ca", help="the forward proxy's interception CA")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")
@@ -180,13 +183,19 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return show
 
 
+def open_configured_storage(config: Any) -> Any:
+    """The stores the config names (local files + SQLite, or S3 + PostgreSQL for several nodes)."""
+    from depot.cache.storage import open_storage
+    return open_storage(config.data_dir, config.storage.kind, s3=config.storage.s3_settings(),
+                        database_url=config.database_url)
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from depot.cache.evict import collect
-    from depot.cache.storage import open_storage
 
     from .units import parse_duration
     config = _load(args)
-    storage = open_storage(config.data_dir)
+    storage = open_configured_storage(config)
     blobs, db = storage.blobs, storage.db
     try:
         result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
@@ -217,11 +226,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from .progress import human_bytes
     config = _load(args)
-    db = open_database(config.data_dir)
-    try:
-        rows = repository_stats(db, config.repositories)
-    finally:
-        db.close()
+    if config.database_url:
+        storage = open_configured_storage(config)
+        try:
+            rows = repository_stats(storage.db, config.repositories)
+        finally:
+            storage.close()
+    else:
+        db = open_database(config.data_dir)
+        try:
+            rows = repository_stats(db, config.repositories)
+        finally:
+            db.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -44,6 +44,29 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """`storage:` where blobs live: `local` (under data_dir) or `s3` (several nodes share a bucket)."""
+
+    kind: str = "local"
+    endpoint: str | None = None
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+    prefix: str = ""
+    redirect: bool = False              # cache hits of large blobs answer 307 to a presigned URL
+    redirect_min_size: int = 1024 * 1024
+
+    def s3_settings(self) -> Any:
+        """The engine's S3Settings (None for local storage)."""
+        if self.kind != "s3":
+            return None
+        from depot.cache.blobs_s3 import S3Settings
+        return S3Settings(self.endpoint, self.bucket, self.region, self.access_key, self.secret_key,
+                          self.prefix, self.redirect, self.redirect_min_size)
+
+
+@dataclass(frozen=True)
 class ForwardProxyConfig:
     listen: str | None = None           # HOST:PORT for HTTPS_PROXY clients; None: off
     refuse_unknown: bool = False        # refuse hosts no repository serves (default: tunnel)
@@ -79,6 +102,9 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     repositories: dict[str, RepoConfig] = field(default_factory=dict)
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
+    storage: StorageConfig = StorageConfig()
+    database_url: str | None = None     # postgresql://… : metadata shared by several nodes
+    node_url: str | None = None         # how the other nodes reach this one (default http://<listen>)
     policy: Policy = Policy()       # supply-chain rules for every proxy and group (cache/gate.py)
     osv_severity: str | None = None # imported vulnerabilities at or above this severity act as deny rules
     health: HealthConfig = HealthConfig()
@@ -182,7 +208,8 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
-             "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy", "metrics"}
+             "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy", "metrics",
+             "storage", "database", "node_url"}
 
 
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
@@ -234,6 +261,9 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
             ca_file=_existing_file("upstream.ca_file", upstream.get("ca_file")),
         ),
         forward_proxy=_forward(_section(document, "forward_proxy")),
+        storage=_storage(_section(document, "storage")),
+        database_url=_database(_section(document, "database")),
+        node_url=str(document["node_url"]).rstrip("/") if document.get("node_url") else None,
         policy=_policy("policy", _section(document, "policy"), top=True),
         osv_severity=_osv_severity(_section(document, "policy")),
         health=_health(_section(document, "health")),
@@ -266,6 +296,66 @@ def _health(section: dict[str, Any]) -> HealthConfig:
             raise ConfigError("health.min_free", "a percentage must be between 0% and 100%")
         return HealthConfig(min_free_bytes=0, min_free_percent=percent)
     return HealthConfig(min_free_bytes=_convert("health.min_free", raw, parse_size))
+
+
+_STORAGE_KEYS = {"kind", "endpoint", "bucket", "region", "access_key", "secret_key", "access_key_file",
+                 "secret_key_file", "prefix", "redirect", "redirect_min_size"}
+
+
+def _storage_secret(section: dict[str, Any], key: str, env_names: tuple[str, ...]) -> str | None:
+    """A credential from the config, else `<key>_file` (a file holding it), else the environment."""
+    if section.get(key):
+        return str(section[key])
+    if section.get(f"{key}_file"):
+        path = Path(str(section[f"{key}_file"]))
+        if not path.is_file():
+            raise ConfigError(f"storage.{key}_file", f"no such file: {path}")
+        return path.read_text().strip()
+    for name in env_names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _storage(section: dict[str, Any]) -> StorageConfig:
+    """storage: {kind: local} (default) or {kind: s3, endpoint, bucket, region, access_key,
+    secret_key, prefix, redirect}; keys may also come from the environment (DEPOT_STORAGE__ACCESS_KEY /
+    DEPOT_STORAGE__SECRET_KEY like every key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or from
+    access_key_file / secret_key_file."""
+    for key in section:
+        if key not in _STORAGE_KEYS:
+            raise ConfigError(f"storage.{key}", "unknown setting")
+    kind = str(section.get("kind", "local"))
+    if kind not in ("local", "s3"):
+        raise ConfigError("storage.kind", "must be local or s3")
+    if kind == "local":
+        return StorageConfig()
+    bucket = str(section.get("bucket") or "")
+    if not bucket:
+        raise ConfigError("storage.bucket", "required for kind s3")
+    endpoint = section.get("endpoint")
+    if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
+        raise ConfigError("storage.endpoint", "must start with http:// or https://")
+    return StorageConfig(
+        "s3", str(endpoint) if endpoint else None, bucket, str(section.get("region", "us-east-1")),
+        _storage_secret(section, "access_key", ("AWS_ACCESS_KEY_ID",)),
+        _storage_secret(section, "secret_key", ("AWS_SECRET_ACCESS_KEY",)),
+        str(section.get("prefix", "")),
+        _convert("storage.redirect", section.get("redirect", False), _boolean),
+        _convert("storage.redirect_min_size", section.get("redirect_min_size", "1MiB"), parse_size))
+
+
+def _database(section: dict[str, Any]) -> str | None:
+    """database: {url: postgresql://…} (or DEPOT_DATABASE__URL, or url_file); none: SQLite under data_dir."""
+    for key in section:
+        if key not in ("url", "url_file"):
+            raise ConfigError(f"database.{key}", "unknown setting")
+    url = section.get("url")
+    if not url and section.get("url_file"):
+        url = Path(str(section["url_file"])).read_text().strip()
+    if url and not str(url).startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url", "must be a postgresql:// URL")
+    return str(url) if url else None
 
 
 def _login(section: dict[str, Any]) -> dict[str, Any]:

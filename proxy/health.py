@@ -1,6 +1,7 @@
 """/-/healthz (store writable, enough free space) and the answer to a full disk (507)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -17,6 +18,7 @@ log = logging.getLogger("depot.health")
 
 HEALTH: web.AppKey[HealthConfig] = web.AppKey("health", HealthConfig)
 STORE_TMP: web.AppKey[Path] = web.AppKey("store_tmp", Path)
+SHARED_TIMEOUT = 5.0        # seconds for the shared database or bucket to answer a health check
 FULL_MESSAGE = "insufficient storage: depot's disk is full"
 
 
@@ -44,7 +46,31 @@ async def healthz(request: web.Request) -> web.Response:
         problem = f"store not writable: {exc.strerror}"
     if problem is not None:
         return web.Response(status=503, text=f"degraded: {problem}\n", headers={"Cache-Control": "no-store"})
+    shared = await shared_store_problems(request)
+    if shared:
+        return web.Response(status=503, text="unhealthy\n" + shared, headers={"Cache-Control": "no-store"})
     return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+async def shared_store_problems(request: web.Request) -> str:
+    """With several nodes: whether the shared database and bucket answer (each bounded in time);
+    '' when they do, or when this node runs on the embedded local store."""
+    from .app import SERVICES
+    services = request.app.get(SERVICES)
+    storage = getattr(services, "storage", None)
+    if storage is None or (storage.kind == "local" and storage.db is storage.local_db):
+        return ""
+
+    async def check(component: str) -> str:
+        try:
+            return str(await asyncio.wait_for(asyncio.to_thread(storage.check, component), SHARED_TIMEOUT))
+        except asyncio.TimeoutError:
+            return "timed out"
+    names = ("database", "storage")
+    verdicts = dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
+    if all(v == "ok" for v in verdicts.values()):
+        return ""
+    return "".join(f"{name}: {verdict}\n" for name, verdict in verdicts.items())
 
 
 @web.middleware

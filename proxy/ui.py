@@ -79,13 +79,13 @@ def _chart(api: str, repo: str = "") -> str:
 # ------------------------------------------------------------------------------ data
 async def persisted_counts(services: Services) -> dict[str, dict[str, int]]:
     """Result counts per repository as flushed to the database (all workers, across restarts)."""
-    return await stats.persisted_counts(services.db)
+    return await stats.persisted_counts(services.meta_db)
 
 
 async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[str, Any]]:
     """One row per readable repository: name, format, type, entries, bytes, hit ratio."""
     proxy_stats = await services.entries.stats()
-    hosted = await stats.hosted_stats(services.db)
+    hosted = await stats.hosted_stats(services.meta_db)
     counts = await persisted_counts(services)
     out = []
     for repo in filter(may_read, services.repos.values()):
@@ -130,7 +130,7 @@ class Listing:
 async def list_paths(services: Services, repo: RepoConfig, prefix: str) -> Listing:
     """Children of `prefix`: hosted files from the catalog, proxy entries from the entries table."""
     if repo.is_proxy:
-        items = await stats.entry_listing(services.db, repo.name, prefix, LIST_LIMIT + 1)
+        items = await stats.entry_listing(services.meta_db, repo.name, prefix, LIST_LIMIT + 1)
     else:
         items = [{"path": f.path, "size": f.size, "digest": f.digest, "time": f.created,
                   "version": f.meta.get("version", "")} for f in await services.catalog.list(repo.name, prefix)]

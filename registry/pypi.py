@@ -315,7 +315,7 @@ class PyPI(Format):
                 "upload_time": _iso_now()}
         metadata = None
         if upload.filetype == "bdist_wheel":
-            metadata = await asyncio.to_thread(upl.wheel_metadata, ctx.services.blobs.path(digest), upload)
+            metadata = await asyncio.to_thread(_wheel_metadata, ctx.services.blobs, digest, upload)
             meta["metadata_sha256"], meta["metadata_size"] = await ctx.services.blobs.put_bytes(metadata)
         path, catalog = f"{upload.project}/{upload.filename}", ctx.services.catalog
         ctype = "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
@@ -571,3 +571,9 @@ def pip_index_url() -> str | None:
     except ImportError:
         return None
     return str(PipDefault.simple_url)
+
+
+def _wheel_metadata(blobs: Any, digest: str, upload: Any) -> bytes:
+    """The wheel's METADATA, read from a local copy of the stored blob (blocking)."""
+    with blobs.local_file(digest) as path:
+        return upl.wheel_metadata(path, upload)

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from depot_process import DepotProcess, free_port  # noqa: E402
 from upstream import Upstream, start_upstream  # noqa: E402
+import scale_services  # noqa: E402
 
 __all__ = ["DepotProcess", "free_port"]
 
@@ -42,6 +43,18 @@ def upstream(tmp_path: Path) -> Iterator[Upstream]:
     server = start_upstream(root)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[scale_services.PgCluster]:
+    """One private PostgreSQL cluster per test session (per xdist worker), stopped by PID."""
+    yield from scale_services.session_service(scale_services.start_postgres, scale_services.stop_postgres)
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw() -> Iterator[scale_services.CephRgw]:
+    """One single-node Ceph RGW per test session (per xdist worker), stopped by PID."""
+    yield from scale_services.session_service(scale_services.start_ceph, scale_services.stop_ceph)
 
 
 @pytest.fixture(scope="module")

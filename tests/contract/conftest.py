@@ -1,10 +1,14 @@
 """Implementations under contract: every test in this folder runs against each of them.
 
-Add a backend by adding a factory to the lists below (e.g. s3 blobs, postgresql metadata);
-a factory yields an opened Storage-like bundle and closes it afterwards.
+A factory gets the test's temp folder and the pytest request (to reach session services) and
+returns an opened Storage; the fixture closes it afterwards.
+  local       files + SQLite (the embedded default)
+  s3          blobs in a real Ceph RGW bucket (a fresh prefix per test) + SQLite
+  postgresql  files + metadata in a real PostgreSQL (a fresh database per test)
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,16 +17,33 @@ import pytest
 from depot.cache.storage import Storage, open_storage
 
 
-def _local(tmp: Path) -> Storage:
+def _local(tmp: Path, request: Any) -> Storage:
     return open_storage(tmp / "data", "local")
 
 
-STORAGE_KINDS: dict[str, Callable[[Path], Storage]] = {"local": _local}
+def s3_settings(request: Any, bucket: str = "contract", prefix: str | None = None) -> Any:
+    from depot.cache.blobs_s3 import S3Settings
+    ceph = request.getfixturevalue("ceph_rgw")
+    return S3Settings(ceph.endpoint, bucket, access_key=ceph.access_key, secret_key=ceph.secret_key,
+                      prefix=prefix if prefix is not None else f"t-{uuid.uuid4().hex[:10]}")
+
+
+def _s3(tmp: Path, request: Any) -> Storage:
+    return open_storage(tmp / "data", "s3", s3=s3_settings(request))
+
+
+def _postgresql(tmp: Path, request: Any) -> Storage:
+    url = request.getfixturevalue("pg_cluster").new_database()
+    return open_storage(tmp / "data", "local", database_url=url)
+
+
+STORAGE_KINDS: dict[str, Callable[[Path, Any], Storage]] = {
+    "local": _local, "s3": _s3, "postgresql": _postgresql}
 
 
 @pytest.fixture(params=sorted(STORAGE_KINDS))
 def storage(request: Any, tmp_path: Path) -> Iterator[Storage]:
-    opened = STORAGE_KINDS[request.param](tmp_path)
+    opened = STORAGE_KINDS[request.param](tmp_path, request)
     try:
         yield opened
     finally:

@@ -1,0 +1,113 @@
+"""`depot migrate --from-sqlite DIR`: move a single-node store (files + SQLite) into the
+configured stores (S3 bucket and/or PostgreSQL) of a multi-node install.
+
+Blobs are copied first, each verified against its digest on the way (nothing unverified gets a
+content address); then the rows (entries, hosted files, tombstones, counters) in one transaction,
+skipping rows the target already holds. Safe to run again: it copies only what is missing.
+Users, tokens and audit stay in each node's SQLite (copy depot.db to the nodes' data_dir).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+log = logging.getLogger("depot.migrate")
+
+TABLES = {
+    "entries": ("repo", "key", "digest", "size", "content_type", "headers", "etag", "last_modified", "kind",
+                "fetched_at", "expires_at", "last_access"),
+    "files": ("repo", "path", "digest", "size", "content_type", "meta", "created"),
+    "tombstones": ("repo", "path", "digest", "deleted"),
+    "counters": ("repo", "name", "value"),
+}
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    parser = sub.add_parser("migrate", help="move a single-node store into the configured S3 + PostgreSQL")
+    common(parser)
+    parser.add_argument("--from-sqlite", required=True, metavar="DIR",
+                        help="the data directory of the single-node depot (holds depot.db and blobs/)")
+
+
+async def _file_chunks(path: Path, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, size):
+            yield chunk
+
+
+async def copy_blobs(source: Any, target: Any) -> tuple[int, int]:
+    """Every source blob into the target store, verified by digest; (copied, already there)."""
+    copied = present = 0
+    for digest, size, _ in await asyncio.to_thread(source.iter_digests):
+        if await asyncio.to_thread(target.stat, digest) == size:
+            present += 1
+            continue
+        await target.put_stream(_file_chunks(source.path(digest)), expect_sha256=digest)
+        copied += 1
+    return copied, present
+
+
+def copy_rows(source_db: Any, target_db: Any) -> dict[str, int]:
+    """The metadata rows, in one transaction on the target; rows already there are kept."""
+    rows = {table: source_db.run_sync(lambda conn, t=table, c=cols: [tuple(r) for r in conn.execute(
+        f"SELECT {', '.join(c)} FROM {t}").fetchall()]) for table, cols in TABLES.items()}
+
+    def work(conn: Any) -> dict[str, int]:
+        counts = {}
+        with _transaction(conn):
+            for table, cols in TABLES.items():
+                sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                       " ON CONFLICT DO NOTHING")
+                if rows[table]:
+                    conn.executemany(sql, rows[table])
+                counts[table] = len(rows[table])
+        return counts
+    return target_db.run_sync(work)
+
+
+class _transaction:
+    """PostgreSQL's transaction block, or BEGIN/COMMIT on SQLite."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.block = conn.transaction() if hasattr(conn, "transaction") else None
+
+    def __enter__(self) -> None:
+        if self.block is not None:
+            self.block.__enter__()
+        else:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.block is not None:
+            self.block.__exit__(*exc)
+        else:
+            self.conn.execute("ROLLBACK" if exc[0] else "COMMIT")
+
+
+def cmd_migrate(args: argparse.Namespace, load: Callable[..., Any]) -> int:
+    from depot.cache.storage import open_blobs, open_database
+
+    from .cli import open_configured_storage
+    config = load(args)
+    if config.storage.kind == "local" and not config.database_url:
+        print("depot: migrate: the config names no S3 storage and no PostgreSQL database to move into",
+              file=sys.stderr)
+        return 2
+    source_dir = Path(args.from_sqlite)
+    source_db = open_database(source_dir)
+    target = open_configured_storage(config)
+    try:
+        copied, present = asyncio.run(copy_blobs(open_blobs(source_dir), target.blobs)) \
+            if config.storage.kind != "local" else (0, 0)
+        counts = copy_rows(source_db, target.db) if config.database_url else {}
+    finally:
+        target.close()
+        source_db.close()
+    print(f"migrate: {copied} blobs copied (sha256 verified), {present} already there; "
+          + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    return 0
