@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .catalog import Catalog
+from .catalog import ANY, Catalog, Write
+from .retention import now as clock_now
 from .entries import Entry, EntryIndex
 from .entries import _row as _entry
 
@@ -67,6 +68,19 @@ CREATE TABLE IF NOT EXISTS tombstones (
     digest TEXT NOT NULL,
     deleted DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, path)
+);
+CREATE TABLE IF NOT EXISTS published (
+    repo TEXT COLLATE "C" NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    sha256 TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (repo, path)
+);
+CREATE TABLE IF NOT EXISTS pins (
+    repo TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (repo, key)
 );
 CREATE TABLE IF NOT EXISTS counters (
     repo TEXT NOT NULL,
@@ -277,6 +291,16 @@ class PgEntryIndex(EntryIndex):
         return self.db.run_sync(lambda conn: conn.execute(
             "DELETE FROM negative WHERE expires_at <= ?", (time.time(),)).rowcount)
 
+    async def pin(self, repo: str, key: str, sha256: str) -> None:
+        """Remember the bytes an immutable key had when first fetched (never evicted)."""
+        await self.db.execute("INSERT INTO pins (repo, key, sha256) VALUES (?, ?, ?)"
+                              " ON CONFLICT (repo, key) DO NOTHING", (repo, key, sha256))
+
+    async def pinned(self, repo: str, key: str) -> str | None:
+        """The sha256 an immutable key was first fetched with, if it ever was."""
+        rows = await self.db.execute("SELECT sha256 FROM pins WHERE repo = ? AND key = ?", (repo, key))
+        return rows[0]["sha256"] if rows else None
+
     def close(self) -> None:
         """Nothing of its own to close (the database is closed by its owner)."""
 
@@ -307,17 +331,44 @@ class PgCatalog(Catalog):
         return await self.db.run(work)  # type: ignore[arg-type]
 
     async def delete(self, repo: str, path: str, tombstone: bool = False) -> bool:
-        """Remove a file; with `tombstone`, remember its digest (one transaction)."""
+        """Remove a file; with `tombstone`, remember what it held as published for good."""
         def work(conn: PgConnection) -> bool:
             with conn.transaction():
-                row = conn.execute("DELETE FROM files WHERE repo = ? AND path = ? RETURNING digest",
-                                   (repo, path)).fetchone()
-                if row is not None and tombstone:
-                    conn.execute("INSERT INTO tombstones (repo, path, digest, deleted) VALUES (?, ?, ?, ?)"
-                                 " ON CONFLICT (repo, path) DO UPDATE SET digest = excluded.digest,"
-                                 " deleted = excluded.deleted", (repo, path, row[0], time.time()))
-            return row is not None
+                existed = conn.execute("SELECT 1 FROM files WHERE repo = ? AND path = ?",
+                                       (repo, path)).fetchone() is not None
+                _apply_pg(conn, repo, Write(path, "", 0, delete=True, once=tombstone))
+            return existed
         return await self.db.run(work)  # type: ignore[arg-type]
+
+    async def commit(self, repo: str, writes: list[Write]) -> bool:
+        """Several writes in ONE transaction: all of them, or none when an expectation fails."""
+        class Failed(Exception):
+            pass
+
+        def work(conn: PgConnection) -> bool:
+            try:
+                with conn.transaction():
+                    for write in writes:
+                        if not _apply_pg(conn, repo, write):
+                            raise Failed()     # rolls every write back
+            except Failed:
+                return False
+            return True
+        return await self.db.run(work)  # type: ignore[arg-type]
+
+    async def published_digest(self, repo: str, path: str) -> str | None:
+        """The sha256 once published at `path` (even if deleted since); None if never."""
+        rows = await self.db.execute("SELECT sha256 FROM published WHERE repo = ? AND path = ?", (repo, path))
+        return rows[0]["sha256"] if rows else None
+
+    async def remember(self, repo: str, path: str, sha256: str) -> None:
+        """Record bytes as published at `path` unless something already is."""
+        await self.db.execute("INSERT INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)"
+                              " ON CONFLICT (repo, path) DO NOTHING", (repo, path, sha256, clock_now()))
+
+    async def tombstone(self, repo: str, path: str) -> str | None:
+        """The digest once published for good at `path` (see published_digest)."""
+        return await self.published_digest(repo, path)
 
     async def put_all_new(self, repo: str, rows: list[tuple[str, str, int, str | None, dict[str, Any]]]) -> bool:
         """Create every row in one transaction, only if none of the paths exists."""
@@ -337,3 +388,33 @@ class PgCatalog(Catalog):
                 return False
             return True
         return await self.db.run(work)  # type: ignore[arg-type]
+
+
+def _apply_pg(conn: PgConnection, repo: str, write: Write) -> bool:
+    """One write of a commit inside its transaction (the PostgreSQL form of catalog._apply)."""
+    now = clock_now()
+    if write.delete:
+        if write.once:
+            conn.execute("INSERT INTO published (repo, path, sha256, created)"
+                         " SELECT repo, path, digest, ? FROM files WHERE repo = ? AND path = ?"
+                         " ON CONFLICT (repo, path) DO NOTHING", (now, repo, write.path))
+        conn.execute("DELETE FROM files WHERE repo = ? AND path = ?", (repo, write.path))
+        return True
+    row = (repo, write.path, write.digest, write.size, write.content_type, json.dumps(write.meta), now)
+    if write.expect is None:
+        done = conn.execute(_INSERT_FILE + " ON CONFLICT (repo, path) DO NOTHING", row).rowcount == 1
+    elif write.expect == ANY:
+        conn.execute(_INSERT_FILE + " ON CONFLICT (repo, path) DO UPDATE SET digest = excluded.digest,"
+                     " size = excluded.size, content_type = excluded.content_type, meta = excluded.meta,"
+                     " created = excluded.created", row)
+        done = True
+    else:
+        done = conn.execute("UPDATE files SET digest = ?, size = ?, content_type = ?, meta = ?, created = ?"
+                            " WHERE repo = ? AND path = ? AND digest = ?",
+                            (write.digest, write.size, write.content_type, json.dumps(write.meta), now,
+                             repo, write.path, write.expect)).rowcount == 1
+    if done and write.once:
+        verb = "UPDATE SET sha256 = excluded.sha256" if write.expect == ANY else "NOTHING"
+        conn.execute("INSERT INTO published (repo, path, sha256, created) VALUES (?, ?, ?, ?)"
+                     f" ON CONFLICT (repo, path) DO {verb}", (repo, write.path, write.digest, now))
+    return done
