@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")
     _common(export_ca)
-    from . import cli_policy, cli_users
-    for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common)}.items():
+    from . import cli_policy, cli_users, docs
+    for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common),
+                          **docs.register(sub, _common)}.items():
         COMMANDS[name] = lambda args, handler=handler: handler(args, _load)
     return parser
 
