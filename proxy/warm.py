@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     warm.add_argument("--user", help="authenticate as this user (HTTP Basic; proxies are usually readable anonymously)")
     warm.add_argument("--password-env", metavar="VAR",
                       help="environment variable holding --user's password or API token")
-    common(warm)
+    common(warm, data=False)
 
 
 @dataclass

@@ -37,14 +37,14 @@ def _pypi(repo: RepoConfig, url: str, host: str, insecure: bool) -> list[Snippet
         out += [("pip.conf (~/.config/pip/pip.conf or /etc/pip.conf)", f"[global]\nindex-url = {url}/simple/\n{trusted}"),
                 ("pip and uv, one-off", f"pip install --index-url {url}/simple/ requests\n"
                                         f"uv pip install --index-url {url}/simple/ requests")]
-    if _private(repo):
-        out.append(("private packages: pip and uv with credentials",
-                    f'pip install --index-url "{_with_creds(url)}/simple/" my-package\n'
-                    f'uv pip install --index-url "{_with_creds(url)}/simple/" my-package'))
     if _writable(repo):
         out.append(("publish (twine, uv)",
                     f'twine upload --repository-url {url}/ -u "$REGISTRY_USER" -p "$REGISTRY_TOKEN" dist/*\n'
                     f'uv publish --publish-url {url}/ -u "$REGISTRY_USER" -p "$REGISTRY_TOKEN" dist/*'))
+    if _private(repo):
+        out.append(("private packages: pip and uv with credentials",
+                    f'pip install --index-url "{_with_creds(url)}/simple/" my-package\n'
+                    f'uv pip install --index-url "{_with_creds(url)}/simple/" my-package'))
     return out
 
 
