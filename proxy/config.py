@@ -233,6 +233,11 @@ _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "
              "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy", "metrics"}
 
 
+_SECTION_KEYS = {"cache": ("max_size", "memory_size", "memory_item_max"),
+                 "upstream": ("connect_timeout", "read_timeout", "retries", "ca_file"),
+                 "forward_proxy": ("listen", "unknown_hosts"), "tls": ("cert", "key")}
+
+
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
     """Turn a parsed document into a Config or raise ConfigError naming the key. Without
     `resolve_upstreams` (admin commands), proxies keep no default upstream: nothing asks the
@@ -245,6 +250,10 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
     _check_listen("listen", listen)
     cache = _section(document, "cache")
     upstream = _section(document, "upstream")
+    for name, keys in _SECTION_KEYS.items():
+        for key in _section(document, name):
+            if key not in keys:
+                raise unknown(f"{name}.{key}", keys)
     public_url = document.get("public_url")
     if public_url is not None and not str(public_url).startswith(("http://", "https://")):
         raise ConfigError("public_url", "must start with http:// or https://")
