@@ -96,7 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"depot: {exc}", file=sys.stderr)
             return 1
         _prepare_data_dir(config.data_dir)
-        _bootstrap_admin(config.data_dir)
+        from .startup import report
+        report(config, _bootstrap_admin(config.data_dir))
         if config.forward_proxy.listen is not None:
             from .forward import ensure_ca
             ensure_ca(config.data_dir)          # before anything reports ready: `ca export` sees this CA
@@ -123,7 +124,7 @@ def _prepare_data_dir(data_dir: Path) -> None:
         logging.getLogger("depot.server").info("cleaned leftovers files=%d", removed)
 
 
-def _bootstrap_admin(data_dir: Path) -> None:
+def _bootstrap_admin(data_dir: Path) -> str:
     from depot.cache.storage import open_database
 
     from .access import bootstrap_admin
@@ -131,7 +132,7 @@ def _bootstrap_admin(data_dir: Path) -> None:
     from .users import AuditLog
     db = open_database(data_dir, create=True)
     try:
-        bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
+        return bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
     finally:
         db.close()
 

@@ -149,3 +149,35 @@ def test_users_and_tokens_commands(depot_factory) -> None:
     assert exported.returncode == 0 and "1 files (1 distinct blobs)" in exported.stdout, exported.stderr
     assert cli("user", "delete", "alice").returncode == 0
     assert "alice" not in cli("user", "list").stdout
+
+
+@pytest.mark.parametrize("password,warning", [("short", "DEPOT_ADMIN_PASSWORD was refused (passwords need at least 8"),
+                                              (None, "no admin user exists: set DEPOT_ADMIN_PASSWORD"),
+                                              ("a-long-admin-password", None)])
+def test_startup_log_says_where_and_warns_about_admin(tmp_path: Path, password, warning) -> None:
+    import time
+    from depot_process import free_port, stop_group
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    if password:
+        env["DEPOT_ADMIN_PASSWORD"] = password
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(DEPOT_BIN), "serve", "--listen", f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening pid=" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop_group(proc)
+    text = log_path.read_text()
+    assert f"depot listening on 127.0.0.1:{port}" in text
+    assert f"web UI: http://127.0.0.1:{port}/-/ui/" in text
+    assert f"data directory: {tmp_path / 'depot-data'}" in text
+    assert f"pypi          pypi group       http://127.0.0.1:{port}/pypi/" in text
+    assert f"127.0.0.1:{port}/<image> as registry mirror" in text
+    if warning:
+        assert f"WARNING depot.server {warning}" in text
+    else:
+        assert "WARNING" not in text and "created admin user" in text
