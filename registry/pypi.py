@@ -316,6 +316,10 @@ class PyPI(Format):
             # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
             raise FormatError(400, f"File already exists: {upload.filename} was uploaded to {repo.name} "
                                    "before with other content; file names cannot be reused")
+        current = await catalog.get(repo.name, path)
+        if current is not None and current.digest == digest:
+            # as on PyPI: uploading the very same file again succeeds (retries, `uv publish` twice)
+            return web.Response(text=f"OK: {upload.filename} (identical file already stored)\n")
         writes = [Write(path, digest, size, ctype, meta, expect=ANY if repo.allow_overwrite else None, once=True)]
         if metadata is not None:   # its own row, so that blob GC sees the reference
             writes.append(Write(path + ".metadata", meta["metadata_sha256"], len(metadata),

@@ -40,7 +40,7 @@ def _pypi(repo: RepoConfig, url: str, host: str, insecure: bool) -> list[Snippet
     if _writable(repo):
         out.append(("publish (twine, uv)",
                     f'twine upload --repository-url {url}/ -u "$REGISTRY_USER" -p "$REGISTRY_TOKEN" dist/*\n'
-                    f'uv publish --publish-url {url}/ -u "$REGISTRY_USER" -p "$REGISTRY_TOKEN" dist/*'))
+                    f'uv publish --publish-url {url}/ --check-url {url}/simple/ -u "$REGISTRY_USER" -p "$REGISTRY_TOKEN" dist/*'))
     if _private(repo):
         out.append(("private packages: pip and uv with credentials",
                     f'pip install --index-url "{_with_creds(url)}/simple/" my-package\n'
