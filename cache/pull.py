@@ -22,7 +22,7 @@ from . import flight as fl
 from .blobs import BlobStore, BlobWriter, DigestMismatch
 from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
-from .metrics import RepoMetrics
+from .metrics import VIA_GROUP, RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
 from .serve import MemoryCache, StreamingResponse, blob_headers, respond_blob
 
@@ -119,6 +119,16 @@ class PullThrough:
         if found is None:
             found = self._metrics[repo.name] = RepoMetrics(repo.name, repo.format)
         return found
+
+    def count(self, request: Any, repo: RepoConfig, result: str) -> RepoMetrics:
+        """Count one answer at the repository that gave it and, for a request through a group,
+        as served by that group (never twice in one repository's numbers)."""
+        metrics = self.metrics(repo)
+        metrics.result(result)
+        group = request.get(VIA_GROUP) if request is not None else None
+        if group is not None and group.name != repo.name:
+            self.metrics(group).via(result)
+        return metrics
 
     def all_metrics(self) -> list[RepoMetrics]:
         return list(self._metrics.values())
@@ -373,8 +383,7 @@ class PullThrough:
     def respond(self, request: web.Request, cached: Cached,
                 headers: Mapping[str, str] | None = None) -> web.StreamResponse:
         """The HTTP answer for an opened key (streams an in-flight fetch)."""
-        metrics = self.metrics(cached.repo)
-        metrics.result(cached.status.lower())
+        metrics = self.count(request, cached.repo, cached.status.lower())
         if cached.stream is not None:
             state, local, fd = cached.stream
             out = {"Content-Type": state.content_type or "application/octet-stream", **state.headers,

@@ -196,12 +196,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'repository':24} {'format':8} {'type':7} {'entries':>8} {'bytes':>14} {'hits':>8} {'misses':>8}"
+    header = (f"{'repository':24} {'format':8} {'type':7} {'entries':>8} {'bytes':>14} {'hits':>8} {'misses':>8}"
+              f" {'negative':>8}")
     print(header)
     for row in rows:
+        served = "  (served through the group; in its members' numbers)" if not row["counted_in_total"] else ""
         print(f"{row['name']:24} {row['format']:8} {row['type']:7} {row['entries']:>8} {row['bytes']:>14}"
-              f" {row['hits']:>8} {row['misses']:>8}")
-    hits, misses = sum(r["hits"] for r in rows), sum(r["misses"] for r in rows)
+              f" {row['hits']:>8} {row['misses']:>8} {row['negative']:>8}{served}")
+    counted = [r for r in rows if r["counted_in_total"]]      # groups' requests are their members'
+    hits, misses = sum(r["hits"] for r in counted), sum(r["misses"] for r in counted)
     ratio = f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "-"
     print(f"total: {len(rows)} repositories, {sum(r['entries'] for r in rows)} entries, "
           f"{human_bytes(sum(r['bytes'] for r in rows))}, hit ratio {ratio}")

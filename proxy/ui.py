@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from depot.cache import metrics
+from depot.cache.metrics import VIA_PREFIX
 from depot.cache.services import Services
 from depot.registry.repo import RepoConfig
 
@@ -95,7 +96,12 @@ async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[
         stat = (proxy_stats if repo.is_proxy else hosted).get(repo.name, {"entries": 0, "bytes": 0})
         if repo.is_group:
             stat = {"entries": None, "bytes": None}
-        ratio = hit_ratio(counts.get(repo.name, {})) if repo.is_proxy else None
+        ratio = None
+        if repo.is_proxy:
+            ratio = hit_ratio(counts.get(repo.name, {}))
+        elif repo.is_group:     # what its members served through it
+            ratio = hit_ratio({k[len(VIA_PREFIX):]: v for k, v in counts.get(repo.name, {}).items()
+                               if k.startswith(VIA_PREFIX)})
         out.append({"repo": repo, **stat, "hit_ratio": ratio})
     return out
 
@@ -108,13 +114,16 @@ def live_counts(repos: dict[str, RepoConfig]) -> dict[str, Any]:
         multiprocess.MultiProcessCollector(registry)
     out: dict[str, Any] = {name: {"format": r.format, "type": r.type, "results": {}, "bytes": {}}
                            for name, r in repos.items()}
-    wanted = {"depot_requests_total": ("results", "result"), "depot_bytes_served_total": ("bytes", "source")}
+    wanted = {"depot_requests_total": ("results", "result"), "depot_bytes_served_total": ("bytes", "source"),
+              "depot_group_requests_total": ("results", "result")}
     for family in registry.collect():
         for sample in family.samples:
             target = wanted.get(sample.name)
             repo = out.get(sample.labels.get("repository", ""))
             if target is None or repo is None:
                 continue
+            if (sample.name == "depot_group_requests_total") != (repos[sample.labels["repository"]].is_group):
+                continue        # a group's results are what it served; nothing is counted at it otherwise
             key, label = target
             bucket = repo[key]
             bucket[sample.labels[label]] = bucket.get(sample.labels[label], 0) + int(sample.value)

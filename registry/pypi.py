@@ -128,7 +128,7 @@ class PyPI(Format):
                 if not ctx.repo.is_group:
                     raise
                 continue
-            statuses.append(cached.status)
+            statuses.append((repo, cached.status))
             digests.append(cached.entry.digest if cached.entry else "hosted")
             names.update(ix.load_names(body))
         key = None if "hosted" in digests else "index:" + "+".join(digests)
@@ -177,7 +177,7 @@ class PyPI(Format):
                     digests.append(None)
                 else:
                     cached, page = await self._proxy_page(ctx, repo, project)
-                    statuses.append(cached.status)
+                    statuses.append((repo, cached.status))
                     digests.append(cached.entry.digest if cached.entry else None)
             except NotFound:
                 continue
@@ -193,13 +193,14 @@ class PyPI(Format):
         key = None if None in digests else "+".join(d for d in digests if d)
         return pages, statuses, key
 
-    def _answer(self, ctx: Ctx, body: bytes, variant: str, statuses: list[str],
+    def _answer(self, ctx: Ctx, body: bytes, variant: str, statuses: list[tuple[RepoConfig, str]],
                 etag: str | None = None) -> web.StreamResponse:
         headers = {"Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
         if ctx.repo.is_proxy or ctx.repo.is_group:
-            status = next((s for s in _STATUS_ORDER if s in statuses), "HIT")
+            status = next((s for s in _STATUS_ORDER if s in {found for _, found in statuses}), "HIT")
             headers["X-Cache"] = status
-            ctx.services.metrics.repo(ctx.repo).result(status.lower())
+            for member, found in statuses:      # counted at the members that answered (a group: also served)
+                ctx.services.pull.count(ctx.request, member, found.lower())
         return respond_bytes(ctx.request, body, ix.content_type(variant), headers, digest=etag)
 
     # ------------------------------------------------------------ files
@@ -262,7 +263,7 @@ class PyPI(Format):
             if stored is None:
                 return None
         headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
-        ctx.services.metrics.hosted(repo)
+        ctx.services.pull.count(ctx.request, repo, "hosted")
         return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
                             blobs=ctx.services.blobs, memory=ctx.services.memory)
 
