@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     warm.add_argument("--user", help="authenticate as this user (HTTP Basic; proxies are usually readable anonymously)")
     warm.add_argument("--password-env", metavar="VAR",
                       help="environment variable holding --user's password or API token")
+    which = warm.add_mutually_exclusive_group()
+    which.add_argument("--platform", metavar="OS-CPU[-LIBC]",
+                       help="npm lockfiles: the optional binaries of this platform, e.g. linux-x64-glibc, "
+                            "darwin-arm64 (default: this machine's)")
+    which.add_argument("--all-platforms", action="store_true",
+                       help="npm lockfiles: the optional binaries of every platform (build farms)")
     common(warm, data=False)
 
 
@@ -69,9 +75,12 @@ def cmd_warm(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("depot: warm: --jobs must be at least 1", file=sys.stderr)
         return 2
+    from depot.registry import npm_platform
     try:
         auth = _auth(args.user, args.password_env)
-    except plans.PlanError as exc:
+        platform = None if args.all_platforms else (
+            npm_platform.parse(args.platform) if args.platform else npm_platform.machine())
+    except (plans.PlanError, ValueError) as exc:
         print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
     path = Path(args.file)
@@ -82,7 +91,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return 2
     import asyncio
     try:
-        return asyncio.run(_warm(base, args.repo, path, text, args.jobs, auth, args.insecure))
+        return asyncio.run(_warm(base, args.repo, path, text, args.jobs, auth, args.insecure, platform))
     except plans.PlanError as exc:
         print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
@@ -113,7 +122,7 @@ def _listen_url(listen: str, https: bool = False) -> str:
 
 
 async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: Any = None,
-                insecure: bool = False) -> int:
+                insecure: bool = False, platform: Any = None) -> int:
     import aiohttp
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
     connector = aiohttp.TCPConnector(limit=jobs, ssl=False if insecure else True)
@@ -131,7 +140,7 @@ async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: An
                 print(f"warm: {path.name} is a {wanted} list, and this depot has no {wanted} format; skipped")
                 return 0
             raise plans.PlanError(f"{repo} is a {fmt} repository; {path.name} lists {wanted} packages")
-        initial, notes = plans.plan(kind, mount, text)
+        initial, notes = plans.plan(kind, mount, text, platform)
         return await _run_plan(session, repo, jobs, initial, notes)
 
 
