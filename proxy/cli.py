@@ -14,10 +14,10 @@ from . import backup, warm
 def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
     """The two options every subcommand that reads the configuration takes, spelled the same."""
     parser.add_argument("--config", metavar="FILE", help="depot.yaml (default: the embedded configuration)")
-    if data:
-        parser.add_argument("--data", metavar="DIR",
-                            help="data directory (default: data_dir of the config, ./depot-data, "
-                                 "relative to the working directory)")
+    # accepted everywhere (scripts pass both to every command), shown only where it matters
+    parser.add_argument("--data", metavar="DIR",
+                        help="data directory (default: data_dir of the config, ./depot-data, relative to "
+                             "the working directory)" if data else argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -176,7 +176,10 @@ async def _repo_format(session: Any, base: str, repo: str) -> str:
     for item in listing:
         if item.get("name") == repo:
             return str(item.get("format"))
-    raise plans.PlanError(f"no repository named {repo!r} at {base}")
+    if session.auth is None:        # private repositories are listed only to those who may read them
+        raise plans.PlanError(f"no repository named {repo!r} readable anonymously at {base} (401 without "
+                              "credentials: give --user and --password-env if it is private)")
+    raise plans.PlanError(f"no repository named {repo!r} at {base} that {session.auth.login} may read")
 
 
 class Runner:

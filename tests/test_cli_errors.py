@@ -89,7 +89,7 @@ def test_every_option_has_help() -> None:
             if action.choices and isinstance(action.choices, dict):
                 for name, child in action.choices.items():
                     walk(child, path + [name])
-            elif action.option_strings and not action.help and action.dest != "help":
+            elif action.option_strings and action.help is None and action.dest != "help":
                 missing.append(" ".join(path + [action.option_strings[0]]))
             elif not action.option_strings and not action.help and not isinstance(action.choices, dict):
                 missing.append(" ".join(path + [action.dest]))
