@@ -31,6 +31,7 @@ from depot.registry.repo import RepoConfig
 from . import observe, visibility
 from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
+from . import ui_browse
 from .ui_templates.snippets import snippet
 
 POLL_SECONDS = 2
@@ -150,6 +151,7 @@ async def list_paths(services: Services, repo: RepoConfig, prefix: str) -> Listi
     else:
         items = [{"path": f.path, "size": f.size, "digest": f.digest, "time": f.created,
                   "version": f.meta.get("version", "")} for f in await services.catalog.list(repo.name, prefix)]
+    items = ui_browse.visible(repo, items)
     listing = Listing(truncated=len(items) > LIST_LIMIT)
     for item in items[:LIST_LIMIT]:
         rest = item["path"][len(prefix):]
@@ -251,6 +253,8 @@ async def repository_page(request: web.Request) -> web.Response:
     body = f"<h1>{e(repo.name)}</h1>{summary}{_snippets_html(repo, base)}"
     if repo.is_group:
         body += _members_html(repo)
+    elif repo.format == "oci" and repo.is_hosted:
+        body += ui_browse.oci_html(repo, await ui_browse.oci_images(services, repo), base)
     else:
         body += _listing_html(repo, prefix, await list_paths(services, repo, prefix), base)
     body += _chart("../../api/stats", repo.name)
