@@ -285,5 +285,7 @@ def setup(app: web.Application) -> None:
     observe.install(app)
     app.router.add_get("/-/ui", to_index)
     app.router.add_get("/-/ui/", index)
+    from . import ui_signin
+    ui_signin.setup(app)
     app.router.add_get("/-/ui/repositories/{name}", repository_page)
     app.router.add_get("/-/api/stats", stats_api)

@@ -41,3 +41,26 @@ def test_oci_and_pypi_browsing_hide_storage_internals(depot_factory, tmp_path: P
     assert dist.wheel.name in listing and ".metadata" not in listing
     top = get(f"{depot.url}/-/ui/repositories/pypi-local").body.decode()
     assert "1 file<" in top                       # the wheel alone, not its companion
+
+
+def test_sign_in_shows_the_hosted_repositories_the_user_may_read(depot_factory) -> None:
+    import base64
+    depot = depot_factory({"secret": {"format": "generic", "type": "hosted", "access": {"alice": "read"}},
+                           "other": {"format": "generic", "type": "hosted"},
+                           "cache": {"format": "generic", "type": "proxy", "upstream": "http://127.0.0.1:9/"}},
+                          secure=True)
+    subprocess.run(depot.command("user", "add", "alice", "--password-stdin"), input="alice-long-password\n",
+                   text=True, check=True, capture_output=True, timeout=60)
+    alice = {"Authorization": "Basic " + base64.b64encode(b"alice:alice-long-password").decode()}
+    anonymous = get(f"{depot.url}/-/ui/")
+    assert 'href="./login">sign in</a>' in anonymous.body.decode()
+    assert "cache" in anonymous.body.decode() and "secret" not in anonymous.body.decode()
+    challenge = get(f"{depot.url}/-/ui/login")
+    assert challenge.status == 401 and challenge.headers["WWW-Authenticate"].startswith("Basic")
+    import requests
+    signed_in = requests.get(f"{depot.url}/-/ui/login", headers=alice, allow_redirects=False, timeout=30)
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "./"
+    page = get(f"{depot.url}/-/ui/", headers=alice).body.decode()
+    assert "secret" in page and ">other<" not in page and "cache" in page
+    wrong = get(f"{depot.url}/-/ui/login", headers={"Authorization": "Basic " + base64.b64encode(b"alice:nope").decode()})
+    assert wrong.status == 401
