@@ -203,10 +203,18 @@ class PullThrough:
         raise UpstreamFailed(502, "could not coordinate the upstream fetch")
 
     async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None) -> Cached | None:
+        if self.flights.cross_process:
+            # The previous flight of this key may have just committed it and let go of the lock while
+            # followers in other workers still stream its part file and read its state from the shared
+            # <fid>.json. Publishing a new flight there now would make them see another generation and
+            # cut their answers short ("fetch vanished"): look first, publish only to really fetch.
+            fresh = await self.entries.get(spec.repo.name, spec.key)
+            if fresh is not None and self._fresh(fresh):
+                fl.release(lock)
+                return Cached("HIT", spec.repo, fresh)
         flight = self.flights.start(fid)       # registered first: from here on others join it
         fresh = await self.entries.get(spec.repo.name, spec.key)   # committed meanwhile?
-        if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
-                and self._usable(fresh):
+        if fresh is not None and self._fresh(fresh):
             self.flights.finish(flight, lock, "done")
             return Cached("HIT", spec.repo, fresh)
         stale = fresh if fresh is not None and self._usable(fresh) else stale
@@ -214,6 +222,10 @@ class PullThrough:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await self._join_local(spec, flight, stale)
+
+    def _fresh(self, entry: Entry) -> bool:
+        """A stored entry that can answer without asking upstream."""
+        return (entry.expires_at is None or time.time() < entry.expires_at) and self._usable(entry)
 
     async def _join_local(self, spec: FetchSpec, flight: fl.LocalFlight, stale: Entry | None) -> Cached | None:
         await flight.decided.wait()
