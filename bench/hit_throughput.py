@@ -235,7 +235,7 @@ def start_nginx(nginx: str, work: Path, files: Path, workers: int) -> tuple[Proc
 
 
 DEPOT_CONF = """\
-access_log: false          # like nginx's `access_log off` below: measure serving, not logging
+access_log: {access_log}   # default true (depot's defaults); --no-access-log: like nginx's `access_log off`
 repositories:
   bench:
     format: generic
@@ -244,11 +244,13 @@ repositories:
 """
 
 
-def start_depot(depot: str, work: Path, upstream_url: str, workers: int) -> tuple[Proc, int]:
+def start_depot(depot: str, work: Path, upstream_url: str, workers: int,
+                access_log: bool = True) -> tuple[Proc, int]:
     """depot serve with one generic proxy repository `bench`; returns (proc, port)."""
     d = work / "depot"
     d.mkdir()
-    (d / "depot.yaml").write_text(DEPOT_CONF.format(upstream=upstream_url))
+    (d / "depot.yaml").write_text(DEPOT_CONF.format(upstream=upstream_url,
+                                                    access_log="true" if access_log else "false"))
     port = free_port()
     proc = spawn("depot", [depot, "serve", "--config", str(d / "depot.yaml"), "--data",
                            str(d / "data"), "--listen", f"127.0.0.1:{port}",
@@ -480,6 +482,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rss-rate", default="", help="curl --limit-rate for the RSS test")
     ap.add_argument("--nginx-only", action="store_true",
                     help="measure nginx alone (depot not started)")
+    ap.add_argument("--no-access-log", action="store_true",
+                    help="turn depot's access log off (default: on, as depot's defaults; nginx's stays off)")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return ap.parse_args(argv)
 
@@ -522,7 +526,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
         up = start_upstream(files)
         procs.append(Proc("upstream", up.proc))
         say(f"upstream pid {up.proc.pid} at {up.url}")
-        depot, ports["depot"] = start_depot(args.depot, work, up.url, args.workers)
+        depot, ports["depot"] = start_depot(args.depot, work, up.url, args.workers, not args.no_access_log)
         procs.append(depot)
         say(f"depot pid {depot.pid} (+{len(children_of(depot.pid))} children) "
             f"on 127.0.0.1:{ports['depot']}")

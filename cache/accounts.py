@@ -76,10 +76,13 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
-    if "cred_version" not in columns:
+    for table, column, decl in (("users", "cred_version", "INTEGER NOT NULL DEFAULT 0"),
+                                ("tokens", "last_used", "REAL")):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE users ADD COLUMN cred_version INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         except sqlite3.OperationalError as exc:     # another worker added it first
             if "duplicate column" not in str(exc):
                 raise
@@ -122,6 +125,7 @@ class Token:
     expires: float | None
     created: float
     revoked: float | None
+    last_used: float | None = None
 
     def covers(self, repo: str) -> bool:
         return "*" in self.repos or repo in self.repos
@@ -132,7 +136,17 @@ class Token:
 
 def _token_row(row: sqlite3.Row) -> Token:
     return Token(row["id"], row["user"], row["description"], tuple(json.loads(row["repos"])),
-                 row["perm"], row["expires"], row["created"], row["revoked"])
+                 row["perm"], row["expires"], row["created"], row["revoked"],
+                 row["last_used"] if "last_used" in row.keys() else None)
+
+
+LAST_USED_RESOLUTION = 60.0     # a token's last use is written at most this often (seconds)
+
+
+def touch_token(conn: sqlite3.Connection, token: Token, now: float) -> None:
+    """Record that a token authenticated a request (`depot token list` shows it)."""
+    if token.last_used is None or now - token.last_used >= LAST_USED_RESOLUTION:
+        conn.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token.id))
 
 
 def token_hash(token: str) -> str:

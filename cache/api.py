@@ -179,8 +179,7 @@ class PullApi:
 
     def _count_answer(self, cached: Cached, size: int, request: web.Request) -> None:
         pull = self._services.pull
-        metrics = pull.metrics(cached.repo)
-        metrics.result(cached.status.lower())
+        metrics = pull.count(request, cached.repo, cached.status.lower())
         if cached.entry is not None:
             pull.entries.touch(cached.entry.repo, cached.entry.key)
         if request.method != "HEAD":
@@ -391,7 +390,7 @@ class HostedApi:
     def serve(self, request: web.Request, file: HostedFile, headers: Mapping[str, str] | None = None,
               x_cache: str | None = None) -> web.StreamResponse:
         """Answer with a stored file (Range, HEAD, ETag/304) and count it as a hosted answer."""
-        self._services.pull.metrics(self.repo).result("hosted")
+        self._services.pull.count(request, self.repo, "hosted")
         if request.method == "GET":
             self._services.admin.downloaded(self.repo.name, file.path)
         out = dict(headers or {})

@@ -13,7 +13,13 @@ from prometheus_client import multiprocess
 LABELS = ("repository", "format")
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
-REQUESTS = Counter("depot_requests_total", "Requests answered, by cache result", LABELS + ("result",))
+REQUESTS = Counter("depot_requests_total", "Requests answered, by cache result, counted once at the repository "
+                   "that answered (a group's member)", LABELS + ("result",))
+# what a group served: its members' answers to requests made through the group (not added to totals)
+GROUP_REQUESTS = Counter("depot_group_requests_total", "Requests answered through a group, by the answering "
+                         "member's cache result", LABELS + ("result",))
+VIA_GROUP = "depot.via_group"       # request key: the group a request came through (set by the front door)
+VIA_PREFIX = "via:"                 # counters-table names of what a group served
 BYTES_SERVED = Counter("depot_bytes_served_total", "Body bytes sent to clients, by where they came from",
                        LABELS + ("source",))
 UPSTREAM_REQUESTS = Counter("depot_upstream_requests_total", "Requests sent upstream, by status",
@@ -80,6 +86,12 @@ class RepoMetrics:
     def result(self, name: str) -> None:
         self._results[name].inc()
         self.unflushed[name] = self.unflushed.get(name, 0) + 1
+
+    def via(self, name: str) -> None:
+        """Count an answer a member gave to a request through this group."""
+        GROUP_REQUESTS.labels(self.repo, self.fmt, name).inc()
+        key = VIA_PREFIX + name
+        self.unflushed[key] = self.unflushed.get(key, 0) + 1
 
     def take_unflushed(self) -> dict[str, int]:
         """Result counts since the last call (persisted for `depot stats`)."""

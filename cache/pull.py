@@ -24,7 +24,7 @@ from .cluster import Coordinator, Lease, LocalCoordinator
 from .blobs import BlobStore, BlobWriter, DigestMismatch
 from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
-from .metrics import RepoMetrics
+from .metrics import VIA_GROUP, RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
 from .serve import MemoryCache, StreamingResponse, blob_headers, respond_blob
 
@@ -125,6 +125,16 @@ class PullThrough:
         if found is None:
             found = self._metrics[repo.name] = RepoMetrics(repo.name, repo.format)
         return found
+
+    def count(self, request: Any, repo: RepoConfig, result: str) -> RepoMetrics:
+        """Count one answer at the repository that gave it and, for a request through a group,
+        as served by that group (never twice in one repository's numbers)."""
+        metrics = self.metrics(repo)
+        metrics.result(result)
+        group = request.get(VIA_GROUP) if request is not None else None
+        if group is not None and group.name != repo.name:
+            self.metrics(group).via(result)
+        return metrics
 
     def all_metrics(self) -> list[RepoMetrics]:
         return list(self._metrics.values())
@@ -237,10 +247,19 @@ class PullThrough:
 
     async def _lead(self, spec: FetchSpec, fid: str, lock: int, stale: Entry | None,
                     lease: Lease) -> Cached | None:
+        if self.flights.cross_process:
+            # The previous flight of this key may have just committed it and let go of the lock while
+            # followers in other workers still stream its part file and read its state from the shared
+            # <fid>.json. Publishing a new flight there now would make them see another generation and
+            # cut their answers short ("fetch vanished"): look first, publish only to really fetch.
+            fresh = await self.entries.get(spec.repo.name, spec.key)
+            if fresh is not None and self._fresh(fresh):
+                fl.release(lock)
+                await self.cluster.release(lease)
+                return Cached("HIT", spec.repo, fresh)
         flight = self.flights.start(fid)       # registered first: from here on others join it
         fresh = await self.entries.get(spec.repo.name, spec.key)   # committed meanwhile?
-        if fresh is not None and (fresh.expires_at is None or time.time() < fresh.expires_at) \
-                and self._usable(fresh):
+        if fresh is not None and self._fresh(fresh):
             self.flights.finish(flight, lock, "done")
             await self.cluster.release(lease)
             return Cached("HIT", spec.repo, fresh)
@@ -249,6 +268,10 @@ class PullThrough:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await self._join_local(spec, flight, stale)
+
+    def _fresh(self, entry: Entry) -> bool:
+        """A stored entry that can answer without asking upstream."""
+        return (entry.expires_at is None or time.time() < entry.expires_at) and self._usable(entry)
 
     async def _join_local(self, spec: FetchSpec, flight: fl.LocalFlight, stale: Entry | None) -> Cached | None:
         await flight.decided.wait()
@@ -427,8 +450,7 @@ class PullThrough:
     def respond(self, request: web.Request, cached: Cached,
                 headers: Mapping[str, str] | None = None) -> web.StreamResponse:
         """The HTTP answer for an opened key (streams an in-flight fetch)."""
-        metrics = self.metrics(cached.repo)
-        metrics.result(cached.status.lower())
+        metrics = self.count(request, cached.repo, cached.status.lower())
         if cached.stream is not None:
             state, local, fd = cached.stream
             out = {"Content-Type": state.content_type or "application/octet-stream", **state.headers,

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping
 from .types import RepoConfig
 
 from .db import Database
-from .metrics import RepoMetrics
+from .metrics import VIA_PREFIX, RepoMetrics
 
 
 async def add_counts(db: Database, all_metrics: Iterable[RepoMetrics]) -> None:
@@ -35,12 +35,14 @@ def repository_stats(db: Database, repos: Mapping[str, RepoConfig]) -> list[dict
     rows = []
     for repo in repos.values():
         entries, size = (proxy if repo.is_proxy else hosted).get(repo.name, (0, 0))
-        hits = counts.get((repo.name, "hit"), 0) + counts.get((repo.name, "hosted"), 0)
-        misses = counts.get((repo.name, "miss"), 0)
+        # a group answers nothing itself: it shows what its members served through it
+        prefix = VIA_PREFIX if repo.is_group else ""
+        count = lambda name, repo=repo, prefix=prefix: counts.get((repo.name, prefix + name), 0)  # noqa: E731
         rows.append({"name": repo.name, "format": repo.format, "type": repo.type, "entries": entries,
-                     "bytes": size, "hits": hits, "misses": misses,
-                     "stale": counts.get((repo.name, "stale"), 0),
-                     "revalidated": counts.get((repo.name, "revalidated"), 0)})
+                     "bytes": size, "hits": count("hit") + count("hosted"), "misses": count("miss"),
+                     "stale": count("stale"), "revalidated": count("revalidated"),
+                     "negative": count("negative"), "errors": count("error"),
+                     "counted_in_total": not repo.is_group})
     return rows
 
 

@@ -197,19 +197,24 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return value if low <= value <= high else None
 
 
-def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> None:
-    """Create user `admin` from DEPOT_ADMIN_PASSWORD at first start."""
+def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> str:
+    """Create user `admin` from DEPOT_ADMIN_PASSWORD at first start. Returns what happened:
+    "created", "exists" (some admin user exists), "absent" (none, and no password given) or
+    "refused: <reason>"."""
     password = os.environ.get("DEPOT_ADMIN_PASSWORD")
+    has_admin = auth.users.db.run_sync(lambda conn: conn.execute(
+        "SELECT 1 FROM users WHERE admin = 1 LIMIT 1").fetchone() is not None)
     if not password or auth.users.user_exists("admin"):
-        return
+        return "exists" if has_admin else "absent"
     try:
         auth.users.add_user("admin", password, admin=True)
     except UserError as exc:
-        if "exists" not in str(exc):
-            log.error("cannot create admin from DEPOT_ADMIN_PASSWORD: %s", exc)
-        return
+        if "exists" in str(exc):
+            return "exists"
+        return "exists" if has_admin else f"refused: {exc}"
     audit.record("user.add", "ok", "system", None, None, user="admin", admin=True)
-    log.info("created admin user from DEPOT_ADMIN_PASSWORD")
+    logging.getLogger("depot.server").info("created admin user from DEPOT_ADMIN_PASSWORD")
+    return "created"
 
 
 def setup(app: web.Application) -> None:

@@ -9,6 +9,8 @@ import socket
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from depot.cache.metrics import VIA_GROUP
+
 from aiohttp import web
 
 from depot.cache import stats
@@ -104,6 +106,8 @@ async def run_format(request: web.Request, fmt: Format, repo, path: str, mount: 
         if denied is not None:
             return denied
         auth = request.app[access.AUTH]
+        if repo.is_group:
+            request[VIA_GROUP] = repo        # members' answers also count as served by the group
         # handlers re-check the caller on any other repository they switch to (Ctx.member)
         ctx = Ctx(request, repo, path, match, services, mount=mount,
                   extra={"principal": principal, "format": fmt, "perm": access.required_perm(route, request.method),

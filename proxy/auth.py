@@ -26,7 +26,7 @@ from depot.registry.repo import RepoConfig
 
 from depot.cache import lockout
 from depot.cache.accounts import (RANK, TOKEN_PREFIX, AuditLog, Database, Session, Token, UserStore, dummy_hash,
-                                  verify_password)
+                                  touch_token, verify_password)
 
 DOCKER_TOKEN_TTL = 300
 CREDENTIAL_CACHE_TTL = 5.0
@@ -185,7 +185,9 @@ class Authenticator:
             raise BadCredentials("unknown, expired or revoked token")
         if user is not None and token.user is not None and user != token.user:
             raise BadCredentials("token belongs to another user")
-        return self._owner(conn, token)
+        principal = self._owner(conn, token)
+        touch_token(conn, token, time.time())
+        return principal
 
     def _owner(self, conn: Session, token: Token) -> Principal:
         """A token's principal (its rights are the owner's, capped by the token's)."""

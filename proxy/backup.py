@@ -66,7 +66,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = _load(args)
     if not (config.data_dir / "depot.db").is_file():
         print(f"depot: export: {config.data_dir} holds no depot store (no depot.db)", file=sys.stderr)
-        return 1
+        return 2
+    for name in args.repo:
+        repo = config.repositories.get(name)
+        if repo is None:
+            print(f"depot: export: no repository {name!r} (known: {', '.join(sorted(config.repositories))})",
+                  file=sys.stderr)
+            return 2
+        if not repo.is_hosted:
+            print(f"depot: export: {name} is a {repo.type}: an export holds hosted content only (proxy caches "
+                  "refill from their upstream; a group's hosted members are exported by name)", file=sys.stderr)
+            return 2
     target = Path(args.dir)
     if (target / "manifest.json").exists():
         print(f"depot: {target} already holds an export; choose an empty directory", file=sys.stderr)
@@ -91,7 +101,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     _write_atomic(target / "manifest.json", json.dumps(manifest, indent=1).encode())
     total = sum(f["size"] for f in files)
     log.info("export done dir=%s files=%d bytes=%d", target, len(files), total)
-    print(f"export: {len(files)} files in {len(repos)} repositories, {total} bytes -> {target}")
+    blobs_count = len({f["sha256"] for f in files})
+    print(f"export: {len(files)} files ({blobs_count} distinct blobs) in {len(repos)} repositories, "
+          f"{total} bytes -> {target}")
     return 0
 
 

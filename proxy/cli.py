@@ -12,63 +12,34 @@ from typing import Any, Callable
 
 from . import backup, warm
 
-STARTER_CONFIG = """\
-# depot configuration. Every key can also be set as DEPOT_<KEY> (nested keys joined by __),
-# e.g. DEPOT_CACHE__MAX_SIZE=50GiB or DEPOT_REPOSITORIES__FILES_REMOTE__UPSTREAM=http://...
-listen: 127.0.0.1:8080          # HOST:PORT
-data_dir: ./depot-data          # blobs, database, temp files (one filesystem)
-public_url: null                # base URL clients see; default: Host / X-Forwarded-* of trusted proxies
-trusted_proxies: [127.0.0.1, "::1"]
-workers: 1                      # processes serving the port and sharing the store
-keepalive_timeout: 75s          # an idle connection is closed after this
-header_timeout: 30s             # request line + headers must arrive within this of their first byte
-client_timeout: 60s             # an upload that sends nothing for this long is answered 408
-health:
-  min_free: 1GiB                # less free space in data_dir: /-/healthz is 503 (degraded); or e.g. 5%
-cache:
-  max_size: 20GiB               # proxy content beyond this is evicted, least recently used first
-  memory_size: 128MiB           # in-memory copy of small hot files, per worker
-upstream:
-  connect_timeout: 10s
-  read_timeout: 60s
-  retries: 2                    # on connect errors and 502/503/504 only
-repositories:
-  # A proxy pulls through from its upstream and caches; metadata_ttl applies to paths that
-  # match metadata_patterns, everything else is immutable. negative_ttl caches upstream 404s.
-  files-remote: {format: generic, type: proxy, upstream: "http://127.0.0.1:9000/", metadata_ttl: 5m, negative_ttl: 1m,
-                 metadata_patterns: ["*.json", "*/index.html"]}
-  # Upstream credentials: username + password (or password_env / password_file), or token.
-  files-local:  {format: generic, type: hosted}
-  files:        {format: generic, type: group, members: [files-local, files-remote], deploy_to: files-local}
-"""
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="depot.yaml (default: the embedded configuration)")
-    parser.add_argument("--data", help="data directory (overrides data_dir)")
+def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    """The two options every subcommand that reads the configuration takes, spelled the same."""
+    parser.add_argument("--config", metavar="FILE", help="depot.yaml (default: the embedded configuration)")
+    # accepted everywhere (scripts pass both to every command), shown only where it matters
+    parser.add_argument("--data", metavar="DIR",
+                        help="data directory (default: data_dir of the config, ./depot-data, relative to "
+                             "the working directory)" if data else argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="depot", description="caching dependency proxy")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The `depot` argument parser (every subcommand, every option with its help)."""
+    from . import cli_config, cli_policy, cli_users, docs
+    parser = argparse.ArgumentParser(prog="depot", description="caching dependency proxy and package registry")
+    parser.add_argument("--version", action="version", version=f"depot {cli_config.version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve repositories")
     _common(serve)
-    serve.add_argument("--listen", help="HOST:PORT")
-    serve.add_argument("--workers", type=int, help="processes sharing one port and store")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (overrides listen)")
+    serve.add_argument("--workers", type=int, metavar="N", help="processes sharing one port and store")
     serve.add_argument("--forward-proxy", metavar="HOST:PORT", help="also accept HTTPS_PROXY clients here")
-    init = sub.add_parser("init", help="write a commented starter config")
-    init.add_argument("file", nargs="?", default="depot.yaml")
-    _common(init)
-    check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("file")
-    _common(check)
     gc = sub.add_parser("gc", help="remove blobs nothing references")
     _common(gc)
-    gc.add_argument("--dry-run", action="store_true")
-    gc.add_argument("--grace", default="5m", help="keep blobs younger than this (default 5m)")
+    gc.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    gc.add_argument("--grace", default="5m", metavar="DURATION",
+                    help="keep blobs younger than this, e.g. 90s, 5m, 2h (default 5m)")
     stats = sub.add_parser("stats", help="per-repository entries, bytes, hits and misses")
     _common(stats)
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
     warm.register(sub, _common)
     backup.register(sub, _common)
     from . import migrate
@@ -78,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     export_ca = ca_sub.add_parser("export", help="print the CA certificate (PEM) for clients to trust")
     _common(export_ca)
-    from . import cli_admin, cli_keys, cli_policy, cli_users
-    for name, handler in {**cli_users.register(sub, _common), **cli_policy.register(sub, _common),
+    from . import cli_admin, cli_keys
+    for name, handler in {**cli_config.register(sub, _common), **cli_users.register(sub, _common),
+                          **cli_policy.register(sub, _common), **docs.register(sub, _common),
                           **cli_admin.register(sub, _common), **cli_keys.register(sub, _common)}.items():
         COMMANDS[name] = functools.partial(handler, load=_load)  # type: ignore[call-arg]
     return parser
@@ -87,14 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, **extra: Any) -> Any:
     from .config import ConfigError, load
-    overrides = {"data_dir": args.data, **extra}
+    overrides = {"data_dir": getattr(args, "data", None), **extra}
     # only commands that talk to upstreams resolve default ones (pip/npm/apt configuration)
     resolve = args.command in ("serve", "check-config", "warm")
+    config_file = getattr(args, "config", None)
     try:
-        return load(args.config, overrides=overrides, resolve_upstreams=resolve)
+        return load(config_file, overrides=overrides, resolve_upstreams=resolve)
     except ConfigError as exc:
-        print(f"depot: config error: {exc}", file=sys.stderr)
+        where = f"{config_file}: " if config_file and not str(exc).startswith((str(config_file), "DEPOT_")) else ""
+        print(f"depot: config error: {where}{exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def store_dir(config: Any) -> Path:
+    """The data directory of an existing store, for admin commands that must not create one."""
+    from depot.cache.storage import StoreMissing
+    data = Path(config.data_dir)
+    if data.exists() and not data.is_dir():
+        raise StoreMissing(f"data directory {data} is a file, not a directory")
+    if not (data / "depot.db").is_file():
+        raise StoreMissing(f"no depot store in {data.resolve()} (looked for {data.resolve() / 'depot.db'}); "
+                           "give --data DIR or run from the directory that holds depot-data")
+    return data
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -117,7 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"depot: {exc}", file=sys.stderr)
             return 1
         _prepare_data_dir(config.data_dir)
-        _bootstrap_admin(config.data_dir)
+        from .startup import report
+        report(config, _bootstrap_admin(config.data_dir))
         if config.forward_proxy.listen is not None:
             from .forward import ensure_ca
             ensure_ca(config.data_dir)          # before anything reports ready: `ca export` sees this CA
@@ -144,7 +131,7 @@ def _prepare_data_dir(data_dir: Path) -> None:
         logging.getLogger("depot.server").info("cleaned leftovers files=%d", removed)
 
 
-def _bootstrap_admin(data_dir: Path) -> None:
+def _bootstrap_admin(data_dir: Path) -> str:
     from depot.cache.storage import open_database
 
     from .access import bootstrap_admin
@@ -152,26 +139,9 @@ def _bootstrap_admin(data_dir: Path) -> None:
     from depot.cache.accounts import AuditLog
     db = open_database(data_dir, create=True)
     try:
-        bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
+        return bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
     finally:
         db.close()
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if path.exists():
-        print(f"depot: {path} exists; not overwriting", file=sys.stderr)
-        return 1
-    path.write_text(STARTER_CONFIG)
-    print(f"wrote {path}")
-    return 0
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    args.config = args.file
-    config = _load(args)
-    print(f"{args.file}: ok ({len(config.repositories)} repositories)")
-    return 0
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -194,11 +164,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from depot.cache.evict import collect
 
     from .units import parse_duration
+    try:
+        grace = parse_duration(args.grace)
+    except ValueError as exc:
+        print(f"depot: --grace: {exc}", file=sys.stderr)
+        return 2
     config = _load(args)
-    storage = open_configured_storage(config)
+    from depot.cache.storage import open_storage
+    storage = open_configured_storage(config) if config.database_url else open_storage(store_dir(config))
     blobs, db = storage.blobs, storage.db
     try:
-        result = collect(db, blobs, dry_run=args.dry_run, grace=parse_duration(args.grace),
+        result = collect(db, blobs, dry_run=args.dry_run, grace=grace,
                          progress=_progress("scanning blobs"))
         if not args.dry_run:
             from depot.cache.stats import record_gc_run
@@ -233,7 +209,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         finally:
             storage.close()
     else:
-        db = open_database(config.data_dir)
+        db = open_database(store_dir(config))
         try:
             rows = repository_stats(db, config.repositories)
         finally:
@@ -241,24 +217,27 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'repository':24} {'format':8} {'type':7} {'entries':>8} {'bytes':>14} {'hits':>8} {'misses':>8}"
+    header = (f"{'repository':24} {'format':8} {'type':7} {'entries':>8} {'bytes':>14} {'hits':>8} {'misses':>8}"
+              f" {'negative':>8}")
     print(header)
     for row in rows:
+        served = "  (served through the group; in its members' numbers)" if not row["counted_in_total"] else ""
         print(f"{row['name']:24} {row['format']:8} {row['type']:7} {row['entries']:>8} {row['bytes']:>14}"
-              f" {row['hits']:>8} {row['misses']:>8}")
-    hits, misses = sum(r["hits"] for r in rows), sum(r["misses"] for r in rows)
+              f" {row['hits']:>8} {row['misses']:>8} {row['negative']:>8}{served}")
+    counted = [r for r in rows if r["counted_in_total"]]      # groups' requests are their members'
+    hits, misses = sum(r["hits"] for r in counted), sum(r["misses"] for r in counted)
     ratio = f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "-"
     print(f"total: {len(rows)} repositories, {sum(r['entries'] for r in rows)} entries, "
           f"{human_bytes(sum(r['bytes'] for r in rows))}, hit ratio {ratio}")
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "ca": cmd_ca, "init": cmd_init, "check-config": cmd_check_config,
-            "gc": cmd_gc, "stats": cmd_stats, "warm": warm.cmd_warm,
+COMMANDS = {"serve": cmd_serve, "ca": cmd_ca, "gc": cmd_gc, "stats": cmd_stats, "warm": warm.cmd_warm,
             "export": backup.cmd_export, "import": backup.cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; user errors end with a one-line message and exit 2, never a traceback."""
     from depot.cache.storage import StoreMissing
     # everything depot writes (data directory, database, blobs, audit log, backups) is private
     os.umask(os.umask(0o077) | 0o077)
@@ -267,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except StoreMissing as exc:        # an admin command pointed at no store: say where we looked
         print(f"depot: {exc}", file=sys.stderr)
+        return 2
+    except (EOFError, KeyboardInterrupt):
+        print("\ndepot: interrupted (no input)", file=sys.stderr)
+        return 2
+    except OSError as exc:             # a path the user gave: missing folder, a file for a directory, …
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"depot:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

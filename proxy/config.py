@@ -18,6 +18,16 @@ from .config_retention import retention_of
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "DEPOT_"
+NOT_SETTINGS = {"DEPOT_ADMIN_PASSWORD"}     # DEPOT_* variables that are not configuration keys
+
+
+def unknown(key: str, known: Any) -> "ConfigError":
+    """ConfigError for an unknown key, suggesting the closest known one."""
+    import difflib
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, sorted(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(key, f"unknown setting{hint}")
 
 
 class ConfigError(ValueError):
@@ -145,19 +155,10 @@ def default_document() -> dict[str, Any]:
 def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, Any] | None = None,
          resolve_upstreams: bool = True) -> Config:
-    """Read `path` (or the embedded default), apply DEPOT_* env and CLI overrides, validate."""
-    if path is None:
-        document = default_document()
-    else:
-        try:
-            document = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError("(file)", f"invalid YAML: {exc}") from exc
-        if not isinstance(document, dict):
-            raise ConfigError("(file)", "the top level must be a mapping")
-    apply_env(document, os.environ if env is None else env)
+    """Read `path` (or the embedded default), apply DEPOT_* env and CLI overrides, validate.
+    Errors name the file and line (YAML), or the environment variable that set the bad key."""
+    document = default_document() if path is None else read_document(Path(path))
+    from_env = apply_env(document, os.environ if env is None else env)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -166,23 +167,72 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
             document.setdefault(section, {})[sub] = value
         else:
             document[key] = value
-    return validate(document, resolve_upstreams)
+    try:
+        return validate(document, resolve_upstreams)
+    except ConfigError as exc:
+        variable = _variable_of(exc.key, from_env)
+        if variable is None:
+            raise
+        raise ConfigError(variable, str(exc)) from None
 
 
-def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Set DEPOT_A__B=value as document[a][b] (YAML-parsed), matching keys loosely (- and _)."""
+def read_document(path: Path) -> dict[str, Any]:
+    """The parsed YAML file: errors say which file, and the line of a syntax error."""
+    try:
+        text = path.read_text()
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "is not a text file") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(where, f"invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"invalid YAML: {exc}") from None
+    if document is None:
+        raise ConfigError(str(path), "the file is empty (run `depot init` for a starter configuration)")
+    if not isinstance(document, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of settings")
+    return document
+
+
+def _variable_of(key: str, from_env: dict[str, str]) -> str | None:
+    """The DEPOT_* variable that set `key` (or a setting under or above it)."""
+    for path, variable in from_env.items():
+        if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+            return variable
+    return None
+
+
+def apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Set DEPOT_A__B=value as document[a][b] (YAML-parsed), matching keys loosely (- and _).
+    Returns {dotted key: variable name} of what the environment set."""
+    applied: dict[str, str] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name in ("DEPOT_ADMIN_PASSWORD", CLOCK_FILE_ENV):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS or name == CLOCK_FILE_ENV:
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         node = document
+        path = []
         for part in parts[:-1]:
             key = _match_key(node, part)
+            path.append(str(key))
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                break
+                raise ConfigError(name, f"{'.'.join(path)} is not a section")
         else:
-            node[_match_key(node, parts[-1])] = yaml.safe_load(raw) if raw else raw
+            key = _match_key(node, parts[-1])
+            try:
+                node[key] = yaml.safe_load(raw) if raw else raw
+            except yaml.YAMLError as exc:
+                raise ConfigError(name, f"invalid value: {getattr(exc, 'problem', None) or exc}") from None
+            applied[".".join([*path, str(key)])] = name
+    return applied
 
 
 def _match_key(node: dict[str, Any], part: str) -> str:
@@ -212,20 +262,27 @@ _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "
              "storage", "database", "node_url"}
 
 
+_SECTION_KEYS = {"cache": ("max_size", "memory_size", "memory_item_max"),
+                 "upstream": ("connect_timeout", "read_timeout", "retries", "ca_file"),
+                 "forward_proxy": ("listen", "unknown_hosts"), "tls": ("cert", "key")}
+
+
 def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config:
     """Turn a parsed document into a Config or raise ConfigError naming the key. Without
     `resolve_upstreams` (admin commands), proxies keep no default upstream: nothing asks the
     machine's pip/npm/apt configuration."""
     for key in document:
         if key not in _TOP_KEYS:
-            raise ConfigError(str(key), "unknown setting")
+            raise unknown(str(key), _TOP_KEYS)
     listen = str(document.get("listen", Config.listen))
     tls = _tls(_section(document, "tls"))
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("listen", f"expected HOST:PORT, got {listen!r}")
+    _check_listen("listen", listen)
     cache = _section(document, "cache")
     upstream = _section(document, "upstream")
+    for name, keys in _SECTION_KEYS.items():
+        for key in _section(document, name):
+            if key not in keys:
+                raise unknown(f"{name}.{key}", keys)
     public_url = document.get("public_url")
     if public_url is not None and not str(public_url).startswith(("http://", "https://")):
         raise ConfigError("public_url", "must start with http:// or https://")
@@ -273,6 +330,14 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
     )
 
 
+def _check_listen(key: str, listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(key, f"expected HOST:PORT, got {listen!r}")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(key, f"port out of range: {port} (1-65535)")
+
+
 def _timeouts(document: dict[str, Any]) -> dict[str, Any]:
     """client_timeout, keepalive_timeout, header_timeout: durations above zero."""
     found = {}
@@ -288,7 +353,7 @@ def _health(section: dict[str, Any]) -> HealthConfig:
     """health.min_free: a size (1GiB) or a percentage of the filesystem (5%)."""
     for key in section:
         if key != "min_free":
-            raise ConfigError(f"health.{key}", "unknown setting")
+            raise unknown(f"health.{key}", ["min_free"])
     raw = section.get("min_free", HealthConfig.min_free_bytes)
     if isinstance(raw, str) and raw.strip().endswith("%"):
         percent = _convert("health.min_free", raw.strip()[:-1], float)
@@ -363,7 +428,7 @@ def _login(section: dict[str, Any]) -> dict[str, Any]:
     protection; lifetime of the tokens `npm login` gets)."""
     for key in section:
         if key not in ("max_failures", "window", "lockout", "token_ttl"):
-            raise ConfigError(f"login.{key}", "unknown setting")
+            raise unknown(f"login.{key}", ("max_failures", "window", "lockout", "token_ttl"))
     ttl = _convert("login.token_ttl", section.get("token_ttl", "30d"), parse_duration)
     if ttl <= 0:
         raise ConfigError("login.token_ttl", "must be positive")
@@ -377,7 +442,7 @@ def _metrics(section: dict[str, Any]) -> dict[str, Any]:
     """metrics: {anonymous: true, users: [prometheus]} (who may scrape /-/metrics)."""
     for key in section:
         if key not in ("anonymous", "users"):
-            raise ConfigError(f"metrics.{key}", "unknown setting")
+            raise unknown(f"metrics.{key}", ("anonymous", "users"))
     users = section.get("users") or []
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
         raise ConfigError("metrics.users", "must be a list of user names")
@@ -396,9 +461,7 @@ def _existing_file(key: str, value: Any) -> str | None:
 def _forward(section: dict[str, Any]) -> ForwardProxyConfig:
     listen = section.get("listen")
     if listen is not None:
-        host, sep, port = str(listen).rpartition(":")
-        if not sep or not port.isdigit():
-            raise ConfigError("forward_proxy.listen", f"expected HOST:PORT, got {listen!r}")
+        _check_listen("forward_proxy.listen", str(listen))
     unknown = section.get("unknown_hosts", "tunnel")
     if unknown not in ("tunnel", "refuse"):
         raise ConfigError("forward_proxy.unknown_hosts", "must be tunnel or refuse")
@@ -482,7 +545,7 @@ def _validate_repo(name: str, raw: Any, resolve_upstreams: bool = True) -> RepoC
         raise ConfigError(prefix, "must be a mapping")
     for key in raw:
         if key not in _REPO_KEYS:
-            raise ConfigError(f"{prefix}.{key}", "unknown setting")
+            raise unknown(f"{prefix}.{key}", _REPO_KEYS)
     fmt = raw.get("format")
     if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ConfigError(f"{prefix}.format", f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}")

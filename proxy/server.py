@@ -39,8 +39,9 @@ def run_worker(config: Config, sock: socket.socket) -> None:
     app = build_app(config)
 
     async def main() -> None:
+        from .access_log import BufferedAccessLogger
         runner = web.AppRunner(app, access_log=logging.getLogger("depot.access") if config.access_log else None,
-                               access_log_format='%a "%r" %s %b %Tfs "%{X-Cache}o"',
+                               access_log_class=BufferedAccessLogger,   # buffered, written by a thread
                                handler_cancellation=False, keepalive_timeout=config.keepalive_timeout)
         await runner.setup()
         assert runner.server is not None
@@ -55,6 +56,8 @@ def run_worker(config: Config, sock: socket.socket) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await runner.cleanup()
+        from .access_log import flush
+        flush()
 
     asyncio.run(main())
 

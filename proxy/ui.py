@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from depot.cache import metrics, stats
+from depot.cache.metrics import VIA_PREFIX
 from depot.cache.services import Services
 from depot.registry.repo import RepoConfig
 
@@ -33,6 +34,7 @@ from .admin_api import policy_json
 from .cleanup import last_runs
 from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
+from . import ui_browse
 from .ui_templates.snippets import snippet
 
 POLL_SECONDS = 2
@@ -92,7 +94,12 @@ async def repository_rows(services: Services, may_read: ReadCheck) -> list[dict[
         stat = (proxy_stats if repo.is_proxy else hosted).get(repo.name, {"entries": 0, "bytes": 0})
         if repo.is_group:
             stat = {"entries": None, "bytes": None}
-        ratio = hit_ratio(counts.get(repo.name, {})) if repo.is_proxy else None
+        ratio = None
+        if repo.is_proxy:
+            ratio = hit_ratio(counts.get(repo.name, {}))
+        elif repo.is_group:     # what its members served through it
+            ratio = hit_ratio({k[len(VIA_PREFIX):]: v for k, v in counts.get(repo.name, {}).items()
+                               if k.startswith(VIA_PREFIX)})
         out.append({"repo": repo, **stat, "hit_ratio": ratio})
     return out
 
@@ -105,13 +112,16 @@ def live_counts(repos: dict[str, RepoConfig]) -> dict[str, Any]:
         multiprocess.MultiProcessCollector(registry)
     out: dict[str, Any] = {name: {"format": r.format, "type": r.type, "results": {}, "bytes": {}}
                            for name, r in repos.items()}
-    wanted = {"depot_requests_total": ("results", "result"), "depot_bytes_served_total": ("bytes", "source")}
+    wanted = {"depot_requests_total": ("results", "result"), "depot_bytes_served_total": ("bytes", "source"),
+              "depot_group_requests_total": ("results", "result")}
     for family in registry.collect():
         for sample in family.samples:
             target = wanted.get(sample.name)
             repo = out.get(sample.labels.get("repository", ""))
             if target is None or repo is None:
                 continue
+            if (sample.name == "depot_group_requests_total") != (repos[sample.labels["repository"]].is_group):
+                continue        # a group's results are what it served; nothing is counted at it otherwise
             key, label = target
             bucket = repo[key]
             bucket[sample.labels[label]] = bucket.get(sample.labels[label], 0) + int(sample.value)
@@ -134,6 +144,7 @@ async def list_paths(services: Services, repo: RepoConfig, prefix: str) -> Listi
     else:
         items = [{"path": f.path, "size": f.size, "digest": f.digest, "time": f.created,
                   "version": f.meta.get("version", "")} for f in await services.catalog.list(repo.name, prefix)]
+    items = ui_browse.visible(repo, items)
     listing = Listing(truncated=len(items) > LIST_LIMIT)
     for item in items[:LIST_LIMIT]:
         rest = item["path"][len(prefix):]
@@ -249,6 +260,8 @@ async def repository_page(request: web.Request) -> web.Response:
     body = f"<h1>{e(repo.name)}</h1>{summary}{_snippets_html(repo, base)}"
     if repo.is_group:
         body += _members_html(repo)
+    elif repo.format == "oci" and repo.is_hosted:
+        body += ui_browse.oci_html(repo, await ui_browse.oci_images(services, repo), base)
     else:
         body += _retention_html(repo, last_runs(services.settings.data_dir).get(repo.name))
         body += _listing_html(repo, prefix, await list_paths(services, repo, prefix), base)
@@ -280,5 +293,7 @@ def setup(app: web.Application) -> None:
     observe.install(app)
     app.router.add_get("/-/ui", to_index)
     app.router.add_get("/-/ui/", index)
+    from . import ui_signin
+    ui_signin.setup(app)
     app.router.add_get("/-/ui/repositories/{name}", repository_page)
     app.router.add_get("/-/api/stats", stats_api)

@@ -37,7 +37,7 @@ CHUNK = 256 * 1024
 KIND_FORMAT = {"requirements": "pypi", "npm": "npm", "go": "go", "images": "oci"}
 
 
-def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: argparse._SubParsersAction, common: Callable[..., None]) -> None:
     """Add the `warm` subcommand."""
     warm = sub.add_parser("warm", help="prefetch what a lockfile or list names into a proxy repository")
     warm.add_argument("repo", help="repository to fill (a proxy, or a group with proxy members)")
@@ -48,7 +48,13 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     warm.add_argument("--user", help="authenticate as this user (HTTP Basic; proxies are usually readable anonymously)")
     warm.add_argument("--password-env", metavar="VAR",
                       help="environment variable holding --user's password or API token")
-    common(warm)
+    which = warm.add_mutually_exclusive_group()
+    which.add_argument("--platform", metavar="OS-CPU[-LIBC]",
+                       help="npm lockfiles: the optional binaries of this platform, e.g. linux-x64-glibc, "
+                            "darwin-arm64 (default: this machine's)")
+    which.add_argument("--all-platforms", action="store_true",
+                       help="npm lockfiles: the optional binaries of every platform (build farms)")
+    common(warm, data=False)
 
 
 @dataclass
@@ -69,9 +75,12 @@ def cmd_warm(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("depot: warm: --jobs must be at least 1", file=sys.stderr)
         return 2
+    from depot.registry import npm_platform
     try:
         auth = _auth(args.user, args.password_env)
-    except plans.PlanError as exc:
+        platform = None if args.all_platforms else (
+            npm_platform.parse(args.platform) if args.platform else npm_platform.machine())
+    except (plans.PlanError, ValueError) as exc:
         print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
     path = Path(args.file)
@@ -82,7 +91,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return 2
     import asyncio
     try:
-        return asyncio.run(_warm(base, args.repo, path, text, args.jobs, auth, args.insecure))
+        return asyncio.run(_warm(base, args.repo, path, text, args.jobs, auth, args.insecure, platform))
     except plans.PlanError as exc:
         print(f"depot: warm: {exc}", file=sys.stderr)
         return 2
@@ -113,7 +122,7 @@ def _listen_url(listen: str, https: bool = False) -> str:
 
 
 async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: Any = None,
-                insecure: bool = False) -> int:
+                insecure: bool = False, platform: Any = None) -> int:
     import aiohttp
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
     connector = aiohttp.TCPConnector(limit=jobs, ssl=False if insecure else True)
@@ -131,7 +140,7 @@ async def _warm(base: str, repo: str, path: Path, text: str, jobs: int, auth: An
                 print(f"warm: {path.name} is a {wanted} list, and this depot has no {wanted} format; skipped")
                 return 0
             raise plans.PlanError(f"{repo} is a {fmt} repository; {path.name} lists {wanted} packages")
-        initial, notes = plans.plan(kind, mount, text)
+        initial, notes = plans.plan(kind, mount, text, platform)
         return await _run_plan(session, repo, jobs, initial, notes)
 
 
@@ -167,12 +176,10 @@ async def _repo_format(session: Any, base: str, repo: str) -> str:
     for item in listing:
         if item.get("name") == repo:
             return str(item.get("format"))
-    # the listing shows only what the caller may read: a private repository answers 401
-    async with session.get(f"{base}/{quote(repo)}/") as probe:
-        if probe.status == 401:
-            raise plans.PlanError(f"{repo} at {base} is private (401 without credentials): "
-                                  "give --user and --password-env")
-    raise plans.PlanError(f"no repository named {repo!r} at {base}")
+    if session.auth is None:        # private repositories are listed only to those who may read them
+        raise plans.PlanError(f"no repository named {repo!r} readable anonymously at {base} (401 without "
+                              "credentials: give --user and --password-env if it is private)")
+    raise plans.PlanError(f"no repository named {repo!r} at {base} that {session.auth.login} may read")
 
 
 class Runner:

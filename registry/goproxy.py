@@ -86,7 +86,7 @@ class GoProxy(TreeFormat):
                        "# modules published here are private: keep them out of the public checksum database\n"
                        "export GONOSUMDB=example.com/your-org/*"),
                 ("publish a module version (a zip of module@version/…)",
-                 f"curl -u USER:TOKEN -T m.zip {url}/example.com/your-org/m/@v/v1.0.0.zip")]
+                 f"curl -u \"$REGISTRY_USER:$REGISTRY_TOKEN\" -T m.zip {url}/example.com/your-org/m/@v/v1.0.0.zip")]
 
     def classify(self, repo: RepoConfig, path: str) -> TreeRule | None:
         entry = super().classify(repo, path)

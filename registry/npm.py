@@ -277,7 +277,7 @@ class Npm(Format):
                 stored = await ctx.services.pull.read(cached)
             body = await asyncio.to_thread(pk.render_proxied, stored, base, abbreviated)
             self._rendered[key] = body
-        ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
+        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
         token = hashlib.sha256(f"{digest}|{hidden_token}|{base}|{abbreviated}".encode()).hexdigest()
         return pk.Source(body, token, cached.status)
 
@@ -312,7 +312,7 @@ class Npm(Format):
                 if repo.is_hosted:
                     found = await member.services.catalog.get(repo.name, f"{name}/-/{filename}")
                     if found is not None:
-                        member.services.metrics.hosted(repo)
+                        member.services.pull.count(member.request, repo, "hosted")
                         member.services.admin.downloaded(repo.name, found.path)
                         return respond_blob(member.request, found.digest, found.size, TARBALL_TYPE,
                                             {"X-Cache": "HIT"}, blobs=member.services.blobs,

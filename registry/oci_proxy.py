@@ -278,7 +278,7 @@ class OciProxy:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} sent a bad tag list: {exc}") from None
         hidden = ctx.pull.hidden(VersionInfo(image, tag, None) for tag in tags)
         tags = [tag for tag in tags if (image, tag) not in hidden]
-        ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
+        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
         body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"),
                                   ctx.request.query.get("last"))
         return web.json_response(body, headers={**headers, "X-Cache": cached.status})
@@ -329,7 +329,7 @@ class OciProxy:
             body = await ctx.services.pull.read(cached)
         except UpstreamFailed as exc:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
-        ctx.services.pull.metrics(ctx.repo).result(cached.status.lower())
+        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
         return body
 
 

@@ -118,7 +118,7 @@ class PyPI(Format):
         """The project list of a repository (a group lists the union of its members)."""
         variant = _variant(ctx)
         names: set[str] = set()
-        statuses: list[str] = []
+        statuses: list[tuple[RepoConfig, str]] = []
         digests: list[str] = []
         for repo in _read_repos(ctx):
             if repo.is_hosted:
@@ -131,7 +131,7 @@ class PyPI(Format):
                 if not ctx.repo.is_group:
                     raise
                 continue
-            statuses.append(cached.status)
+            statuses.append((repo, cached.status))
             digests.append(cached.entry.digest if cached.entry else "hosted")
             names.update(ix.load_names(body))
         key = None if "hosted" in digests else "index:" + "+".join(digests)
@@ -166,13 +166,14 @@ class PyPI(Format):
             found = self._rendered[(key, variant)] = (body, hashlib.sha256(body).hexdigest())
         return self._answer(ctx, found[0], variant, statuses, found[1])
 
-    async def _collect(self, ctx: Ctx, project: str) -> tuple[list[ix.ProjectPage], list[str], str | None]:
+    async def _collect(self, ctx: Ctx, project: str
+                       ) -> tuple[list[ix.ProjectPage], list[tuple[RepoConfig, str]], str | None]:
         """Pages of every readable member, their X-Cache statuses, and a render-cache key.
 
         The key is None when a hosted member contributes (hosted pages change without a digest).
         """
         pages: list[ix.ProjectPage] = []
-        statuses: list[str] = []
+        statuses: list[tuple[RepoConfig, str]] = []
         digests: list[str | None] = []
         failure: UpstreamFailed | None = None
         for repo in _read_repos(ctx):
@@ -183,7 +184,7 @@ class PyPI(Format):
                 else:
                     cached, page = await self._proxy_page(ctx, repo, project)
                     page, hidden = policy_page(ctx.for_repo(repo), page)
-                    statuses.append(cached.status)
+                    statuses.append((repo, cached.status))
                     digests.append(cached.entry.digest + hidden if cached.entry else None)
             except NotFound:
                 continue
@@ -199,13 +200,14 @@ class PyPI(Format):
         key = None if None in digests else "+".join(d for d in digests if d)
         return pages, statuses, key
 
-    def _answer(self, ctx: Ctx, body: bytes, variant: str, statuses: list[str],
+    def _answer(self, ctx: Ctx, body: bytes, variant: str, statuses: list[tuple[RepoConfig, str]],
                 etag: str | None = None) -> web.StreamResponse:
         headers = {"Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
         if ctx.repo.is_proxy or ctx.repo.is_group:
-            status = next((s for s in _STATUS_ORDER if s in statuses), "HIT")
+            status = next((s for s in _STATUS_ORDER if s in {found for _, found in statuses}), "HIT")
             headers["X-Cache"] = status
-            ctx.services.metrics.repo(ctx.repo).result(status.lower())
+            for member, found in statuses:      # counted at the members that answered (a group: also served)
+                ctx.services.pull.count(ctx.request, member, found.lower())
         return respond_bytes(ctx.request, body, ix.content_type(variant), headers, digest=etag)
 
     # ------------------------------------------------------------ files
@@ -269,7 +271,7 @@ class PyPI(Format):
             if stored is None:
                 return None
         headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
-        ctx.services.metrics.hosted(repo)
+        ctx.services.pull.count(ctx.request, repo, "hosted")
         ctx.services.admin.downloaded(repo.name, stored.path)
         return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
                             blobs=ctx.services.blobs, memory=ctx.services.memory)
@@ -328,6 +330,10 @@ class PyPI(Format):
             # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
             raise FormatError(400, f"File already exists: {upload.filename} was uploaded to {repo.name} "
                                    "before with other content; file names cannot be reused")
+        current = await catalog.get(repo.name, path)
+        if current is not None and current.digest == digest:
+            # as on PyPI: uploading the very same file again succeeds (retries, `uv publish` twice)
+            return web.Response(text=f"OK: {upload.filename} (identical file already stored)\n")
         writes = [Write(path, digest, size, ctype, meta, expect=ANY if overwrite else None, once=True)]
         if metadata is not None:   # its own row, so that blob GC sees the reference
             writes.append(Write(path + ".metadata", meta["metadata_sha256"], len(metadata),

@@ -47,9 +47,12 @@ def detect(filename: str, text: str, repo_format: str) -> str:
     return {"pypi": "requirements", "npm": "npm", "go": "go", "oci": "images"}.get(repo_format, "paths")
 
 
-def plan(kind: str, mount: str, text: str) -> tuple[list[Job], list[str]]:
-    """The first jobs for a file of `kind`, and notes about lines that were skipped."""
-    planner = {"requirements": plan_requirements, "npm": plan_npm, "go": plan_go,
+def plan(kind: str, mount: str, text: str, platform: Any = None) -> tuple[list[Job], list[str]]:
+    """The first jobs for a file of `kind`, and notes about lines that were skipped. `platform`
+    (registry.npm_platform.Platform, None: every platform) selects npm's optional binaries."""
+    if kind == "npm":
+        return plan_npm(mount, text, platform)
+    planner = {"requirements": plan_requirements, "go": plan_go,
                "images": plan_images, "paths": plan_paths}[kind]
     return planner(mount, text)
 
@@ -163,12 +166,18 @@ def pypi_files(version: str, body: bytes, page_url: str) -> list[Job]:
 
 # ------------------------------------------------------------------------------- npm
 
-def npm_lock_entries(lock: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:
-    """(name, version, resolved) of every registry package a v1/v2/v3 lockfile installs."""
+def npm_lock_entries(lock: dict[str, Any], platform: Any = None,
+                     skipped: list[str] | None = None) -> Iterator[tuple[str, str, str | None]]:
+    """(name, version, resolved) of every registry package a v1/v2/v3 lockfile installs; with a
+    `platform`, packages whose os/cpu/libc exclude it are left out (named in `skipped`)."""
     packages = lock.get("packages")
     if isinstance(packages, dict):
         for key, entry in packages.items():
             if not key or not isinstance(entry, dict) or entry.get("link") or entry.get("inBundle"):
+                continue
+            if platform is not None and not platform.accepts(entry):
+                if skipped is not None:
+                    skipped.append(key.rsplit("node_modules/", 1)[-1])
                 continue
             name = entry.get("name") or key.rsplit("node_modules/", 1)[-1]
             if entry.get("version"):
@@ -189,15 +198,22 @@ def _registry_tarball(resolved: str | None) -> str | None:
     return resolved.rsplit("/-/", 1)[1].split("?")[0].split("#")[0]
 
 
-def plan_npm(mount: str, text: str) -> tuple[list[Job], list[str]]:
-    """The packument of every package (as npm asks for it) and every tarball."""
+def plan_npm(mount: str, text: str, platform: Any = None) -> tuple[list[Job], list[str]]:
+    """The packument of every package (as npm asks for it) and every tarball; with a `platform`,
+    only the optional binaries npm would install there."""
     try:
         lock = json.loads(text)
     except ValueError as exc:
         raise PlanError(f"not a JSON lockfile: {exc}") from None
     versions: dict[str, set[str]] = {}
     jobs, notes = [], []
-    for name, version, resolved in npm_lock_entries(lock):
+    skipped: list[str] = []
+    entries = list(npm_lock_entries(lock, platform, skipped))
+    if skipped:
+        notes.append(f"{len(skipped)} packages for other platforms than {platform} skipped "
+                     f"(--all-platforms to include them): {', '.join(sorted(skipped)[:5])}"
+                     + (", …" if len(skipped) > 5 else ""))
+    for name, version, resolved in entries:
         if resolved and not resolved.startswith(("http://", "https://")):
             notes.append(f"not from a registry, skipped: {name} ({resolved})")
             continue

@@ -26,7 +26,7 @@ def test_init_writes_a_config_that_checks(tmp_path):
     assert "max_size" in target.read_text() and "#" in target.read_text()
     checked = run("check-config", str(target))
     assert checked.returncode == 0, checked.stderr
-    assert run("init", str(target)).returncode == 1          # never overwrites
+    assert run("init", str(target)).returncode == 2          # never overwrites
 
 
 def test_check_config_names_the_offending_key(tmp_path):

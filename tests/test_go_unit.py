@@ -99,4 +99,4 @@ def test_snippets_name_the_repository() -> None:
     proxy = GoProxy.snippets(RepoConfig("go-remote", "go", "proxy", upstream="https://x"), "http://h/go-remote", "h", True)
     assert proxy == [("go", "export GOPROXY=http://h/go-remote")]
     group = GoProxy.snippets(RepoConfig("go", "go", "group"), "http://h/go", "h", True)
-    assert "GONOSUMDB" in group[0][1] and "curl -u USER:TOKEN -T m.zip http://h/go/" in group[1][1]
+    assert "GONOSUMDB" in group[0][1] and "curl -u \"$REGISTRY_USER:$REGISTRY_TOKEN\" -T m.zip http://h/go/" in group[1][1]

@@ -220,7 +220,7 @@ def test_pull_through_single_flight_and_stale(depot, upstream_registry, layout, 
     layer = json.loads(big.read(big_desc["digest"]))["layers"][0]["digest"]
 
     results = get_many(f"{depot.url}/v2/hub/test/big/blobs/{layer}", 20)
-    assert all(r.status == 200 and r.complete for r in results)
+    assert all(r.status == 200 and r.complete for r in results), [(r.status, r.complete, len(r.body), r.body[:200] if r.status != 200 else b"") for r in results]
     assert {sha256(r.body) for r in results} == {layer.split(":")[1]}
     skopeo("copy", "--src-tls-verify=false", f"docker://{host(depot)}/hub/test/big:v1", f"oci:{tmp_path}/o1:v1")
     skopeo("copy", "--src-tls-verify=false", f"docker://{host(depot)}/hub/test/big:v1", f"oci:{tmp_path}/o2:v1")

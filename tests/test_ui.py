@@ -282,10 +282,13 @@ def test_repository_pages_browse_and_show_snippets(chromium, ui_depot, tmp_path)
     assert f"{base}/files-remote/dist/app-1.1.tgz" in got["files-remote"]["links"]
     assert got["files-local"]["cells"] == ["tool.bin"]
     assert f"{base}/files-local/tools/2.0/tool.bin" in got["files-local"]["links"]
-    assert any("curl -fT file.tgz" in s and f"{base}/files-local/" in s for s in got["files-local"]["snippets"])
-    pip_conf = got["pypi-local"]["snippets"][0]
-    assert f"index-url = {base}/pypi-local/simple/" in pip_conf and "trusted-host = 127.0.0.1" in pip_conf
+    creds = "$REGISTRY_USER:$REGISTRY_TOKEN"
+    assert any(f'curl -f -u "{creds}" -T file.tgz' in s and f"{base}/files-local/" in s
+               for s in got["files-local"]["snippets"])
+    # a private hosted repository: publishing and installs with credentials, no anonymous pip.conf
     assert any(f"twine upload --repository-url {base}/pypi-local/" in s for s in got["pypi-local"]["snippets"])
+    assert any(f'--index-url "http://{creds}@{base[7:]}/pypi-local/simple/"' in s for s in got["pypi-local"]["snippets"])
+    assert not any("index-url = " in s for s in got["pypi-local"]["snippets"])
     assert got["npm-remote"]["snippets"][0] == f"registry={base}/npm-remote/\n"
     assert not any("npm publish" in s for s in got["npm-remote"]["snippets"])   # a proxy takes no publish
     assert got["files"]["links"] == [f"{base}/-/ui/repositories/files-local", f"{base}/-/ui/repositories/files-remote"]
@@ -295,7 +298,7 @@ def test_snippet_follows_the_public_url_of_a_trusted_proxy(ui_depot) -> None:
     page = get(f"{ui_depot.url}/-/ui/repositories/pypi-local",
                headers={"X-Forwarded-Host": "depot.example.test", "X-Forwarded-Proto": "https"})
     text = page.body.decode()
-    assert page.status == 200 and "index-url = https://depot.example.test/pypi-local/simple/" in text
+    assert page.status == 200 and "https://$REGISTRY_USER:$REGISTRY_TOKEN@depot.example.test/pypi-local/simple/" in text
     assert "trusted-host" not in text
 
 

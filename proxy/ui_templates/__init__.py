@@ -34,7 +34,7 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <header><a class="brand" href="{root}">depot</a><a href="{root}">repositories</a>
-<a href="{metrics}">metrics</a></header>
+<a href="{metrics}">metrics</a><a href="{root}login">sign in</a></header>
 <main>
 {body}
 </main>
