@@ -62,11 +62,17 @@ def render(repos: dict[str, RepoConfig], base: str = DEFAULT_BASE) -> str:
         by_format.setdefault(repo.format, []).append(repo)
     order = list(TITLES)
     for fmt, members in sorted(by_format.items(), key=lambda item: (order + [item[0]]).index(item[0])):
+        if fmt not in TITLES:       # every other format has its own README section (below)
+            continue
         lines += [f"### {TITLES.get(fmt, fmt)}", ""]
         for repo in _shown(members):
             lines += [_describe(repo, repos), ""]
             for title, text in snippet(repo, base):
                 lines += [f"*{title}*", "", f"```{_language(title)}", text.rstrip("\n"), "```", ""]
+    others = sorted(f for f in by_format if f not in TITLES)
+    if others:
+        lines += [f"The other formats ({', '.join(others)}) have a section each further down, and the web UI",
+                  "shows the same snippets for every repository.", ""]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
