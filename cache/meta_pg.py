@@ -99,7 +99,8 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
 SCHEMA_VERSION = 1
 PING_TIMEOUT = 3.0
-JUST_WRITTEN = 5.0      # seconds an entry this process wrote may be ahead of the database
+JUST_WRITTEN = 0.5      # seconds an entry this process wrote may be ahead of the database (kept short:
+#                         another node may evict it, and then this copy names a deleted object)
 
 
 class Row(tuple):
@@ -235,6 +236,15 @@ class PgEntryIndex(EntryIndex):
         self.db = db  # type: ignore[assignment]
         self.memory = LRUCache(maxsize=memory_entries)
         self.accessed = {}
+        self._purge_seen = 0
+
+    def _purge_stamp(self) -> int:
+        """No purge mark: get() reads the shared database every time (another node's purge shows)."""
+        return 0
+
+    def purged(self) -> None:
+        """Entries were removed out of band: forget what this process holds."""
+        self.memory.clear()
 
     async def get(self, repo: str, key: str) -> Entry | None:
         """The entry as the database has it: a row gone means another node evicted or deleted

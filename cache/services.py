@@ -111,6 +111,10 @@ class Services:
             metrics.EVICTIONS.labels(repo, self._format_of(repo)).inc(count)
         if result.bytes_freed:
             metrics.EVICTED_BYTES.inc(result.bytes_freed)
+        if result.by_repo:
+            # evicted rows may still be held in this process's memory (and, with object storage,
+            # their blobs are gone): forget them all rather than answer from a stale copy
+            self.entries.memory.clear()
 
     async def start(self) -> None:
         self._background = asyncio.get_running_loop().create_task(self._housekeeping())

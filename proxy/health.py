@@ -46,20 +46,20 @@ async def healthz(request: web.Request) -> web.Response:
         problem = f"store not writable: {exc.strerror}"
     if problem is not None:
         return web.Response(status=503, text=f"degraded: {problem}\n", headers={"Cache-Control": "no-store"})
-    shared = await shared_store_problems(request)
-    if shared:
+    healthy, shared = await shared_stores(request)
+    if not healthy:
         return web.Response(status=503, text="unhealthy\n" + shared, headers={"Cache-Control": "no-store"})
-    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+    return web.Response(text="ok\n" + shared, headers={"Cache-Control": "no-store"})
 
 
-async def shared_store_problems(request: web.Request) -> str:
-    """With several nodes: whether the shared database and bucket answer (each bounded in time);
-    '' when they do, or when this node runs on the embedded local store."""
+async def shared_stores(request: web.Request) -> tuple[bool, str]:
+    """With several nodes: whether the shared database and bucket answer (each bounded in time),
+    and a line per component; (True, '') on the embedded local store."""
     from .app import SERVICES
     services = request.app.get(SERVICES)
     storage = getattr(services, "storage", None)
     if storage is None or (storage.kind == "local" and storage.db is storage.local_db):
-        return ""
+        return True, ""
 
     async def check(component: str) -> str:
         try:
@@ -68,9 +68,8 @@ async def shared_store_problems(request: web.Request) -> str:
             return "timed out"
     names = ("database", "storage")
     verdicts = dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
-    if all(v == "ok" for v in verdicts.values()):
-        return ""
-    return "".join(f"{name}: {verdict}\n" for name, verdict in verdicts.items())
+    lines = "".join(f"{name}: {verdict}\n" for name, verdict in verdicts.items())
+    return all(v == "ok" for v in verdicts.values()), lines
 
 
 @web.middleware

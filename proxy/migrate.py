@@ -21,7 +21,8 @@ TABLES = {
     "entries": ("repo", "key", "digest", "size", "content_type", "headers", "etag", "last_modified", "kind",
                 "fetched_at", "expires_at", "last_access"),
     "files": ("repo", "path", "digest", "size", "content_type", "meta", "created"),
-    "tombstones": ("repo", "path", "digest", "deleted"),
+    "published": ("repo", "path", "sha256", "created"),
+    "pins": ("repo", "key", "sha256"),
     "counters": ("repo", "name", "value"),
 }
 
