@@ -13,12 +13,16 @@ from typing import Any, Awaitable, Callable
 from .units import parse_duration
 
 
+POSITIONAL_HELP = {"repository": "repository name", "name": "package name", "version": "version",
+                   "image": "image name (e.g. team/app)"}
+
+
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Callable[..., int]]:
     """Add the subcommands; returns {command: handler} for the CLI's table."""
     def leaf(parent: Any, name: str, help_text: str, *positional: str) -> argparse.ArgumentParser:
         parser = parent.add_parser(name, help=help_text)
         for arg in positional:
-            parser.add_argument(arg)
+            parser.add_argument(arg, help=POSITIONAL_HELP.get(arg, arg))
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
         common(parser)
         return parser
@@ -26,27 +30,27 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> dic
     packages = sub.add_parser("packages", help="list, show and delete hosted packages").add_subparsers(
         dest="admin_command", required=True)
     listing = leaf(packages, "list", "packages across repositories")
-    listing.add_argument("--repository")
-    listing.add_argument("--format")
-    listing.add_argument("-q", "--query")
-    listing.add_argument("--sort", default="name")
+    listing.add_argument("--repository", help="only this repository")
+    listing.add_argument("--format", help="only this format (npm, pypi, …)")
+    listing.add_argument("-q", "--query", help="only names containing this")
+    listing.add_argument("--sort", default="name", help="name, created, size or downloads (-x: descending)")
     leaf(packages, "show", "a package's versions, or one version's files", "repository", "name").add_argument(
-        "version", nargs="?")
+        "version", nargs="?", help="one version (its files)")
     delete = leaf(packages, "delete", "delete a version (or one file with --file)", "repository", "name", "version")
-    delete.add_argument("--file")
+    delete.add_argument("--file", help="only this file of the version")
     images = sub.add_parser("images", help="container image tags").add_subparsers(dest="admin_command", required=True)
     leaf(images, "tags", "an image's tags", "repository", "image")
     untag = leaf(images, "delete", "delete the tags matching a regex", "repository", "image")
-    untag.add_argument("--regex", required=True)
-    untag.add_argument("--dry-run", action="store_true")
+    untag.add_argument("--regex", required=True, help="tags matching this regular expression")
+    untag.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     cache = sub.add_parser("cache", help="proxy caches").add_subparsers(dest="admin_command", required=True)
     purge = leaf(cache, "purge", "remove cached entries of a proxy repository", "repository")
     purge.add_argument("--older-than", help="only entries unused for this long (e.g. 90d)")
     purge.add_argument("-q", "--query", default="", help="only keys containing this")
-    purge.add_argument("--dry-run", action="store_true")
+    purge.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     clean = leaf(sub, "cleanup", "run the repositories' cleanup policies (progress on stderr)")
-    clean.add_argument("--repository")
-    clean.add_argument("--dry-run", action="store_true")
+    clean.add_argument("--repository", help="only this repository's policy")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     return {"packages": cmd_admin, "images": cmd_admin, "cache": cmd_admin, "cleanup": cmd_admin}
 
 

@@ -17,7 +17,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> dic
         parser = sub.add_parser(fmt, help=f"{fmt} repository tools")
         fmt_sub = parser.add_subparsers(dest=f"{fmt}_command", required=True)
         export = fmt_sub.add_parser("export-key", help="print the repository's public signing key")
-        export.add_argument("repo")
+        export.add_argument("repo", help="hosted or group repository of that format")
         common(export)
     return {fmt: cmd_export_key for fmt in SIGNING_FORMATS}
 

@@ -117,7 +117,7 @@ def make_tokens(depot: DepotProcess) -> Tokens:
     revoke_id = to_revoke[0].split()[1]                        # "token <id> for writer: ..."
     assert revoke_id in cli(depot, "token", "list")
     cli(depot, "token", "revoke", revoke_id)
-    states = {line.split()[0]: line.split()[-1] for line in cli(depot, "token", "list").splitlines()[1:]}
+    states = {line.split()[0]: _state(line) for line in cli(depot, "token", "list").splitlines()[1:]}
     assert states[revoke_id] == "revoked" and list(states.values()).count("active") >= 2, states
     return Tokens(write[-1], read[-1], to_revoke[-1], expired[-1])
 
@@ -317,6 +317,11 @@ def assert_refused(outcome: Outcome, pattern: re.Pattern[str], what: str) -> Non
 
 
 # ---------------------------------------------------------------------------- the matrix
+
+def _state(line: str) -> str:
+    """The state column of a `depot token list` line (the description follows it)."""
+    return next(word for word in line.split() if word in ("active", "revoked", "expired"))
+
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_write_token_publishes(fmt: str, env: Env, published: dict[str, Outcome]) -> None:
