@@ -89,12 +89,16 @@ class DepotProcess:
         raise RuntimeError(f"depot did not become ready:\n{self.log()}")
 
     def _all_workers_listening(self) -> bool:
-        return self.log().count("listening pid=") >= self._starts() * self.workers
+        return self.log(settle=0).count("listening pid=") >= self._starts() * self.workers
 
     def _starts(self) -> int:
         return getattr(self, "_start_count", 0) + 1
 
-    def log(self) -> str:
+    def log(self, settle: float = 0.12) -> str:
+        """The depot's log so far; `settle` lets the buffered access log (written by a thread,
+        at most 50 ms late) catch up with the requests a test just made."""
+        if settle:
+            time.sleep(settle)
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
