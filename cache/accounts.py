@@ -207,6 +207,18 @@ class UserStore:
         if not self.db.run_sync(work):
             raise UserError(f"no user {name!r}")
 
+    def any_admin(self) -> bool:
+        """Whether some admin user exists."""
+        return bool(self.db.run_sync(lambda conn: conn.execute(
+            "SELECT 1 FROM users WHERE admin = 1 LIMIT 1").fetchone() is not None))
+
+    def user_rows(self, locked_for: Any) -> list[tuple[str, bool, float, float]]:
+        """(name, admin, created, seconds still locked) of every user, by name."""
+        def work(conn: sqlite3.Connection) -> list[tuple[str, bool, float, float]]:
+            return [(r[0], bool(r[1]), r[2], locked_for(conn, r[0]))
+                    for r in conn.execute("SELECT name, admin, created FROM users ORDER BY name")]
+        return self.db.run_sync(work)
+
     def user_exists(self, name: str) -> bool:
         return bool(self.db.run_sync(lambda conn: conn.execute(
             "SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()))

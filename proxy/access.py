@@ -202,8 +202,7 @@ def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> str:
     "created", "exists" (some admin user exists), "absent" (none, and no password given) or
     "refused: <reason>"."""
     password = os.environ.get("DEPOT_ADMIN_PASSWORD")
-    has_admin = auth.users.db.run_sync(lambda conn: conn.execute(
-        "SELECT 1 FROM users WHERE admin = 1 LIMIT 1").fetchone() is not None)
+    has_admin = auth.users.any_admin()
     if not password or auth.users.user_exists("admin"):
         return "exists" if has_admin else "absent"
     try:

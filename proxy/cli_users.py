@@ -115,9 +115,7 @@ def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
 def _list_users(users: Any) -> None:
     from depot.cache import lockout
     now = time.time()
-    rows = users.db.run_sync(lambda conn: [
-        (r[0], bool(r[1]), r[2], lockout.locked_for(conn, r[0], now)) for r in
-        conn.execute("SELECT name, admin, created FROM users ORDER BY name")])
+    rows = users.user_rows(lambda conn, name: lockout.locked_for(conn, name, now))
     active: dict[str, int] = {}
     for token in users.list_tokens():
         if token.user and token.usable(now):

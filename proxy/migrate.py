@@ -15,17 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+from depot.cache.migration import copy_rows
+
 log = logging.getLogger("depot.migrate")
-
-TABLES = {
-    "entries": ("repo", "key", "digest", "size", "content_type", "headers", "etag", "last_modified", "kind",
-                "fetched_at", "expires_at", "last_access"),
-    "files": ("repo", "path", "digest", "size", "content_type", "meta", "created"),
-    "published": ("repo", "path", "sha256", "created"),
-    "pins": ("repo", "key", "sha256"),
-    "counters": ("repo", "name", "value"),
-}
-
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = sub.add_parser("migrate", help="move a single-node store into the configured S3 + PostgreSQL")
@@ -50,44 +42,6 @@ async def copy_blobs(source: Any, target: Any) -> tuple[int, int]:
         await target.put_stream(_file_chunks(source.path(digest)), expect_sha256=digest)
         copied += 1
     return copied, present
-
-
-def copy_rows(source_db: Any, target_db: Any) -> dict[str, int]:
-    """The metadata rows, in one transaction on the target; rows already there are kept."""
-    rows = {table: source_db.run_sync(lambda conn, t=table, c=cols: [tuple(r) for r in conn.execute(
-        f"SELECT {', '.join(c)} FROM {t}").fetchall()]) for table, cols in TABLES.items()}
-
-    def work(conn: Any) -> dict[str, int]:
-        counts = {}
-        with _transaction(conn):
-            for table, cols in TABLES.items():
-                sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-                       " ON CONFLICT DO NOTHING")
-                if rows[table]:
-                    conn.executemany(sql, rows[table])
-                counts[table] = len(rows[table])
-        return counts
-    return target_db.run_sync(work)
-
-
-class _transaction:
-    """PostgreSQL's transaction block, or BEGIN/COMMIT on SQLite."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.block = conn.transaction() if hasattr(conn, "transaction") else None
-
-    def __enter__(self) -> None:
-        if self.block is not None:
-            self.block.__enter__()
-        else:
-            self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.block is not None:
-            self.block.__exit__(*exc)
-        else:
-            self.conn.execute("ROLLBACK" if exc[0] else "COMMIT")
 
 
 def cmd_migrate(args: argparse.Namespace, load: Callable[..., Any]) -> int:
