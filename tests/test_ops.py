@@ -327,7 +327,10 @@ def test_warm_package_lock_then_npm_ci_sees_only_hits(depot_factory: Any, upstre
     upstream.reset()
     out = warm(depot, "npm-remote", project / "package-lock.json", "--jobs", "4")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "6 fetched, 0 already cached, 0 failed" in out.stdout          # 3 packuments + 3 tarballs
+    # 3 packuments + 3 tarballs, every one warmed; with --jobs 4 a job may find its file filled a
+    # moment before by another job's request (counted as cached), so the split is not fixed
+    counts = re.search(r"(\d+) fetched, (\d+) already cached, 0 failed", out.stdout)
+    assert counts and int(counts[1]) + int(counts[2]) == 6 and int(counts[1]) >= 5, out.stdout
     before = upstream.counts()
     assert sum(v for k, v in before.items() if k.startswith("GET /tarballs/")) == 3, before
     mark = len(depot.log())
