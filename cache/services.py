@@ -81,7 +81,7 @@ class Services:
         self.policy = PolicyService(self.db, settings.policy, repos, settings.osv_severity)
         self._policy_task: asyncio.Task[Any] | None = None
         self.auth: Any = None     # set by the front door: proxy.auth.Authenticator
-        self.audit: Any = None    # proxy.users.AuditLog
+        self.audit: Any = None    # cache.accounts.AuditLog
         self._evicting: asyncio.Task[Any] | None = None
         self._background: asyncio.Task[Any] | None = None
         metrics.QUOTA.set(settings.max_size)
