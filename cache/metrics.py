@@ -101,6 +101,18 @@ class RepoMetrics:
     def upstream_status(self, status: int | str) -> None:
         UPSTREAM_REQUESTS.labels(self.repo, self.fmt, str(status)).inc()
 
+    def take_bytes(self) -> dict[str, int]:
+        """Bytes served by source since the last call, as `activity` names (bytes:cache, …),
+        read from this process's own depot_bytes_served_total children (nothing on the hit path)."""
+        seen: dict[str, float] = self.__dict__.setdefault("_bytes_seen", {})
+        out = {}
+        for source, child in (("cache", self.from_cache), ("upstream", self.from_upstream)):
+            value = child._value.get()        # this process's value (also in multiprocess mode)
+            if value > seen.get(source, 0.0):
+                out["bytes:" + source] = int(value - seen.get(source, 0.0))
+                seen[source] = value
+        return out
+
 CLEANUP_DELETED = Counter("depot_cleanup_deleted_total",
                           "Versions, tags and cached entries removed by cleanup policies", LABELS + ("policy",))
 CLEANUP_BYTES = Counter("depot_cleanup_reclaimed_bytes_total",

@@ -18,6 +18,7 @@ from .types import RepoConfig
 from depot.upstreams.auth import UpstreamAuth
 from depot.upstreams.client import UpstreamClient, UpstreamError, same_origin
 
+from . import activity
 from . import flight as fl
 from . import relay
 from .cluster import Coordinator, Lease, LocalCoordinator
@@ -131,9 +132,11 @@ class PullThrough:
         as served by that group (never twice in one repository's numbers)."""
         metrics = self.metrics(repo)
         metrics.result(result)
+        activity.RECORDER.download(repo.name, repo.format, request, result)
         group = request.get(VIA_GROUP) if request is not None else None
         if group is not None and group.name != repo.name:
             self.metrics(group).via(result)
+            activity.RECORDER.download(group.name, group.format, request, result)
         return metrics
 
     def all_metrics(self) -> list[RepoMetrics]:
@@ -333,6 +336,7 @@ class PullThrough:
                 response = await self.upstream.request("GET", spec.url, self._conditional(spec, stale), auth=auth)
             except UpstreamError as exc:
                 metrics.upstream_status("error")
+                activity.RECORDER.error(spec.repo.name, "upstream", "error", spec.key, exc.reason)
                 log.warning("upstream error repo=%s key=%s reason=%s", spec.repo.name, spec.key, exc.reason)
                 outcome = classify(None, stale is not None)
                 state = "stale" if outcome is Outcome.SERVE_STALE else "failed"
@@ -342,6 +346,9 @@ class PullThrough:
                 return
             metrics.upstream_latency.observe(time.monotonic() - started)
             metrics.upstream_status(response.status)
+            if response.status >= 500:
+                activity.RECORDER.error(spec.repo.name, "upstream", response.status, spec.key,
+                                        f"upstream answered {response.status} {response.reason or ''}".strip())
             async with response:
                 done = await self._settle(spec, flight, lock, stale, response)
         except Exception as exc:  # any failure must still settle the flight
@@ -497,6 +504,7 @@ class PullThrough:
         metrics.result("hit")
         if request.method != "HEAD":
             metrics.from_cache.inc(entry.size)
+            activity.RECORDER.download(repo.name, repo.format, request, "hit")
         return web.Response(body=body, headers=headers)
 
     async def read(self, cached: Cached) -> bytes:

@@ -1,24 +1,37 @@
 """Per-repository numbers for `depot stats`: entries and bytes, plus persisted hit/miss counts."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any, Iterable, Mapping
 
 from .types import RepoConfig
 
+from . import activity
 from .db import Database
 from .metrics import VIA_PREFIX, RepoMetrics
 
+log = logging.getLogger("depot.stats")
+
 
 async def add_counts(db: Database, all_metrics: Iterable[RepoMetrics]) -> None:
-    """Add each repository's result counts since the last flush to the counters table."""
+    """Add each repository's result counts since the last flush to the counters table, and the
+    same counts, bytes served, downloads and errors to the per-minute activity (cache.activity)."""
+    all_metrics = list(all_metrics)
     batch = [(m.repo, name, n) for m in all_metrics for name, n in m.take_unflushed().items()]
-    if not batch:
+    recent = activity.ActivityWriter(batch + [(m.repo, name, n) for m in all_metrics
+                                              for name, n in m.take_bytes().items()])
+    if not batch and recent.empty():
         return
 
     def work(conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?)"
-                         " ON CONFLICT (repo, name) DO UPDATE SET value = counters.value + excluded.value", batch)
+        if batch:
+            conn.executemany("INSERT INTO counters (repo, name, value) VALUES (?, ?, ?) ON CONFLICT (repo, name)"
+                             " DO UPDATE SET value = counters.value + excluded.value", batch)
+        try:
+            recent.write(conn)
+        except Exception:  # the UI's history must never cost the counters
+            log.exception("writing recent activity failed")
     await db.run(work)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from depot.cache import metrics
+from depot.cache import activity, metrics
 from depot.cache.stats import Database, gc_totals, record_gc_run  # noqa: F401  (record_gc_run: CLI)
 
 log = logging.getLogger("depot.observe")
@@ -77,28 +77,44 @@ RESPONSE_COUNTS = ResponseCounts()
 def response_counter(services_of: Callable[[web.Request], Any],
                      counts: ResponseCounts = RESPONSE_COUNTS) -> Any:
     """Middleware counting each repository request's status code (HTTP errors and 500s too)."""
-    def count(request: web.Request, code: int) -> None:
+    def count(request: web.Request, code: int, detail: str) -> None:
         services = services_of(request)
-        counts.add((*repository_of(request, services.repos if services is not None else {}), str(code)))
+        repo, fmt = repository_of(request, services.repos if services is not None else {})
+        counts.add((repo, fmt, str(code)))
+        if code >= 500 and repo != "-":      # the repository page lists its last 5xx answers
+            activity.RECORDER.error(repo, "answer", code, request.path, detail)
 
     @web.middleware
     async def count_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not _is_repository_request(request):
             return await handler(request)
-        code = 500
+        code, detail = 500, "internal error"
         try:
             response = await handler(request)
             code = response.status
+            if code >= 500:
+                detail = _first_line(getattr(response, "body", None))
             return response
         except web.HTTPException as exc:
-            code = exc.status
+            code, detail = exc.status, exc.text or exc.reason
             raise
         except asyncio.CancelledError:
             code = 499  # the client went away before an answer was made
             raise
+        except Exception as exc:
+            detail = f"internal error: {type(exc).__name__}"
+            raise
         finally:
-            count(request, code)
+            count(request, code, detail)
     return count_responses
+
+
+def _first_line(body: Any) -> str:
+    """A short description of an error answer from its body (JSON or text), for the UI."""
+    if not isinstance(body, (bytes, bytearray)):
+        return ""
+    text = bytes(body[:400]).decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def _rss_bytes() -> int:

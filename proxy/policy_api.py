@@ -1,12 +1,30 @@
 """GET /-/api/policy: the supply-chain policy's recent decisions (what was hidden or refused, and
-why), limited to the repositories the caller may read (the one visibility rule)."""
+why), limited to the repositories the caller may read (the one visibility rule). The UI's policy
+page (proxy/ui_policy.py) lists the same decisions through `visible_decisions`."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 
 from .visibility import readable
+
+
+async def visible_decisions(request: web.Request, wanted: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` decisions on repositories the caller may read (only `wanted`'s if given)."""
+    from .app import SERVICES
+    services = request.app[SERVICES]
+    may_read = await readable(request)
+    out = []
+    for decision in services.policy.recent:
+        repo = services.repos.get(decision.repository)
+        if repo is None or not may_read(repo) or (wanted and decision.repository != wanted):
+            continue
+        out.append(asdict(decision))
+        if len(out) >= limit:
+            break
+    return out
 
 
 async def decisions(request: web.Request) -> web.Response:
@@ -19,16 +37,7 @@ async def decisions(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= 500:
         return web.json_response({"error": "limit must be an integer from 1 to 500"}, status=400)
-    may_read = await readable(request)
-    wanted = request.query.get("repository")
-    out = []
-    for decision in services.policy.recent:
-        repo = services.repos.get(decision.repository)
-        if repo is None or not may_read(repo) or (wanted and decision.repository != wanted):
-            continue
-        out.append(asdict(decision))
-        if len(out) >= limit:
-            break
+    out = await visible_decisions(request, request.query.get("repository"), limit)
     policy = services.policy.global_policy
     return web.json_response({"mode": policy.mode, "cooldown_seconds": policy.cooldown, "decisions": out},
                              headers={"Cache-Control": "no-store"})

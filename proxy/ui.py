@@ -34,7 +34,7 @@ from .admin_api import policy_json
 from .cleanup import last_runs
 from .progress import human_bytes
 from .ui_templates import CHART, CHART_SCRIPT, PAGE, STYLE
-from . import ui_browse
+from . import ui_activity, ui_browse
 from .ui_templates.snippets import snippet
 
 POLL_SECONDS = 2
@@ -162,7 +162,9 @@ async def index(request: web.Request) -> web.Response:
     """All repositories, with the live chart."""
     services = _services(request)
     rows = []
-    for row in await repository_rows(services, await readable(request)):
+    listed = await repository_rows(services, await readable(request))
+    recent = await ui_activity.request_history(services, [row["repo"] for row in listed])
+    for row in listed:
         repo: RepoConfig = row["repo"]
         size = "–" if row["bytes"] is None else human_bytes(row["bytes"])
         entries = "–" if row["entries"] is None else f"{row['entries']:,}"
@@ -170,10 +172,11 @@ async def index(request: web.Request) -> web.Response:
         rows.append(f'<tr><td><a href="repositories/{e(quote(repo.name))}">{e(repo.name)}</a></td>'
                     f'<td><span class="tag">{e(repo.format)}</span></td><td>{e(repo.type)}</td>'
                     f'<td class="num">{e(entries)}</td><td class="num">{e(size)}</td>'
-                    f'<td class="num">{e(ratio)}</td></tr>')
+                    f'<td class="num">{e(ratio)}</td><td>{ui_activity.mini_sparkline(recent[repo.name])}</td></tr>')
     body = (f"<h1>Repositories</h1><p class=\"muted\">Public URL: <code>{e(services.public_base(request))}"
             "</code></p><table><thead><tr><th>name</th><th>format</th><th>type</th><th class=\"num\">"
-            "entries</th><th class=\"num\">size</th><th class=\"num\">hit ratio</th></tr></thead><tbody>"
+            "entries</th><th class=\"num\">size</th><th class=\"num\">hit ratio</th><th>requests, last hour</th>"
+            "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>" + _chart("../api/stats"))
     return _page("repositories", body, "./", with_chart=True)
 
@@ -214,7 +217,7 @@ def _listing_html(repo: RepoConfig, prefix: str, listing: Listing, base: str) ->
         rows.append('<tr><td colspan="5" class="muted">nothing here yet</td></tr>')
     what = "Cached entries" if repo.is_proxy else "Packages and files"
     note = f'<p class="muted">showing the first {LIST_LIMIT} paths only</p>' if listing.truncated else ""
-    return (f"<h2>{what}</h2>{_crumbs(repo, prefix)}<table><thead><tr><th>name</th>"
+    return (f"<h2>{what}</h2>{_crumbs(repo, prefix)}<table id=\"browse\"><thead><tr><th>name</th>"
             f"<th>{'kind' if repo.is_proxy else 'version'}</th><th class=\"num\">size</th><th>sha256</th>"
             f"<th>{'fetched' if repo.is_proxy else 'published'} (UTC)</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>" + note)
@@ -257,7 +260,10 @@ async def repository_page(request: web.Request) -> web.Response:
     if repo.is_proxy:
         summary += f" of <code>{e(_public_upstream(repo.upstream or ''))}</code>"
     summary += f' · <code>{e(base + "/" + repo.name + "/")}</code></p>'
-    body = f"<h1>{e(repo.name)}</h1>{summary}{_snippets_html(repo, base)}"
+    range_key, window = ui_activity.window_of(request)
+    numbers = await ui_activity.repository_activity(services, repo, window)
+    body = f"<h1>{e(repo.name)}</h1>{summary}{ui_activity.activity_html(numbers, range_key)}"
+    body += _snippets_html(repo, base)
     if repo.is_group:
         body += _members_html(repo)
     elif repo.format == "oci" and repo.is_hosted:
@@ -297,3 +303,6 @@ def setup(app: web.Application) -> None:
     ui_signin.setup(app)
     app.router.add_get("/-/ui/repositories/{name}", repository_page)
     app.router.add_get("/-/api/stats", stats_api)
+    ui_activity.setup(app)
+    from . import ui_policy
+    ui_policy.setup(app)

@@ -268,8 +268,8 @@ def test_repository_pages_browse_and_show_snippets(chromium, ui_depot, tmp_path)
             await page.wait_true('Number(document.getElementById("hitchart").dataset.polls) >= 1')
             seen[name] = await page.evaluate(
                 '({snippets: [...document.querySelectorAll("pre.snippet")].map(p => p.textContent),'
-                ' cells: [...document.querySelectorAll("tbody td:first-child")].map(c => c.textContent),'
-                ' links: [...document.querySelectorAll("tbody td a, ol a")].map(a => a.href)})')
+                ' cells: [...document.querySelectorAll("#browse tbody td:first-child")].map(c => c.textContent),'
+                ' links: [...document.querySelectorAll("#browse tbody td a, ol a")].map(a => a.href)})')
             seen[name]["shot"] = await page.screenshot(tmp_path / f"ui-{name}.png")
         seen["problems"] = page.problems
         return seen

@@ -21,6 +21,17 @@ pre { background: #fff; border: 1px solid #e3e6eb; padding: .8em; overflow-x: au
 .chart { background: #fff; border: 1px solid #e3e6eb; padding: .5em; display: inline-block; }
 .legend span { margin-right: 1.2em; } .hit { color: #2f8f46; } .miss { color: #c0392b; }
 nav.crumbs { margin: .3em 0; font-family: ui-monospace, monospace; }
+.figures { display: flex; gap: 2em; margin: .4em 0; } .figure b { font-size: 1.2em; }
+.sparks { display: flex; flex-wrap: wrap; gap: .8em; }
+figure.spark { margin: 0; background: #fff; border: 1px solid #e3e6eb; padding: .4em .6em; }
+figure.spark figcaption { font-size: .9em; color: #6b7385; } figure.spark figcaption b { color: #1d2330; }
+figure.spark.mini { border: 0; padding: 0; background: none; } figure.spark.mini figcaption { display: none; }
+svg.sparkline .line { fill: none; stroke: #3b6fd4; stroke-width: 1.5; } svg.sparkline .area { fill: #dfe8fa; }
+figure.hits svg .line, figure.bytes_saved svg .line { stroke: #2f8f46; }
+figure.hits svg .area, figure.bytes_saved svg .area { fill: #dcf0e1; }
+figure.misses svg .line, figure.errors svg .line { stroke: #c0392b; }
+figure.misses svg .area, figure.errors svg .area { fill: #f6dedb; }
+form.filter { margin: .5em 0; } .enforce { color: #c0392b; font-weight: 600; } .report { color: #8a6d0b; }
 """
 
 PAGE = """<!DOCTYPE html>
@@ -34,7 +45,7 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <header><a class="brand" href="{root}">depot</a><a href="{root}">repositories</a>
-<a href="{metrics}">metrics</a><a href="{root}login">sign in</a></header>
+<a href="{root}policy">policy decisions</a><a href="{metrics}">metrics</a><a href="{root}login">sign in</a></header>
 <main>
 {body}
 </main>
