@@ -23,6 +23,7 @@ from depot.registry.repo import RepoConfig
 
 from . import visibility
 from .progress import human_bytes
+from .ui_browse import HIDDEN_SUFFIXES
 
 HITS = ("hit", "stale", "revalidated")
 LOOKUPS = HITS + ("miss", "error")
@@ -194,5 +195,13 @@ def setup(app: web.Application) -> None:
     """Mount the JSON endpoint and give the engine each format's package_of (top packages)."""
     from .app import FORMAT_INSTANCES
     for name, fmt in app.get(FORMAT_INSTANCES, {}).items():
-        activity.RESOLVERS[name] = fmt.package_of
+        activity.RESOLVERS[name] = _downloads_of(fmt.package_of, HIDDEN_SUFFIXES.get(name, ()))
     app.router.add_get("/-/api/repositories/{name}/activity", activity_api)
+
+
+def _downloads_of(package_of: activity.Resolver, companions: tuple[str, ...]) -> activity.Resolver:
+    """package_of, except for the companions served beside a file (a wheel's .metadata is not a
+    download of its own)."""
+    def resolve(path: str) -> tuple[str, str] | None:
+        return None if companions and path.endswith(companions) else package_of(path)
+    return resolve

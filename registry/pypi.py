@@ -357,9 +357,10 @@ class PyPI(Format):
 
     def package_of(self, path: str) -> tuple[str, str] | None:
         """(project, version) of a hosted file `<project>/<filename>[.metadata]` or a proxied one
-        `files/<file-id>/<filename>[.metadata]`; pages and indexes belong to no version."""
+        `files/<file-id>/<filename>[.metadata]` (its URL: `files/<project>/<file-id>/<filename>`); pages and
+        indexes belong to no version."""
         parts = path.split("/")
-        if len(parts) == 2 or (len(parts) == 3 and parts[0] == "files"):
+        if len(parts) == 2 or (len(parts) in (3, 4) and parts[0] == "files"):
             return ix.file_package(parts[-1])
         return None
 
