@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from . import osv
 from .db import Database
 from .gate import Judge, Policy, Verdict
+from .policy_journal import DecisionJournal
 from .types import RepoConfig
 
 log = logging.getLogger("depot.policy")
@@ -57,6 +58,7 @@ class PolicyService:
         self.recent: deque[Decision] = deque(maxlen=500)
         self.audit: Callable[..., Any] | None = None
         self._counted: LRUCache[tuple[str, str, str | None, str], float] = LRUCache(maxsize=50_000)
+        self.journal = DecisionJournal(db, Decision)     # every worker's decisions, for the API and UI
 
     def policy_for(self, repo: RepoConfig) -> Policy:
         """The global rules plus the repository's own; hosted repositories are exempt unless a
@@ -109,6 +111,7 @@ class PolicyService:
         decision = Decision(now, repo.name, repo.format, package, version, verdict.rule,
                             verdict.message(package, version), mode, action)
         self.recent.appendleft(decision)
+        self.journal.add(decision)
         log.info("policy %s repo=%s package=%s version=%s rule=%s mode=%s", action, repo.name, package,
                  version, verdict.rule, mode)
         if self.audit is not None:
@@ -118,10 +121,16 @@ class PolicyService:
                 log.exception("policy audit failed")
 
 
+    async def decisions(self, repositories: set[str], limit: int) -> list[Decision]:
+        """The newest decisions on `repositories` of every worker of this node (newest first)."""
+        return await self.journal.newest(repositories, limit, list(self.recent))
+
+
 async def refresh_loop(service: PolicyService, interval: float = 5.0) -> None:
     """Keep the advisories current while the server runs."""
     while True:
         try:
+            await service.journal.save()      # decisions recorded off the loop
             await service.refresh()
         except Exception:
             log.exception("policy refresh failed")

@@ -12,19 +12,13 @@ from .visibility import readable
 
 
 async def visible_decisions(request: web.Request, wanted: str | None, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` decisions on repositories the caller may read (only `wanted`'s if given)."""
+    """The newest `limit` decisions on repositories the caller may read (only `wanted`'s if given),
+    of every worker."""
     from .app import SERVICES
     services = request.app[SERVICES]
     may_read = await readable(request)
-    out = []
-    for decision in services.policy.recent:
-        repo = services.repos.get(decision.repository)
-        if repo is None or not may_read(repo) or (wanted and decision.repository != wanted):
-            continue
-        out.append(asdict(decision))
-        if len(out) >= limit:
-            break
-    return out
+    names = {name for name, repo in services.repos.items() if may_read(repo) and (not wanted or name == wanted)}
+    return [asdict(d) for d in await services.policy.decisions(names, limit)]
 
 
 async def decisions(request: web.Request) -> web.Response:

@@ -51,7 +51,7 @@ async def policy_page(request: web.Request) -> web.Response:
     policy = services.policy.global_policy
     cooldown = f", cooldown {policy.cooldown:.0f} s" if policy.cooldown else ""
     body = [f'<h1>Policy decisions</h1><p class="muted">supply-chain policy: mode <b>{e(policy.mode)}</b>'
-            f'{e(cooldown)}; the newest {LIMIT} decisions of this worker, as <a href="../api/policy?'
+            f'{e(cooldown)}; the newest {LIMIT} decisions of every worker, as <a href="../api/policy?'
             f'{e(urlencode({"repository": wanted}) if wanted else "")}">/-/api/policy</a> lists them</p>',
             _filter_form(names, wanted)]
     table = "".join(_row(d) for d in rows) or '<tr><td colspan="8" class="muted">no decisions yet</td></tr>'

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,5 +68,33 @@ def test_policy_page_lists_what_npm_was_refused_per_visibility(tmp_path: Path, n
         assert {r["repository"] for r in everything} == {"npm-remote", "npm-report", "npm-private"}
         only = decision_rows(requests.get(f"{depot.url}/-/ui/policy?repository=npm-report", timeout=30).text)
         assert only and {r["repository"] for r in only} == {"npm-report"}
+    finally:
+        depot.stop()
+
+
+def test_every_workers_decisions_are_listed(tmp_path: Path, upstream: Any) -> None:
+    """With 2 workers, a request lands on either; the page (whichever worker renders it) and the
+    API list the decisions all workers made."""
+    repos = {"files": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
+    depot = DepotProcess(tmp_path / "d", repos, workers=2, extra={"policy": {"deny": ["tools/*"]}})
+    try:
+        names = [f"tools/t{i}.tgz" for i in range(12)]
+        for name in names:      # a new connection each: the kernel spreads them over the workers
+            refused = requests.get(f"{depot.url}/files/{name}", headers={"Connection": "close"}, timeout=30)
+            assert refused.status_code == 403 and refused.headers["X-Depot-Policy"].startswith("deny")
+        assert upstream.count("/tools/t0.tgz") == 0
+        deadline = time.monotonic() + 15
+        while True:
+            pages = [decision_rows(requests.get(f"{depot.url}/-/ui/policy?repository=files",
+                                                headers={"Connection": "close"}, timeout=30).text) for _ in range(4)]
+            apis = [requests.get(f"{depot.url}/-/api/policy", headers={"Connection": "close"}, timeout=30).json()
+                    for _ in range(4)]
+            listed = [sorted(r["package"] for r in rows) for rows in pages]
+            listed += [sorted({d["package"] for d in api["decisions"]}) for api in apis]
+            if all(found == sorted(names) for found in listed) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert all(found == sorted(names) for found in listed), listed
+        assert all(r["rule"] == "deny" and r["outcome"] == "blocked (refused)" for r in pages[0])
     finally:
         depot.stop()
