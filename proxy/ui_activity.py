@@ -45,11 +45,12 @@ SERIES: dict[str, tuple[str, tuple[str, ...], Callable[[int], str]]] = {
     "requests": ("requests", ALL_RESULTS, lambda n: f"{n:,}"),
     "hits": ("hits", HITS, lambda n: f"{n:,}"),
     "misses": ("misses", ("miss",), lambda n: f"{n:,}"),
+    "negative": ("negative-cache answers", ("negative",), lambda n: f"{n:,}"),
     "errors": ("errors", ("error",), lambda n: f"{n:,}"),
     "bytes_served": ("bytes served", ("bytes:cache", "bytes:upstream"), human_bytes),
     "bytes_saved": ("bytes saved (served from cache)", ("bytes:cache",), human_bytes),
 }
-GROUP_SERIES = ("requests", "hits", "misses", "errors")      # a group serves no bytes of its own
+GROUP_SERIES = ("requests", "hits", "misses", "negative", "errors")      # a group serves no bytes of its own
 HOSTED_SERIES = ("requests", "bytes_served")
 
 

@@ -49,7 +49,7 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DepotProces
     up.put("tarballs/cool-pkg-1.0.0.tgz", tarball)
     repos = {"pypi-remote": {"format": "pypi", "type": "proxy", "upstream": f"{up.url}/simple/"},
              "pypi": {"format": "pypi", "type": "group", "members": ["pypi-remote"]},
-             "npm-remote": {"format": "npm", "type": "proxy", "upstream": up.url + "/"}}
+             "npm-remote": {"format": "npm", "type": "proxy", "upstream": up.url + "/", "negative_ttl": "1h"}}
     depot = DepotProcess(tmp / "depot", repos, workers=2)
     try:
         for run in (1, 2):        # the second run: the same files again, from the cache
@@ -60,6 +60,8 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DepotProces
             npm.ok("install", "cool-pkg", cwd=project)
             assert installed_version(project, "cool-pkg") == "1.0.0"
         assert up.count("/tarballs/cool-pkg-1.0.0.tgz") == 1
+        for _ in range(2):      # upstream 404, then the negative cache answers
+            assert get(f"{depot.url}/npm-remote/no-such-pkg").status == 404
         yield depot, up
     finally:
         depot.stop()
@@ -101,8 +103,8 @@ def test_numbers_add_up_with_metrics_after_pip_and_npm(busy) -> None:
     for repo in ("pypi-remote", "npm-remote"):
         counts, sent = requests[repo], served[repo]
         hits = sum(counts.get(r, 0) for r in HITS)
-        found = settled(depot, repo, lambda a, hits=hits, sent=sent: sum(a["series"]["hits"]) == hits
-                        and sum(a["series"]["bytes_served"]) == sum(sent.values()))
+        found = settled(depot, repo, lambda a, counts=counts, sent=sent: sum(a["series"]["requests"])
+                        == sum(counts.values()) and sum(a["series"]["bytes_served"]) == sum(sent.values()))
         series, totals = found["series"], found["totals"]
         assert hits >= 2 and counts["miss"] >= 2, counts         # metadata and a file each, both runs
         assert sum(series["requests"]) == sum(counts.values())
@@ -111,7 +113,9 @@ def test_numbers_add_up_with_metrics_after_pip_and_npm(busy) -> None:
         assert sum(series["bytes_saved"]) == sent["cache"] == totals["bytes_saved"] > 0
         assert {k: v for k, v in totals["results"].items() if v} == {k: v for k, v in counts.items() if v}
         assert totals["hit_ratio"] == pytest.approx(hits / (hits + counts["miss"] + counts.get("error", 0)))
+        assert sum(series["negative"]) == counts.get("negative", 0)
         assert len(series["hits"]) == 60 and found["range"]["step_seconds"] == 60
+    assert requests["npm-remote"]["negative"] >= 1             # a category of its own
     group = settled(depot, "pypi", lambda a: sum(a["series"]["requests"]) == sum(through_group["pypi"].values()))
     assert sum(group["series"]["hits"]) == sum(through_group["pypi"].get(r, 0) for r in HITS) > 0
     assert "bytes_saved" not in group["series"] and group["totals"]["bytes_saved"] is None
@@ -184,10 +188,11 @@ def test_repository_page_renders_sparklines_packages_and_last_error(busy, tmp_pa
                for e in found["last_errors"])
 
     page = get(f"{depot.url}/-/ui/repositories/npm-remote").body.decode()
-    for series in ("requests", "hits", "misses", "bytes_served", "bytes_saved"):
+    for series in ("requests", "hits", "misses", "negative", "bytes_served", "bytes_saved"):
         total = sum(found["series"][series])
         assert f'<svg class="sparkline" data-series="{series}" data-total="{total}"' in page, series
     assert '<td class="package">cool-pkg</td>' in page
+    assert 'id="negrate"' in page                              # the live chart's negative line
     assert "<code>/npm-remote/cool-missing</code>" in page and "upstream answered 503" in page
     assert f'id="bytes-saved" data-bytes="{found["totals"]["bytes_saved"]}"' in page
     index = get(f"{depot.url}/-/ui/").body.decode()

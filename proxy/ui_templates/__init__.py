@@ -19,7 +19,7 @@ pre { background: #fff; border: 1px solid #e3e6eb; padding: .8em; overflow-x: au
 .muted { color: #6b7385; }
 .tag { display: inline-block; padding: 0 .45em; border-radius: 3px; background: #e3e8f4; font-size: .9em; }
 .chart { background: #fff; border: 1px solid #e3e6eb; padding: .5em; display: inline-block; }
-.legend span { margin-right: 1.2em; } .hit { color: #2f8f46; } .miss { color: #c0392b; }
+.legend span { margin-right: 1.2em; } .hit { color: #2f8f46; } .miss { color: #c0392b; } .neg { color: #8a6d0b; }
 nav.crumbs { margin: .3em 0; font-family: ui-monospace, monospace; }
 .figures { display: flex; gap: 2em; margin: .4em 0; } .figure b { font-size: 1.2em; }
 .sparks { display: flex; flex-wrap: wrap; gap: .8em; }
@@ -31,6 +31,7 @@ figure.hits svg .line, figure.bytes_saved svg .line { stroke: #2f8f46; }
 figure.hits svg .area, figure.bytes_saved svg .area { fill: #dcf0e1; }
 figure.misses svg .line, figure.errors svg .line { stroke: #c0392b; }
 figure.misses svg .area, figure.errors svg .area { fill: #f6dedb; }
+figure.negative svg .line { stroke: #8a6d0b; } figure.negative svg .area { fill: #f5ecd2; }
 form.filter { margin: .5em 0; } .enforce { color: #c0392b; font-weight: 600; } .report { color: #8a6d0b; }
 """
 
@@ -59,6 +60,7 @@ CHART = """<h2>Live hits and misses</h2>
  data-polls="0"></canvas>
 <div class="legend"><span class="hit">&#9632; hits/s <b id="hitrate">–</b></span>
 <span class="miss">&#9632; misses/s <b id="missrate">–</b></span>
+<span class="neg">&#9632; negative-cache answers/s <b id="negrate">–</b></span>
 <span class="muted">polled every {interval} s; summed over all workers</span></div></div>
 """
 
@@ -68,7 +70,7 @@ CHART_SCRIPT = r"""
   "use strict";
   var canvas = document.getElementById("hitchart");
   if (!canvas) { return; }
-  var HIT = ["hit", "stale", "revalidated", "negative", "hosted"], MISS = ["miss", "error"];
+  var HIT = ["hit", "stale", "revalidated", "hosted"], MISS = ["miss", "error"], NEG = ["negative"];
   var api = canvas.getAttribute("data-api"), repo = canvas.getAttribute("data-repo");
   var points = [], last = null, MAX = 60, INTERVAL = %(interval)d * 1000;
   function total(results, names) {
@@ -77,13 +79,13 @@ CHART_SCRIPT = r"""
     return n;
   }
   function counts(stats) {
-    var hit = 0, miss = 0;
+    var hit = 0, miss = 0, neg = 0;
     Object.keys(stats.repositories).forEach(function (name) {
       if (repo && name !== repo) { return; }
       var results = stats.repositories[name].results;
-      hit += total(results, HIT); miss += total(results, MISS);
+      hit += total(results, HIT); miss += total(results, MISS); neg += total(results, NEG);
     });
-    return {time: stats.time, hit: hit, miss: miss};
+    return {time: stats.time, hit: hit, miss: miss, neg: neg};
   }
   function line(ctx, key, color, top) {
     ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
@@ -96,7 +98,7 @@ CHART_SCRIPT = r"""
   }
   function draw() {
     var ctx = canvas.getContext("2d"), top = 1;
-    points.forEach(function (p) { top = Math.max(top, p.hit, p.miss); });
+    points.forEach(function (p) { top = Math.max(top, p.hit, p.miss, p.neg); });
     ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
     ctx.strokeStyle = "#d5d9e0"; ctx.lineWidth = 1; ctx.beginPath();
     ctx.moveTo(40, 10); ctx.lineTo(40, canvas.height - 20); ctx.lineTo(canvas.width - 10, canvas.height - 20);
@@ -104,17 +106,19 @@ CHART_SCRIPT = r"""
     ctx.fillStyle = "#6b7385"; ctx.font = "11px sans-serif";
     ctx.fillText(top.toFixed(1), 2, 14); ctx.fillText("0", 28, canvas.height - 20);
     ctx.fillText("last " + MAX * INTERVAL / 1000 + " s", canvas.width - 90, canvas.height - 5);
-    line(ctx, "hit", "#2f8f46", top); line(ctx, "miss", "#c0392b", top);
+    line(ctx, "hit", "#2f8f46", top); line(ctx, "miss", "#c0392b", top); line(ctx, "neg", "#8a6d0b", top);
   }
   function poll() {
     fetch(api, {cache: "no-store"}).then(function (r) { return r.json(); }).then(function (stats) {
       var now = counts(stats);
       if (last !== null && now.time > last.time) {
         var dt = now.time - last.time;
-        points.push({hit: Math.max(0, now.hit - last.hit) / dt, miss: Math.max(0, now.miss - last.miss) / dt});
+        points.push({hit: Math.max(0, now.hit - last.hit) / dt, miss: Math.max(0, now.miss - last.miss) / dt,
+                     neg: Math.max(0, now.neg - last.neg) / dt});
         if (points.length > MAX) { points.shift(); }
         document.getElementById("hitrate").textContent = points[points.length - 1].hit.toFixed(2);
         document.getElementById("missrate").textContent = points[points.length - 1].miss.toFixed(2);
+        document.getElementById("negrate").textContent = points[points.length - 1].neg.toFixed(2);
       }
       last = now;
       canvas.setAttribute("data-polls", String(Number(canvas.getAttribute("data-polls")) + 1));
