@@ -61,6 +61,7 @@ class ActivityRecorder:
     def __init__(self) -> None:
         self.paths: dict[tuple[str, str, str], int] = {}
         self.errors: list[ErrorRecord] = []
+        self.last_at = 0.0
 
     def download(self, repo: str, fmt: str, request: Any, result: str) -> None:
         """Count a GET answered with `result` as a download candidate (resolved at flush)."""
@@ -72,7 +73,8 @@ class ActivityRecorder:
     def error(self, repo: str, kind: str, status: int | str, path: str, detail: str = "") -> None:
         """Remember an upstream failure or a 5xx answer (bounded)."""
         if len(self.errors) < MAX_PENDING_ERRORS:
-            self.errors.append(ErrorRecord(repo, time.time(), kind, str(status), path[:500], detail[:300]))
+            self.last_at = max(time.time(), self.last_at + 1e-6)     # distinct times: "newest N" is exact
+            self.errors.append(ErrorRecord(repo, self.last_at, kind, str(status), path[:500], detail[:300]))
 
     def take(self) -> tuple[dict[tuple[str, str, str], int], list[ErrorRecord]]:
         paths, errors = self.paths, self.errors
@@ -106,7 +108,7 @@ def packages_of(paths: dict[tuple[str, str, str], int]) -> dict[tuple[str, str],
 class ActivityWriter:
     """Writes one flush (runs on the database thread: `write(conn)`)."""
 
-    created: set[int] = set()        # ids of the connections the schema was checked on
+    created: dict[int, Any] = {}     # the connections the schema was checked on (held: ids stay unique)
     last_prune = 0.0
 
     def __init__(self, minute_counts: Iterable[tuple[str, str, int]]) -> None:
@@ -145,8 +147,8 @@ class ActivityWriter:
 def ensure_schema(conn: Any) -> None:
     """Create the activity tables once per connection (idempotent; a concurrent creator is
     tolerated: the statements are retried once)."""
-    ident = id(getattr(conn, "conn", conn))      # PostgreSQL: the pooled connection under the wrapper
-    if ident in ActivityWriter.created:
+    target = getattr(conn, "conn", conn)      # PostgreSQL: the pooled connection under the wrapper
+    if ActivityWriter.created.get(id(target)) is target:
         return
     for attempt in (1, 2):
         try:
@@ -157,7 +159,7 @@ def ensure_schema(conn: Any) -> None:
             if attempt == 2:
                 raise
             time.sleep(0.2)      # another worker was creating the same tables
-    ActivityWriter.created.add(ident)
+    ActivityWriter.created[id(target)] = target
 
 
 # ------------------------------------------------------------------------------ reading
