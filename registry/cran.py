@@ -10,6 +10,8 @@ is a clean 404 so R falls back. Group: PACKAGES merged (first member wins per pa
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -88,14 +90,20 @@ class Cran(TreeFormat):
         if path.endswith("/PACKAGES.rds") and ctx.pull.policy_active():
             # the policy cannot filter R's serialized index: R falls back to PACKAGES.gz
             raise FormatError(404, "PACKAGES.rds is not served while a policy filters this repository")
-        source = ci.SOURCE.match(path)
-        found = source if source is not None and not source["dir"] else ci.BINARY.match(path)
-        if found is None:            # indexes, and Archive/ tarballs (listed by no PACKAGES)
+        found = ci.SOURCE.match(path) or ci.BINARY.match(path)
+        if found is None:            # indexes
             return await super().serve_proxy(ctx, path)
         entry = self.classify(ctx.repo, path)
         assert entry is not None
-        md5 = await self.listed_md5(ctx, path.rsplit("/", 1)[0], found["pkg"], found["ver"])
-        cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry, expect_md5=md5))
+        md5 = None
+        if not (path.startswith("src/") and found["dir"]):       # Archive/ tarballs: listed by no PACKAGES
+            md5 = await self.listed_md5(ctx, path.rsplit("/", 1)[0], found["pkg"], found["ver"])
+        spec = self.fetch_spec(ctx, path, entry, expect_md5=md5)
+        if md5 is None:
+            # nothing lists a digest: the archive itself must hold the package its path names,
+            # checked before it is stored (a corrupt upstream file is never cached nor served)
+            spec = dataclasses.replace(spec, transform=functools.partial(ci.checked_archive, path))
+        cached = await ctx.open_upstream(spec)
         return ctx.pull.respond(ctx.request, cached)
 
     async def listed_md5(self, ctx: Ctx, directory: str, pkg: str, ver: str) -> str | None:
