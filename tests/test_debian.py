@@ -245,6 +245,25 @@ def test_group_merges_members_and_signs_with_its_own_key(env: SimpleNamespace, t
     assert "Package: dpt-one" in merged and "Package: dpt-up-b" in merged
 
 
+def test_group_merges_sources_and_contents_of_its_members(env: SimpleNamespace, tmp_path: Path) -> None:
+    """A source package and a .deb published through the group (deploy_to) reach apt through the
+    group's own signed suite: Sources, Contents and Translation-en included."""
+    files = build_source(tmp_path / "src", "dpt-grpsrc")
+    deb = build_deb(tmp_path / "build", "dpt-grpbin", extra_control="Section: devel\n")
+    for path in (deb, *files):
+        assert upload(f"{env.depot.url}/deb/upload/main/{path.name}?suite=grp", path, *admin()) == 201
+    key = tmp_path / "group.asc"
+    key.write_bytes(get(f"{env.depot.url}/deb/key.asc").body)
+    lines = [f"{kind} [signed-by={key}] {env.depot.url}/deb/ grp main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines, languages="en", contents=True)
+    apt.update()
+    apt.run("source", "--download-only", "dpt-grpsrc")
+    assert {p.name: p.read_bytes() for p in files} == {p.name: (apt.work / "archives" / p.name).read_bytes()
+                                                       for p in files}
+    assert "usr/share/dpt-grpbin/payload" in apt.contents()
+    assert b"Package: dpt-grpbin\n" in get(f"{env.depot.url}/deb/dists/grp/main/i18n/Translation-en").body
+
+
 # ---------------------------------------------------------------- proxy
 
 @pytest.fixture
