@@ -10,8 +10,8 @@
   /<repo>/upload/<component>/<file>` of the .dsc and each file it lists, in any order (see
   debian_sources). `GET /<repo>/key.asc` is the public key for `signed-by`.
 * group: Packages, Sources and Contents merged per component/architecture from the members
-  (Sources and Contents from hosted and group members), Release regenerated and signed with the
-  group's own key; other files from the first member that has them.
+  (Contents from hosted and group members: a mirror's are too big to merge), Release regenerated
+  and signed with the group's own key; other files from the first member that has them.
 """
 from __future__ import annotations
 
@@ -198,15 +198,15 @@ class Debian(TreeFormat):
         return await asyncio.to_thread(build), state, date
 
     async def group_indexes(self, ctx: Ctx, suite: str, nested: bool = False) -> tuple[dsuite.Indexes, str, float]:
-        """Indexes merged over the members (first member wins a package/version/arch; Sources
-        and Contents from hosted and group members); when this state is rendered already the
-        merge is skipped (empty bodies), unless `nested`."""
+        """Indexes merged over the members (first member wins a package/version/arch; Contents
+        from hosted and group members only); when this state is rendered already the merge is
+        skipped (empty bodies), unless `nested`."""
         archs = set(ctx.repo.options.get("architectures", ())) | {"all"}
 
         async def one(member: Ctx) -> tuple[dsuite.Indexes, str, float]:
             if member.repo.is_proxy:
-                found, digest = await debian_proxy.packages_of(member, f"dists/{suite}/", archs)
-                return dsuite.Indexes(found), digest, time.time()
+                found, sources, digest = await debian_proxy.packages_of(member, f"dists/{suite}/", archs)
+                return dsuite.Indexes(found, sources), digest, time.time()
             if member.repo.is_group:
                 return await self.group_indexes(member, suite, nested=True)
             indexes, state, date = await self.hosted_indexes(member, suite)

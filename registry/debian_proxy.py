@@ -58,8 +58,8 @@ class ProxyState:
     pool: dict[str, str] = field(default_factory=dict)                   # Filename -> sha256
     learning: dict[str, asyncio.Task[None]] = field(default_factory=dict)   # index key -> its parse
     suites: set[str] = field(default_factory=set)                        # "dists/x/" or ""
-    indexes: dict[str, tuple[tuple[str, frozenset[str]], dict[tuple[str, str], bytes]]] = \
-        field(default_factory=dict)                                      # directory -> decompressed Packages
+    indexes: dict[str, tuple[tuple[str, frozenset[str]], dict[tuple[str, str], bytes], dict[str, bytes]]] = \
+        field(default_factory=dict)                         # directory -> decompressed Packages and Sources
 
 
 _STATES: dict[str, ProxyState] = {}
@@ -236,23 +236,26 @@ async def serve_pool(ctx: Ctx, path: str) -> web.StreamResponse:
     return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
 
-async def packages_of(ctx: Ctx, directory: str, architectures: set[str]) -> tuple[dict[tuple[str, str], bytes], str]:
-    """A proxy member's Packages per (component, arch) for a group merge, and its Release digest."""
+async def packages_of(ctx: Ctx, directory: str,
+                      architectures: set[str]) -> tuple[dict[tuple[str, str], bytes], dict[str, bytes], str]:
+    """A proxy member's Packages per (component, arch) and Sources per component for a group
+    merge, and its Release digest."""
     info = await release_of(ctx, directory)
     state, version = state_of(ctx), (info.digest, frozenset(architectures))
     kept = state.indexes.get(directory)
     if kept is not None and kept[0] == version:
-        return kept[1], info.digest             # read and decompressed once per upstream Release
-    out: dict[tuple[str, str], bytes] = {}
+        return kept[1], kept[2], info.digest         # read and decompressed once per upstream Release
+    packages: dict[tuple[str, str], bytes] = {}
+    sources: dict[str, bytes] = {}
     for name in packages_indexes(info):
         parts = name.split("/")
-        if len(parts) != 3 or not parts[1].startswith("binary-"):
-            continue
-        arch = parts[1][len("binary-"):]
-        if arch not in architectures:
+        if len(parts) != 3 or not (parts[1] == "source" or parts[1].removeprefix("binary-") in architectures):
             continue
         cached = await ctx.open_upstream(index_spec(ctx, directory, name, info))
-        body = await ctx.pull.read(cached)
-        out[(parts[0], arch)] = await asyncio.to_thread(di.decompress, name, body)
-    state.indexes[directory] = (version, out)
-    return out, info.digest
+        text = await asyncio.to_thread(di.decompress, name, await ctx.pull.read(cached))
+        if parts[1] == "source":
+            sources[parts[0]] = text
+        elif parts[1].startswith("binary-"):
+            packages[(parts[0], parts[1].removeprefix("binary-"))] = text
+    state.indexes[directory] = (version, packages, sources)
+    return packages, sources, info.digest

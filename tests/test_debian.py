@@ -264,6 +264,23 @@ def test_group_merges_sources_and_contents_of_its_members(env: SimpleNamespace, 
     assert b"Package: dpt-grpbin\n" in get(f"{env.depot.url}/deb/dists/grp/main/i18n/Translation-en").body
 
 
+def test_group_lists_the_sources_of_a_proxy_member(env: SimpleNamespace, tmp_path: Path) -> None:
+    """deb-src through a group whose proxy member's upstream has the source package: the group's
+    Sources merges the mirror's, the files come through the proxy (verified against its Sources)."""
+    files = build_source(tmp_path / "src", "dpt-upsrc")
+    deb = build_deb(tmp_path / "build", "dpt-upbin")
+    for path in (deb, *files):
+        assert upload(f"{env.up.url}/origin/upload/main/{path.name}?suite=upgrp", path) == 201
+    key = tmp_path / "group.asc"
+    key.write_bytes(get(f"{env.depot.url}/deb/key.asc").body)
+    lines = [f"{kind} [signed-by={key}] {env.depot.url}/deb/ upgrp main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines)
+    apt.update()
+    apt.run("source", "--download-only", "dpt-upsrc")
+    for path in files:
+        assert (apt.work / "archives" / path.name).read_bytes() == path.read_bytes()
+
+
 # ---------------------------------------------------------------- proxy
 
 @pytest.fixture
