@@ -371,6 +371,32 @@ def test_proxy_serves_source_packages_verified_against_sources(chain: Chain, up_
     assert get(f"{chain.base}/pool/main/d/dpt-pxsrc/dpt-pxsrc_9.9.orig.tar.gz").status == 404   # listed nowhere
 
 
+def test_source_files_disagreeing_with_sources_are_never_served(depot_factory: Any, upstream: Any,
+                                                                tmp_path: Path) -> None:
+    files = build_source(tmp_path, "dpt-srcv")
+    directory = "pool/main/d/dpt-srcv"
+    listed = "".join(f" {hashlib.sha256(f.read_bytes()).hexdigest()} {f.stat().st_size} {f.name}\n" for f in files)
+    sources = gzip.compress(f"Package: dpt-srcv\nVersion: 1.0-1\nDirectory: {directory}\n"
+                            f"Checksums-Sha256:\n{listed}\n".encode(), mtime=0)
+    upstream.put("dists/stable/Release", ("Suite: stable\nComponents: main\nArchitectures: all\nSHA256:\n"
+                                          f" {hashlib.sha256(sources).hexdigest()} {len(sources)} "
+                                          "main/source/Sources.gz\n").encode())
+    upstream.put("dists/stable/main/source/Sources.gz", sources)
+    dsc, orig = files[0], files[1]
+    upstream.put(f"{directory}/{dsc.name}", dsc.read_bytes().replace(b"dpt-srcv", b"dpt-evil"))   # disagrees
+    upstream.put(f"{directory}/{orig.name}", orig.read_bytes())
+    depot = depot_factory({"r": {"format": "debian", "type": "proxy", "upstream": upstream.url + "/"}})
+    base = f"{depot.url}/r"
+    assert get(f"{base}/dists/stable/main/source/Sources.gz").body == sources
+    for _ in range(2):
+        answer = get(f"{base}/{directory}/{dsc.name}")
+        assert answer.status == 502 or not answer.complete, answer.status
+    assert get(f"{base}/{directory}/{orig.name}").body == orig.read_bytes()
+    assert get(f"{base}/{directory}/dpt-srcv_0.1.orig.tar.gz").status == 404        # listed nowhere
+    upstream.put(f"{directory}/{dsc.name}", dsc.read_bytes())
+    assert get(f"{base}/{directory}/{dsc.name}").body == dsc.read_bytes()
+
+
 def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: Chain, up_key: Path, tmp_path: Path) -> None:
     """apt keeps the upstream's URL in sources.list and sets only Acquire::http::Proxy: depot
     answers the absolute-URI requests from the proxy repository whose upstream matches."""
