@@ -19,6 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from admin_helpers import cli_json, eventually  # noqa: E402
 from http_util import get  # noqa: E402
 from proxy_chain import assert_one_upstream_get  # noqa: E402
 
@@ -311,3 +312,12 @@ def test_archived_tarball_is_checked_before_it_is_cached(static: SimpleNamespace
     again = get(url)
     assert again.headers["X-Cache"] == "HIT" and again.body == good.read_bytes()
     assert static.upstream.count(path) == 3
+    # after a purge (or an eviction) the refetch must bring the very bytes first stored
+    static.upstream.put(path.lstrip("/"), build(tmp_path / "changed", "ccrold", "0.9", text="changed").read_bytes())
+    assert cli_json(static.depot, "cache", "purge", "cran-remote", "-q", path.lstrip("/"))["entries"] == 1
+
+    def refetched() -> bool:
+        answer = get(url)
+        assert answer.status != 200 or answer.body == good.read_bytes()
+        return answer.status == 502
+    assert eventually(refetched), static.upstream.count(path)
