@@ -58,7 +58,8 @@ class Debian(TreeFormat):
         route("GET HEAD", r"key\.asc", "get_key", "hosted group"),
         route("GET HEAD", r"(?P<path>.*)", "get_path"),
         route("PUT", r"upload/(?P<component>[^/]+)/(?P<file>[^/]+\.deb)", "upload", "hosted group"),
-        route("PUT", r"upload/(?P<component>[^/]+)/(?P<file>[^/]+\.(?:dsc|diff\.gz|tar\.[a-z0-9]+(?:\.asc)?))",
+        route("PUT", r"upload/(?P<component>[^/]+)/(?P<file>[^/]+\.(?:dsc|changes|buildinfo|diff\.gz|"
+                     r"tar\.[a-z0-9]+(?:\.asc)?))",
               "upload_source", "hosted group"),
         route("PUT", r"(?P<path>pool/[^/]+/.+\.deb)", "upload", "hosted group"),
         route("DELETE", r"(?P<path>pool/.+)", "delete_path", "hosted group"),
@@ -264,8 +265,9 @@ class Debian(TreeFormat):
         return suite
 
     async def upload_source(self, ctx: Ctx) -> web.StreamResponse:
-        """Store a file of a source package (.dsc, tarball, diff) in its pool directory. A .dsc
-        is checked against the listed files already stored, a listed file against the .dsc."""
+        """Store a file of a source package (.dsc, tarball, diff, .buildinfo) or an upload's .changes
+        in its pool directory (checks: debian_sources.source_upload_meta). dput's http method
+        uploads here: `incoming = /<repo>/upload/<component>`."""
         component, filename = ctx.match["component"], ctx.match["file"]
         validate_path(f"{component}/{filename}")
         found = ds.SOURCE_FILE.fullmatch(filename)
@@ -277,24 +279,14 @@ class Debian(TreeFormat):
         data = await target.hosted.read_staged(staged)
         path = di.pool_path(component, found["source"], filename)
         directory = path.rpartition("/")[0]
-        stored = {f.path.rpartition("/")[2]: f for f in await target.hosted.list(directory + "/")}
-        meta: dict[str, Any] = {"suite": suite, "component": component, "kind": "source"}
+        stored = {f.path.rpartition("/")[2]: (f.digest, f.meta) for f in await target.hosted.list(directory + "/")}
         try:
-            if found["ext"] == "dsc":
-                info = await asyncio.to_thread(ds.read_dsc, data, filename, directory)
-                clash = [n for n, sha in info.needs.items() if n in stored and stored[n].digest != sha]
-                meta.update(kind="dsc", package=info.source, version=info.version, stanza=info.stanza,
-                            needs=info.needs)
-            else:
-                await asyncio.to_thread(ds.check_part, filename, data)
-                clash = [f.path for f in stored.values() if f.meta.get("kind") == "dsc"
-                         and f.meta["needs"].get(filename, staged.digest) != staged.digest]
+            meta = await asyncio.to_thread(ds.source_upload_meta, filename, data, staged.digest, directory, stored)
         except di.BadPackage as exc:
             raise FormatError(400, str(exc)) from None
-        if clash:
-            raise FormatError(400, f"{filename} disagrees with the sha256 of stored files: {', '.join(clash)}")
-        published = await target.record(path, staged, content_type="text/plain" if filename.endswith(".dsc")
-                                        else "application/octet-stream", meta=meta)
+        meta.update(suite=suite, component=component)
+        ctype = "application/octet-stream" if meta["kind"] == "source" else "text/plain"
+        published = await target.record(path, staged, content_type=ctype, meta=meta)
         target.hosted.count_publish()
         return web.json_response({"path": path, "suite": suite, "component": component,
                                   "sha256": published.file.digest}, status=201 if published.created else 200)

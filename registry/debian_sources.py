@@ -19,8 +19,8 @@ from debian import deb822, debfile
 from . import debian_index as di
 
 # <source>_<rest>.<ext>: the source name is what comes before the first "_" (Debian policy 5.6.1)
-SOURCE_FILE = re.compile(r"(?P<source>[a-z0-9][a-z0-9+.-]+)_(?P<rest>[A-Za-z0-9.+~:-]+?)"
-                         r"\.(?P<ext>dsc|tar\.(?:gz|xz|bz2|lzma)|diff\.gz|tar\.(?:gz|xz|bz2|lzma)\.asc)")
+SOURCE_FILE = re.compile(r"(?P<source>[a-z0-9][a-z0-9+.-]+)_(?P<rest>[A-Za-z0-9.+~:_-]+?)"
+                         r"\.(?P<ext>dsc|changes|buildinfo|tar\.(?:gz|xz|bz2|lzma)|diff\.gz|tar\.(?:gz|xz|bz2|lzma)\.asc)")
 CHECKSUMS = (("Files", "md5sum", "md5"), ("Checksums-Sha1", "sha1", "sha1"),
              ("Checksums-Sha256", "sha256", "sha256"))
 
@@ -75,10 +75,55 @@ def sources_stanza(dsc: Any, data: bytes, filename: str, directory: str) -> str:
     return str(out.dump()).rstrip("\n")
 
 
+def source_upload_meta(filename: str, data: bytes, digest: str, directory: str,
+                       stored: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The metadata of an uploaded source package file (`stored`: name -> (sha256, meta) of
+    the files already in its pool directory), or BadPackage:
+    * a .dsc (kind "dsc") must not disagree with the listed files stored already;
+    * a tarball, diff or .buildinfo (kind "source") must be readable and match the sha256 the
+      stored .dsc lists for it;
+    * a .changes (kind "changes", dput uploads it last) must list only files stored with its sha256."""
+    found = SOURCE_FILE.fullmatch(filename)
+    assert found is not None
+    if found["ext"] == "dsc":
+        info = read_dsc(data, filename, directory)
+        clash = [n for n, sha in info.needs.items() if n in stored and stored[n][0] != sha]
+        meta = {"kind": "dsc", "package": info.source, "version": info.version, "stanza": info.stanza,
+                "needs": info.needs}
+    elif found["ext"] == "changes":
+        clash = [n for n, sha in listed_sha256(data, filename).items() if stored.get(n, ("",))[0] != sha]
+        if clash:
+            raise di.BadPackage(f"{filename} lists files not uploaded (or with other content): {', '.join(clash)}")
+        meta = {"kind": "changes"}
+    else:
+        check_part(filename, data)
+        clash = [n for n, (_, m) in stored.items()
+                 if m.get("kind") == "dsc" and m["needs"].get(filename, digest) != digest]
+        meta = {"kind": "source"}
+    if clash:
+        raise di.BadPackage(f"{filename} disagrees with the sha256 of stored files: {', '.join(clash)}")
+    return meta
+
+
+def listed_sha256(data: bytes, filename: str) -> dict[str, str]:
+    """name -> sha256 of the files a .changes lists (BadPackage when it lists none)."""
+    try:
+        changes: Any = deb822.Changes(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise di.BadPackage(f"{filename} is not a .changes file: {exc}") from None
+    listed = {item["name"]: item["sha256"] for item in changes.get("Checksums-Sha256") or []}
+    if not listed or any("/" in name for name in listed):
+        raise di.BadPackage(f"{filename} lists no files in Checksums-Sha256")
+    return listed
+
+
 def check_part(filename: str, data: bytes) -> None:
     """A tarball or diff of a source package must be readable (BadPackage otherwise)."""
     try:
-        if filename.endswith(".asc"):
+        if filename.endswith(".buildinfo"):
+            if not deb822.Deb822(data.decode("utf-8")).get("Source"):
+                raise di.BadPackage(f"{filename} names no Source")
+        elif filename.endswith(".asc"):
             if not data.lstrip().startswith(b"-----BEGIN PGP SIGNATURE-----"):
                 raise di.BadPackage(f"{filename} is not an armoured signature")
         elif filename.endswith(".diff.gz"):

@@ -55,6 +55,25 @@ def build_source(work: Path, name: str, version: str = "1.0", revision: str = "1
     return [work / f"{name}_{full}.dsc", orig, work / f"{name}_{full}.debian.tar.xz"]
 
 
+def source_changes(work: Path, name: str, version: str = "1.0", revision: str = "1") -> Path:
+    """The source-only .changes of a package build_source made (dpkg-genchanges -S)."""
+    out = work / f"{name}_{version}-{revision}_source.changes"
+    subprocess.run(["dpkg-genchanges", "-S", f"-O{out}"], cwd=work / f"{name}-{version}", check=True,
+                   capture_output=True, timeout=60, env=APT_ENV)
+    return out
+
+
+def dput(work: Path, changes: Path, host: str, incoming: str, login: str, password: str) -> subprocess.CompletedProcess[str]:
+    """dput's http method (WebDAV-style PUTs of every file of the .changes, the .changes last),
+    unsigned; the password answers its prompt on stdin (a new session: no terminal to ask on)."""
+    assert shutil.which("dput"), "dput is required (apt-get install dput)"
+    config = work / "dput.cf"
+    config.write_text(f"[depot]\nfqdn = {host}\nmethod = http\nincoming = {incoming}\nlogin = {login}\n"
+                      "allow_unsigned_uploads = 1\nrun_lintian = 0\n")
+    return subprocess.run(["dput", "-c", str(config), "-u", "depot", str(changes)], input=password + "\n",
+                          capture_output=True, text=True, timeout=120, env=APT_ENV, start_new_session=True)
+
+
 # apt-file's index target (its /etc/apt/apt.conf.d/50apt-file.conf), given to apt-get with -c so
 # `apt-get update` fetches Contents-<arch> without changing the host's apt configuration
 CONTENTS_TARGET = """Acquire::IndexTargets::deb::Contents-deb {

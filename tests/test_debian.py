@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from deb_fixtures import Apt, build_deb, build_source
+from deb_fixtures import Apt, build_deb, build_source, dput, source_changes
 from depot_process import DepotProcess
 from http_util import get
 from proxy_chain import Chain, assert_one_upstream_get, curl, depot_gets, proxy_chain, upload
@@ -229,6 +229,28 @@ def test_source_files_that_disagree_or_are_broken_are_400_and_not_stored(env: Si
     assert get(f"{base}/pool/main/d/dpt-other/dpt-other_1.dsc").status == 404
     assert b"dpt-srcbad" not in get(f"{base}/dists/srcbad/main/source/Sources").body
     assert get(f"{base}/dists/srcbad/InRelease").status == 200        # signed, listing an empty Sources
+
+
+def test_dput_http_upload_of_a_source_package(env: SimpleNamespace, tmp_path: Path) -> None:
+    """dput's http method uploads the files of a .changes, then the .changes, which depot accepts
+    only when every file it lists is stored with its sha256."""
+    files = build_source(tmp_path / "src", "dpt-dput")
+    changes = source_changes(tmp_path / "src", "dpt-dput")
+    done = dput(tmp_path, changes, f"127.0.0.1:{env.depot.port}", "/deb-local/upload/main", *ADMIN)
+    assert done.returncode == 0 and "Successfully uploaded" in done.stdout + done.stderr, done.stdout + done.stderr
+    pool = f"{env.depot.url}/deb-local/pool/main/d/dpt-dput"
+    assert get(f"{pool}/{changes.name}").body == changes.read_bytes()
+    assert b"Package: dpt-dput\n" in get(f"{env.depot.url}/deb-local/dists/stable/main/source/Sources").body
+    for part in files:
+        assert get(f"{pool}/{part.name}").body == part.read_bytes()
+    # a .changes listing a file that was never uploaded is refused and not stored
+    other = build_source(tmp_path / "other", "dpt-dput2")
+    changes2 = source_changes(tmp_path / "other", "dpt-dput2")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{other[0].name}", other[0], *admin()) == 201
+    out = curl("-w", "\n%{http_code}", "-T", str(changes2), *admin(),
+               f"{env.depot.url}/deb-local/upload/main/{changes2.name}").stdout.decode()
+    assert out.endswith("400") and other[1].name in out, out
+    assert get(f"{env.depot.url}/deb-local/pool/main/d/dpt-dput2/{changes2.name}").status == 404
 
 
 # ---------------------------------------------------------------- group
