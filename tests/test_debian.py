@@ -131,6 +131,10 @@ def test_anonymous_upload_401_and_read_token_403(env: SimpleNamespace) -> None:
     token = env.depot.run_cli("token", "create", "--repo", "deb-local", "--perm", "read").stdout.split()[-1]
     assert upload(url, deb, "-u", f"reader:{token}") == 403
     assert get(f"{env.depot.url}/deb-local/pool/main/d/dpt-one/other_1.0_all.deb").status == 404
+    for name in ("other_1.0.dsc", "other_1.0.orig.tar.gz", "other_1.0_source.changes"):   # source uploads too
+        source_url = f"{env.depot.url}/deb-local/upload/main/{name}"
+        assert (upload(source_url, deb), upload(source_url, deb, "-u", f"reader:{token}")) == (401, 403)
+        assert get(f"{env.depot.url}/deb-local/pool/main/o/other/{name}").status == 404
 
 
 def test_bad_archive_is_400_and_nothing_stored(env: SimpleNamespace, tmp_path: Path) -> None:
