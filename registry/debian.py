@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import time
@@ -124,7 +125,7 @@ class Debian(TreeFormat):
         found = SUITE_PATH.fullmatch(path)
         if found is None:
             return None
-        files, _ = await self.suite(ctx, found["suite"], self.hosted_indexes)
+        files, _ = await self.suite(ctx, found["suite"], functools.partial(self.hosted_indexes, skip_rendered=True))
         return self.respond_document(ctx, files, found["rest"], path)
 
     async def group_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
@@ -171,9 +172,11 @@ class Debian(TreeFormat):
     def __init__(self) -> None:
         self._rendered = Rendered()
 
-    async def hosted_indexes(self, ctx: Ctx, suite: str) -> tuple[dsuite.Indexes, str, float]:
+    async def hosted_indexes(self, ctx: Ctx, suite: str,
+                             skip_rendered: bool = False) -> tuple[dsuite.Indexes, str, float]:
         """Packages and Contents per (component, arch) and Sources per component of a hosted
-        suite, its state digest and date."""
+        suite, its state digest and date; with `skip_rendered`, empty bodies when this state is
+        rendered already (a group merging this member needs the bodies)."""
         pool = await ctx.hosted.list("pool/")
         files = [f for f in pool if f.meta.get("suite") == suite]
         # the state covers every pool file: a source tarball completes a .dsc of any suite
@@ -191,6 +194,10 @@ class Debian(TreeFormat):
             if all(stored.get(f"{directory}/{name}") == sha for name, sha in dsc.meta["needs"].items()):
                 listed.append(dsc.meta["stanza"])
         date = max((f.created for f in files), default=0.0)
+        # rendered already: suite() takes the files from self._rendered without awaiting in between
+        if skip_rendered and self._rendered.has(ctx.repo.name, f"{suite} {state}"):
+            keys = {(f.meta["component"], f.meta["architecture"]) for f in debs}
+            return dsuite.Indexes({k: b"" for k in keys}, {c: b"" for c in sources}), state, date
 
         def build() -> dsuite.Indexes:
             return dsuite.Indexes(di.packages_by_index(entries, archs),
