@@ -179,14 +179,17 @@ class Debian(TreeFormat):
         rendered already (a group merging this member needs the bodies)."""
         pool = await ctx.hosted.list("pool/")
         files = [f for f in pool if f.meta.get("suite") == suite]
-        # the state covers every pool file: a source tarball completes a .dsc of any suite
-        state = hashlib.sha256("\n".join(f"{f.path} {f.digest}" for f in pool).encode()).hexdigest()
+        stored = {f.path: f.digest for f in pool}
+        # the state: the suite's files, and those its .dsc files need (a tarball may be shared by suites)
+        needed = sorted(f"{f.path.rpartition('/')[0]}/{name}" for f in files if f.meta.get("kind") == "dsc"
+                        for name in f.meta["needs"])
+        state = hashlib.sha256("\n".join([*(f"{f.path} {f.digest}" for f in files),
+                                          *(f"{path} {stored.get(path)}" for path in needed)]).encode()).hexdigest()
         archs = set(ctx.repo.options.get("architectures", ()))
         debs = [f for f in files if f.meta.get("kind", "deb") == "deb"]
         entries = [(f.meta["component"], f.meta["architecture"], f.meta["stanza"]) for f in debs]
         contents = [(f.meta["component"], f.meta["architecture"], f.meta.get("location", f.meta["package"]),
                      f.meta.get("files", ())) for f in debs]
-        stored = {f.path: f.digest for f in pool}
         sources: dict[str, list[str]] = {}
         for dsc in (f for f in files if f.meta.get("kind") == "dsc"):
             directory = dsc.path.rpartition("/")[0]
