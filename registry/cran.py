@@ -10,6 +10,8 @@ is a clean 404 so R falls back. Group: PACKAGES merged (first member wins per pa
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -17,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import merge_x_cache, respond_bytes
+from depot.cache.api import Cached, FetchSpec, merge_x_cache, respond_bytes
 
 from . import cran_index as ci
 from .base import Ctx, FormatError, VersionInfo, standard_repositories
@@ -26,6 +28,7 @@ from .tree import TreeFormat, in_thread, rule, validate_path
 from .warm_plans import Job, PlanError
 
 TEXT = "text/plain; charset=utf-8"
+PINS = ".depot/pins/"          # proxies: the sha256 of the first fetch of each unlisted archive
 GZIP = "application/x-gzip"
 
 
@@ -88,15 +91,39 @@ class Cran(TreeFormat):
         if path.endswith("/PACKAGES.rds") and ctx.pull.policy_active():
             # the policy cannot filter R's serialized index: R falls back to PACKAGES.gz
             raise FormatError(404, "PACKAGES.rds is not served while a policy filters this repository")
-        source = ci.SOURCE.match(path)
-        found = source if source is not None and not source["dir"] else ci.BINARY.match(path)
-        if found is None:            # indexes, and Archive/ tarballs (listed by no PACKAGES)
+        found = ci.SOURCE.match(path) or ci.BINARY.match(path)
+        if found is None:            # indexes
             return await super().serve_proxy(ctx, path)
         entry = self.classify(ctx.repo, path)
         assert entry is not None
-        md5 = await self.listed_md5(ctx, path.rsplit("/", 1)[0], found["pkg"], found["ver"])
-        cached = await ctx.open_upstream(self.fetch_spec(ctx, path, entry, expect_md5=md5))
+        md5 = None
+        if not (path.startswith("src/") and found["dir"]):       # Archive/ tarballs: listed by no PACKAGES
+            md5 = await self.listed_md5(ctx, path.rsplit("/", 1)[0], found["pkg"], found["ver"])
+        spec = self.fetch_spec(ctx, path, entry, expect_md5=md5)
+        cached = await (ctx.open_upstream(spec) if md5 is not None else self.open_unlisted(ctx, path, spec))
         return ctx.pull.respond(ctx.request, cached)
+
+    @staticmethod
+    async def open_unlisted(ctx: Ctx, path: str, spec: FetchSpec) -> Cached:
+        """Open an archive no index lists a digest for (Archive/ tarballs, unlisted binaries).
+        It must hold the package its path names, checked before it is stored (a corrupt upstream
+        file is never cached nor served). That check is a transform, which the engine does not
+        pin: the sha256 of the first fetch is pinned here, so a refetch after eviction gets the
+        very same bytes or an error."""
+        pin = f"{PINS}{path}"
+        pinned = await ctx.hosted.get(pin)
+        spec = dataclasses.replace(spec, transform=functools.partial(ci.checked_archive, path))
+        if pinned is not None:
+            spec = dataclasses.replace(spec, expect_sha256=(await ctx.hosted.read(pinned)).decode().strip())
+        cached = await ctx.open_upstream(spec)
+        if pinned is None:
+            if cached.entry is None:           # fetched now: wait until it is checked and stored
+                await ctx.pull.read(cached)
+                cached = dataclasses.replace(await ctx.open_upstream(spec), status=cached.status)
+            assert cached.entry is not None
+            digest = cached.entry.digest.encode()
+            await ctx.hosted.update_document(pin, lambda old: None if old else digest, content_type="text/plain")
+        return cached
 
     async def listed_md5(self, ctx: Ctx, directory: str, pkg: str, ver: str) -> str | None:
         """The MD5sum the directory's PACKAGES promises for pkg_ver (None: not listed)."""

@@ -90,6 +90,20 @@ def read_description(path: str, data: bytes) -> dict[str, str]:
     return desc
 
 
+def checked_archive(path: str, data: bytes) -> bytes:
+    """`data` unchanged when it is a readable package archive whose DESCRIPTION names the
+    package and version of `path` (an Archive/ path is read as its src/contrib/ twin); else
+    DescriptionError. Blocking: the proxy runs it in a worker thread before storing a file."""
+    found = SOURCE.match(path)
+    if found is not None and found["dir"]:
+        path = f"src/contrib/{found['file']}"
+    try:
+        read_description(path, data)
+    except DescriptionError as exc:
+        raise DescriptionError(f"upstream sent a broken {path.rsplit('/', 1)[-1]}: {exc}") from None
+    return data
+
+
 def latest(stanzas: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     """The highest version of each package (write_PACKAGES' latestOnly)."""
     best: dict[str, dict[str, str]] = {}

@@ -20,8 +20,6 @@ from debian import deb822, debfile
 HASHES = (("MD5sum", "md5"), ("SHA1", "sha1"), ("SHA256", "sha256"))
 NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-# index files a Release lists that depot regenerates, per component and architecture
-PACKAGES_VARIANTS = ("Packages", "Packages.gz", "Packages.xz")
 
 
 class BadPackage(ValueError):
@@ -71,11 +69,6 @@ def stanza(control: str, filename: str, data_hashes: Mapping[str, str], size: in
 def file_hashes(data: bytes) -> dict[str, str]:
     return {"md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
             "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def compressed_variants(text: bytes) -> dict[str, bytes]:
-    """Packages, Packages.gz, Packages.xz bodies (deterministic: gzip mtime 0)."""
-    return {"": text, ".gz": gzip.compress(text, mtime=0), ".xz": lzma.compress(text)}
 
 
 def decompress(name: str, body: bytes) -> bytes:

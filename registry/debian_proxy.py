@@ -6,9 +6,10 @@
   by its SHA256 (the upstream's `by-hash/` URL when the Release offers it), so a Packages newer
   than the InRelease that lists it is never served; paths the Release does not list are 404s.
 * `by-hash/SHA256/<hex>` files are immutable and verified against the hex in their name.
-* `pool/` files are immutable and verified against the SHA256 of the Packages index that lists
-  them; the filename -> sha256 map is learnt from the Packages files the proxy serves (and, for a
-  file not seen yet, from the cached Packages of every suite the proxy has served).
+* `pool/` files are immutable and verified against the SHA256 of the Packages (or, for source
+  package files, Sources) index that lists them; the filename -> sha256 map is learnt from the
+  Packages and Sources files the proxy serves (and, for a file not seen yet, from the cached
+  Packages and Sources of every suite the proxy has served).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from aiohttp import web
 from depot.cache.api import Cached, FetchSpec, Kind
 
 from . import debian_index as di
+from . import debian_sources as ds
 from .base import Ctx, FormatError
 
 log = logging.getLogger("depot.debian")
@@ -33,6 +35,7 @@ RELEASE_FILE = re.compile(r"(?P<dir>(?:dists/[^/]+/)?)(?P<name>InRelease|Release
 SUITE_FILE = re.compile(r"(?P<dir>dists/[^/]+/)(?P<rest>.+)")
 BY_HASH = re.compile(r"(?:.*/)?by-hash/(?P<algo>[A-Za-z0-9]+)/(?P<hex>[0-9a-fA-F]+)")
 PACKAGES = re.compile(r"(?:.*/)?Packages(?:\.(?:gz|xz|bz2))?")
+POOL_INDEX = re.compile(r"(?P<stem>(?:.*/)?(?:Packages|Sources))(?P<ext>\.(?:gz|xz|bz2))?")   # they list pool files
 SUITES_DOC = ".depot/suites.json"      # suites this proxy served, so any worker can verify pool files
 PREFERRED = (".xz", ".gz", "")
 
@@ -55,8 +58,8 @@ class ProxyState:
     pool: dict[str, str] = field(default_factory=dict)                   # Filename -> sha256
     learning: dict[str, asyncio.Task[None]] = field(default_factory=dict)   # index key -> its parse
     suites: set[str] = field(default_factory=set)                        # "dists/x/" or ""
-    indexes: dict[str, tuple[tuple[str, frozenset[str]], dict[tuple[str, str], bytes]]] = \
-        field(default_factory=dict)                                      # directory -> decompressed Packages
+    indexes: dict[str, tuple[tuple[str, frozenset[str]], dict[tuple[str, str], bytes], dict[str, bytes]]] = \
+        field(default_factory=dict)                         # directory -> decompressed Packages and Sources
 
 
 _STATES: dict[str, ProxyState] = {}
@@ -155,7 +158,7 @@ async def serve_index(ctx: Ctx, directory: str, rest: str) -> web.StreamResponse
         cached = await ctx.open_upstream(spec)
         info = await release_of(ctx, directory)
         name = info.by_sha.get(sha)
-        if name and PACKAGES.fullmatch(name):
+        if name and POOL_INDEX.fullmatch(name):
             learn_later(ctx, name, spec)
         return ctx.pull.respond(ctx.request, cached)
     info = await release_of(ctx, directory)
@@ -163,13 +166,14 @@ async def serve_index(ctx: Ctx, directory: str, rest: str) -> web.StreamResponse
         raise FormatError(404, f"{directory}{rest} is not listed in the suite's Release")
     spec = index_spec(ctx, directory, rest, info)
     cached = await ctx.open_upstream(spec)
-    if PACKAGES.fullmatch(rest):
+    if POOL_INDEX.fullmatch(rest):
         learn_later(ctx, rest, spec)
     return ctx.pull.respond(ctx.request, cached)
 
 
 def learn_later(ctx: Ctx, name: str, spec: FetchSpec) -> "asyncio.Task[None]":
-    """Parse a Packages index in the background (once, whoever asks) and remember its pool hashes."""
+    """Parse a Packages or Sources index in the background (once, whoever asks) and remember its
+    pool hashes."""
     state = state_of(ctx)
     task = state.learning.get(spec.key)
     if task is None:
@@ -182,15 +186,16 @@ async def learn(ctx: Ctx, name: str, spec: FetchSpec) -> None:
     state = state_of(ctx)
     try:
         _, body = await ctx.pull.open_read(spec)
-        found = await asyncio.to_thread(lambda: di.pool_hashes(di.decompress(name, body)))
+        read = ds.source_hashes if name.rpartition("/")[2].startswith("Sources") else di.pool_hashes
+        found = await asyncio.to_thread(lambda: read(di.decompress(name, body)))
         state.pool.update(found)
     except Exception as exc:     # a broken index must not break the answers that served it
         state.learning.pop(spec.key, None)          # try again next time
-        log.warning("cannot read Packages repository=%s name=%s error=%s", ctx.repo.name, name, exc)
+        log.warning("cannot read index repository=%s name=%s error=%s", ctx.repo.name, name, exc)
 
 
 async def learn_all(ctx: Ctx) -> None:
-    """Read the cached Packages of every suite this repository has served."""
+    """Read the cached Packages and Sources of every suite this repository has served."""
     state = state_of(ctx)
     stored = await ctx.hosted.get(SUITES_DOC)
     directories = set(state.suites)
@@ -206,11 +211,12 @@ async def learn_all(ctx: Ctx) -> None:
 
 
 def packages_indexes(info: ReleaseInfo) -> list[str]:
-    """One Packages variant per directory the Release lists (the best compressed one)."""
+    """One Packages (and Sources) variant per directory the Release lists (the best compressed one)."""
     best: dict[str, tuple[int, str]] = {}
     for name in info.entries:
-        if PACKAGES.fullmatch(name):
-            stem, _, ext = name.rpartition("Packages")
+        found = POOL_INDEX.fullmatch(name)
+        if found:
+            stem, ext = found["stem"], found["ext"] or ""
             rank = PREFERRED.index(ext) if ext in PREFERRED else len(PREFERRED)
             if stem not in best or rank < best[stem][0]:
                 best[stem] = (rank, name)
@@ -225,28 +231,31 @@ async def serve_pool(ctx: Ctx, path: str) -> web.StreamResponse:
         await learn_all(ctx)
         sha = state.pool.get(path)
     if sha is None:
-        raise FormatError(404, f"{path} is not listed in any Packages index of {ctx.repo.name}")
+        raise FormatError(404, f"{path} is not listed in any Packages or Sources index of {ctx.repo.name}")
     spec = ctx.pull.spec(path, upstream_url(ctx, path), Kind.IMMUTABLE, expect_sha256=sha)
     return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
 
-async def packages_of(ctx: Ctx, directory: str, architectures: set[str]) -> tuple[dict[tuple[str, str], bytes], str]:
-    """A proxy member's Packages per (component, arch) for a group merge, and its Release digest."""
+async def packages_of(ctx: Ctx, directory: str,
+                      architectures: set[str]) -> tuple[dict[tuple[str, str], bytes], dict[str, bytes], str]:
+    """A proxy member's Packages per (component, arch) and Sources per component for a group
+    merge, and its Release digest."""
     info = await release_of(ctx, directory)
     state, version = state_of(ctx), (info.digest, frozenset(architectures))
     kept = state.indexes.get(directory)
     if kept is not None and kept[0] == version:
-        return kept[1], info.digest             # read and decompressed once per upstream Release
-    out: dict[tuple[str, str], bytes] = {}
+        return kept[1], kept[2], info.digest         # read and decompressed once per upstream Release
+    packages: dict[tuple[str, str], bytes] = {}
+    sources: dict[str, bytes] = {}
     for name in packages_indexes(info):
         parts = name.split("/")
-        if len(parts) != 3 or not parts[1].startswith("binary-"):
-            continue
-        arch = parts[1][len("binary-"):]
-        if arch not in architectures:
+        if len(parts) != 3 or not (parts[1] == "source" or parts[1].removeprefix("binary-") in architectures):
             continue
         cached = await ctx.open_upstream(index_spec(ctx, directory, name, info))
-        body = await ctx.pull.read(cached)
-        out[(parts[0], arch)] = await asyncio.to_thread(di.decompress, name, body)
-    state.indexes[directory] = (version, out)
-    return out, info.digest
+        text = await asyncio.to_thread(di.decompress, name, await ctx.pull.read(cached))
+        if parts[1] == "source":
+            sources[parts[0]] = text
+        elif parts[1].startswith("binary-"):
+            packages[(parts[0], parts[1].removeprefix("binary-"))] = text
+    state.indexes[directory] = (version, packages, sources)
+    return packages, sources, info.digest

@@ -22,7 +22,8 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conda_fixtures import package, write_channel  # noqa: E402
-from http_util import get, get_many  # noqa: E402
+from http_util import get  # noqa: E402
+from proxy_chain import assert_one_upstream_get  # noqa: E402
 
 import rattler  # noqa: E402,F401  (a missing client fails the run loudly)
 
@@ -236,9 +237,8 @@ def test_twenty_concurrent_clients_one_upstream_get(static: SimpleNamespace) -> 
     path, data = static.big
     assert requests.get(f"{static.depot.url}/conda-remote/noarch/repodata.json", timeout=10).status_code == 200
     static.upstream.mode(f"/{path}", "slow", rate=4_000_000)
-    answers = get_many(f"{static.depot.url}/conda-remote/{path}", 20)
-    assert all(a.status == 200 and a.body == data for a in answers)
-    assert static.upstream.count(f"/{path}") == 1
+    assert_one_upstream_get(f"{static.depot.url}/conda-remote/{path}", data,
+                            lambda: static.upstream.count(f"/{path}"))
 
 
 def test_package_not_matching_the_repodata_sha256_is_never_served(static: SimpleNamespace, tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_util import get, get_many  # noqa: E402
+from admin_helpers import cli_json, eventually  # noqa: E402
+from http_util import get  # noqa: E402
+from proxy_chain import assert_one_upstream_get  # noqa: E402
 
 REPOS = {
     "cran-local": {"format": "cran", "type": "hosted"},
@@ -193,9 +195,8 @@ def static(depot_factory: Any, upstream: Any, tmp_path: Path) -> SimpleNamespace
 def test_twenty_concurrent_clients_one_upstream_get(static: SimpleNamespace) -> None:
     path = f"/src/contrib/{static.big.name}"
     static.upstream.mode(path, "slow", rate=20_000)
-    answers = get_many(f"{static.depot.url}/cran-remote{path}", 20)
-    assert all(a.status == 200 and a.body == static.big.read_bytes() for a in answers)
-    assert static.upstream.count(path) == 1
+    assert_one_upstream_get(f"{static.depot.url}/cran-remote{path}", static.big.read_bytes(),
+                            lambda: static.upstream.count(path))
 
 
 def test_tarball_not_matching_the_packages_md5_is_never_served(static: SimpleNamespace, tmp_path: Path) -> None:
@@ -282,3 +283,41 @@ def test_policy_hides_denied_packages_from_packages_and_refuses_them(static: Sim
         assert "ccrevil" not in gzip.decompress(packed.content).decode()
         assert requests.get(f"{depot.url}/{repo}/src/contrib/PACKAGES.rds", timeout=10).status_code == 404
     assert requests.get(f"{depot.url}/cran-remote/src/contrib/{static.evil.name}", timeout=10).status_code == 403
+
+
+@pytest.mark.parametrize("corruption", ["truncated", "other-version"])
+def test_archived_tarball_is_checked_before_it_is_cached(static: SimpleNamespace, tmp_path: Path,
+                                                         corruption: str) -> None:
+    """Archive/ tarballs are listed by no PACKAGES (no MD5sum to check): a corrupt one from the
+    upstream is refused (R's install fails), never stored; the good one then installs and is a HIT."""
+    good = build(tmp_path, "ccrold", "0.9", text="old")
+    bad = (good.read_bytes()[: len(good.read_bytes()) // 2] if corruption == "truncated"
+           else build(tmp_path / "other", "ccrold", "0.8").read_bytes())
+    path = f"/src/contrib/Archive/ccrold/{good.name}"
+    static.upstream.put(path.lstrip("/"), bad)
+    url = f"{static.depot.url}/cran-remote{path}"
+
+    def r_install(lib: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / lib).mkdir()
+        return rscript(tmp_path, f'install.packages("{url}", repos=NULL, type="source", lib="{tmp_path / lib}"); '
+                                 f'library(ccrold, lib.loc="{tmp_path / lib}"); cat(hello_ccrold())')
+    refused = r_install("lib1")
+    assert refused.returncode != 0 and not (tmp_path / "lib1/ccrold").exists(), refused.stdout + refused.stderr
+    answer = get(url)
+    assert answer.status == 502 and b"ccrold" in answer.body, (answer.status, answer.body[:200])
+    assert static.upstream.count(path) == 2                   # nothing was cached: asked again
+    static.upstream.put(path.lstrip("/"), good.read_bytes())
+    done = r_install("lib2")
+    assert done.stdout.strip().endswith("old 0.9"), done.stdout + done.stderr
+    again = get(url)
+    assert again.headers["X-Cache"] == "HIT" and again.body == good.read_bytes()
+    assert static.upstream.count(path) == 3
+    # after a purge (or an eviction) the refetch must bring the very bytes first stored
+    static.upstream.put(path.lstrip("/"), build(tmp_path / "changed", "ccrold", "0.9", text="changed").read_bytes())
+    assert cli_json(static.depot, "cache", "purge", "cran-remote", "-q", path.lstrip("/"))["entries"] == 1
+
+    def refetched() -> bool:
+        answer = get(url)
+        assert answer.status != 200 or answer.body == good.read_bytes()
+        return answer.status == 502
+    assert eventually(refetched), static.upstream.count(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,20 +12,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from deb_fixtures import Apt, build_deb
+from deb_fixtures import Apt, build_deb, build_source, dput, source_changes
 from depot_process import DepotProcess
-from http_util import get, get_many
+from http_util import get
+from proxy_chain import Chain, assert_one_upstream_get, curl, depot_gets, proxy_chain, upload
 
 ADMIN = ("admin", DepotProcess.ADMIN_PASSWORD)
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=60)
-
-
-def upload(url: str, deb: Path, *auth: str) -> int:
-    out = curl("-o", "/dev/null", "-w", "%{http_code}", "-T", str(deb), *auth, url)
-    return int(out.stdout)
 
 
 def admin() -> tuple[str, str]:
@@ -35,10 +26,6 @@ def admin() -> tuple[str, str]:
 
 def access(depot: DepotProcess, since: int, needle: str) -> list[str]:
     return [l for l in depot.log()[since:].splitlines() if "depot.access" in l and needle in l]
-
-
-def upstream_gets(up: DepotProcess, needle: str) -> int:
-    return sum(1 for l in up.log().splitlines() if "depot.access" in l and f"GET {needle}" in l)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +131,10 @@ def test_anonymous_upload_401_and_read_token_403(env: SimpleNamespace) -> None:
     token = env.depot.run_cli("token", "create", "--repo", "deb-local", "--perm", "read").stdout.split()[-1]
     assert upload(url, deb, "-u", f"reader:{token}") == 403
     assert get(f"{env.depot.url}/deb-local/pool/main/d/dpt-one/other_1.0_all.deb").status == 404
+    for name in ("other_1.0.dsc", "other_1.0.orig.tar.gz", "other_1.0_source.changes"):   # source uploads too
+        source_url = f"{env.depot.url}/deb-local/upload/main/{name}"
+        assert (upload(source_url, deb), upload(source_url, deb, "-u", f"reader:{token}")) == (401, 403)
+        assert get(f"{env.depot.url}/deb-local/pool/main/o/other/{name}").status == 404
 
 
 def test_bad_archive_is_400_and_nothing_stored(env: SimpleNamespace, tmp_path: Path) -> None:
@@ -156,6 +147,114 @@ def test_bad_archive_is_400_and_nothing_stored(env: SimpleNamespace, tmp_path: P
     assert get(f"{env.depot.url}/deb-local/pool/main/b/broken/broken_1.0_all.deb").status == 404
     assert get(f"{env.depot.url}/deb-local/dists/stable/main/binary-all/Packages").body == before
     assert get(f"{env.depot.url}/deb-local/.depot/signing-key.asc").status == 404   # never served
+
+
+def release_entries(release: str) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, size) of a Release's SHA256 list."""
+    lines = release.split("SHA256:\n", 1)[1].splitlines()
+    entries = {}
+    for line in lines:
+        if not line.startswith(" "):
+            break
+        sha, size, name = line.split()
+        entries[name] = (sha, int(size))
+    return entries
+
+
+def test_sources_translation_and_contents_fetched_by_apt(env: SimpleNamespace, tmp_path: Path) -> None:
+    """A source package uploaded file by file (.dsc first) is listed in Sources once complete and
+    `apt-get source` gets it; apt's update with deb-src, Translation-en and apt-file's Contents
+    target passes without a warning; every file the signed Release lists has its hash."""
+    dsc, orig, debian_tar = build_source(tmp_path / "src", "dpt-src")
+    deb = build_deb(tmp_path / "build", "dpt-described", extra_control=(
+        " A longer description of the package,\n .\n over two paragraphs.\nSection: utils\n"))
+    base = f"{env.depot.url}/deb-local"
+    assert upload(f"{base}/upload/main/{deb.name}?suite=src", deb, *admin()) == 201
+    assert upload(f"{base}/upload/main/{dsc.name}?suite=src", dsc, *admin()) == 201
+    sources = f"{base}/dists/src/main/source/Sources"
+    assert b"dpt-src" not in get(sources).body                    # its tarballs are not there yet
+    for part in (orig, debian_tar):
+        assert upload(f"{base}/upload/main/{part.name}?suite=src", part, *admin()) == 201
+    assert b"Package: dpt-src\n" in get(sources).body
+
+    key = tmp_path / "key.asc"
+    key.write_bytes(get(f"{base}/key.asc").body)
+    lines = [f"{kind} [signed-by={key}] {base}/ src main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines, languages="en", contents=True)
+    apt.update()                                            # fails on any W: or E: line
+    fetched = {p.name.split("_dists_src_")[-1].rsplit(".lz4", 1)[0] for p in (apt.work / "lists").iterdir()}
+    assert {"main_i18n_Translation-en", "main_source_Sources", "main_Contents-amd64"} <= fetched, fetched
+    shown = apt.run("--print-uris", "source", "dpt-src").stdout
+    assert f"pool/main/d/dpt-src/{dsc.name}" in shown
+    apt.run("source", "--download-only", "dpt-src")
+    for part in (dsc, orig, debian_tar):
+        assert (apt.work / "archives" / part.name).read_bytes() == part.read_bytes()
+    contents = apt.contents()
+    assert any(line.split() == ["usr/share/dpt-described/payload", "utils/dpt-described"]
+               for line in contents.splitlines()), contents
+    translation = get(f"{base}/dists/src/main/i18n/Translation-en").body.decode()
+    assert "Package: dpt-described\nDescription-md5: " in translation and " over two paragraphs." in translation
+
+    release = get(f"{base}/dists/src/Release").body.decode()
+    entries = release_entries(release)
+    for name in ("main/source/Sources.xz", "main/i18n/Translation-en.bz2", "main/Contents-amd64.gz",
+                 "main/Contents-all.gz", "main/binary-amd64/Packages.xz"):
+        assert name in entries, sorted(entries)
+    for name, (sha, size) in entries.items():
+        body = get(f"{base}/dists/src/{name}").body
+        assert (hashlib.sha256(body).hexdigest(), len(body)) == (sha, size), name
+
+
+def test_source_files_that_disagree_or_are_broken_are_400_and_not_stored(env: SimpleNamespace,
+                                                                        tmp_path: Path) -> None:
+    dsc, orig, debian_tar = build_source(tmp_path / "src", "dpt-srcbad")
+    other = build_source(tmp_path / "other", "dpt-srcbad")[1]            # another orig.tar.gz, same name
+    other.write_bytes(other.read_bytes() + b"\0" * 512)
+    base = f"{env.depot.url}/deb-local"
+    pool = f"{base}/pool/main/d/dpt-srcbad"
+
+    def put(path: Path, name: str | None = None) -> tuple[int, str]:
+        out = curl("-w", "\n%{http_code}", "-T", str(path), *admin(),
+                   f"{base}/upload/main/{name or path.name}?suite=srcbad").stdout.decode()
+        body, _, code = out.rpartition("\n")
+        return int(code), body
+    assert put(dsc)[0] == 201
+    code, body = put(other, orig.name)
+    assert code == 400 and dsc.name in body, body                        # not the orig the .dsc lists
+    assert get(f"{pool}/{orig.name}").status == 404
+    garbage = tmp_path / "garbage.tar.xz"
+    garbage.write_bytes(b"not an archive")
+    code, body = put(garbage, debian_tar.name)
+    assert code == 400 and "archive" in body, body
+    not_dsc = tmp_path / "x.dsc"
+    not_dsc.write_bytes(b"Source: dpt-other\nVersion: 1\n")
+    assert put(not_dsc, "dpt-other_1.dsc")[0] == 400
+    assert put(dsc, "dpt-wrongname_1.0-1.dsc")[0] == 400
+    assert get(f"{base}/pool/main/d/dpt-other/dpt-other_1.dsc").status == 404
+    assert b"dpt-srcbad" not in get(f"{base}/dists/srcbad/main/source/Sources").body
+    assert get(f"{base}/dists/srcbad/InRelease").status == 200        # signed, listing an empty Sources
+
+
+def test_dput_http_upload_of_a_source_package(env: SimpleNamespace, tmp_path: Path) -> None:
+    """dput's http method uploads the files of a .changes, then the .changes, which depot accepts
+    only when every file it lists is stored with its sha256."""
+    files = build_source(tmp_path / "src", "dpt-dput")
+    changes = source_changes(tmp_path / "src", "dpt-dput")
+    done = dput(tmp_path, changes, f"127.0.0.1:{env.depot.port}", "/deb-local/upload/main", *ADMIN)
+    assert done.returncode == 0 and "Successfully uploaded" in done.stdout + done.stderr, done.stdout + done.stderr
+    pool = f"{env.depot.url}/deb-local/pool/main/d/dpt-dput"
+    assert get(f"{pool}/{changes.name}").body == changes.read_bytes()
+    assert b"Package: dpt-dput\n" in get(f"{env.depot.url}/deb-local/dists/stable/main/source/Sources").body
+    for part in files:
+        assert get(f"{pool}/{part.name}").body == part.read_bytes()
+    # a .changes listing a file that was never uploaded is refused and not stored
+    other = build_source(tmp_path / "other", "dpt-dput2")
+    changes2 = source_changes(tmp_path / "other", "dpt-dput2")
+    assert upload(f"{env.depot.url}/deb-local/upload/main/{other[0].name}", other[0], *admin()) == 201
+    out = curl("-w", "\n%{http_code}", "-T", str(changes2), *admin(),
+               f"{env.depot.url}/deb-local/upload/main/{changes2.name}").stdout.decode()
+    assert out.endswith("400") and other[1].name in out, out
+    assert get(f"{env.depot.url}/deb-local/pool/main/d/dpt-dput2/{changes2.name}").status == 404
 
 
 # ---------------------------------------------------------------- group
@@ -172,33 +271,69 @@ def test_group_merges_members_and_signs_with_its_own_key(env: SimpleNamespace, t
     assert "Package: dpt-one" in merged and "Package: dpt-up-b" in merged
 
 
+def test_group_merges_sources_and_contents_of_its_members(env: SimpleNamespace, tmp_path: Path) -> None:
+    """A source package and a .deb published through the group (deploy_to) reach apt through the
+    group's own signed suite: Sources, Contents and Translation-en included."""
+    files = build_source(tmp_path / "src", "dpt-grpsrc")
+    deb = build_deb(tmp_path / "build", "dpt-grpbin", extra_control="Section: devel\n")
+    for path in (deb, *files):
+        assert upload(f"{env.depot.url}/deb/upload/main/{path.name}?suite=grp", path, *admin()) == 201
+    key = tmp_path / "group.asc"
+    key.write_bytes(get(f"{env.depot.url}/deb/key.asc").body)
+    lines = [f"{kind} [signed-by={key}] {env.depot.url}/deb/ grp main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines, languages="en", contents=True)
+    apt.update()
+    apt.run("source", "--download-only", "dpt-grpsrc")
+    assert {p.name: p.read_bytes() for p in files} == {p.name: (apt.work / "archives" / p.name).read_bytes()
+                                                       for p in files}
+    assert "usr/share/dpt-grpbin/payload" in apt.contents()
+    assert b"Package: dpt-grpbin\n" in get(f"{env.depot.url}/deb/dists/grp/main/i18n/Translation-en").body
+
+
+def test_group_lists_the_sources_of_a_proxy_member(env: SimpleNamespace, tmp_path: Path) -> None:
+    """deb-src through a group whose proxy member's upstream has the source package: the group's
+    Sources merges the mirror's, the files come through the proxy (verified against its Sources)."""
+    files = build_source(tmp_path / "src", "dpt-upsrc")
+    deb = build_deb(tmp_path / "build", "dpt-upbin")
+    for path in (deb, *files):
+        assert upload(f"{env.up.url}/origin/upload/main/{path.name}?suite=upgrp", path) == 201
+    key = tmp_path / "group.asc"
+    key.write_bytes(get(f"{env.depot.url}/deb/key.asc").body)
+    lines = [f"{kind} [signed-by={key}] {env.depot.url}/deb/ upgrp main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines)
+    apt.update()
+    apt.run("source", "--download-only", "dpt-upsrc")
+    for path in files:
+        assert (apt.work / "archives" / path.name).read_bytes() == path.read_bytes()
+
+
 # ---------------------------------------------------------------- proxy
 
 @pytest.fixture
-def chain(depot_factory: Any, tmp_path: Path) -> SimpleNamespace:
+def chain(depot_factory: Any, tmp_path: Path) -> Chain:
     """An upstream depot (hosted, filled with two .deb files) and a depot proxying it."""
     debs = [build_deb(tmp_path / "build", name) for name in ("dpt-px-a", "dpt-px-b")]
-    up = depot_factory({"origin": {"format": "debian", "type": "hosted"}}, name="up")
-    for deb in debs:
-        assert upload(f"{up.url}/origin/upload/main/{deb.name}", deb) == 201
-    depot = depot_factory({"deb-remote": {"format": "debian", "type": "proxy", "upstream": up.url + "/origin/",
-                                          "metadata_ttl": 1}}, name="proxy")
+    return proxy_chain(depot_factory, "debian", debs, lambda deb: f"upload/main/{deb.name}", "deb-remote")
+
+
+@pytest.fixture
+def up_key(chain: Chain, tmp_path: Path) -> Path:
     key = tmp_path / "up-key.asc"
-    key.write_bytes(get(f"{up.url}/origin/key.asc").body)
-    return SimpleNamespace(up=up, depot=depot, debs=debs, key=key)
+    key.write_bytes(get(f"{chain.up.url}/origin/key.asc").body)
+    return key
 
 
-def proxied_apt(work: Path, chain: SimpleNamespace) -> Apt:
-    return Apt(work, [f"deb [signed-by={chain.key}] {chain.depot.url}/deb-remote/ stable main"])
+def proxied_apt(work: Path, chain: Chain, key: Path) -> Apt:
+    return Apt(work, [f"deb [signed-by={key}] {chain.base}/ stable main"])
 
 
-def test_proxy_second_run_all_hits_then_upstream_stopped(chain: SimpleNamespace, tmp_path: Path) -> None:
-    expected = {d.name: d.read_bytes() for d in chain.debs}
-    first = proxied_apt(tmp_path / "run1", chain)
+def test_proxy_second_run_all_hits_then_upstream_stopped(chain: Chain, up_key: Path, tmp_path: Path) -> None:
+    expected = {d.name: d.read_bytes() for d in chain.files}
+    first = proxied_apt(tmp_path / "run1", chain, up_key)
     first.update()
     assert first.download("dpt-px-a", "dpt-px-b") == expected
     mark = len(chain.depot.log())
-    second = proxied_apt(tmp_path / "run2", chain)
+    second = proxied_apt(tmp_path / "run2", chain, up_key)
     second.run("-o", "Acquire::Check-Valid-Until=false", "update")
     assert second.download("dpt-px-a", "dpt-px-b") == expected
     lines = access(chain.depot, mark, "/deb-remote/")
@@ -206,20 +341,17 @@ def test_proxy_second_run_all_hits_then_upstream_stopped(chain: SimpleNamespace,
     assert data and all(l.endswith('"HIT"') for l in data), lines
     assert all(l.endswith(('"HIT"', '"REVALIDATED"')) for l in lines), lines
     chain.up.stop()
-    third = proxied_apt(tmp_path / "run3", chain)
+    third = proxied_apt(tmp_path / "run3", chain, up_key)
     third.update()
     assert third.download("dpt-px-a", "dpt-px-b") == expected
 
 
-def test_twenty_clients_one_upstream_get(chain: SimpleNamespace) -> None:
-    base = f"{chain.depot.url}/deb-remote"
-    assert get(f"{base}/dists/stable/InRelease").status == 200
-    assert get(f"{base}/dists/stable/main/binary-all/Packages.xz").status == 200
+def test_twenty_clients_one_upstream_get(chain: Chain) -> None:
+    assert get(f"{chain.base}/dists/stable/InRelease").status == 200
+    assert get(f"{chain.base}/dists/stable/main/binary-all/Packages.xz").status == 200
     pool = "pool/main/d/dpt-px-a/dpt-px-a_1.0_all.deb"
-    answers = get_many(f"{base}/{pool}", 20)
-    assert {a.status for a in answers} == {200}
-    assert all(a.body == chain.debs[0].read_bytes() for a in answers)
-    assert upstream_gets(chain.up, f"/origin/{pool}") == 1
+    assert_one_upstream_get(f"{chain.base}/{pool}", chain.files[0].read_bytes(),
+                            lambda: depot_gets(chain.up, f"/origin/{pool}"))
 
 
 def test_files_disagreeing_with_their_index_are_never_served(depot_factory: Any, upstream: Any,
@@ -249,14 +381,56 @@ def test_files_disagreeing_with_their_index_are_never_served(depot_factory: Any,
     assert get(f"{base}/{pool}").body == good.read_bytes()
 
 
-def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: SimpleNamespace, tmp_path: Path) -> None:
+def test_proxy_serves_source_packages_verified_against_sources(chain: Chain, up_key: Path,
+                                                             tmp_path: Path) -> None:
+    """deb-src through a proxy: the Sources index is served from the Release, the source files
+    from pool/ verified against the sha256 Sources lists for them."""
+    files = build_source(tmp_path / "src", "dpt-pxsrc")
+    for part in files:
+        assert upload(f"{chain.up.url}/origin/upload/main/{part.name}", part) == 201
+    lines = [f"{kind} [signed-by={up_key}] {chain.base}/ stable main" for kind in ("deb", "deb-src")]
+    apt = Apt(tmp_path / "apt", lines)
+    apt.update()
+    apt.run("source", "--download-only", "dpt-pxsrc")
+    for part in files:
+        assert (apt.work / "archives" / part.name).read_bytes() == part.read_bytes()
+    assert get(f"{chain.base}/pool/main/d/dpt-pxsrc/dpt-pxsrc_9.9.orig.tar.gz").status == 404   # listed nowhere
+
+
+def test_source_files_disagreeing_with_sources_are_never_served(depot_factory: Any, upstream: Any,
+                                                                tmp_path: Path) -> None:
+    files = build_source(tmp_path, "dpt-srcv")
+    directory = "pool/main/d/dpt-srcv"
+    listed = "".join(f" {hashlib.sha256(f.read_bytes()).hexdigest()} {f.stat().st_size} {f.name}\n" for f in files)
+    sources = gzip.compress(f"Package: dpt-srcv\nVersion: 1.0-1\nDirectory: {directory}\n"
+                            f"Checksums-Sha256:\n{listed}\n".encode(), mtime=0)
+    upstream.put("dists/stable/Release", ("Suite: stable\nComponents: main\nArchitectures: all\nSHA256:\n"
+                                          f" {hashlib.sha256(sources).hexdigest()} {len(sources)} "
+                                          "main/source/Sources.gz\n").encode())
+    upstream.put("dists/stable/main/source/Sources.gz", sources)
+    dsc, orig = files[0], files[1]
+    upstream.put(f"{directory}/{dsc.name}", dsc.read_bytes().replace(b"dpt-srcv", b"dpt-evil"))   # disagrees
+    upstream.put(f"{directory}/{orig.name}", orig.read_bytes())
+    depot = depot_factory({"r": {"format": "debian", "type": "proxy", "upstream": upstream.url + "/"}})
+    base = f"{depot.url}/r"
+    assert get(f"{base}/dists/stable/main/source/Sources.gz").body == sources
+    for _ in range(2):
+        answer = get(f"{base}/{directory}/{dsc.name}")
+        assert answer.status == 502 or not answer.complete, answer.status
+    assert get(f"{base}/{directory}/{orig.name}").body == orig.read_bytes()
+    assert get(f"{base}/{directory}/dpt-srcv_0.1.orig.tar.gz").status == 404        # listed nowhere
+    upstream.put(f"{directory}/{dsc.name}", dsc.read_bytes())
+    assert get(f"{base}/{directory}/{dsc.name}").body == dsc.read_bytes()
+
+
+def test_apt_cacher_ng_mode_with_only_a_proxy_line(chain: Chain, up_key: Path, tmp_path: Path) -> None:
     """apt keeps the upstream's URL in sources.list and sets only Acquire::http::Proxy: depot
     answers the absolute-URI requests from the proxy repository whose upstream matches."""
-    lines = [f"deb [signed-by={chain.key}] {chain.up.url}/origin/ stable main"]
+    lines = [f"deb [signed-by={up_key}] {chain.up.url}/origin/ stable main"]
     apt = Apt(tmp_path / "acng", lines, proxy=chain.depot.url + "/")
     mark = len(chain.depot.log())
     apt.update()
-    assert apt.download("dpt-px-b") == {chain.debs[1].name: chain.debs[1].read_bytes()}
+    assert apt.download("dpt-px-b") == {chain.files[1].name: chain.files[1].read_bytes()}
     served = access(chain.depot, mark, "")
     assert any("/pool/" in l for l in served) and any("InRelease" in l for l in served), chain.depot.log()[mark:]
     outside = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", chain.depot.url,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,19 +16,12 @@ from defusedxml import ElementTree
 
 from depot_process import DepotProcess
 from http_util import get, get_many
+from proxy_chain import Chain, assert_one_upstream_get, curl, depot_gets, proxy_chain, upload
 from rpm_fixtures import Dnf, build_rpm
 
 ADMIN = "admin:" + DepotProcess.ADMIN_PASSWORD
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=60)
-
-
-def upload(url: str, rpm: Path, *auth: str) -> int:
-    return int(curl("-o", "/dev/null", "-w", "%{http_code}", "-T", str(rpm), *auth, url).stdout)
 
 
 def primary_names(base: str) -> list[str]:
@@ -139,22 +131,17 @@ def test_twenty_parallel_uploads_leave_consistent_repodata(depot_factory: Any, t
 # ---------------------------------------------------------------- proxy
 
 @pytest.fixture
-def chain(depot_factory: Any, tmp_path: Path) -> SimpleNamespace:
+def chain(depot_factory: Any, tmp_path: Path) -> Chain:
     rpms = [build_rpm(tmp_path / "build", name) for name in ("dpt-px-a", "dpt-px-b")]
-    up = depot_factory({"origin": {"format": "rpm", "type": "hosted"}}, name="up")
-    for rpm in rpms:
-        assert upload(f"{up.url}/origin/Packages/{rpm.name}", rpm) == 201
-    depot = depot_factory({"rpm-remote": {"format": "rpm", "type": "proxy", "upstream": up.url + "/origin/",
-                                          "metadata_ttl": 1}}, name="proxy")
-    return SimpleNamespace(up=up, depot=depot, rpms=rpms, key=f"{up.url}/origin/key.asc")
+    return proxy_chain(depot_factory, "rpm", rpms, lambda rpm: f"Packages/{rpm.name}", "rpm-remote")
 
 
-def test_proxy_second_run_all_hits_then_upstream_stopped(chain: SimpleNamespace, tmp_path: Path) -> None:
+def test_proxy_second_run_all_hits_then_upstream_stopped(chain: Chain, tmp_path: Path) -> None:
     key = tmp_path / "key.asc"
-    key.write_bytes(get(chain.key).body)
+    key.write_bytes(get(f"{chain.up.url}/origin/key.asc").body)
 
     def install(run: str) -> Dnf:
-        dnf = Dnf(tmp_path / run, f"{chain.depot.url}/rpm-remote/", gpgkey=f"file://{key}")
+        dnf = Dnf(tmp_path / run, f"{chain.base}/", gpgkey=f"file://{key}")
         dnf.install("dpt-px-a", "dpt-px-b")
         assert dnf.installed("dpt-px-a") == b"dpt-px-a 1.0\n"
         return dnf
@@ -169,14 +156,10 @@ def test_proxy_second_run_all_hits_then_upstream_stopped(chain: SimpleNamespace,
     install("run3")
 
 
-def test_twenty_clients_one_upstream_get(chain: SimpleNamespace) -> None:
-    base = f"{chain.depot.url}/rpm-remote"
-    path = f"Packages/{chain.rpms[0].name}"
-    answers = get_many(f"{base}/{path}", 20)
-    assert {a.status for a in answers} == {200}
-    assert all(a.body == chain.rpms[0].read_bytes() for a in answers)
-    gets = [l for l in chain.up.log().splitlines() if "depot.access" in l and f"GET /origin/{path}" in l]
-    assert len(gets) == 1, gets
+def test_twenty_clients_one_upstream_get(chain: Chain) -> None:
+    path = f"Packages/{chain.files[0].name}"
+    assert_one_upstream_get(f"{chain.base}/{path}", chain.files[0].read_bytes(),
+                            lambda: depot_gets(chain.up, f"/origin/{path}"))
 
 
 def test_files_disagreeing_with_their_index_are_never_served(depot_factory: Any, upstream: Any,
