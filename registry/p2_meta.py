@@ -87,6 +87,16 @@ def rewrite_index(name: str, body: bytes, url: str, mapped: Callable[[str], str 
     return body if new == text else encode(name, body, new.encode("utf-8"))
 
 
+def _relative(location: str, directory: str) -> str:
+    base = directory.rstrip("/")
+    loc = location.rstrip("/")
+    if loc == base:
+        return "."
+    if loc.startswith(base + "/"):
+        return loc[len(base) + 1:]
+    return location
+
+
 def artifact_checksums(xml: bytes) -> dict[str, str | None]:
     """Repository-relative file -> sha256 (None: no sha256 given) of an artifacts.xml."""
     try:
