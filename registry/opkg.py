@@ -165,21 +165,23 @@ class Opkg(TreeFormat):
             anchor = await self._stored_anchor(ctx, prefix)
             if anchor is None:
                 cached, anchor_name = await self._open_anchor(ctx, prefix)
-                anchor = (await self._digest(ctx, cached), anchor_name)
+                anchor = ((await self._digest(ctx, cached))[0], anchor_name)
             body, status = await self._signature(ctx, prefix, filename, anchor[0], refresh=False)
             return respond_bytes(ctx.request, body, TYPES[filename], {"X-Cache": status, "Cache-Control": "no-cache"})
         cached, anchor_name = await self._open_anchor(ctx, prefix)
-        digest = await self._digest(ctx, cached)
+        digest, body = await self._digest(ctx, cached)
         for signature in SIGNATURES:        # fetched with the index (a feed may have only one of them)
             try:
                 await self._signature(ctx, prefix, signature, digest, refresh=True)
             except FormatError:
                 pass                            # the index is still good; a signature request retries
         if filename == anchor_name:
-            return ctx.pull.respond(ctx.request, cached)
+            if body is None:
+                return ctx.pull.respond(ctx.request, cached)
+            return respond_bytes(ctx.request, body, TYPES[filename], {"X-Cache": cached.status})
         if filename == "Packages.gz":
             raise FormatError(404, f"the upstream feed of {ctx.repo.name} has no {prefix}Packages.gz")
-        plain = await in_thread(gzip.decompress, await ctx.pull.read(cached))
+        plain = await in_thread(gzip.decompress, body if body is not None else await ctx.pull.read(cached))
         return respond_bytes(ctx.request, plain, TYPES["Packages"], {"X-Cache": cached.status})
 
     async def _policy_filtered(self, ctx: Ctx, packages: bytes) -> bytes:
@@ -224,10 +226,13 @@ class Opkg(TreeFormat):
                 return entry.digest, name
         return None
 
-    async def _digest(self, ctx: Ctx, cached: Cached) -> str:
+    async def _digest(self, ctx: Ctx, cached: Cached) -> tuple[str, bytes | None]:
+        """The anchor's digest, and its body when reading it was needed (a first fill still
+        streaming in: it can be followed once, so the answer is made from these bytes)."""
         if cached.entry is not None:
-            return cached.entry.digest
-        return hashlib.sha256(await ctx.pull.read(cached)).hexdigest()      # a first fill still streaming
+            return cached.entry.digest, None
+        body = await ctx.pull.read(cached)
+        return hashlib.sha256(body).hexdigest(), body
 
     async def _signature(self, ctx: Ctx, prefix: str, filename: str, anchor: str, refresh: bool) -> tuple[bytes, str]:
         """The upstream's `filename` stored for the index of digest `anchor`: (bytes, X-Cache).
