@@ -161,15 +161,16 @@ def test_anonymous_upload_gets_a_challenge_and_a_read_token_cannot_upload(depot_
 
 def test_policy_hides_denied_versions_from_every_listing_and_refuses_them(depot_factory: Any) -> None:
     upstream = depot_factory({"chef": {"format": "chef", "type": "hosted"}}, name="up")
-    for version in ("1.0.0", "1.1.0"):
-        assert upload(f"{upstream.url}/chef", make_cookbook("dpt_base", version)).status_code == 201
+    books = {version: make_cookbook("dpt_base", version) for version in ("1.0.0", "1.1.0")}
+    for book in books.values():
+        assert upload(f"{upstream.url}/chef", book).status_code == 201
     front = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": f"{upstream.url}/chef"},
                            "grp": {"format": "chef", "type": "group", "members": ["remote"]}},
                           extra={"policy": {"deny": ["dpt_base@>=1.1"]}}, name="front")
     for repo in ("remote", "grp"):                                       # the proxy's answer and the merged one
         universe = requests.get(f"{front.url}/{repo}/universe", headers=UA, timeout=10).json()
         assert list(universe["dpt_base"]) == ["1.0.0"], repo
-        assert berks_install(f"{front.url}/{repo}", ["dpt_base"])["dpt_base"] == make_cookbook("dpt_base", "1.0.0")
+        assert berks_install(f"{front.url}/{repo}", ["dpt_base"])["dpt_base"] == books["1.0.0"]
     cookbook = requests.get(f"{front.url}/remote/api/v1/cookbooks/dpt_base", headers=UA, timeout=10).json()
     assert cookbook["latest_version"].endswith("/versions/1.0.0")
     assert [v.rsplit("/", 1)[-1] for v in cookbook["versions"]] == ["1.0.0"]
@@ -183,15 +184,16 @@ def test_policy_cooldown_refuses_a_version_published_upstream_too_recently(upstr
                                                                           depot_factory: Any) -> None:
     """Supermarket's version documents carry published_at: a download of a version younger than
     the cooldown is refused with the rule and the time it will be allowed."""
+    books = {version: make_cookbook("dpt_new", version) for version in ("1.0.0", "2.0.0")}
     for version, published in (("1.0.0", "2020-01-01T00:00:00.000Z"), ("2.0.0", "2099-01-01T00:00:00.000Z")):
-        upstream.put(f"api/v1/cookbooks/dpt_new/versions/{version}/download", make_cookbook("dpt_new", version))
+        upstream.put(f"api/v1/cookbooks/dpt_new/versions/{version}/download", books[version])
         doc = {"version": version, "published_at": published, "dependencies": {},
                "file": f"{upstream.url}/api/v1/cookbooks/dpt_new/versions/{version}/download"}
         upstream.put(f"api/v1/cookbooks/dpt_new/versions/{version.replace('.', '_')}", json.dumps(doc).encode())
     front = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": upstream.url}},
                           extra={"policy": {"cooldown": "3d"}})
     old = requests.get(f"{front.url}/remote/files/dpt_new/dpt_new-1.0.0.tar.gz", timeout=10)
-    assert old.status_code == 200 and old.content == make_cookbook("dpt_new", "1.0.0")
+    assert old.status_code == 200 and old.content == books["1.0.0"]
     for path in ("files/dpt_new/dpt_new-2.0.0.tar.gz", "api/v1/cookbooks/dpt_new/versions/2_0_0"):
         refused = requests.get(f"{front.url}/remote/{path}", timeout=10)
         assert refused.status_code == 403 and "cooldown" in refused.json()["error_messages"][0], path
