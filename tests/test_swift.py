@@ -227,24 +227,19 @@ def test_policy_refuses_a_release_newer_than_the_cooldown(depot_factory: Any, up
     assert requests.get(f"{proxy.url}/swift-remote/mona/Old/1.0.0.zip", timeout=10).content == archive
 
 
-def test_policy_deny_filters_the_release_list_and_refuses_the_release(depot_factory: Any, upstream: Any) -> None:
-    archive = zip_bytes({"Pol/Package.swift": MANIFEST})
+def test_policy_deny_filters_the_release_list_and_refuses_the_release(depot_factory: Any) -> None:
+    upstream = depot_factory(REPOS, name="upstream")
     for version in ("1.0.0", "1.1.0"):
-        doc = {"id": "mona.Pol", "version": version, "metadata": {}, "publishedAt": "2020-01-01T00:00:00Z",
-               "resources": [{"name": "source-archive", "type": "application/zip",
-                              "checksum": hashlib.sha256(archive).hexdigest()}]}
-        upstream.put(f"mona/Pol/{version}", json.dumps(doc).encode())
-        upstream.put(f"mona/Pol/{version}.zip", archive)
-        upstream.put(f"mona/Pol/{version}/Package.swift", MANIFEST)
-    upstream.put("mona/Pol", json.dumps({"releases": {v: {"url": f"{upstream.url}/mona/Pol/{v}"}
-                                                      for v in ("1.1.0", "1.0.0")}}).encode())
-    proxy = depot_factory({"swift-remote": {"format": "swift", "type": "proxy", "upstream": upstream.url},
+        assert SwiftPM(f"{upstream.url}/swift").publish("mona.LinkedList", version,
+                                                        source_archive(version)).status_code == 201
+    proxy = depot_factory({"swift-remote": {"format": "swift", "type": "proxy",
+                                            "upstream": f"{upstream.url}/swift-local"},
                            "swift": {"format": "swift", "type": "group", "members": ["swift-remote"]}},
-                          extra={"policy": {"deny": ["mona.Pol@>=1.1"]}})
+                          extra={"policy": {"deny": ["mona.LinkedList@>=1.1"]}}, name="proxy")
     for repo in ("swift-remote", "swift"):
-        listed = requests.get(f"{proxy.url}/{repo}/mona/Pol", headers={"Accept": V1 + "json"}, timeout=10)
+        listed = requests.get(f"{proxy.url}/{repo}/mona/LinkedList", headers={"Accept": V1 + "json"}, timeout=10)
         assert list(listed.json()["releases"]) == ["1.0.0"], repo
-    for path in ("mona/Pol/1.1.0", "mona/Pol/1.1.0.zip"):
+    for path in ("mona/LinkedList/1.1.0", "mona/LinkedList/1.1.0.zip"):
         refused = requests.get(f"{proxy.url}/swift-remote/{path}", headers={"Accept": V1 + "json"}, timeout=10)
-        assert refused.status_code == 403 and "mona.Pol@>=1.1" in refused.json()["detail"], path
-    assert SwiftPM(f"{proxy.url}/swift").resolve("mona.Pol")["version"] == "1.0.0"
+        assert refused.status_code == 403 and "mona.LinkedList@>=1.1" in refused.json()["detail"], path
+    assert SwiftPM(f"{proxy.url}/swift").resolve("mona.LinkedList")["version"] == "1.0.0"
