@@ -61,7 +61,7 @@ async def form_fields(ctx: Ctx, fields: tuple[str, ...] | frozenset[str], malfor
                 if total > ctx.repo.max_upload:
                     raise FormatError(413, f"upload larger than {ctx.repo.max_upload} bytes")
                 chunks.append(chunk)
-            if part.name not in fields:
+            if part.name is None or part.name not in fields:
                 continue
             data = b"".join(chunks)
             if decode_base64 and part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":

@@ -166,8 +166,9 @@ class Opkg(TreeFormat):
             if anchor is None:
                 cached, anchor_name = await self._open_anchor(ctx, prefix)
                 anchor = ((await self._digest(ctx, cached))[0], anchor_name)
-            body, status = await self._signature(ctx, prefix, filename, anchor[0], refresh=False)
-            return respond_bytes(ctx.request, body, TYPES[filename], {"X-Cache": status, "Cache-Control": "no-cache"})
+            sig, status = await self._signature(ctx, prefix, filename, anchor[0], refresh=False)
+            return respond_bytes(ctx.request, sig, TYPES[filename],
+                                 {"X-Cache": status, "Cache-Control": "no-cache"})
         cached, anchor_name = await self._open_anchor(ctx, prefix)
         digest, body = await self._digest(ctx, cached)
         for signature in SIGNATURES:        # fetched with the index (a feed may have only one of them)
