@@ -206,10 +206,16 @@ class Hex(Format):
         the cooldown with the release times of the Hex API)."""
         if not ctx.pull.policy_active():
             return payload
+        key = ("hex-policy", ctx.repo.name, path, hashlib.sha256(payload).hexdigest(), ctx.pull.policy_version())
+        found = ctx.documents.get(key)          # /versions of hex.pm lists every release: judged once
+        if found is not None:
+            return found
         offered = await in_thread(hp.payload_versions, path, payload)
         times = await self._release_times(ctx, path.removeprefix("packages/")) if path.startswith("packages/") else {}
         hidden = ctx.pull.hidden(VersionInfo(name, version, times.get(version)) for name, version in offered)
-        return await in_thread(hp.without, path, payload, frozenset(hidden)) if hidden else payload
+        filtered = await in_thread(hp.without, path, payload, frozenset(hidden)) if hidden else payload
+        ctx.documents.put(key, filtered)
+        return filtered
 
     def _api_url(self, ctx: Ctx) -> str:
         configured = ctx.repo.options["api_url"]
