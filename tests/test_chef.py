@@ -5,9 +5,13 @@ cookbook `GET <location_path>/cookbooks/<name>/versions/<1_2_3>` and stream its 
 the redirect to the tarball)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 import time
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from depot_process import DepotProcess
+from depot_process import DepotProcess, free_port
 from http_util import get_many
 
 ADMIN = ("admin", DepotProcess.ADMIN_PASSWORD)
@@ -199,3 +203,65 @@ def test_policy_cooldown_refuses_a_version_published_upstream_too_recently(upstr
         assert refused.status_code == 403 and "cooldown" in refused.json()["error_messages"][0], path
         assert refused.headers["X-Depot-Policy"].startswith("cooldown until 2099-01-0")
     assert upstream.count("/api/v1/cookbooks/dpt_new/versions/2.0.0/download") == 0
+
+
+def _goiardi_upload(server: str, name: str, version: str) -> None:
+    """A cookbook into a Chef server the way knife uploads one (no auth: goiardi's default mode):
+    sandbox of the file checksums, each file PUT, sandbox committed, then the cookbook version."""
+    recipe = f"# {name} {version}\n".encode()
+    meta = json.dumps({"name": name, "version": version, "dependencies": {}, "description": "test", "maintainer": "d",
+                       "license": "MIT", "platforms": {}, "providing": {}, "recipes": {}}).encode()
+    files = {hashlib.md5(data).hexdigest(): data for data in (recipe, meta)}  # noqa: S324 (Chef's checksums)
+    headers = {"Accept": "application/json", "X-Chef-Version": "12.0.0"}
+    sandbox = requests.post(f"{server}/sandboxes", json={"checksums": {c: None for c in files}}, headers=headers,
+                            timeout=10).json()
+    for checksum, data in files.items():
+        url = sandbox["checksums"][checksum].get("url")
+        if url:
+            assert requests.put(url, data=data, headers={**headers, "Content-Type": "application/x-binary",
+                                "Content-MD5": base64.b64encode(bytes.fromhex(checksum)).decode()},
+                                timeout=10).status_code == 200
+    assert requests.put(f"{server}/sandboxes/{sandbox['sandbox_id']}", json={"is_completed": True},
+                        headers=headers, timeout=10).status_code == 200
+    recipe_md5, meta_md5 = list(files)
+    cookbook = {"name": f"{name}-{version}", "cookbook_name": name, "version": version, "chef_type": "cookbook_version",
+                "json_class": "Chef::CookbookVersion", "frozen?": False, "metadata": json.loads(meta),
+                "recipes": [{"name": "default.rb", "path": "recipes/default.rb", "checksum": recipe_md5,
+                             "specificity": "default"}],
+                "root_files": [{"name": "metadata.json", "path": "metadata.json", "checksum": meta_md5,
+                                "specificity": "default"}]}
+    assert requests.put(f"{server}/cookbooks/{name}/{version}", json=cookbook, headers=headers,
+                        timeout=10).status_code == 201
+
+
+def test_goiardi_peer_universe_through_a_proxy(depot_factory: Any, tmp_path: Any) -> None:
+    """The optional peer: Debian's goiardi (a Chef server) serves /universe, which a chef proxy in front
+    of it answers with every location at depot and the policy applied. (A Chef server has no
+    Supermarket tarball download: its cookbooks are files listed in the version document, so
+    depot's chef repositories proxy Supermarkets, and only the universe of a Chef server.)"""
+    goiardi = shutil.which("goiardi")
+    assert goiardi, "goiardi is missing: apt-get install goiardi (tests/clients/chef.apt)"
+    port = free_port()
+    proc = subprocess.Popen([goiardi, "-I", "127.0.0.1", "-P", str(port), "-H", "127.0.0.1"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(f"{server}/universe", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        for version in ("1.0.0", "1.1.0"):
+            _goiardi_upload(server, "gdi_base", version)
+        assert requests.get(f"{server}/universe", timeout=10).json()["gdi_base"]["1.0.0"]["location_type"] == \
+            "chef_server"
+        front = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": server}},
+                              extra={"policy": {"deny": ["gdi_base@>=1.1"]}})
+        universe = requests.get(f"{front.url}/remote/universe", headers=UA, timeout=10).json()
+        assert universe == {"gdi_base": {"1.0.0": {
+            "location_type": "opscode", "location_path": f"{front.url}/remote/api/v1", "dependencies": {},
+            "download_url": f"{front.url}/remote/api/v1/cookbooks/gdi_base/versions/1.0.0/download"}}}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
