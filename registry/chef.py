@@ -150,8 +150,16 @@ class Chef(Format):
 
     def _version_spec(self, ctx: Ctx, key: str) -> Any:
         upstream = (ctx.repo.upstream or "").rstrip("/")
-        return ctx.pull.spec(key, kind=Kind.METADATA, content_type="application/json",
-                             transform=lambda body: body.replace(upstream.encode(), BASE_PLACEHOLDER.encode()))
+
+        def rewrite(body: bytes) -> bytes:       # at fill time; a failure stores nothing (502)
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise ValueError(f"the upstream's {key} is not a Supermarket JSON document")
+            return body.replace(upstream.encode(), BASE_PLACEHOLDER.encode())
+        return ctx.pull.spec(key, kind=Kind.METADATA, content_type="application/json", transform=rewrite)
 
     async def _proxied(self, ctx: Ctx, key: str) -> web.StreamResponse:
         return await ctx.pull.answer(ctx.request, await ctx.open_upstream(self._version_spec(ctx, key)), key,
@@ -199,6 +207,11 @@ class Chef(Format):
             if found is None:
                 raise FormatError(404, f"cookbook {name} {version} not found")
             return ctx.hosted.serve(ctx.request, found)
+        if await ctx.pull.peek(path) is None:
+            # only a version the upstream documents is downloaded: a server that is no Supermarket
+            # (a Chef server answers 200 with nothing there) must not leave an empty cookbook cached
+            key = f"api/v1/cookbooks/{name}/versions/{version.replace('.', '_')}"
+            await ctx.fetch_upstream(self._version_spec(ctx, key))
         url = f"{(ctx.repo.upstream or '').rstrip('/')}/api/v1/cookbooks/{name}/versions/{version}/download"
         spec = ctx.pull.spec(path, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE)
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))

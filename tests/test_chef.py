@@ -141,6 +141,7 @@ def test_proxy_in_front_of_a_second_depot_then_upstream_stopped(depot_factory: A
 def test_twenty_concurrent_clients_on_one_uncached_tarball(upstream: Any, depot_factory: Any) -> None:
     body = make_cookbook("herd", "1.0.0", payload=os.urandom(200_000).hex())
     upstream.put("api/v1/cookbooks/herd/versions/1.0.0/download", body)
+    upstream.put("api/v1/cookbooks/herd/versions/1_0_0", json.dumps({"version": "1.0.0", "file": "x"}).encode())
     depot = depot_factory({"remote": {"format": "chef", "type": "proxy", "upstream": upstream.url}})
     url = f"{depot.url}/remote/files/herd/herd-1.0.0.tar.gz"
     path = "/api/v1/cookbooks/herd/versions/1.0.0/download"
@@ -236,9 +237,10 @@ def _goiardi_upload(server: str, name: str, version: str) -> None:
 
 def test_goiardi_peer_universe_through_a_proxy(depot_factory: Any, tmp_path: Any) -> None:
     """The optional peer: Debian's goiardi (a Chef server) serves /universe, which a chef proxy in front
-    of it answers with every location at depot and the policy applied. (A Chef server has no
-    Supermarket tarball download: its cookbooks are files listed in the version document, so
-    depot's chef repositories proxy Supermarkets, and only the universe of a Chef server.)"""
+    of it answers with every location at depot and the policy applied. A Chef server has no
+    Supermarket tarball download (its cookbooks are files listed in a Chef server document, and it
+    answers 200 with nothing at Supermarket paths): a download is a clear 502, never an empty
+    cookbook cached."""
     goiardi = shutil.which("goiardi")
     assert goiardi, "goiardi is missing: apt-get install goiardi (tests/clients/chef.apt)"
     port = free_port()
@@ -262,6 +264,9 @@ def test_goiardi_peer_universe_through_a_proxy(depot_factory: Any, tmp_path: Any
         assert universe == {"gdi_base": {"1.0.0": {
             "location_type": "opscode", "location_path": f"{front.url}/remote/api/v1", "dependencies": {},
             "download_url": f"{front.url}/remote/api/v1/cookbooks/gdi_base/versions/1.0.0/download"}}}
+        for _ in range(2):         # no Supermarket download there: a clear error, and no empty cookbook cached
+            download = requests.get(f"{front.url}/remote/files/gdi_base/gdi_base-1.0.0.tar.gz", timeout=10)
+            assert download.status_code == 502 and "Supermarket" in download.json()["error_messages"][0]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
