@@ -24,7 +24,7 @@ from aiohttp import web
 
 from depot.cache.api import BASE_PLACEHOLDER, Kind
 
-from .base import Ctx, Format, FormatError, route, standard_repositories
+from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .repo import RepoConfig
@@ -37,6 +37,15 @@ VERSION = r"v?[0-9][0-9A-Za-z.+-]*"
 ARCHIVE = re.compile(r"[^/?#]+\.(?:tar\.gz|tgz|zip)")
 GZIP_TYPE = "application/x-gzip"
 GIT_NOTE = "git URL: bower clones it itself; depot cannot cache git sources"
+
+
+def archive_version(name: str, file: str) -> str:
+    """The version in an archive's file name (`1.2.3.tar.gz`, `name-1.2.3.tgz`, `v1.2.3.zip`), or
+    the file name without its extension when none is there."""
+    stem = re.sub(r"\.(?:tar\.gz|tgz|zip)$", "", file)
+    stem = stem.removeprefix(name + "-").removeprefix(name + "_")
+    found = re.search(r"v?(\d+(?:\.\d+)*(?:[-+][0-9A-Za-z.-]+)?)$", stem)
+    return found[1] if found else stem
 
 
 def rewrite_lookup(body: bytes, name: str) -> bytes:
@@ -61,6 +70,7 @@ class Bower(Format):
     """Bower lookups and tarball packages: hosted, proxy and group."""
 
     name = "bower"
+    version_scheme = "semver"
     routes = (
         route("GET HEAD", rf"packages/(?P<name>{NAME})", "lookup"),
         route("POST", r"packages", "register", "hosted group"),
@@ -91,7 +101,25 @@ class Bower(Format):
 
     def package_of(self, path: str) -> tuple[str, str] | None:
         found = re.fullmatch(rf"archives/({NAME})/({VERSION})\.tar\.gz", path)
-        return (found[1], found[2]) if found else None
+        if found:
+            return found[1], found[2]
+        found = re.fullmatch(rf"archives/({NAME})/([^/]+)", path)      # a proxied archive, as its upstream named it
+        return (found[1], archive_version(found[1], found[2])) if found else None
+
+    # ------------------------------------------------------------------ supply-chain policy
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """A lookup names one package and one source: its version is the archive's (from the file
+        name), unknown ("") for a git URL, which bower resolves itself. No publish times: deny and
+        allow rules apply, the cooldown cannot."""
+        if not path.startswith("packages/"):
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        name, url = str(doc.get("name") or path.removeprefix("packages/")), str(doc.get("url") or "")
+        file = urlsplit(url).path.rsplit("/", 1)[-1]
+        return [VersionInfo(name, archive_version(name, file) if ARCHIVE.fullmatch(file) else "")]
 
     # ------------------------------------------------------------------ lookup
     async def lookup(self, ctx: Ctx) -> web.StreamResponse:
@@ -100,8 +128,17 @@ class Bower(Format):
             return await first_member_hit(ctx, self.lookup, f"package {name}")
         if ctx.repo.is_proxy:
             cached = await ctx.open_upstream(self._lookup_spec(ctx, name))
+            await self._refuse_hidden(ctx, f"packages/{name}", await ctx.pull.read(cached))
             return await ctx.pull.answer(ctx.request, cached, f"packages/{name}", base_url=ctx.base_url)
         return json_answer(ctx.request, await self._hosted_lookup(ctx, name), {"X-Cache": "HIT"})
+
+    async def _refuse_hidden(self, ctx: Ctx, path: str, body: bytes) -> None:
+        """A lookup offers a single source: when the policy hides it, the answer is the 403 naming
+        the rule (there is nothing left to resolve from)."""
+        hidden = ctx.pull.hidden(self.metadata_versions(path, body) or [])
+        for (package, version), verdict in hidden.items():
+            raise FormatError(403, verdict.message(package, version or None), code="DENIED",
+                              headers={"X-Depot-Policy": verdict.header()})
 
     def _lookup_spec(self, ctx: Ctx, name: str) -> Any:
         return ctx.pull.spec(f"packages/{name}", kind=Kind.METADATA, content_type="application/json",

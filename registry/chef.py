@@ -23,14 +23,14 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import BASE_PLACEHOLDER, Kind, merge_x_cache
+from depot.cache.api import BASE_PLACEHOLDER, Kind, merge_x_cache, parse_time
 
 from . import chef_docs as cd
-from .base import Ctx, Format, FormatError, route, standard_repositories
-from .helm import _multipart
+from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .longtail_warm import plan_berksfile_lock
+from .multipart import form_fields
 from .repo import RepoConfig
 from .tree import in_thread
 
@@ -87,6 +87,30 @@ class Chef(Format):
         found = re.fullmatch(rf"files/({N})/\1-({V})\.tar\.gz", path)
         return (found[1], found[2]) if found else None
 
+    # ------------------------------------------------------------------ supply-chain policy
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """universe and cookbook documents (no publish times: deny/allow rules), version documents
+        (`published_at`: the cooldown too)."""
+        try:
+            offered = cd.offered_versions(path, body)
+        except (ValueError, AttributeError):
+            return None
+        return None if offered is None else [VersionInfo(n, v, parse_time(t)) for n, v, t in offered]
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        return cd.without(path, body, hidden)
+
+    async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
+        """From the upstream's version document (`published_at`), through the cache."""
+        if not ctx.repo.is_proxy:
+            return None
+        key = f"api/v1/cookbooks/{package}/versions/{version.replace('.', '_')}"
+        try:
+            _, body = await ctx.fetch_upstream(self._version_spec(ctx, key))
+            return parse_time(json.loads(body).get("published_at"))
+        except (FormatError, ValueError, AttributeError):
+            return None
+
     # ------------------------------------------------------------------ universe
     async def universe(self, ctx: Ctx) -> web.StreamResponse:
         if ctx.repo.is_proxy:
@@ -110,6 +134,9 @@ class Chef(Format):
             return universe, "HIT"
         if ctx.repo.is_proxy:
             cached, body = await ctx.fetch_upstream(self._universe_spec(ctx))
+            hidden = ctx.pull.hidden(await in_thread(self.metadata_versions, "universe", body) or [])
+            if hidden:
+                body = await in_thread(cd.without, "universe", body, frozenset(hidden))
             text = body.replace(BASE_PLACEHOLDER.encode(), ctx.base_url.encode())
             return await in_thread(json.loads, text), cached.status
         answers = await ctx.each_member(self._universe, "universe")
@@ -121,11 +148,22 @@ class Chef(Format):
         return [(f.meta["chef"]["version"], f.meta["chef"], _iso(f.created), f.size)
                 for f in await ctx.hosted.list(f"files/{name}/") if f.meta.get("chef", {}).get("name") == name]
 
-    async def _proxied(self, ctx: Ctx, key: str) -> web.StreamResponse:
+    def _version_spec(self, ctx: Ctx, key: str) -> Any:
         upstream = (ctx.repo.upstream or "").rstrip("/")
-        spec = ctx.pull.spec(key, kind=Kind.METADATA, content_type="application/json",
-                             transform=lambda body: body.replace(upstream.encode(), BASE_PLACEHOLDER.encode()))
-        return await ctx.pull.answer(ctx.request, await ctx.open_upstream(spec), key, base_url=ctx.base_url)
+
+        def rewrite(body: bytes) -> bytes:       # at fill time; a failure stores nothing (502)
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise ValueError(f"the upstream's {key} is not a Supermarket JSON document")
+            return body.replace(upstream.encode(), BASE_PLACEHOLDER.encode())
+        return ctx.pull.spec(key, kind=Kind.METADATA, content_type="application/json", transform=rewrite)
+
+    async def _proxied(self, ctx: Ctx, key: str) -> web.StreamResponse:
+        return await ctx.pull.answer(ctx.request, await ctx.open_upstream(self._version_spec(ctx, key)), key,
+                                     base_url=ctx.base_url)
 
     async def cookbook(self, ctx: Ctx) -> web.StreamResponse:
         name = ctx.match["name"]
@@ -144,6 +182,7 @@ class Chef(Format):
         if ctx.repo.is_group:
             return await first_member_hit(ctx, self.version, f"cookbook {name} {version}")
         if ctx.repo.is_proxy:
+            await ctx.check_policy(f"files/{name}/{name}-{version}.tar.gz")    # a hidden version: 403, the rule
             return await self._proxied(ctx, f"api/v1/cookbooks/{name}/versions/{version.replace('.', '_')}")
         for v, meta, published, size in await self._hosted_versions(ctx, name):
             if v == version:
@@ -168,6 +207,11 @@ class Chef(Format):
             if found is None:
                 raise FormatError(404, f"cookbook {name} {version} not found")
             return ctx.hosted.serve(ctx.request, found)
+        if await ctx.pull.peek(path) is None:
+            # only a version the upstream documents is downloaded: a server that is no Supermarket
+            # (a Chef server answers 200 with nothing there) must not leave an empty cookbook cached
+            key = f"api/v1/cookbooks/{name}/versions/{version.replace('.', '_')}"
+            await ctx.fetch_upstream(self._version_spec(ctx, key))
         url = f"{(ctx.repo.upstream or '').rstrip('/')}/api/v1/cookbooks/{name}/versions/{version}/download"
         spec = ctx.pull.spec(path, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE)
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
@@ -175,7 +219,7 @@ class Chef(Format):
     # ------------------------------------------------------------------ upload and delete
     async def upload(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
-        tarball = (await _multipart(ctx, ("tarball", "cookbook"))).get("tarball")
+        tarball = (await form_fields(ctx, ("tarball", "cookbook"))).get("tarball")
         if not tarball:
             raise FormatError(400, "no tarball in the request (multipart field 'tarball')")
         try:

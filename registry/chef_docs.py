@@ -84,3 +84,42 @@ def cookbook_doc(base: str, name: str, versions: list[tuple[str, dict[str, Any],
             "versions": [f"{url}/versions/{v}" for v, _, _ in ordered],
             "created_at": ordered[-1][2], "updated_at": ordered[0][2], "up_for_adoption": None,
             "metrics": {"downloads": {"total": 0, "versions": {}}, "followers": 0}}
+
+
+# ---------------------------------------------------------------- supply-chain policy (proxies)
+COOKBOOK_DOC = re.compile(rf"api/v1/cookbooks/(?P<name>{NAME})")
+VERSION_DOC = re.compile(rf"api/v1/cookbooks/(?P<name>{NAME})/versions/(?P<version>{VERSION})")
+
+
+def offered_versions(path: str, body: bytes) -> list[tuple[str, str, Any]] | None:
+    """(cookbook, version, published_at or None) a universe, cookbook or version document offers;
+    None for other paths. Only version documents carry a publish time."""
+    if path == "universe":
+        universe = json.loads(body)
+        return [(name, version, None) for name, versions in universe.items() for version in versions]
+    found = VERSION_DOC.fullmatch(path)
+    if found:
+        return [(found["name"], dotted(found["version"]), json.loads(body).get("published_at"))]
+    found = COOKBOOK_DOC.fullmatch(path)
+    if found:
+        doc = json.loads(body)
+        return [(found["name"], dotted(str(url).rstrip("/").rsplit("/", 1)[-1]), None)
+                for url in doc.get("versions") or []]
+    return None
+
+
+def without(path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+    """A universe or cookbook document without the hidden (cookbook, version) pairs; the cookbook's
+    latest_version moved to the newest version left."""
+    doc = json.loads(body)
+    if path == "universe":
+        kept = {name: {v: e for v, e in versions.items() if (name, v) not in hidden} for name, versions in doc.items()}
+        return json.dumps({name: versions for name, versions in kept.items() if versions}).encode()
+    found = COOKBOOK_DOC.fullmatch(path)
+    if not found:
+        return body
+    name = found["name"]
+    urls = [u for u in doc.get("versions") or [] if (name, dotted(str(u).rstrip("/").rsplit("/", 1)[-1])) not in hidden]
+    ordered = sorted(urls, key=lambda u: version_key(dotted(str(u).rstrip("/").rsplit("/", 1)[-1])), reverse=True)
+    doc["versions"], doc["latest_version"] = ordered, ordered[0] if ordered else None
+    return json.dumps(doc).encode()

@@ -27,9 +27,9 @@ from aiohttp import web
 from depot.cache.api import BASE_PLACEHOLDER, Conflict, Kind, merge_x_cache
 
 from . import cocoapods_specs as cs
-from .base import Ctx, FormatError, route, standard_repositories
-from .helm import _multipart
+from .base import Ctx, FormatError, VersionInfo, route, standard_repositories
 from .longtail_warm import plan_podfile_lock
+from .multipart import form_fields
 from .repo import RepoConfig
 from .tarball_meta import check_archive
 from .tree import TreeFormat, in_thread, rule
@@ -88,6 +88,19 @@ class CocoaPods(TreeFormat):
         found = cs.SPEC.fullmatch(path) or cs.ARCHIVE.fullmatch(path)
         return (found["pod"], found["version"]) if found else None
 
+    # ------------------------------------------------------------------ supply-chain policy
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """The version shards (`Pod/1.0.0/1.1.0` lines). The CDN carries no publish times, so
+        deny/allow rules apply and the cooldown does not (podspec and archive downloads of a
+        hidden version are refused through package_of)."""
+        if not cs.SHARD_FILE.fullmatch(path):
+            return None
+        return [VersionInfo(pod, v) for pod, versions in cs.parse_shard(body).items() for v in versions]
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        pods = {pod: [v for v in versions if (pod, v) not in hidden] for pod, versions in cs.parse_shard(body).items()}
+        return cs.dump_shard({pod: versions for pod, versions in pods.items() if versions})
+
     # ------------------------------------------------------------------ hosted documents
     async def hosted_document(self, ctx: Ctx, path: str) -> web.StreamResponse | None:
         if path == "CocoaPods-version.yml":
@@ -123,7 +136,8 @@ class CocoaPods(TreeFormat):
             return (await ctx.hosted.read(found) if found else b""), "HIT"
         if ctx.repo.is_proxy:
             cached, body = await ctx.fetch_upstream(self.fetch_spec(ctx, path, self.tree[1]))
-            return body, cached.status
+            hidden = ctx.pull.hidden(self.metadata_versions(path, body) or [])
+            return (self.filter_metadata(path, body, frozenset(hidden)) if hidden else body), cached.status
         raise FormatError(404, f"{path}: groups of groups are not served")   # pragma: no cover
 
     # ------------------------------------------------------------------ proxy: podspecs and archives
@@ -168,7 +182,7 @@ class CocoaPods(TreeFormat):
 
     async def upload(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
-        parts = await _multipart(ctx, ("podspec", "archive"))
+        parts = await form_fields(ctx, ("podspec", "archive"))
         if not parts.get("podspec") or not parts.get("archive"):
             raise FormatError(400, "send multipart fields podspec (JSON) and archive (.tar.gz or .zip)")
         try:

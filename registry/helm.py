@@ -24,7 +24,7 @@ import hashlib
 import re
 from typing import Any, Awaitable, Callable
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from cachetools import LRUCache
 
 from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, UpstreamFailed, merge_x_cache, parse_time
@@ -32,6 +32,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Kind, Staged, UpstreamFailed, merg
 from . import helm_index as hi
 from .infra_warm import HELM_LOCKS, plan_chart_lock
 from .base import Ctx, FormatError, VersionInfo, route, standard_repositories
+from .multipart import form_fields
 from .repo import RepoConfig
 from .tree import Rewrite, TreeFormat, in_thread, rule
 
@@ -283,7 +284,7 @@ class Helm(TreeFormat):
     async def api_upload(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
         if ctx.request.content_type.startswith("multipart/form-data"):
-            parts = await _multipart(ctx, ("chart", "prov"))
+            parts = await form_fields(ctx, ("chart", "prov"))
             chart, prov = parts.get("chart"), parts.get("prov")
         else:
             chart, prov = await ctx.read_body(), None
@@ -310,7 +311,7 @@ class Helm(TreeFormat):
     async def api_prov(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
         if ctx.request.content_type.startswith("multipart/form-data"):
-            prov = (await _multipart(ctx, ("prov",))).get("prov")
+            prov = (await form_fields(ctx, ("prov",))).get("prov")
         else:
             prov = await ctx.read_body()
         if not prov:
@@ -352,31 +353,6 @@ def _constant(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
     return load
-
-
-async def _multipart(ctx: Ctx, fields: tuple[str, ...]) -> dict[str, bytes]:
-    """The named fields of a multipart/form-data body, bounded by the repository's max_upload."""
-    out: dict[str, bytes] = {}
-    total = 0
-    try:
-        reader = await ctx.request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise FormatError(400, "nested multipart is not supported")
-            chunks = []
-            while chunk := await part.read_chunk(256 * 1024):
-                total += len(chunk)
-                if total > ctx.repo.max_upload:
-                    raise FormatError(413, f"upload larger than {ctx.repo.max_upload} bytes")
-                chunks.append(chunk)
-            if part.name in fields:
-                out[part.name] = b"".join(chunks)
-    except (ValueError, AssertionError) as exc:
-        raise FormatError(400, f"malformed multipart body: {exc}") from None
-    return out
 
 
 FORMAT = Helm

@@ -20,17 +20,20 @@ Paths, relative to `/<repo>/` (rebar3: `HEX_CDN=<depot>/<repo>` plus this reposi
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import Kind, merge_x_cache
+from depot.cache.api import Kind, merge_x_cache, parse_time
 
 from . import hex_proto as hp
 from . import hex_tarball as ht
-from .base import Ctx, Format, FormatError, route, standard_repositories
+from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .group_answer import first_member_hit
+from .json_answer import json_answer
 from .options import Option, string
 from .longtail_warm import plan_rebar_lock
 from .repo import RepoConfig
@@ -38,6 +41,7 @@ from .terraform_modules import version_key
 from .tree import in_thread
 
 KEY_PATH = ".depot/hex-signing-key.pem"
+HEX_API = "https://hex.pm/api"
 OCTETS = "application/octet-stream"
 TARBALL = rf"tarballs/(?P<name>{ht.NAME})-(?P<version>{ht.VERSION})\.tar"
 
@@ -48,6 +52,10 @@ def _answer(request: web.Request, body: bytes, x_cache: str) -> web.Response:
     if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers={**headers, "Content-Type": OCTETS})
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def _payload(path: str, repository: str, infos: list[dict[str, Any]]) -> bytes:
@@ -74,15 +82,19 @@ class Hex(Format):
     """Hex repository protocol: hosted, proxy and group."""
 
     name = "hex"
+    version_scheme = "semver"
     options = {
         "repository_name": Option(string, "hexpm", "repository name written in (and expected of) signed documents"),
         "public_key": Option(string, "", "proxy: PEM public key the upstream's documents must verify with"),
+        "api_url": Option(string, "", "proxy: the Hex API giving release times (inserted_at) to the supply-chain "
+                                      "policy's cooldown; default hex.pm's API for repo.hex.pm, else <upstream>/api"),
     }
     routes = (
         route("GET HEAD", r"(?P<doc>names|versions|packages/(?P<name>[a-z][a-z0-9_]*))", "document"),
         route("GET HEAD", r"public_key", "public_key"),
         route("GET HEAD", TARBALL, "tarball"),
         route("POST", r"api/publish", "publish", "hosted group"),
+        route("GET HEAD", r"api/packages/(?P<name>[a-z][a-z0-9_]*)", "api_package"),
     )
 
     @classmethod
@@ -132,7 +144,9 @@ class Hex(Format):
             if signer is None:
                 return await first_member_hit(ctx, self.public_key, "public_key")
             return await self.public_key(signer)
-        if ctx.repo.is_proxy:
+        if ctx.repo.is_proxy and ctx.pull.policy_active():
+            pem = await in_thread(hp.public_of, await self._private_key(ctx))     # it re-signs what it filters
+        elif ctx.repo.is_proxy:
             if not ctx.repo.options["public_key"]:
                 raise FormatError(404, "this proxy has no public_key configured")
             pem = ctx.repo.options["public_key"].encode()
@@ -143,13 +157,13 @@ class Hex(Format):
     # ------------------------------------------------------------------ registry documents
     async def document(self, ctx: Ctx) -> web.StreamResponse:
         path = ctx.match["doc"]
-        if ctx.repo.is_proxy:
+        if ctx.repo.is_proxy and not ctx.pull.policy_active():
             cached = await ctx.open_upstream(self._doc_spec(ctx, path))
             return ctx.pull.respond(ctx.request, cached)
         if ctx.repo.is_group and self._signer(ctx) is None:     # proxies only: their documents as signed upstream
             return await first_member_hit(ctx, self.document, path)
         payload, x_cache = await self._payload_of(ctx, path)
-        signer = ctx if ctx.repo.is_hosted else self._signer(ctx)
+        signer = ctx if not ctx.repo.is_group else self._signer(ctx)
         assert signer is not None
         private = await self._private_key(signer)
         key = ("hex", ctx.repo.name, path, hashlib.sha256(payload).hexdigest(), hashlib.sha256(private).hexdigest())
@@ -176,15 +190,72 @@ class Hex(Format):
         if ctx.repo.is_proxy:
             cached, body = await ctx.fetch_upstream(self._doc_spec(ctx, path))
             try:
-                return await in_thread(hp.verify_document, body, None), cached.status
+                payload = await in_thread(hp.verify_document, body, None)
             except hp.BadRegistry as exc:
                 raise FormatError(502, f"the upstream's {path} is not usable: {exc}") from None
+            return await self._policy_filtered(ctx, path, payload), cached.status
         answers = await ctx.each_member(lambda m: self._payload_of(m, path), path)
         try:
             merged = await in_thread(hp.merge_payloads, path, repository, [p for _, (p, _) in answers])
         except hp.BadRegistry as exc:
             raise FormatError(502, f"a member's {path} is not usable: {exc}") from None
         return merged, merge_x_cache(s for _, (_, s) in answers) or "HIT"
+
+    async def _policy_filtered(self, ctx: Ctx, path: str, payload: bytes) -> bytes:
+        """A proxy's payload without the versions the supply-chain policy hides (deny/allow rules;
+        the cooldown with the release times of the Hex API)."""
+        if not ctx.pull.policy_active():
+            return payload
+        key = ("hex-policy", ctx.repo.name, path, hashlib.sha256(payload).hexdigest(), ctx.pull.policy_version())
+        found = ctx.documents.get(key)          # /versions of hex.pm lists every release: judged once
+        if found is not None:
+            return found
+        offered = await in_thread(hp.payload_versions, path, payload)
+        times = await self._release_times(ctx, path.removeprefix("packages/")) if path.startswith("packages/") else {}
+        hidden = ctx.pull.hidden(VersionInfo(name, version, times.get(version)) for name, version in offered)
+        filtered = await in_thread(hp.without, path, payload, frozenset(hidden)) if hidden else payload
+        ctx.documents.put(key, filtered)
+        return filtered
+
+    def _api_url(self, ctx: Ctx) -> str:
+        configured = ctx.repo.options["api_url"]
+        upstream = (ctx.repo.upstream or "").rstrip("/")
+        return (configured or (HEX_API if upstream == self.default_upstream() else upstream + "/api")).rstrip("/")
+
+    async def _release_times(self, ctx: Ctx, name: str) -> dict[str, float | None]:
+        """version -> publish time from the Hex API's package document (cached as metadata);
+        empty when the API does not answer (the cooldown then cannot judge)."""
+        spec = ctx.pull.spec(f"api/packages/{name}", f"{self._api_url(ctx)}/packages/{name}", Kind.METADATA,
+                             content_type="application/json", request_headers={"Accept": "application/json"})
+        try:
+            _, body = await ctx.fetch_upstream(spec)
+            releases = json.loads(body).get("releases") or []
+            return {str(r["version"]): parse_time(r.get("inserted_at")) for r in releases if isinstance(r, dict)}
+        except (FormatError, ValueError, KeyError, AttributeError):
+            return {}
+
+    async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
+        """From the Hex API's release list (`inserted_at`), through the cache."""
+        return (await self._release_times(ctx, package)).get(version) if ctx.repo.is_proxy else None
+
+    async def api_package(self, ctx: Ctx) -> web.StreamResponse:
+        """The Hex API's package document (`releases` with `inserted_at`): hosted from the stored
+        tarballs, proxied from the upstream's API, a group's first member having the package."""
+        name = ctx.match["name"]
+        if ctx.repo.is_group:
+            return await first_member_hit(ctx, self.api_package, f"package {name}")
+        if ctx.repo.is_proxy:
+            spec = ctx.pull.spec(f"api/packages/{name}", f"{self._api_url(ctx)}/packages/{name}", Kind.METADATA,
+                                 content_type="application/json", request_headers={"Accept": "application/json"})
+            return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
+        files = [f for f in await ctx.hosted.list(f"tarballs/{name}-") if f.meta.get("hex", {}).get("name") == name]
+        if not files:
+            raise FormatError(404, f"package {name} not found")
+        releases = sorted(({"version": f.meta["hex"]["version"], "inserted_at": _iso(f.created),
+                            "url": f"{ctx.base_url}/api/packages/{name}/releases/{f.meta['hex']['version']}"}
+                           for f in files), key=lambda r: version_key(r["version"]), reverse=True)
+        return json_answer(ctx.request, {"name": name, "repository": ctx.repo.options["repository_name"],
+                                         "releases": releases}, {"X-Cache": "HIT"})
 
     def _doc_spec(self, ctx: Ctx, path: str) -> Any:
         pem = ctx.repo.options["public_key"].encode() or None

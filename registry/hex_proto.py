@@ -221,3 +221,31 @@ def merge_payloads(path: str, repository: str, payloads: list[bytes]) -> bytes:
         for version, raw in decode_releases(payload):
             seen.setdefault(version, raw)
     return encode_package_raw(path.removeprefix("packages/"), repository, list(seen.values()))
+
+
+# ---------------------------------------------------------------------- supply-chain policy (proxies)
+def _repository_of(payload: bytes, number: int) -> str:
+    return next((v.decode() for n, v in _fields(payload) if n == number and isinstance(v, bytes)), "")
+
+
+def payload_versions(path: str, payload: bytes) -> list[tuple[str, str]]:
+    """(package, version) pairs a /versions or /packages/<name> payload offers (none for /names)."""
+    if path == "versions":
+        return [(name, v) for name, versions in decode_versions(payload).items() for v in versions]
+    if path.startswith("packages/"):
+        name = path.removeprefix("packages/")
+        return [(name, version) for version, _ in decode_releases(payload)]
+    return []
+
+
+def without(path: str, payload: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+    """The payload without the hidden (package, version) pairs (for re-signing by the proxy)."""
+    if path == "versions":
+        kept = {name: [v for v in versions if (name, v) not in hidden]
+                for name, versions in decode_versions(payload).items()}
+        return encode_versions(_repository_of(payload, 2), {n: vs for n, vs in kept.items() if vs})
+    if path.startswith("packages/"):
+        name = path.removeprefix("packages/")
+        return encode_package_raw(name, _repository_of(payload, 3),
+                                  [raw for version, raw in decode_releases(payload) if (name, version) not in hidden])
+    return payload

@@ -22,15 +22,17 @@ from typing import Any
 
 from aiohttp import web
 
-from depot.cache.api import Conflict, Staged
+from depot.cache.api import Cached, Conflict, Kind, Staged, respond_bytes
 
 from . import opkg_index as oi
 from . import signing
-from .base import Ctx, FormatError, standard_repositories
+from .base import Ctx, FormatError, VersionInfo, standard_repositories
 from .repo import RepoConfig
 from .tree import TreeFormat, in_thread, rule, validate_path
 
 INDEX_FILES = ("Packages", "Packages.gz", "Packages.sig", "Packages.asc")
+ANCHORS = ("Packages.gz", "Packages")            # the index a proxy's signatures pair with
+SIGNATURES = ("Packages.sig", "Packages.asc")
 KEY_FILES = ("key.pub", "key.asc")
 USIGN_PATH = ".depot/usign-key.json"
 IPK = re.compile(r"(?P<name>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_/]+)_(?P<arch>[A-Za-z0-9_-]+)\.ipk")
@@ -115,7 +117,7 @@ class Opkg(TreeFormat):
             state = oi.digest(f"{f.path} {f.digest}" for f in files)
             return oi.packages_text(f.meta["stanza"] for f in files), state
         if ctx.repo.is_proxy:
-            body = await self._upstream_index(ctx, "")
+            body = await self._policy_filtered(ctx, await self._upstream_index(ctx, ""))
             return body, hashlib.sha256(body).hexdigest()
         answers = await ctx.each_member(self.packages, "Packages")
         state = oi.digest(s for _, (_, s) in answers)
@@ -136,6 +138,11 @@ class Opkg(TreeFormat):
         return body
 
     async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
+        directory, _, filename = path.rpartition("/")
+        if filename in INDEX_FILES + KEY_FILES and ctx.pull.policy_active():
+            return await self._resigned(ctx, directory + "/" if directory else "", filename)
+        if filename in INDEX_FILES:
+            return await self._proxy_index(ctx, directory + "/" if directory else "", filename)
         entry = self.classify(ctx.repo, path)
         if entry is None or not path.endswith(".ipk") or await ctx.pull.peek(path) is not None:
             return await super().serve_proxy(ctx, path)
@@ -146,6 +153,100 @@ class Opkg(TreeFormat):
             raise FormatError(404, f"{path} is not in the upstream feed of {ctx.repo.name}")
         spec = self.fetch_spec(ctx, path, entry, expect_sha256=expected)
         return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
+
+    # ------------------------------------------------------------------ proxy: index and signature pairs
+    async def _proxy_index(self, ctx: Ctx, prefix: str, filename: str) -> web.StreamResponse:
+        """The upstream's index and its signatures as one consistent pair. The index (Packages.gz,
+        else Packages: the anchor) is revalidated only when a client asks for the index, which is
+        what `opkg update` does first; each signature is stored per anchor digest, fetched in that
+        same request, so the .sig a client gets next signs the very Packages it got, whatever the
+        upstream published in between (a racy pair heals at the next revalidation of the index)."""
+        if filename in SIGNATURES:
+            anchor = await self._stored_anchor(ctx, prefix)
+            if anchor is None:
+                cached, anchor_name = await self._open_anchor(ctx, prefix)
+                anchor = ((await self._digest(ctx, cached))[0], anchor_name)
+            sig, status = await self._signature(ctx, prefix, filename, anchor[0], refresh=False)
+            return respond_bytes(ctx.request, sig, TYPES[filename],
+                                 {"X-Cache": status, "Cache-Control": "no-cache"})
+        cached, anchor_name = await self._open_anchor(ctx, prefix)
+        digest, body = await self._digest(ctx, cached)
+        for signature in SIGNATURES:        # fetched with the index (a feed may have only one of them)
+            try:
+                await self._signature(ctx, prefix, signature, digest, refresh=True)
+            except FormatError:
+                pass                            # the index is still good; a signature request retries
+        if filename == anchor_name:
+            if body is None:
+                return ctx.pull.respond(ctx.request, cached)
+            return respond_bytes(ctx.request, body, TYPES[filename], {"X-Cache": cached.status})
+        if filename == "Packages.gz":
+            raise FormatError(404, f"the upstream feed of {ctx.repo.name} has no {prefix}Packages.gz")
+        plain = await in_thread(gzip.decompress, body if body is not None else await ctx.pull.read(cached))
+        return respond_bytes(ctx.request, plain, TYPES["Packages"], {"X-Cache": cached.status})
+
+    async def _policy_filtered(self, ctx: Ctx, packages: bytes) -> bytes:
+        """The upstream's Packages without the versions the supply-chain policy hides (deny and
+        allow rules: opkg feeds carry no publish times)."""
+        if not ctx.pull.policy_active():
+            return packages
+        offered = await in_thread(oi.offered, packages)
+        hidden = ctx.pull.hidden(VersionInfo(name, version) for name, version in offered)
+        return await in_thread(oi.without, packages, frozenset(hidden)) if hidden else packages
+
+    async def _resigned(self, ctx: Ctx, prefix: str, filename: str) -> web.StreamResponse:
+        """A proxy under a supply-chain policy: the upstream's index filtered, and so signed with
+        this repository's own keys (`key.pub`, `key.asc`) like a hosted feed."""
+        if filename in KEY_FILES:
+            return _respond(ctx, filename, await self.feed(ctx, filename))
+        packages = await self._policy_filtered(ctx, await self._upstream_index(ctx, prefix))
+        state = hashlib.sha256(packages).hexdigest()
+        found = ctx.documents.get(("opkg", ctx.repo.name, state, filename))
+        if found is None:
+            files = await self._render(ctx, packages)
+            for file, body in files.items():
+                ctx.documents.put(("opkg", ctx.repo.name, state, file), body)
+            found = files[filename]
+        return _respond(ctx, filename, found)
+
+    async def _open_anchor(self, ctx: Ctx, prefix: str) -> tuple[Cached, str]:
+        """The upstream's Packages.gz (else Packages), revalidated when due."""
+        for name in ANCHORS:
+            try:
+                return await ctx.open_upstream(self.fetch_spec(ctx, prefix + name, self.tree[0])), name
+            except FormatError as exc:
+                if exc.status != 404 or name == ANCHORS[-1]:
+                    raise
+        raise AssertionError("unreachable")    # pragma: no cover
+
+    async def _stored_anchor(self, ctx: Ctx, prefix: str) -> tuple[str, str] | None:
+        """(digest, name) of the index as stored now, without asking the upstream."""
+        for name in ANCHORS:
+            entry = await ctx.pull.peek(prefix + name)
+            if entry is not None:
+                return entry.digest, name
+        return None
+
+    async def _digest(self, ctx: Ctx, cached: Cached) -> tuple[str, bytes | None]:
+        """The anchor's digest, and its body when reading it was needed (a first fill still
+        streaming in: it can be followed once, so the answer is made from these bytes)."""
+        if cached.entry is not None:
+            return cached.entry.digest, None
+        body = await ctx.pull.read(cached)
+        return hashlib.sha256(body).hexdigest(), body
+
+    async def _signature(self, ctx: Ctx, prefix: str, filename: str, anchor: str, refresh: bool) -> tuple[bytes, str]:
+        """The upstream's `filename` stored for the index of digest `anchor`: (bytes, X-Cache).
+        `refresh`: revalidate it when due (with the index); else the stored one as it is."""
+        key = f"{prefix}{filename}@{anchor}"
+        if not refresh and (entry := await ctx.pull.peek(key)) is not None:
+            try:
+                return await ctx.pull.read(Cached("HIT", ctx.repo, entry)), "HIT"
+            except OSError:
+                pass                            # its blob was evicted: fetch it again
+        url = self.upstream_url(ctx.repo, prefix + filename)
+        cached = await ctx.open_upstream(ctx.pull.spec(key, url, Kind.METADATA, content_type=TYPES[filename]))
+        return await ctx.pull.read(cached), cached.status
 
     # ------------------------------------------------------------------ uploads
     async def put_path(self, ctx: Ctx) -> web.StreamResponse:

@@ -185,3 +185,23 @@ def usign_sign(secret: bytes, message: bytes) -> bytes:
 
 def digest(parts: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def offered(text: bytes) -> list[tuple[str, str]]:
+    """(package, version) of every stanza, the version as file names write it (no epoch)."""
+    out = []
+    for block in stanzas_of(text):
+        fields = parse_stanza(block)
+        if fields.get("package"):
+            out.append((fields["package"], fields.get("version", "").split(":")[-1]))
+    return out
+
+
+def without(text: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+    """The Packages document without the stanzas of hidden (package, version) pairs."""
+    kept = []
+    for block in stanzas_of(text):
+        fields = parse_stanza(block)
+        if (fields.get("package", ""), fields.get("version", "").split(":")[-1]) not in hidden:
+            kept.append(block)
+    return packages_text(kept)

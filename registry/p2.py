@@ -17,15 +17,18 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
 from depot.cache.api import Staged
 
 from . import p2_meta as pm
-from .base import Ctx, FormatError, engine_errors, standard_repositories
+from .base import Ctx, FormatError, VersionInfo, engine_errors, standard_repositories
+from .options import Option, string_list
 from .repo import RepoConfig
 from .tree import Rewrite, TreeFormat, in_thread, rule, validate_path
 
@@ -33,11 +36,46 @@ SITES = ".depot/sites.json"
 GENERATED = {"p2.index": "text/plain", "compositeContent.xml": "application/xml",
              "compositeArtifacts.xml": "application/xml"}
 ARTIFACT_DIRS = ("plugins/", "features/", "binary/")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+EXT = re.compile(r"ext/(?P<scheme>https?)/(?P<host>[A-Za-z0-9.-]+)/(?P<port>\d{1,5})/(?P<rest>.*)")
+
+
+def _allowed(repo: RepoConfig, scheme: str, host: str, port: int) -> bool:
+    """Whether a proxy fetches from `host`: its upstream's host, or one of its `child_hosts`
+    (`host` for any port, or `host:port`)."""
+    up = urlsplit(repo.upstream or "")
+    if scheme in ("http", "https") and (host, port) == (up.hostname, up.port or DEFAULT_PORTS.get(up.scheme)):
+        return True
+    return any(entry in (host, f"{host}:{port}") for entry in repo.options["child_hosts"])
+
+
+def depot_path(repo: RepoConfig, url: str) -> str | None:
+    """Where an absolute location is under the proxy repository's root (None: a host it does not
+    fetch from): `<path>` under its upstream, else `ext/<scheme>/<host>/<port>/<path>`."""
+    base = (repo.upstream or "").rstrip("/")
+    if url.rstrip("/") == base:
+        return "."
+    if url.startswith(base + "/"):
+        return url[len(base) + 1:]
+    parts = urlsplit(url)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    if not parts.hostname or port is None or not _allowed(repo, parts.scheme, parts.hostname, port):
+        return None
+    return f"ext/{parts.scheme}/{parts.hostname}/{port}/{parts.path.lstrip('/')}"
+
+
+def external_url(repo: RepoConfig, path: str) -> str | None:
+    """The URL of an `ext/<scheme>/<host>/<port>/<path>` path (None: not one, or not allowed)."""
+    found = EXT.fullmatch(path)
+    if found is None or not _allowed(repo, found["scheme"], found["host"], int(found["port"])):
+        return None
+    return f"{found['scheme']}://{found['host']}:{found['port']}/{quote(found['rest'])}"
 
 
 def _rewrite(body: bytes, rw: Rewrite) -> bytes:
+    url = external_url(rw.repo, rw.path) or rw.upstream + "/" + quote(rw.path)
     try:
-        return pm.rewrite_index(rw.path, body, rw.upstream)
+        return pm.rewrite_index(rw.path, body, url, lambda location: depot_path(rw.repo, location))
     except (pm.BadSite, UnicodeDecodeError) as exc:
         raise ValueError(f"upstream {rw.path} is not usable: {exc}") from None
 
@@ -46,6 +84,10 @@ class P2(TreeFormat):
     """p2 repositories over the static-tree helper."""
 
     name = "p2"
+    options = {
+        "child_hosts": Option(string_list, (), "proxy: other hosts (`host` or `host:port`) whose composite children "
+                                              "are fetched through depot too (the upstream's host always is)"),
+    }
     tree = (rule(r"(?:.+/)?p2\.index", "metadata", content_type="text/plain"),
             rule(r"(?:.+/)?(?:content|artifacts|compositeContent|compositeArtifacts)\.(?:xml|xml\.xz|jar)",
                  "metadata", rewrite=_rewrite),
@@ -75,6 +117,25 @@ class P2(TreeFormat):
         stem = name.removesuffix(".pack.gz").removesuffix(".jar")
         ident, sep, version = stem.rpartition("_")
         return (ident, version) if sep else None
+
+    # ------------------------------------------------------------------ supply-chain policy
+    def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """Installable units of content indexes and artifacts of artifact indexes (p2 carries no
+        publish times: deny/allow rules apply, by bundle or feature id)."""
+        if self.classify_index(path) is None:
+            return None
+        try:
+            return [VersionInfo(ident, version) for ident, version in pm.offered(path, body)]
+        except (pm.BadSite, UnicodeDecodeError):
+            return None
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        return pm.without(path, body, hidden)
+
+    @staticmethod
+    def classify_index(path: str) -> str | None:
+        name = path.rsplit("/", 1)[-1]
+        return name if pm.INDEX.fullmatch(name) and not name.startswith("composite") else None
 
     # ------------------------------------------------------------------ reads
     async def get_path(self, ctx: Ctx) -> web.StreamResponse:
@@ -124,6 +185,14 @@ class P2(TreeFormat):
         return json.loads(await ctx.hosted.read(found)) if found else {}
 
     # ------------------------------------------------------------------ proxy artifacts
+    def upstream_url(self, repo: RepoConfig, path: str) -> str:
+        if path.startswith("ext/"):
+            url = external_url(repo, path)
+            if url is None:
+                raise FormatError(404, f"{path}: not a child host {repo.name} fetches from (options.child_hosts)")
+            return url
+        return super().upstream_url(repo, path)
+
     async def serve_proxy(self, ctx: Ctx, path: str) -> web.StreamResponse:
         entry = self.classify(ctx.repo, path)
         cut = max(path.rfind(d) for d in ARTIFACT_DIRS) if entry is not None else -1

@@ -64,18 +64,26 @@ def encode(name: str, original: bytes, xml: bytes) -> bytes:
     return xml
 
 
-def rewrite_index(name: str, body: bytes, upstream: str) -> bytes:
-    """An upstream index for clients of depot: `p2.mirrorsURL` removed (clients would go to the
-    mirrors instead), composite children under the upstream made relative (so they resolve
-    through depot)."""
+def rewrite_index(name: str, body: bytes, url: str, mapped: Callable[[str], str | None] | None = None) -> bytes:
+    """An upstream index (at depot path `name`, fetched from `url`) for clients of depot:
+    `p2.mirrorsURL` removed (clients would go to the mirrors instead), composite children under
+    the document's own directory made relative, and children elsewhere that `mapped` knows
+    (absolute URL -> path under the repository root) pointed at that path, so they all resolve
+    through depot."""
     xml = decode(name, body)
     text = xml.decode("utf-8")
     new = MIRRORS.sub("", text)
     if new != text:
         new = re.sub(r"<properties\s+size=['\"](\d+)['\"]",
                      lambda m: f"<properties size='{int(m[1]) - len(MIRRORS.findall(text))}'", new, count=1)
-    directory = upstream.rstrip("/") + "/" + (name.rsplit("/", 1)[0] + "/" if "/" in name else "")
-    new = CHILD.sub(lambda m: m[1] + m[2] + _relative(m[3], directory) + m[2], new)
+    directory = url.rsplit("/", 1)[0] + "/"
+    up = "../" * name.count("/")              # from the document's directory to the repository root
+
+    def child(location: str) -> str:
+        relative = _relative(location, directory)
+        local = mapped(location) if relative == location and mapped is not None else None
+        return relative if local is None else up + local
+    new = CHILD.sub(lambda m: m[1] + m[2] + child(m[3]) + m[2], new)
     return body if new == text else encode(name, body, new.encode("utf-8"))
 
 
@@ -163,3 +171,39 @@ def read_site(data: bytes, check: Callable[[str], str]) -> dict[str, bytes]:
         if sha and hashlib.sha256(files[path]).hexdigest() != sha:
             raise BadSite(f"{path} does not match the sha-256 in {artifacts}")
     return files
+
+
+# ---------------------------------------------------------------- supply-chain policy (proxies)
+UNIT = re.compile(r"""<(?P<tag>unit|artifact)\s(?P<attrs>[^>]*?)(?:/>|>.*?</(?P=tag)>)\s*""", re.S)
+ATTR = re.compile(r"""(\w+)=(['"])(.*?)\2""")
+CONTAINER_SIZE = re.compile(r"""(<(?P<tag>units|artifacts)\s+size=)(['"])\d+\3""")
+
+
+def _identity(attrs: str) -> tuple[str, str] | None:
+    found = {m[1]: m[3] for m in ATTR.finditer(attrs)}
+    return (found["id"], found["version"]) if "id" in found and "version" in found else None
+
+
+def offered(name: str, body: bytes) -> list[tuple[str, str]]:
+    """(id, version) of every installable unit or artifact a content/artifacts index lists."""
+    if INDEX.fullmatch(name.rsplit("/", 1)[-1]) is None or "composite" in name.rsplit("/", 1)[-1]:
+        return []
+    text = decode(name, body).decode("utf-8", "replace")
+    return [found for m in UNIT.finditer(text) if (found := _identity(m["attrs"])) is not None]
+
+
+def without(name: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+    """The index without the hidden units/artifacts (the container sizes kept right), re-encoded."""
+    text = decode(name, body).decode("utf-8")
+    counts = {"unit": 0, "artifact": 0}
+
+    def keep(match: re.Match[str]) -> str:
+        if _identity(match["attrs"]) in hidden:
+            return ""
+        counts[match["tag"]] += 1
+        return match[0]
+    new = UNIT.sub(keep, text)
+    outer = "units" if name.rsplit("/", 1)[-1].startswith("content") else "artifacts"   # not units' own <artifacts>
+    new = CONTAINER_SIZE.sub(lambda m: f"{m[1]}{m[3]}{counts[outer[:-1]]}{m[3]}" if m["tag"] == outer else m[0],
+                             new, count=1 if outer == "artifacts" else 0)
+    return encode(name, body, new.encode("utf-8"))

@@ -151,6 +151,10 @@ class Pub(Format):
             return pm.render_hosted(await ctx.hosted.read(stored), ctx.base_url), "HIT"
         if ctx.repo.is_proxy:
             cached, body = await ctx.fetch_upstream(self._listing_spec(ctx, name))
+            key = f"api/packages/{name}"          # the policy, as the proxy's own answer has it
+            hidden = ctx.pull.hidden(self.metadata_versions(key, body) or [])
+            if hidden:
+                body = self.filter_metadata(key, body, frozenset(hidden))
             return body.replace(BASE_PLACEHOLDER.encode(), ctx.base_url.encode()), cached.status
         answers = await ctx.each_member(lambda m: self._listing_body(m, name), f"package {name}")
         docs = [pm.parse_listing(body) for _, (body, _) in answers]

@@ -29,10 +29,10 @@ from depot.cache.api import Kind, merge_x_cache
 
 from . import puppet_releases as pr
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
-from .helm import _multipart
 from .group_answer import first_member_hit
 from .json_answer import json_answer
 from .longtail_warm import plan_puppetfile
+from .multipart import form_fields
 from .repo import RepoConfig
 from .tree import in_thread
 
@@ -222,7 +222,7 @@ class Puppet(Format):
     async def publish(self, ctx: Ctx) -> web.StreamResponse:
         target = ctx.deploy_target()
         if ctx.request.content_type.startswith("multipart/form-data"):
-            data = (await _multipart(ctx, ("file",))).get("file")
+            data = (await form_fields(ctx, ("file",))).get("file")
         else:
             data = await ctx.read_body()
         if not data:

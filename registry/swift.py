@@ -25,12 +25,13 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from depot.cache.api import BASE_PLACEHOLDER, Kind, merge_x_cache
 
 from . import swift_meta as sm
 from .base import Ctx, Format, FormatError, VersionInfo, engine_errors, route, standard_repositories
+from .multipart import form_fields
 from .pub_meta import epoch
 from .repo import RepoConfig
 from .tree import in_thread
@@ -115,15 +116,31 @@ class Swift(Format):
         return (f"{found[1]}.{found[2]}", found[3]) if found else None
 
     def metadata_versions(self, path: str, body: bytes) -> list[VersionInfo] | None:
+        """Release lists (`<scope>/<name>`: no publish times, deny/allow rules) and release
+        metadata (`<scope>/<name>/<version>`: `publishedAt`, the cooldown too)."""
+        listing = re.fullmatch(r"([^/]+)/([^/]+)", path)
         found = re.fullmatch(r"([^/]+)/([^/]+)/([^/]+)", path)
-        if not found or path.startswith(("meta/", "identifiers")):
+        if not (found or listing) or path.startswith(("meta/", "identifiers")):
             return None
         try:
             doc = json.loads(body)
         except ValueError:
             return None
+        if listing:
+            releases = doc.get("releases") if isinstance(doc, dict) else None
+            return [VersionInfo(f"{listing[1]}.{listing[2]}", str(v)) for v in releases or {}]
+        assert found is not None
         stamp = doc.get("publishedAt") or (doc.get("metadata") or {}).get("originalPublicationTime")
         return [VersionInfo(f"{found[1]}.{found[2]}", found[3], epoch(stamp))]
+
+    def filter_metadata(self, path: str, body: bytes, hidden: frozenset[tuple[str, str]]) -> bytes:
+        listing = re.fullmatch(r"([^/]+)/([^/]+)", path)
+        if not listing:
+            return body
+        doc = json.loads(body)
+        package = f"{listing[1]}.{listing[2]}"
+        doc["releases"] = {v: item for v, item in doc["releases"].items() if (package, v) not in hidden}
+        return json.dumps(doc).encode()
 
     async def publish_time(self, ctx: Ctx, package: str, version: str) -> float | None:
         """From the release metadata document (`publishedAt`), through the cache."""
@@ -161,7 +178,8 @@ class Swift(Format):
         scope, name = ctx.match["scope"], ctx.match["name"]
         if ctx.repo.is_proxy:
             cached = await ctx.open_upstream(self._releases_spec(ctx, scope, name))
-            return await ctx.pull.answer(ctx.request, cached, None, headers=CV, base_url=ctx.base_url)
+            return await ctx.pull.answer(ctx.request, cached, sm.package_key(scope, name), headers=CV,
+                                         base_url=ctx.base_url)
         doc, x_cache = await self._releases_of(ctx, scope, name)
         latest = next(iter(doc["releases"]), None)
         links = {"Link": f'<{ctx.base_url}/{scope}/{name}/{latest}>; rel="latest-version"'} if latest else {}
@@ -173,6 +191,10 @@ class Swift(Format):
             return sm.releases_doc(record["releases"], ctx.base_url, scope, name), "HIT"
         if ctx.repo.is_proxy:
             cached, body = await ctx.fetch_upstream(self._releases_spec(ctx, scope, name))
+            key = sm.package_key(scope, name)
+            hidden = ctx.pull.hidden(self.metadata_versions(key, body) or [])
+            if hidden:
+                body = self.filter_metadata(key, body, frozenset(hidden))
             body = body.replace(BASE_PLACEHOLDER.encode(), ctx.base_url.encode())
             return sm.parse_releases(body), cached.status
         answers = await ctx.each_member(lambda m: self._releases_of(m, scope, name), f"{scope}.{name}")
@@ -195,6 +217,7 @@ class Swift(Format):
     async def _member_release(self, ctx: Ctx, scope: str, name: str, version: str,
                               x_cache: str | None = None) -> web.StreamResponse:
         if ctx.repo.is_proxy:
+            await ctx.check_policy(f"{scope}/{name}/{version}.zip")       # a hidden release: 403, the rule
             cached = await ctx.open_upstream(self._release_spec(ctx, scope, name, version))
             return ctx.pull.respond(ctx.request, cached, CV)
         record = await self._record(ctx, scope, name)
@@ -319,7 +342,9 @@ class Swift(Format):
         if not sm.SEMVER.match(version):
             raise FormatError(400, f"version {version!r} is not a semantic version")
         target = ctx.deploy_target()
-        parts = await _multipart(ctx)
+        if not ctx.request.content_type.startswith("multipart/form-data"):
+            raise FormatError(415, "the publish request must be multipart/form-data")
+        parts = await form_fields(ctx, PUBLISH_FIELDS, malformed=422, decode_base64=True)
         archive = parts.get("source-archive")
         if not archive:
             raise FormatError(422, "no source-archive part in the request")
@@ -365,33 +390,6 @@ async def _publish_files(target: Ctx, scope: str, name: str, version: str, archi
 
 def _digest(hex_digest: str) -> str:
     return "sha-256=" + base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
-async def _multipart(ctx: Ctx) -> dict[str, bytes]:
-    """The publish request's parts, bounded by the repository's max_upload."""
-    if not ctx.request.content_type.startswith("multipart/form-data"):
-        raise FormatError(415, "the publish request must be multipart/form-data")
-    out: dict[str, bytes] = {}
-    total = 0
-    try:
-        reader = await ctx.request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise FormatError(422, "nested multipart is not supported")
-            chunks = []
-            while chunk := await part.read_chunk(256 * 1024):
-                total += len(chunk)
-                if total > ctx.repo.max_upload:
-                    raise FormatError(413, f"upload larger than {ctx.repo.max_upload} bytes")
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            if part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":
-                data = base64.b64decode(data)
-            if part.name in PUBLISH_FIELDS:
-                out[part.name] = data
-    except (ValueError, AssertionError) as exc:
-        raise FormatError(422, f"malformed multipart body: {exc}") from None
-    return out
 
 
 FORMAT = Swift

@@ -149,3 +149,24 @@ def test_anonymous_publish_gets_a_challenge_and_a_read_token_cannot_publish(depo
     denied = upload(url, make_package("tinylib", "1.0.0"), headers={"Authorization": f"Bearer {read}"})
     assert denied.status_code == 403 and denied.json()["error"]
     assert upload(url, make_package("tinylib", "1.0.0"), auth=ADMIN).status_code == 201
+
+
+def test_policy_refuses_a_lookup_whose_source_is_denied(depot_factory: Any, tmp_path: Path) -> None:
+    """A lookup names one source, so a hidden one leaves nothing to resolve: the lookup itself is the
+    403 naming the rule (bower reports it), and so is the archive; other packages pass."""
+    upstream = depot_factory({"bower": {"format": "bower", "type": "hosted"}}, name="up")
+    for name, version in (("relay", "1.0.0"), ("relay", "2.0.0"), ("other", "1.0.0")):
+        assert upload(f"{upstream.url}/bower/archives/{name}/{version}.tar.gz",
+                      make_package(name, version)).status_code == 201
+    front = depot_factory({"remote": {"format": "bower", "type": "proxy", "upstream": f"{upstream.url}/bower"},
+                           "grp": {"format": "bower", "type": "group", "members": ["remote"]}},
+                          extra={"policy": {"deny": ["relay@>=2"]}}, name="front")
+    for repo in ("remote", "grp"):
+        refused = requests.get(f"{front.url}/{repo}/packages/relay", timeout=10)
+        assert refused.status_code == 403 and "relay@>=2" in refused.json()["error"], repo
+        assert refused.headers["X-Depot-Policy"] == "deny matches relay@>=2"
+    archive = requests.get(f"{front.url}/remote/archives/relay/2.0.0.tar.gz", timeout=10)
+    assert archive.status_code == 403 and "relay@>=2" in archive.json()["error"]
+    assert "other 1.0.0" in bower_install(tmp_path, f"{front.url}/remote", "other")
+    with pytest.raises(AssertionError, match="403"):
+        bower_install(tmp_path, f"{front.url}/remote", "relay")

@@ -210,3 +210,24 @@ def test_warm_from_a_podfile_lock_then_install_without_the_upstream(depot_factor
     assert spec.status_code == 200 and spec.headers["X-Cache"] == "HIT"
     archive = requests.get(spec.json()["source"]["http"], timeout=10)
     assert archive.content == core and archive.headers["X-Cache"] == "HIT"
+
+
+def test_policy_hides_denied_versions_from_the_shards_and_refuses_their_specs(depot_factory: Any) -> None:
+    """The CDN carries no publish times: deny/allow rules apply (the cooldown cannot)."""
+    upstream = depot_factory({"pods": {"format": "cocoapods", "type": "hosted"}}, name="up")
+    archives = {version: make_archive("RelayCore", version) for version in ("1.0.0", "1.1.0")}
+    for version, archive in archives.items():
+        assert publish(f"{upstream.url}/pods", "RelayCore", version, archive).status_code == 201
+    front = depot_factory({"remote": {"format": "cocoapods", "type": "proxy", "upstream": f"{upstream.url}/pods"},
+                           "mine": {"format": "cocoapods", "type": "hosted"},
+                           "grp": {"format": "cocoapods", "type": "group", "members": ["mine", "remote"]}},
+                          extra={"policy": {"deny": ["RelayCore@>=1.1"]}}, name="front")
+    a, b, c = shard("RelayCore")
+    for repo in ("remote", "grp"):                                    # the proxy's shard and the merged one
+        lines = requests.get(f"{front.url}/{repo}/all_pods_versions_{a}_{b}_{c}.txt", timeout=10).text.splitlines()
+        assert "RelayCore/1.0.0" in lines, (repo, lines)
+        assert pod_install(f"{front.url}/{repo}", ["RelayCore"])["RelayCore"] == archives["1.0.0"]
+    for path in (f"Specs/{a}/{b}/{c}/RelayCore/1.1.0/RelayCore.podspec.json",
+                 "pods/RelayCore/1.1.0/RelayCore-1.1.0.tar.gz"):
+        refused = requests.get(f"{front.url}/remote/{path}", timeout=10)
+        assert refused.status_code == 403 and "RelayCore@>=1.1" in refused.json()["error"], path

@@ -5,6 +5,7 @@ static upstream."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -171,3 +172,60 @@ def test_group_of_hosted_and_proxy_merges_and_re_signs_with_one_key(depot_factor
     (tmp_path / "pin").mkdir()
     old = rebar3_get_deps(tmp_path / "pin", f"{front.url}/hex", key, "mixed_base", "1.0.0")   # from the proxy
     assert "mixed_base_1_0_0" in old["mixed_base"]
+
+
+def test_policy_deny_hides_releases_and_rebar3_resolves_the_allowed_one(depot_factory: Any, tmp_path: Path) -> None:
+    """A proxy under a policy filters the signed documents, so it re-signs them with its own key (its
+    /public_key, which clients pin instead of the upstream's); the hidden tarball is a 403."""
+    upstream = depot_factory({"hex": {"format": "hex", "type": "hosted"}}, name="up")
+    for version in ("1.0.0", "1.1.0"):
+        assert publish(f"{upstream.url}/hex", make_package("pol_base", version)).status_code == 201
+    upstream_key = requests.get(f"{upstream.url}/hex/public_key", timeout=10).text
+    front = depot_factory({"remote": {"format": "hex", "type": "proxy", "upstream": f"{upstream.url}/hex",
+                                      "options": {"public_key": upstream_key}},
+                           "grp": {"format": "hex", "type": "group", "members": ["remote"]}},
+                          extra={"policy": {"deny": ["pol_base@>=1.1"]}}, name="front")
+    key = requests.get(f"{front.url}/remote/public_key", timeout=10).text
+    assert key.startswith("-----BEGIN PUBLIC KEY-----") and key != upstream_key
+    assert requests.get(f"{front.url}/grp/public_key", timeout=10).text == key
+    package = hp.verify_document(requests.get(f"{front.url}/remote/packages/pol_base", timeout=10).content,
+                                 key.encode())
+    assert set(hp.package_checksums(package)[1]) == {"1.0.0"}
+    versions = hp.verify_document(requests.get(f"{front.url}/remote/versions", timeout=10).content, key.encode())
+    assert hp.decode_versions(versions) == {"pol_base": ["1.0.0"]}
+    for repo in ("remote", "grp"):
+        got = rebar3_get_deps(tmp_path / repo, f"{front.url}/{repo}", key, "pol_base", "~> 1.0")
+        assert "pol_base_1_0_0" in got["pol_base"], repo
+    refused = requests.get(f"{front.url}/remote/tarballs/pol_base-1.1.0.tar", timeout=10)
+    assert refused.status_code == 403 and "pol_base@>=1.1" in refused.json()["message"]
+
+
+def test_policy_cooldown_reads_release_times_from_the_hex_api(upstream: Any, depot_factory: Any) -> None:
+    """The repository documents carry no times: the cooldown takes `inserted_at` from the Hex API
+    (`<upstream>/api/packages/<name>`, as hex.pm's API sits beside repo.hex.pm)."""
+    private, _ = hp.generate_key()
+    bodies = {v: make_package("cool", v) for v in ("1.0.0", "1.1.0")}
+    releases = [hp.Release(v, b"\0" * 32, hashlib.sha256(b).digest()) for v, b in bodies.items()]
+    upstream.put("packages/cool", hp.sign_document(hp.encode_package("cool", "hexpm", releases), private))
+    for version, body in bodies.items():
+        upstream.put(f"tarballs/cool-{version}.tar", body)
+    api = {"name": "cool", "releases": [{"version": "1.1.0", "inserted_at": "2099-01-01T00:00:00.000000Z"},
+                                        {"version": "1.0.0", "inserted_at": "2020-01-01T00:00:00.000000Z"}]}
+    upstream.put("api/packages/cool", json.dumps(api).encode())
+    front = depot_factory({"remote": {"format": "hex", "type": "proxy", "upstream": upstream.url}},
+                          extra={"policy": {"cooldown": "3d"}})
+    key = requests.get(f"{front.url}/remote/public_key", timeout=10).text.encode()
+    package = hp.verify_document(requests.get(f"{front.url}/remote/packages/cool", timeout=10).content, key)
+    assert set(hp.package_checksums(package)[1]) == {"1.0.0"}
+    assert requests.get(f"{front.url}/remote/tarballs/cool-1.0.0.tar", timeout=10).content == bodies["1.0.0"]
+    refused = requests.get(f"{front.url}/remote/tarballs/cool-1.1.0.tar", timeout=10)
+    assert refused.status_code == 403 and "cooldown" in refused.json()["message"]
+    assert refused.headers["X-Depot-Policy"].startswith("cooldown until 2099-01-04")
+    assert upstream.count("/tarballs/cool-1.1.0.tar") == 0
+
+
+def test_hosted_api_package_lists_releases_with_their_times(depot: DepotProcess) -> None:
+    assert publish(f"{depot.url}/hex-local", make_package("timed", "1.0.0")).status_code == 201
+    doc = requests.get(f"{depot.url}/hex/api/packages/timed", timeout=10).json()
+    assert [r["version"] for r in doc["releases"]] == ["1.0.0"] and doc["releases"][0]["inserted_at"].startswith("20")
+    assert requests.get(f"{depot.url}/hex/api/packages/missing", timeout=10).status_code == 404

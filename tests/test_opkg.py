@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,79 @@ def test_twenty_concurrent_clients_one_upstream_get_and_sha_checked(depot_factor
     assert upstream.count("/base/dpt-evil_1.0_all.ipk") == 2
     assert requests.get(f"{proxy.url}/opkg-remote/base/dpt-unlisted_1.0_all.ipk", timeout=10).status_code == 404
 
+
+
+def _signify_keys(tmp_path: Path) -> tuple[Path, Path]:
+    assert SIGNIFY, "signify-openbsd is missing: apt-get install signify-openbsd (tests/clients/opkg.apt)"
+    pub, sec = tmp_path / "upstream.pub", tmp_path / "upstream.sec"
+    subprocess.run([SIGNIFY, "-G", "-n", "-p", str(pub), "-s", str(sec)], check=True, capture_output=True, timeout=30)
+    return pub, sec
+
+
+def _publish_feed(upstream: Any, sec: Path, work: Path, packages: bytes) -> None:
+    """An OpenWrt-style feed on the static upstream: Packages.gz and its usign signature."""
+    (work / "feed").write_bytes(packages)
+    subprocess.run([SIGNIFY, "-S", "-s", str(sec), "-m", str(work / "feed"), "-x", str(work / "feed.sig")],
+                   check=True, capture_output=True, timeout=30)
+    upstream.put("feed/Packages.gz", gzip.compress(packages, mtime=0))
+    upstream.put("feed/Packages.sig", (work / "feed.sig").read_bytes())
+
+
+def test_proxy_serves_the_signature_of_the_index_it_served(depot_factory: Any, upstream: Any,
+                                                           tmp_path: Path) -> None:
+    """`opkg update` takes Packages.gz, then Packages.sig: the feed changing upstream in between
+    (and the proxy's metadata_ttl running out) must not pair the old index with the new signature."""
+    pub, sec = _signify_keys(tmp_path)
+    old = b"Package: dpt-a\nVersion: 1.0\nArchitecture: all\nFilename: dpt-a_1.0_all.ipk\n"
+    new = old + b"\nPackage: dpt-a\nVersion: 1.1\nArchitecture: all\nFilename: dpt-a_1.1_all.ipk\n"
+    _publish_feed(upstream, sec, tmp_path, old)
+    proxy = depot_factory({"opkg-remote": {"format": "opkg", "type": "proxy", "upstream": upstream.url,
+                                           "metadata_ttl": "1s"}})
+    feed = f"{proxy.url}/opkg-remote/feed"
+    first = requests.get(f"{feed}/Packages.gz", timeout=10)
+    assert gzip.decompress(first.content) == old
+    assert upstream.count("/feed/Packages.sig") == 1                 # fetched with the index, one flight
+    _publish_feed(upstream, sec, tmp_path, new)                      # the feed moves on upstream
+    time.sleep(1.5)                                                  # past the proxy's metadata_ttl
+    sig = requests.get(f"{feed}/Packages.sig", timeout=10)
+    assert sig.status_code == 200 and sig.headers["X-Cache"] == "HIT"
+    verify_usign(pub, gzip.decompress(first.content), sig.content)   # the signature of what the client has
+    index = Opkg(feed, pub).update()                                 # the next update: the new pair
+    assert set(index) == {"dpt-a 1.0", "dpt-a 1.1"}
+    assert requests.get(f"{feed}/Packages", timeout=10).content == new
+    verify_usign(pub, new, requests.get(f"{feed}/Packages.sig", timeout=10).content)
+    upstream.stop()
+    Opkg(feed, pub).update()                                          # stale pair, still consistent
+
+
+def test_a_signature_asked_first_pairs_with_the_index_fetched_for_it(depot_factory: Any, upstream: Any,
+                                                                     tmp_path: Path) -> None:
+    pub, sec = _signify_keys(tmp_path)
+    packages = b"Package: dpt-b\nVersion: 2.0\nArchitecture: all\nFilename: dpt-b_2.0_all.ipk\n"
+    _publish_feed(upstream, sec, tmp_path, packages)
+    proxy = depot_factory({"opkg-remote": {"format": "opkg", "type": "proxy", "upstream": upstream.url}})
+    sig = requests.get(f"{proxy.url}/opkg-remote/feed/Packages.sig", timeout=10)
+    assert sig.status_code == 200
+    verify_usign(pub, packages, sig.content)
+    assert set(Opkg(f"{proxy.url}/opkg-remote/feed", pub).update()) == {"dpt-b 2.0"}
+    assert upstream.count("/feed/Packages.gz") == 1 and upstream.count("/feed/Packages.sig") == 1
+
+
+def test_policy_deny_filters_the_feed_which_the_proxy_signs_itself(depot_factory: Any, tmp_path: Path) -> None:
+    """Feeds carry no publish times: deny/allow rules apply. The filtered index no longer matches the
+    upstream's signature, so a proxy under a policy signs it with its own keys (its key.pub)."""
+    upstream = depot_factory(REPOS, name="upstream")
+    for version in ("1.0", "1.1"):
+        upload(f"{upstream.url}/opkg", ipk("dpt-pol", version), f"dpt-pol_{version}_all.ipk", None)
+    proxy = depot_factory({
+        "opkg-remote": {"format": "opkg", "type": "proxy", "upstream": f"{upstream.url}/opkg-local"},
+        "opkg-local": {"format": "opkg", "type": "hosted"},
+        "opkg": {"format": "opkg", "type": "group", "members": ["opkg-local", "opkg-remote"], "deploy_to": "opkg-local"},
+    }, extra={"policy": {"deny": ["dpt-pol@>=1.1"]}}, name="proxy")
+    for repo in ("opkg-remote", "opkg"):
+        feed = f"{proxy.url}/{repo}"
+        client = Opkg(feed, fetch_key(feed, tmp_path, repo + ".pub"))
+        assert set(client.update()) == {"dpt-pol 1.0"}, repo                 # signature checked by signify
+        assert client.install("dpt-pol", "1.0").content == ipk("dpt-pol", "1.0")
+    refused = requests.get(f"{proxy.url}/opkg-remote/dpt-pol_1.1_all.ipk", timeout=10)
+    assert refused.status_code == 403 and "dpt-pol@>=1.1" in refused.text

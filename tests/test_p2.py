@@ -23,6 +23,7 @@ import requests
 
 from http_util import get, get_many
 from longtail_fixtures import make_token, zip_bytes
+from upstream import start_upstream
 
 REPOS = {
     "p2-local": {"format": "p2", "type": "hosted", "anonymous_read": True},
@@ -233,3 +234,80 @@ def test_twenty_concurrent_clients_one_upstream_get_and_checksums(depot_factory:
         assert answer.status == 502 or not answer.complete, answer.status
     assert upstream.count("/evil/plugins/dpt.bundle_2.0.0.jar") == 2
     assert requests.get(f"{proxy.url}/p2-remote/child/plugins/unlisted_1.0.jar", timeout=10).status_code == 404
+
+
+def _composite(kind: str, *children: str) -> bytes:
+    rtype = {"Content": "org.eclipse.equinox.internal.p2.metadata.repository.CompositeMetadataRepository",
+             "Artifacts": "org.eclipse.equinox.internal.p2.artifact.repository.CompositeArtifactRepository"}[kind]
+    pi = {"Content": "compositeMetadataRepository", "Artifacts": "compositeArtifactRepository"}[kind]
+    kids = "".join(f"<child location='{c}'/>" for c in children)
+    return (f"<?xml version='1.0'?>\n<?{pi} version='1.0.0'?>\n<repository name='c' type='{rtype}' version='1.0.0'>"
+            f"<children size='{len(children)}'>{kids}</children></repository>").encode()
+
+
+def _two_hosts(upstream: Any, other: Any) -> None:
+    """Host A: a composite (content as .jar) over a site on host B; host B: a composite over its
+    own site and one back on host A — as release trains spread over download servers."""
+    for path, data in site("1.0.0").items():
+        upstream.put(f"siteA/{path}", data)
+    for path, data in site("2.0.0").items():
+        other.put(f"siteB/{path}", data)
+    upstream.put("compositeContent.jar", zip_bytes({"compositeContent.xml": _composite("Content", f"{other.url}/train")}))
+    upstream.put("compositeArtifacts.xml", _composite("Artifacts", f"{other.url}/train"))
+    for kind in ("Content", "Artifacts"):
+        other.put(f"train/composite{kind}.xml", _composite(kind, f"{other.url}/siteB", f"{upstream.url}/siteA"))
+
+
+def test_composite_children_on_another_host_are_proxied(depot_factory: Any, upstream: Any, tmp_path: Any) -> None:
+    other = start_upstream(tmp_path / "other")
+    try:
+        _two_hosts(upstream, other)
+        other_host = other.url.removeprefix("http://")
+        proxy = depot_factory({"p2-remote": {"format": "p2", "type": "proxy", "upstream": upstream.url,
+                                             "options": {"child_hosts": [other_host]}}})
+        first = P2Client(f"{proxy.url}/p2-remote/")
+        got = first.install()
+        assert sorted(got.values()) == sorted([bundle("dpt.bundle", "1.0.0"), bundle("dpt.feature", "1.0.0"),
+                                               bundle("dpt.bundle", "2.0.0"), bundle("dpt.feature", "2.0.0")])
+        assert all(r.url.startswith(f"{proxy.url}/p2-remote/") for r in first.responses)     # never around depot
+        assert other.count("/siteB/plugins/dpt.bundle_2.0.0.jar") == 1                       # fetched by depot
+        upstream.stop()
+        other.stop()
+        second = P2Client(f"{proxy.url}/p2-remote/")
+        assert second.install().keys() == got.keys()                                         # both hosts gone
+        assert all(r.headers.get("X-Cache") in ("HIT", "STALE") for r in second.responses if r.status_code == 200)
+    finally:
+        other.stop()
+
+
+def test_children_on_hosts_not_allowed_are_left_alone(depot_factory: Any, upstream: Any, tmp_path: Any) -> None:
+    other = start_upstream(tmp_path / "other")
+    try:
+        _two_hosts(upstream, other)
+        proxy = depot_factory({"p2-remote": {"format": "p2", "type": "proxy", "upstream": upstream.url}})
+        text = requests.get(f"{proxy.url}/p2-remote/compositeArtifacts.xml", timeout=10).text
+        assert f"<child location='{other.url}/train'/>" in text
+        port = other.url.rsplit(":", 1)[1]
+        refused = requests.get(f"{proxy.url}/p2-remote/ext/http/127.0.0.1/{port}/siteB/p2.index", timeout=10)
+        assert refused.status_code == 404
+        assert other.counts() == {}                                     # depot never fetched from it
+    finally:
+        other.stop()
+
+
+def test_policy_deny_filters_units_and_artifacts_and_refuses_the_download(depot_factory: Any, upstream: Any) -> None:
+    for path, data in site("2.0.0").items():
+        upstream.put(path, data)
+    proxy = depot_factory({"p2-remote": {"format": "p2", "type": "proxy", "upstream": upstream.url}},
+                          extra={"policy": {"deny": ["dpt.bundle@>=2"]}})
+    content = requests.get(f"{proxy.url}/p2-remote/content.jar", timeout=10).content
+    with zipfile.ZipFile(io.BytesIO(content)) as jar:
+        units = ElementTree.fromstring(jar.read("content.xml")).find("units")
+    assert units is not None and units.get("size") == "0" and list(units) == []
+    artifacts = ElementTree.fromstring(lzma.decompress(
+        requests.get(f"{proxy.url}/p2-remote/artifacts.xml.xz", timeout=10).content))
+    listed = [(a.get("id"), a.get("version")) for a in artifacts.iter("artifact")]
+    assert listed == [("dpt.feature", "2.0.0")] and artifacts.find("artifacts").get("size") == "1"
+    assert len(P2Client(f"{proxy.url}/p2-remote/").install()) == 1                    # the feature only
+    refused = requests.get(f"{proxy.url}/p2-remote/plugins/dpt.bundle_2.0.0.jar", timeout=10)
+    assert refused.status_code == 403 and "dpt.bundle@>=2" in refused.text

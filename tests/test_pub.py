@@ -218,3 +218,19 @@ def test_warm_from_pubspec_lock_then_hits_with_upstream_stopped(depot_factory: A
     upstream.stop()
     body, answer = DartPub(f"{proxy.url}/pub-remote").get("dpt_leaf", "1.0.0")
     assert body == package("dpt_leaf", "1.0.0") and answer.headers["X-Cache"] == "HIT"
+
+
+def test_policy_filters_the_listing_a_group_merges_and_the_version_endpoint(depot_factory: Any,
+                                                                           upstream: Any) -> None:
+    doc = {"name": "dpt_grp", "versions": [
+        {"version": v, "archive_url": f"{upstream.url}/f/{v}.tar.gz", "pubspec": {"name": "dpt_grp", "version": v},
+         "published": t} for v, t in (("1.0.0", "2020-01-01T00:00:00Z"), ("2.0.0", "2099-01-01T00:00:00Z"))]}
+    upstream.put("api/packages/dpt_grp", json.dumps(doc).encode())
+    proxy = depot_factory({"pub-remote": {"format": "pub", "type": "proxy", "upstream": upstream.url},
+                           "pub-local": {"format": "pub", "type": "hosted"},
+                           "pub": {"format": "pub", "type": "group", "members": ["pub-local", "pub-remote"]}},
+                          extra={"policy": {"cooldown": "7d"}})
+    listing = requests.get(f"{proxy.url}/pub/api/packages/dpt_grp", timeout=10).json()
+    assert [v["version"] for v in listing["versions"]] == ["1.0.0"] and listing["latest"]["version"] == "1.0.0"
+    assert requests.get(f"{proxy.url}/pub-remote/api/packages/dpt_grp/versions/2.0.0", timeout=10).status_code == 404
+    assert requests.get(f"{proxy.url}/pub-remote/api/packages/dpt_grp/versions/1.0.0", timeout=10).status_code == 200

@@ -225,3 +225,21 @@ def test_policy_refuses_a_release_newer_than_the_cooldown(depot_factory: Any, up
     refused = requests.get(f"{proxy.url}/swift-remote/mona/New/1.0.0.zip", timeout=10)
     assert refused.status_code == 403 and "cooldown" in refused.json()["detail"]
     assert requests.get(f"{proxy.url}/swift-remote/mona/Old/1.0.0.zip", timeout=10).content == archive
+
+
+def test_policy_deny_filters_the_release_list_and_refuses_the_release(depot_factory: Any) -> None:
+    upstream = depot_factory(REPOS, name="upstream")
+    for version in ("1.0.0", "1.1.0"):
+        assert SwiftPM(f"{upstream.url}/swift").publish("mona.LinkedList", version,
+                                                        source_archive(version)).status_code == 201
+    proxy = depot_factory({"swift-remote": {"format": "swift", "type": "proxy",
+                                            "upstream": f"{upstream.url}/swift-local"},
+                           "swift": {"format": "swift", "type": "group", "members": ["swift-remote"]}},
+                          extra={"policy": {"deny": ["mona.LinkedList@>=1.1"]}}, name="proxy")
+    for repo in ("swift-remote", "swift"):
+        listed = requests.get(f"{proxy.url}/{repo}/mona/LinkedList", headers={"Accept": V1 + "json"}, timeout=10)
+        assert list(listed.json()["releases"]) == ["1.0.0"], repo
+    for path in ("mona/LinkedList/1.1.0", "mona/LinkedList/1.1.0.zip"):
+        refused = requests.get(f"{proxy.url}/swift-remote/{path}", headers={"Accept": V1 + "json"}, timeout=10)
+        assert refused.status_code == 403 and "mona.LinkedList@>=1.1" in refused.json()["detail"], path
+    assert SwiftPM(f"{proxy.url}/swift").resolve("mona.LinkedList")["version"] == "1.0.0"
