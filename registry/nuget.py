@@ -30,6 +30,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Cached, Kind, merge_x_cache
 from . import nuget_meta as nm
 from . import nuget_render as nr
 from . import nuget_upstream as nu
+from .nuget_v2 import V2Feed
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .options import Option, boolean
 from .repo import RepoConfig
@@ -37,8 +38,6 @@ from .tree import in_thread
 from .warm_plans import Job
 
 JSON = "application/json; charset=utf-8"
-ATOM_FEED = "application/atom+xml;type=feed;charset=utf-8"
-ATOM_ENTRY = "application/atom+xml;type=entry;charset=utf-8"
 NUPKG = "application/octet-stream"
 ID = r"(?P<id>[^/]+)"
 VER = r"(?P<version>[^/]+)"
@@ -54,13 +53,6 @@ def _json(body: bytes | dict[str, Any], x_cache: str | None = None, status: int 
     headers = {"Cache-Control": "no-cache", **({"X-Cache": x_cache} if x_cache else {})}
     return web.Response(body=data, status=status, content_type="application/json", charset="utf-8",
                         headers=headers)
-
-
-def _xml(body: bytes, content_type: str, x_cache: str | None = None) -> web.Response:
-    headers = {"Content-Type": content_type, "Cache-Control": "no-cache", "DataServiceVersion": "2.0;"}
-    if x_cache:
-        headers["X-Cache"] = x_cache
-    return web.Response(body=body, headers=headers)
 
 
 def _checked(package_id: str, version: str | None = None) -> tuple[str, str]:
@@ -90,7 +82,7 @@ def merge_entries(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [seen[v] for v in nm.sort_versions(seen)]
 
 
-class NuGet(Format):
+class NuGet(V2Feed, Format):
     """NuGet v3 and v2 (OData) feeds."""
 
     name = "nuget"
@@ -399,51 +391,6 @@ class NuGet(Format):
         items, x_cache = await self.search_items(ctx)
         ids = [str(i.get("id")) for i in items]
         return _json({"totalHits": len(ids), "data": ids[skip:skip + take]}, None if ctx.repo.is_hosted else x_cache)
-
-    # ------------------------------------------------------------------ v2 OData
-    async def v2_service(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.v2_service(ctx.base_url), "application/xml;charset=utf-8", self.local(ctx))
-
-    async def v2_metadata(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.V2_METADATA, "application/xml;charset=utf-8", self.local(ctx))
-
-    async def v2_package(self, ctx: Ctx) -> web.StreamResponse:
-        lid, lver = _checked(ctx.match["id"], ctx.match["version"])
-        found, entries, x_cache = await self.entry(ctx, lid, lver)
-        atom = nr.v2_entries(ctx.base_url, [entries], lambda e: e is found)
-        return _xml(nr.v2_single(ctx.base_url, atom[0]), ATOM_ENTRY, None if ctx.repo.is_hosted else x_cache)
-
-    async def v2_feed(self, ctx: Ctx) -> web.StreamResponse:
-        query, fn = ctx.request.query, ctx.match["fn"]
-        wanted = query.get("id") or ""
-        found = re.search(r"Id\)?\s+eq\s+'([^']+)'", query.get("$filter", ""), re.I)
-        if fn != "Search" and (found or wanted):
-            package_id = (found[1] if found else wanted).strip("'")
-            lid, _ = _checked(package_id)
-            try:
-                entries, x_cache = await self.entries(ctx, lid)
-            except FormatError as exc:
-                if exc.status != 404:
-                    raise
-                entries, x_cache = [], None
-            atom = nr.v2_entries(ctx.base_url, [entries])
-        else:
-            items, x_cache = await self.search_items(ctx)
-            term = query.get("searchTerm", "").strip("'")
-            prerelease = query.get("includePrerelease", "false").lower() == "true"
-            packages = []
-            for item in items[:30]:
-                if term and term.lower() not in json.dumps(item).lower():
-                    continue
-                entries, _ = await self.entries(ctx, str(item["id"]).lower())
-                packages.append(nr.visible(entries, prerelease) or entries)
-            atom = nr.v2_entries(ctx.base_url, packages, nr.v2_filter(query.get("$filter", ""), packages))
-        try:
-            skip, top = max(0, int(query.get("$skip", "0"))), max(0, int(query.get("$top", "100")))
-        except ValueError:
-            raise FormatError(400, "$skip and $top must be integers") from None
-        return _xml(nr.v2_feed(ctx.base_url, fn, atom[skip:skip + top]), ATOM_FEED,
-                    None if ctx.repo.is_hosted else x_cache)
 
     # ------------------------------------------------------------------ hosted: push, unlist, relist
     async def push_probe(self, ctx: Ctx) -> web.StreamResponse:
