@@ -69,14 +69,26 @@ def module_archive(version: str, kind: str = "tar.gz") -> bytes:
 
 
 def provider_zip(work: Path) -> Path:
-    """The real terraform-provider-null binary as a release zip."""
+    """The real terraform-provider-null binary as a release zip, with a LICENSE.txt as HashiCorp's
+    zips have. The license text is chosen so that its sha256 sorts after the binary's while its
+    name sorts first: an h1: hash must order the files by name, not by their lines."""
     assert PROVIDER_BINARY.exists(), f"missing: VENV={BIN.parent} bash tests/clients/terraform.sh"
+    binary = PROVIDER_BINARY.read_bytes()
+    license_text = next(text for text in (f"MPL-2.0 ({n})\n".encode() for n in range(100))
+                        if hashlib.sha256(text).hexdigest() > hashlib.sha256(binary).hexdigest())
     path = work / f"terraform-provider-null_{PROVIDER_VERSION}_linux_amd64.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         info = zipfile.ZipInfo(f"terraform-provider-null_v{PROVIDER_VERSION}_x4")
         info.external_attr = 0o755 << 16
-        archive.writestr(info, PROVIDER_BINARY.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(info, binary, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("LICENSE.txt", license_text)
     return path
+
+
+def locked_hashes(tf_dir: Path) -> list[str]:
+    """The hashes terraform recorded in .terraform.lock.hcl (its own h1: of the unpacked package)."""
+    import re
+    return re.findall(r'"((?:h1|zh):[^"]+)"', (tf_dir / ".terraform.lock.hcl").read_text())
 
 
 def repositories() -> dict[str, Any]:
@@ -355,9 +367,18 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
             lines = access_lines(front, since, "/tf-mirror/")
             assert lines and all(line.endswith(('"HIT"', '"REVALIDATED"')) for line in lines), "\n".join(lines)
             assert all(line.endswith('"HIT"') for line in lines if ".zip" in line), lines
+    # the mirror lists the h1: hash terraform computes itself (the one it records in the lock
+    # file), beside the zip's zh:, once it holds the zip
     listing = env.session.get(f"{mirror}{ORIGIN}/depot/null/{PROVIDER_VERSION}.json", timeout=10).json()
     digest = hashlib.sha256(env.zip.read_bytes()).hexdigest()
-    assert listing["archives"]["linux_amd64"]["hashes"] == [f"zh:{digest}"]
+    recorded = [h for h in locked_hashes(tmp_path / "r0") if h.startswith("h1:")]
+    assert len(recorded) == 1
+    assert listing["archives"]["linux_amd64"]["hashes"] == [recorded[0], f"zh:{digest}"]
+    # `terraform providers lock` through the mirror: its package checked against those hashes
+    tf = Terraform(tmp_path / "lock", env.tls.ca)
+    tf.write(provider_config(ORIGIN))
+    tf("providers", "lock", f"-net-mirror={mirror}", "-platform=linux_amd64", "-no-color")
+    assert recorded[0] in locked_hashes(tmp_path / "lock")
     assert env.session.get(f"{mirror}example.com/depot/null/index.json", timeout=10).status_code == 404
     env.depot.stop()
     try:
