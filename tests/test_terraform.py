@@ -195,6 +195,30 @@ def test_terraform_init_resolves_a_published_module(env: SimpleNamespace, tmp_pa
     assert [v["version"] for v in versions["modules"][0]["versions"]] == ["2.0.0", "1.2.0", "1.0.0"]
 
 
+def readme_host_block() -> str:
+    """The CLI configuration the README's Terraform section documents for a host name alias."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### Terraform modules"):]
+    start = section.index('host "depot.internal" {')
+    return section[start:section.index("\n```", start)] + "\n"
+
+
+def test_readme_alias_gives_a_dotless_host_a_registry_name(env: SimpleNamespace, tmp_path: Path) -> None:
+    """terraform refuses `localhost:PORT/…` sources; the README's `host` block alias works offline."""
+    port = env.host.rsplit(":", 1)[1]
+    refused = Terraform(tmp_path / "localhost", env.tls.ca)
+    refused.write(module_config(f"localhost:{port}"))
+    failed = refused("init", "-input=false", "-no-color", check=False)
+    assert failed.returncode != 0 and "must contain at least one dot" in failed.stderr.replace("\n", " ")
+    tf = Terraform(tmp_path / "alias", env.tls.ca)
+    (tf.dir / "cli.tfrc").write_text(readme_host_block().replace("https://localhost:8443/terraform/",
+                                                                 f"https://localhost:{port}/tf/"))
+    tf.write(module_config("depot.internal") + provider_config("depot.internal"))
+    out = tf("init", "-input=false", "-no-color").stdout
+    assert "Downloading depot.internal/depot/hello/null 1.2.0" in out, out
+    assert f"Installed depot.internal/depot/null v{PROVIDER_VERSION}" in out, out
+
+
 def test_module_versions_are_immutable_and_archives_validated(env: SimpleNamespace) -> None:
     url = f"https://{env.host}/tf-local/v1/modules/depot/hello/null/1.0.0"
     again = env.session.put(url, data=module_archive("1.0.0-other"), timeout=10)
