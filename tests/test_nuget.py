@@ -51,7 +51,8 @@ def test_push_and_install_with_nuget58_over_v3_through_group(env: SimpleNamespac
     index = requests.get(f"{env.url}/v3/index.json", timeout=10).json()
     types = {r["@type"]: r["@id"] for r in index["resources"]}
     assert types["RegistrationsBaseUrl/3.0.0-rc"] == types["RegistrationsBaseUrl/3.0.0-beta"] == \
-        f"{env.url}/v3/registration/"
+        types["RegistrationsBaseUrl"] == f"{env.url}/v3/registration-semver1/"      # SemVer 1 clients' hive
+    assert types["RegistrationsBaseUrl/3.6.0"] == f"{env.url}/v3/registration/"
     assert types["PackagePublish/2.0.0"] == f"{env.url}/api/v2/package"
     source = f"{env.url}/v3/index.json"
     for package in (write_nupkg(env.tmp / "pk", "Acme.Hello", "1.0.0", payload="hello"),
