@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,13 @@ def test_semver2_package_on_hosted_and_through_a_proxy_of_a_second_depot(depot_f
         nuget58(tmp_path / repo, "install", "Acme.Semver", "-Version", NORMAL, "-Prerelease", "-Source",
                 f"{base}/v3/index.json", "-OutputDirectory", str(out), "-NoCache")
         assert installed(out, "Acme.Semver", NORMAL).read_text() == "beta"
-    # nuget 2.8 cannot parse SemVer 2.0.0 versions: its feed leaves them out, list and install work
+    # nuget 2.8 cannot parse SemVer 2.0.0 versions: the v2 feed leaves them out (as nuget.org's)
+    # unless the query says semVerLevel=2.0.0; list and install work
     v2 = f"{proxy.url}/nuget/api/v2/"
+    for level, expected in (("", ["1.0.0"]), ("2.0.0", ["1.0.0", NORMAL])):
+        feed = requests.get(f"{v2}FindPackagesById()", params={"id": "'Acme.Semver'", "semVerLevel": level},
+                            timeout=10).text
+        assert re.findall(r"<d:Version>([^<]+)</d:Version>", feed) == expected, level
     listing = nuget28_tty(tmp_path / "list", "list", "-AllVersions", "-Prerelease", "-Source", v2)
     assert "Acme.Semver 1.0.0" in listing and "beta" not in listing, listing
     nuget28(tmp_path / "v2", "install", "Acme.Semver", "-Prerelease", "-Source", v2,
