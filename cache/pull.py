@@ -552,7 +552,10 @@ class PullThrough:
             tail = await response.read()
             answer_headers = dict(response.headers)
         metrics.upstream_bytes.inc(len(tail))
-        old = await self.read(Cached("STALE", spec.repo, stale))
+        try:
+            old = await self.read(Cached("STALE", spec.repo, stale))
+        except OSError:                      # its blob went meanwhile (evicted): fetch it whole
+            return False
         body = await asyncio.to_thread(spec.append, old, tail, answer_headers)
         if body is None:
             log.info("range append refused repo=%s key=%s: fetching it whole", spec.repo.name, spec.key)
