@@ -189,9 +189,12 @@ class ProviderRegistry:
         _, doc, doc_url = await self._upstream_download(ctx, m["version"], m["os"], m["arch"])
         if doc["filename"] != m["filename"]:
             raise FormatError(404, f"{m['filename']} is not the {m['os']}_{m['arch']} package")
-        spec = ctx.pull.spec(key, urljoin(doc_url, doc["download_url"]), Kind.IMMUTABLE, content_type=ZIP_TYPE,
+        return ctx.pull.respond(ctx.request, await ctx.open_upstream(self._zip_spec(ctx, key, doc, doc_url)))
+
+    def _zip_spec(self, ctx: Ctx, key: str, doc: dict[str, Any], doc_url: str) -> Any:
+        """The fetch of a package zip an upstream download answer names, checked against its shasum."""
+        return ctx.pull.spec(key, urljoin(doc_url, doc["download_url"]), Kind.IMMUTABLE, content_type=ZIP_TYPE,
                              expect_sha256=doc["shasum"] if re.fullmatch(r"[0-9a-f]{64}", doc["shasum"]) else None)
-        return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     async def provider_sums(self, ctx: Ctx) -> web.StreamResponse:
         if ctx.repo.is_group:
@@ -305,9 +308,12 @@ class ProviderRegistry:
         answers = await asyncio.gather(*(self._upstream_download(ctx, version, p["os"], p["arch"])
                                          for p in platforms))
         archives = {}
-        for platform, (_, doc, _) in zip(platforms, answers, strict=True):
+        for platform, (_, doc, doc_url) in zip(platforms, answers, strict=True):
             os_, arch = platform["os"], platform["arch"]
-            h1 = await self.cached_h1(ctx, f"{self.provider_prefix(ctx)}/{version}/{doc['filename']}")
+            key = f"{self.provider_prefix(ctx)}/{version}/{doc['filename']}"
+            if ctx.repo.options.get("mirror_h1_all") and await ctx.pull.peek(key) is None:
+                await ctx.fetch_upstream(self._zip_spec(ctx, key, doc, doc_url))    # stored; one at a time
+            h1 = await self.cached_h1(ctx, key)
             archives[f"{os_}_{arch}"] = {
                 "url": self.provider_urls(ctx, version, os_, arch, doc["filename"])["download_url"],
                 "hashes": ([h1] if h1 else []) + [f"zh:{doc['shasum']}"]}

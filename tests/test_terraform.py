@@ -414,6 +414,23 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
         env.depot.start()
 
 
+def test_mirror_h1_all_lists_the_h1_of_every_platform_before_any_download(env: SimpleNamespace,
+                                                                          depot_factory: Any, tmp_path: Path) -> None:
+    front = depot_factory({"tf-mirror": {"format": "terraform", "type": "proxy", "upstream": f"https://{env.host}/",
+                                         "options": {"hostname": ORIGIN, "mirror_h1_all": True}}},
+                          extra=env.tls.extra, name="front-h1")
+    mirror = f"https://127.0.0.1:{front.port}/tf-mirror/"
+    since = len(env.depot.log())
+    listing = env.session.get(f"{mirror}{ORIGIN}/depot/null/{PROVIDER_VERSION}.json", timeout=60).json()
+    hashes = listing["archives"]["linux_amd64"]["hashes"]
+    assert [h[:3] for h in hashes] == ["h1:", "zh:"], hashes
+    tf = Terraform(tmp_path / "init", env.tls.ca, mirror=mirror)
+    tf.write(provider_config(ORIGIN))
+    assert f"Installed depot/null v{PROVIDER_VERSION}" in tf("init", "-input=false", "-no-color").stdout
+    assert hashes[0] in locked_hashes(tmp_path / "init")            # terraform's own h1: of the package
+    assert len(access_lines(env.depot, since, ".zip ")) == 1         # the zip came from the upstream once
+
+
 def test_warm_a_mirror_from_the_lock_file_then_init_without_the_upstream(env: SimpleNamespace, depot_factory: Any,
                                                                          tmp_path: Path) -> None:
     front = depot_factory({"tf-mirror": {"format": "terraform", "type": "proxy", "upstream": f"https://{env.host}/",
