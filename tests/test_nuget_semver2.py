@@ -5,9 +5,11 @@ and the v2 feed of older clients leave them out. Proxies read their upstream's S
 from __future__ import annotations
 
 import gzip
+import http.server
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +103,55 @@ def registration(base: str, package_id: str, versions: list[str], flat: str) -> 
                        "lower": versions[0], "upper": versions[-1], "items": leaves}]}
 
 
-def test_proxy_reads_the_gzip_semver2_hive_of_a_nuget_org_shaped_upstream(depot_factory: Any, upstream: Any,
-                                                                          tmp_path: Path) -> None:
+class NugetOrgShaped:
+    """A loopback upstream shaped like nuget.org: files with their own headers (the 3.6.0 hive is
+    sent `Content-Encoding: gzip` whatever the request says, as nuget.org's blobs are), counting
+    the requests per path. Stopped by the test."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.counts: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                outer.counts[self.path] = outer.counts.get(self.path, 0) + 1
+                body, headers = outer.files.get(self.path.split("?")[0], (b"not found", {}))
+                self.send_response(200 if self.path.split("?")[0] in outer.files else 404)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, path: str, body: bytes, **headers: str) -> None:
+        self.files["/" + path] = (body, headers)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_proxy_reads_the_gzip_semver2_hive_of_a_nuget_org_shaped_upstream(depot_factory: Any, tmp_path: Path) -> None:
     """nuget.org: RegistrationsBaseUrl (SemVer 1, plain) has 1.0.0 only, RegistrationsBaseUrl/3.6.0
-    (gzip) has the SemVer 2.0.0 version too; the flat container has both."""
+    (gzip-encoded) has the SemVer 2.0.0 version too; the flat container has both."""
     require_clients()
+    upstream = NugetOrgShaped()
+    try:
+        check_gzip_hive(upstream, depot_factory, tmp_path)
+    finally:
+        upstream.stop()
+
+
+def check_gzip_hive(upstream: NugetOrgShaped, depot_factory: Any, tmp_path: Path) -> None:
     up, flat = upstream.url, f"{upstream.url}/flat/"
     upstream.put("index.json", json.dumps({"version": "3.0.0", "resources": [
         {"@id": flat, "@type": "PackageBaseAddress/3.0.0"},
@@ -115,11 +161,11 @@ def test_proxy_reads_the_gzip_semver2_hive_of_a_nuget_org_shaped_upstream(depot_
     upstream.put("reg-semver1/acme.semver/index.json",
                  json.dumps(registration(f"{up}/reg-semver1/", "Acme.Semver", ["1.0.0"], flat)).encode())
     upstream.put("reg-gz-semver2/acme.semver/index.json", gzip.compress(json.dumps(registration(
-        f"{up}/reg-gz-semver2/", "Acme.Semver", ["1.0.0", SEMVER2], flat)).encode()))
+        f"{up}/reg-gz-semver2/", "Acme.Semver", ["1.0.0", SEMVER2], flat)).encode()), **{"Content-Encoding": "gzip"})
     upstream.put("flat/acme.semver/index.json", json.dumps({"versions": ["1.0.0", NORMAL]}).encode())
     for version, payload in (("1.0.0", "one"), (NORMAL, "beta")):
         upstream.put(f"flat/acme.semver/{version}/acme.semver.{version}.nupkg",
-                     nupkg("Acme.Semver", version, payload=payload))
+                     nupkg("Acme.Semver", version, payload=payload), **{"Content-Type": "application/octet-stream"})
     proxy = depot_factory({"nuget-remote": {"format": "nuget", "type": "proxy", "upstream": f"{up}/index.json"}})
     base = f"{proxy.url}/nuget-remote"
     out = tmp_path / "out"
@@ -132,4 +178,5 @@ def test_proxy_reads_the_gzip_semver2_hive_of_a_nuget_org_shaped_upstream(depot_
     assert [leaf["catalogEntry"]["version"] for leaf in leaves] == ["1.0.0", SEMVER2]
     assert all(leaf["packageContent"].startswith(base) for leaf in leaves) and up not in answer.text
     assert versions_of(f"{base}/v3/registration-semver1/acme.semver/index.json") == ["1.0.0"]
-    assert upstream.count("/reg-semver1/acme.semver/index.json") == 0
+    assert upstream.counts.get("/reg-semver1/acme.semver/index.json", 0) == 0
+    assert upstream.counts["/reg-gz-semver2/acme.semver/index.json"] == 1
