@@ -67,13 +67,13 @@ def test_proxy_appends_only_the_new_bytes_of_versions_for_bundler(depot_factory:
     assert locked(app)["dpt_leaf"] == "1.0.2"
 
     whole = requests.get(f"{hosted}/versions", timeout=10).content
-    assert requests.get(f"{source}versions", timeout=10).content == whole
+    assert whole.startswith(before) and requests.get(f"{source}versions", timeout=10).content == whole
     fetched = wait_for(lambda: [a for a in access(upstream, "/rubygems-local/versions") if a[0] != 304][2:])
     fetched = [a for a in access(upstream, "/rubygems-local/versions") if a[0] != 304]
     # the proxy's first fill, then its refresh: a Range request answered 206 (the bytes past its
     # copy, see the next test for the header); the last whole GET is this test's
     assert [status for status, _ in fetched] == [200, 206, 200], fetched
-    assert fetched[1][1] < fetched[2][1] - len(before) // 2          # logged sizes include the headers
+    assert fetched[1][1] < fetched[0][1] < fetched[2][1]      # logged sizes (headers included): one line < all
     # bundler's own Range requests are answered 206 by the proxy, for versions and the changed info file
     assert wait_for(lambda: (206 in [s for s, _ in access(proxy, "/rubygems-remote/versions")]
                              and 206 in [s for s, _ in access(proxy, "/rubygems-remote/info/dpt_leaf")])), \
