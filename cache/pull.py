@@ -84,6 +84,12 @@ class FetchSpec:
     # "fresh" (keep the entry for another TTL), "stale" (upstream failed: serve the old copy)
     # or None (changed: GET it).
     revalidate: Callable[[Entry], Awaitable[str | None]] | None = None
+    # Refresh an expired metadata body that only ever grows at its end (RubyGems' /versions) by
+    # asking `Range: bytes=<stored size - 1>-`: called (in a thread) with the stored body, the
+    # 206 body and the answer's headers, it returns the whole new body, verified against the
+    # upstream's digest headers, or None (the overlap or the digest does not match): then the
+    # body is fetched whole. A 200 or 304 answer is taken as it is.
+    append: Callable[[bytes, bytes, Mapping[str, str]], bytes | None] | None = None
 
 
 @dataclass
@@ -330,6 +336,10 @@ class PullThrough:
                 done = await self._revalidated(spec, flight, lock, stale)
                 if done:
                     return
+            if spec.append is not None and stale is not None and stale.size > 0 and spec.transform is None:
+                done = await self._appended(spec, flight, lock, stale)
+                if done:
+                    return
             started = time.monotonic()
             try:
                 auth = spec.repo.auth if same_origin(spec.url, spec.repo.upstream) else UpstreamAuth()
@@ -529,6 +539,50 @@ class PullThrough:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._relay_session is not None:
             await self._relay_session.close()
+
+    async def _appended(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry) -> bool:
+        """Settle the flight with a Range request for the bytes past the stored copy (see
+        FetchSpec.append); False: nothing settled, go on to the whole GET."""
+        assert spec.append is not None
+        metrics = self.metrics(spec.repo)
+        headers = {**self._conditional(spec, stale), "Range": f"bytes={stale.size - 1}-"}
+        auth = spec.repo.auth if same_origin(spec.url, spec.repo.upstream) else UpstreamAuth()
+        try:
+            response = await self.upstream.request("GET", spec.url, headers, auth=auth)
+        except UpstreamError:
+            return False                     # the whole GET decides (and serves the stale copy if it fails too)
+        metrics.upstream_status(response.status)
+        async with response:
+            if response.status != 206:
+                if response.status in (416, 412) or response.status >= 500:
+                    return False
+                return await self._settle(spec, flight, lock, stale, response)
+            tail = await response.read()
+            answer_headers = dict(response.headers)
+        metrics.upstream_bytes.inc(len(tail))
+        try:
+            old = await self.read(Cached("STALE", spec.repo, stale))
+        except OSError:                      # its blob went meanwhile (evicted): fetch it whole
+            return False
+        body = await asyncio.to_thread(spec.append, old, tail, answer_headers)
+        if body is None:
+            log.info("range append refused repo=%s key=%s: fetching it whole", spec.repo.name, spec.key)
+            return False
+        writer = await asyncio.to_thread(self.blobs.writer)
+        try:
+            await asyncio.to_thread(writer.write, body)
+            digest = await asyncio.to_thread(writer.commit)
+        except BaseException:
+            await asyncio.to_thread(writer.abort)
+            raise
+        now, ttl = time.time(), self._ttl(spec)
+        await self.entries.put(Entry(spec.repo.name, spec.key, digest, len(body), stale.content_type, stale.headers,
+                                     answer_headers.get("ETag"), answer_headers.get("Last-Modified"),
+                                     spec.kind.value, now, None if ttl is None else now + ttl))
+        self.flights.finish(flight, lock, "done")
+        if self.on_stored is not None:
+            self.on_stored(len(body))
+        return True
 
 
 def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> None:

@@ -30,6 +30,7 @@ from depot.cache.api import BASE_PLACEHOLDER, Cached, Kind, merge_x_cache
 from . import nuget_meta as nm
 from . import nuget_render as nr
 from . import nuget_upstream as nu
+from .nuget_v2 import V2Feed, wants_semver2
 from .base import Ctx, Format, FormatError, VersionInfo, route, standard_repositories
 from .options import Option, boolean
 from .repo import RepoConfig
@@ -37,8 +38,6 @@ from .tree import in_thread
 from .warm_plans import Job
 
 JSON = "application/json; charset=utf-8"
-ATOM_FEED = "application/atom+xml;type=feed;charset=utf-8"
-ATOM_ENTRY = "application/atom+xml;type=entry;charset=utf-8"
 NUPKG = "application/octet-stream"
 ID = r"(?P<id>[^/]+)"
 VER = r"(?P<version>[^/]+)"
@@ -56,13 +55,6 @@ def _json(body: bytes | dict[str, Any], x_cache: str | None = None, status: int 
                         headers=headers)
 
 
-def _xml(body: bytes, content_type: str, x_cache: str | None = None) -> web.Response:
-    headers = {"Content-Type": content_type, "Cache-Control": "no-cache", "DataServiceVersion": "2.0;"}
-    if x_cache:
-        headers["X-Cache"] = x_cache
-    return web.Response(body=body, headers=headers)
-
-
 def _checked(package_id: str, version: str | None = None) -> tuple[str, str]:
     """(lower-case id, lower-case normalised version) or 400."""
     try:
@@ -70,6 +62,13 @@ def _checked(package_id: str, version: str | None = None) -> tuple[str, str]:
         return package_id.lower(), nm.normalize(version).lower() if version is not None else ""
     except nm.NuGetError as exc:
         raise FormatError(400, str(exc)) from None
+
+
+def decoded_headers(cached: Cached) -> dict[str, str] | None:
+    """Upstream documents are stored decoded (rewritten at fill time): an upstream's
+    Content-Encoding (nuget.org's gzip-encoded hives) no longer describes the body."""
+    entry = cached.entry
+    return {"Content-Encoding": "identity"} if entry is not None and "Content-Encoding" in entry.headers else None
 
 
 def stored_path(lid: str, lver: str, file: str) -> str:
@@ -90,7 +89,7 @@ def merge_entries(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [seen[v] for v in nm.sort_versions(seen)]
 
 
-class NuGet(Format):
+class NuGet(V2Feed, Format):
     """NuGet v3 and v2 (OData) feeds."""
 
     name = "nuget"
@@ -105,6 +104,10 @@ class NuGet(Format):
         route("GET HEAD", r"v3/registration/" + ID + r"/page/(?P<lower>[^/]+)/(?P<upper>[^/]+)\.json",
               "registration_page"),
         route("GET HEAD", r"v3/registration/" + ID + "/" + VER + r"\.json", "registration_leaf"),
+        route("GET HEAD", r"v3/registration-semver1/" + ID + r"/index\.json", "semver1_index"),
+        route("GET HEAD", r"v3/registration-semver1/" + ID + r"/page/(?P<lower>[^/]+)/(?P<upper>[^/]+)\.json",
+              "semver1_page"),
+        route("GET HEAD", r"v3/registration-semver1/" + ID + "/" + VER + r"\.json", "semver1_leaf"),
         route("GET HEAD", r"v3/catalog/" + ID + "/" + VER + r"\.json", "catalog_leaf"),
         route("GET HEAD", r"v3/query", "search"),
         route("GET HEAD", r"v3/autocomplete", "autocomplete"),
@@ -241,7 +244,8 @@ class NuGet(Format):
                 found += nu.catalog_entries(json.loads(body))
         hidden = ctx.pull.hidden(VersionInfo(lid, nm.normalize(e["version"]), nm.parse_time(e.get("published")))
                                  for e in found)
-        found = [{**e, "version": nm.normalize(e["version"])} for e in found]
+        found = [{**e, "version": nm.normalize(e["version"]),
+                  **({"verbatimVersion": e["version"]} if "+" in str(e["version"]) else {})} for e in found]
         return merge_entries([[e for e in found if (lid, e["version"]) not in hidden]]), cached.status
 
     # ------------------------------------------------------------------ entries of any repository
@@ -273,8 +277,8 @@ class NuGet(Format):
         lid, _ = _checked(ctx.match["id"])
         if ctx.repo.is_proxy:
             key = f"v3-flatcontainer/{lid}/index.json"
-            return await ctx.pull.answer(ctx.request, await self.proxy_metadata(ctx, key, f"{lid}/index.json", "flat"),
-                                         key)
+            cached = await self.proxy_metadata(ctx, key, f"{lid}/index.json", "flat")
+            return await ctx.pull.answer(ctx.request, cached, key, decoded_headers(cached))
         if ctx.repo.is_hosted:
             entries, _ = await self.entries(ctx, lid)
             return _json(nr.flat_versions(entries))
@@ -323,7 +327,7 @@ class NuGet(Format):
         if ctx.repo.is_proxy:
             key = f"v3/registration/{lid}/index.json"
             cached = await self.proxy_metadata(ctx, key, f"{lid}/index.json", "registration")
-            return await ctx.pull.answer(ctx.request, cached, key, base_url=ctx.base_url)
+            return await ctx.pull.answer(ctx.request, cached, key, decoded_headers(cached), ctx.base_url)
         entries, x_cache = await self.entries(ctx, lid)
         return _json(nr.registration_index(ctx.base_url, entries), None if ctx.repo.is_hosted else x_cache)
 
@@ -333,7 +337,7 @@ class NuGet(Format):
             rest = f"{lid}/page/{ctx.match['lower']}/{ctx.match['upper']}.json"
             key = f"v3/registration/{rest}"
             cached = await self.proxy_metadata(ctx, key, rest, "registration")
-            return await ctx.pull.answer(ctx.request, cached, key, base_url=ctx.base_url)
+            return await ctx.pull.answer(ctx.request, cached, key, decoded_headers(cached), ctx.base_url)
         entries, x_cache = await self.entries(ctx, lid)
         body = nr.registration_page(ctx.base_url, entries, ctx.match["lower"].lower(), ctx.match["upper"].lower())
         if body is None:
@@ -345,6 +349,36 @@ class NuGet(Format):
         found, _, x_cache = await self.entry(ctx, lid, lver)
         return _json(nr.leaf_document(ctx.base_url, found), None if ctx.repo.is_hosted else x_cache)
 
+    async def semver1_entries(self, ctx: Ctx) -> tuple[str, list[dict[str, Any]], str | None]:
+        """(id, entries, X-Cache) of the SemVer 1 hive: the package without its SemVer 2.0.0
+        versions (a proxy reads its upstream's full hive and leaves them out too)."""
+        lid, _ = _checked(ctx.match["id"])
+        entries, x_cache = await self.entries(ctx, lid)
+        entries = [e for e in entries if not nm.is_semver2(e)]
+        if not entries:
+            raise FormatError(404, f"package {lid} has no SemVer 1 versions in {ctx.repo.name}")
+        return lid, entries, None if ctx.repo.is_hosted else x_cache
+
+    async def semver1_index(self, ctx: Ctx) -> web.StreamResponse:
+        _, entries, x_cache = await self.semver1_entries(ctx)
+        return _json(nr.registration_index(ctx.base_url, entries, nr.SEMVER1), x_cache)
+
+    async def semver1_page(self, ctx: Ctx) -> web.StreamResponse:
+        lid, entries, x_cache = await self.semver1_entries(ctx)
+        body = nr.registration_page(ctx.base_url, entries, ctx.match["lower"].lower(), ctx.match["upper"].lower(),
+                                    nr.SEMVER1)
+        if body is None:
+            raise FormatError(404, f"no such registration page of {lid}")
+        return _json(body, x_cache)
+
+    async def semver1_leaf(self, ctx: Ctx) -> web.StreamResponse:
+        _, entries, x_cache = await self.semver1_entries(ctx)
+        lver = _checked(ctx.match["id"], ctx.match["version"])[1]
+        found = next((e for e in entries if e["version"].lower() == lver), None)
+        if found is None:
+            raise FormatError(404, f"{ctx.match['id']} {lver} not found in {ctx.repo.name}")
+        return _json(nr.leaf_document(ctx.base_url, found, nr.SEMVER1), x_cache)
+
     async def catalog_leaf(self, ctx: Ctx) -> web.StreamResponse:
         lid, lver = _checked(ctx.match["id"], ctx.match["version"])
         found, _, x_cache = await self.entry(ctx, lid, lver)
@@ -355,11 +389,16 @@ class NuGet(Format):
         """Search results (v3 `data` items rendered for ctx.base_url) of one repository."""
         query = ctx.request.query
         prerelease = query.get("prerelease", "false").lower() == "true"
-        if ctx.repo.is_proxy:
-            rest = "?" + urlencode(sorted((k, v) for k, v in query.items() if k not in ("skip", "take")))
-            cached = await self.proxy_metadata(ctx, f"v3/query{rest}", rest + "&take=1000", "search")
+        semver2 = wants_semver2(query)
+        if ctx.repo.is_proxy:        # the upstream is always asked for SemVer 2.0.0 packages too
+            rest = "?" + urlencode(sorted((k, v) for k, v in query.items() if k not in ("skip", "take", "semVerLevel")))
+            cached = await self.proxy_metadata(ctx, f"v3/query{rest}", rest + "&take=1000&semVerLevel=2.0.0",
+                                               "search")
             body = (await ctx.pull.read(cached)).decode().replace(BASE_PLACEHOLDER, ctx.base_url)
-            return list(json.loads(body).get("data") or []), cached.status
+            items = list(json.loads(body).get("data") or [])
+            if not semver2:
+                items = [found for found in map(nr.semver1_item, items) if found is not None]
+            return items, cached.status
         if ctx.repo.is_group:
             answers = await ctx.each_member(self.search_items, "search")
             merged: dict[str, dict[str, Any]] = {}
@@ -370,6 +409,7 @@ class NuGet(Format):
         out = []
         for stored in await ctx.hosted.list("meta/"):
             entries = nr.visible(nm.entries(json.loads(await ctx.hosted.read(stored))), prerelease)
+            entries = entries if semver2 else [e for e in entries if not nm.is_semver2(e)]
             if entries and nr.matches(query.get("q", ""), entries):
                 out.append(nr.search_item(ctx.base_url, entries))
         return out, "HIT"
@@ -394,56 +434,12 @@ class NuGet(Format):
             lid, _ = _checked(package_id)
             entries, x_cache = await self.entries(ctx, lid)
             prerelease = ctx.request.query.get("prerelease", "false").lower() == "true"
-            data = [e["version"] for e in nr.visible(entries, prerelease)]
+            data = [e["version"] for e in nr.visible(entries, prerelease)
+                    if wants_semver2(ctx.request.query) or not nm.is_semver2(e)]
             return _json({"totalHits": len(data), "data": data}, None if ctx.repo.is_hosted else x_cache)
         items, x_cache = await self.search_items(ctx)
         ids = [str(i.get("id")) for i in items]
         return _json({"totalHits": len(ids), "data": ids[skip:skip + take]}, None if ctx.repo.is_hosted else x_cache)
-
-    # ------------------------------------------------------------------ v2 OData
-    async def v2_service(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.v2_service(ctx.base_url), "application/xml;charset=utf-8", self.local(ctx))
-
-    async def v2_metadata(self, ctx: Ctx) -> web.StreamResponse:
-        return _xml(nr.V2_METADATA, "application/xml;charset=utf-8", self.local(ctx))
-
-    async def v2_package(self, ctx: Ctx) -> web.StreamResponse:
-        lid, lver = _checked(ctx.match["id"], ctx.match["version"])
-        found, entries, x_cache = await self.entry(ctx, lid, lver)
-        atom = nr.v2_entries(ctx.base_url, [entries], lambda e: e is found)
-        return _xml(nr.v2_single(ctx.base_url, atom[0]), ATOM_ENTRY, None if ctx.repo.is_hosted else x_cache)
-
-    async def v2_feed(self, ctx: Ctx) -> web.StreamResponse:
-        query, fn = ctx.request.query, ctx.match["fn"]
-        wanted = query.get("id") or ""
-        found = re.search(r"Id\)?\s+eq\s+'([^']+)'", query.get("$filter", ""), re.I)
-        if fn != "Search" and (found or wanted):
-            package_id = (found[1] if found else wanted).strip("'")
-            lid, _ = _checked(package_id)
-            try:
-                entries, x_cache = await self.entries(ctx, lid)
-            except FormatError as exc:
-                if exc.status != 404:
-                    raise
-                entries, x_cache = [], None
-            atom = nr.v2_entries(ctx.base_url, [entries])
-        else:
-            items, x_cache = await self.search_items(ctx)
-            term = query.get("searchTerm", "").strip("'")
-            prerelease = query.get("includePrerelease", "false").lower() == "true"
-            packages = []
-            for item in items[:30]:
-                if term and term.lower() not in json.dumps(item).lower():
-                    continue
-                entries, _ = await self.entries(ctx, str(item["id"]).lower())
-                packages.append(nr.visible(entries, prerelease) or entries)
-            atom = nr.v2_entries(ctx.base_url, packages, nr.v2_filter(query.get("$filter", ""), packages))
-        try:
-            skip, top = max(0, int(query.get("$skip", "0"))), max(0, int(query.get("$top", "100")))
-        except ValueError:
-            raise FormatError(400, "$skip and $top must be integers") from None
-        return _xml(nr.v2_feed(ctx.base_url, fn, atom[skip:skip + top]), ATOM_FEED,
-                    None if ctx.repo.is_hosted else x_cache)
 
     # ------------------------------------------------------------------ hosted: push, unlist, relist
     async def push_probe(self, ctx: Ctx) -> web.StreamResponse:

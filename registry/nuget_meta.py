@@ -82,6 +82,20 @@ def is_prerelease(version: str) -> bool:
     return "-" in version
 
 
+def semver2_version(version: str) -> bool:
+    """A SemVer 2.0.0 version string: build metadata, or a release label with dots."""
+    return "+" in version or "." in version.partition("-")[2]
+
+
+def is_semver2(entry: dict[str, Any]) -> bool:
+    """nuget.org's rule for a SemVer 2.0.0 package: its version (as published) is one, or a
+    dependency range names one. Clients before NuGet 4.3 cannot read them."""
+    if semver2_version(str(entry.get("verbatimVersion") or entry.get("version", ""))):
+        return True
+    return any(re.search(r"-[0-9A-Za-z-]*\.|\+", str(dep.get("range", "")))
+               for group in entry.get("dependencyGroups") or [] for dep in group.get("dependencies") or [])
+
+
 def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
 
@@ -151,6 +165,8 @@ def parse_nuspec(data: bytes) -> dict[str, Any]:
         raise NuGetError("the nuspec must name an id and a version")
     entry: dict[str, Any] = {"id": check_id(package_id), "version": normalize(version),
                              "dependencyGroups": dependency_groups(metadata)}
+    if "+" in version:        # the build metadata the normalised version drops (SemVer 2.0.0)
+        entry["verbatimVersion"] = version
     for field, key in (("description", "description"), ("authors", "authors"), ("title", "title"),
                        ("summary", "summary"), ("tags", "tags"), ("projectUrl", "projectUrl"),
                        ("licenseUrl", "licenseUrl")):

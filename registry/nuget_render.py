@@ -14,14 +14,20 @@ from . import nuget_meta as nm
 INLINE_LIMIT = 128        # registration pages are inlined up to this many versions
 PAGE_SIZE = 64
 
+# The registration hives, as on nuget.org: SemVer 2.0.0 versions only in the 3.6.0 one (the one
+# NuGet >= 4.3 picks first); the others are for older clients, which cannot parse them.
+FULL = "v3/registration"
+SEMVER1 = "v3/registration-semver1"
+
 # (resource type, path under the repository) — 5.8 needs RegistrationsBaseUrl/3.0.0-rc and -beta
 RESOURCES = (
     ("PackageBaseAddress/3.0.0", "v3-flatcontainer/"),
-    ("RegistrationsBaseUrl", "v3/registration/"),
-    ("RegistrationsBaseUrl/3.0.0-rc", "v3/registration/"),
-    ("RegistrationsBaseUrl/3.0.0-beta", "v3/registration/"),
-    ("RegistrationsBaseUrl/3.4.0", "v3/registration/"),
-    ("RegistrationsBaseUrl/3.6.0", "v3/registration/"),
+    ("RegistrationsBaseUrl", f"{SEMVER1}/"),
+    ("RegistrationsBaseUrl/3.0.0-rc", f"{SEMVER1}/"),
+    ("RegistrationsBaseUrl/3.0.0-beta", f"{SEMVER1}/"),
+    ("RegistrationsBaseUrl/3.4.0", f"{SEMVER1}/"),
+    ("RegistrationsBaseUrl/3.6.0", f"{FULL}/"),
+    ("RegistrationsBaseUrl/Versioned", f"{FULL}/"),       # what NuGet >= 4.3 reads (clientVersion below)
     ("SearchQueryService", "v3/query"),
     ("SearchQueryService/3.0.0-rc", "v3/query"),
     ("SearchQueryService/3.0.0-beta", "v3/query"),
@@ -33,10 +39,14 @@ RESOURCES = (
     ("LegacyGallery/2.0.0", "api/v2"),
 )
 
+# a "Versioned" resource is for clients at least this recent (as on nuget.org: the SemVer 2 hive)
+CLIENT_VERSIONS = {"RegistrationsBaseUrl/Versioned": "4.3.0-alpha"}
+
 
 def service_index(base: str, can_push: bool) -> bytes:
     """The v3 service index pointing every resource at this repository."""
-    resources = [{"@id": f"{base}/{path}", "@type": kind, "comment": "depot"}
+    resources = [{"@id": f"{base}/{path}", "@type": kind, "comment": "depot",
+                  **({"clientVersion": CLIENT_VERSIONS[kind]} if kind in CLIENT_VERSIONS else {})}
                  for kind, path in RESOURCES if can_push or kind != "PackagePublish/2.0.0"]
     return json.dumps({"version": "3.0.0", "resources": resources}, indent=1).encode()
 
@@ -46,21 +56,22 @@ def nupkg_url(base: str, package_id: str, version: str) -> str:
     return f"{base}/v3-flatcontainer/{lid}/{lv}/{lid}.{lv}.nupkg"
 
 
-def registration_url(base: str, package_id: str) -> str:
-    return f"{base}/v3/registration/{package_id.lower()}/index.json"
+def registration_url(base: str, package_id: str, hive: str = FULL) -> str:
+    return f"{base}/{hive}/{package_id.lower()}/index.json"
 
 
-def leaf_url(base: str, package_id: str, version: str) -> str:
-    return f"{base}/v3/registration/{package_id.lower()}/{version.lower()}.json"
+def leaf_url(base: str, package_id: str, version: str, hive: str = FULL) -> str:
+    return f"{base}/{hive}/{package_id.lower()}/{version.lower()}.json"
 
 
-def _catalog_entry(base: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _catalog_entry(base: str, entry: dict[str, Any], hive: str = FULL) -> dict[str, Any]:
     package_id, version = entry["id"], entry["version"]
     out = {key: value for key, value in entry.items() if not key.startswith("@")}
     groups = []
     for group in entry.get("dependencyGroups") or []:
         deps = [{"@type": "PackageDependency", "id": d.get("id", ""), "range": d.get("range", ""),
-                 "registration": registration_url(base, d.get("id", ""))} for d in group.get("dependencies") or []]
+                 "registration": registration_url(base, d.get("id", ""), hive)}
+                for d in group.get("dependencies") or []]
         groups.append({**{k: v for k, v in group.items() if not k.startswith("@")}, "@type": "PackageDependencyGroup",
                        "dependencies": deps})
     listed = entry.get("listed", True)
@@ -72,12 +83,12 @@ def _catalog_entry(base: str, entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def leaf(base: str, entry: dict[str, Any]) -> dict[str, Any]:
+def leaf(base: str, entry: dict[str, Any], hive: str = FULL) -> dict[str, Any]:
     """One registration leaf (as inlined in a page)."""
     package_id, version = entry["id"], entry["version"]
-    return {"@id": leaf_url(base, package_id, version), "@type": "Package",
-            "catalogEntry": _catalog_entry(base, entry), "packageContent": nupkg_url(base, package_id, version),
-            "registration": registration_url(base, package_id)}
+    return {"@id": leaf_url(base, package_id, version, hive), "@type": "Package",
+            "catalogEntry": _catalog_entry(base, entry, hive), "packageContent": nupkg_url(base, package_id, version),
+            "registration": registration_url(base, package_id, hive)}
 
 
 def catalog_leaf(base: str, entry: dict[str, Any]) -> bytes:
@@ -85,14 +96,14 @@ def catalog_leaf(base: str, entry: dict[str, Any]) -> bytes:
     return json.dumps(_catalog_entry(base, entry)).encode()
 
 
-def leaf_document(base: str, entry: dict[str, Any]) -> bytes:
+def leaf_document(base: str, entry: dict[str, Any], hive: str = FULL) -> bytes:
     """The registration leaf document `{id}/{version}.json`."""
     package_id, version = entry["id"], entry["version"]
-    return json.dumps({"@id": leaf_url(base, package_id, version), "@type": ["Package", "catalog:Permalink"],
+    return json.dumps({"@id": leaf_url(base, package_id, version, hive), "@type": ["Package", "catalog:Permalink"],
                        "catalogEntry": _catalog_entry(base, entry)["@id"], "listed": entry.get("listed", True),
                        "packageContent": nupkg_url(base, package_id, version),
                        "published": entry.get("published"),
-                       "registration": registration_url(base, package_id)}).encode()
+                       "registration": registration_url(base, package_id, hive)}).encode()
 
 
 def _pages(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -101,35 +112,37 @@ def _pages(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [entries[i:i + PAGE_SIZE] for i in range(0, len(entries), PAGE_SIZE)]
 
 
-def page(base: str, package_id: str, chunk: list[dict[str, Any]], inline: bool) -> dict[str, Any]:
+def page(base: str, package_id: str, chunk: list[dict[str, Any]], inline: bool, hive: str = FULL) -> dict[str, Any]:
     lower, upper = chunk[0]["version"].lower(), chunk[-1]["version"].lower()
     lid = package_id.lower()
     out: dict[str, Any] = {
-        "@id": (f"{base}/v3/registration/{lid}/index.json#page/{lower}/{upper}" if inline
-                else f"{base}/v3/registration/{lid}/page/{lower}/{upper}.json"),
+        "@id": (f"{base}/{hive}/{lid}/index.json#page/{lower}/{upper}" if inline
+                else f"{base}/{hive}/{lid}/page/{lower}/{upper}.json"),
         "@type": "catalog:CatalogPage", "count": len(chunk), "lower": lower, "upper": upper,
-        "parent": registration_url(base, package_id)}
+        "parent": registration_url(base, package_id, hive)}
     if inline:
-        out["items"] = [leaf(base, e) for e in chunk]
+        out["items"] = [leaf(base, e, hive) for e in chunk]
     return out
 
 
-def registration_index(base: str, entries: list[dict[str, Any]]) -> bytes:
+def registration_index(base: str, entries: list[dict[str, Any]], hive: str = FULL) -> bytes:
     """The registration index: one inlined page up to INLINE_LIMIT versions, else pages of
     PAGE_SIZE fetched by their @id."""
     package_id = entries[-1]["id"]
     chunks = _pages(entries)
     inline = len(chunks) == 1
-    return json.dumps({"@id": registration_url(base, package_id),
+    return json.dumps({"@id": registration_url(base, package_id, hive),
                        "@type": ["catalog:CatalogRoot", "PackageRegistration", "catalog:Permalink"],
-                       "count": len(chunks), "items": [page(base, package_id, c, inline) for c in chunks]}).encode()
+                       "count": len(chunks),
+                       "items": [page(base, package_id, c, inline, hive) for c in chunks]}).encode()
 
 
-def registration_page(base: str, entries: list[dict[str, Any]], lower: str, upper: str) -> bytes | None:
+def registration_page(base: str, entries: list[dict[str, Any]], lower: str, upper: str,
+                      hive: str = FULL) -> bytes | None:
     """A registration page document by its bounds (None: no such page)."""
     for chunk in _pages(entries):
         if chunk[0]["version"].lower() == lower and chunk[-1]["version"].lower() == upper:
-            return json.dumps({**page(base, entries[-1]["id"], chunk, True), "@context": {}}).encode()
+            return json.dumps({**page(base, entries[-1]["id"], chunk, True, hive), "@context": {}}).encode()
     return None
 
 
@@ -155,6 +168,17 @@ def matches(query: str, entries: list[dict[str, Any]]) -> bool:
     latest = entries[-1]
     text = " ".join(str(latest.get(k, "")) for k in ("id", "title", "description", "tags")).lower()
     return all(term in text for term in query.lower().split())
+
+
+def semver1_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An upstream search result without its SemVer 2.0.0 versions (None: it has no other)."""
+    versions = [v for v in item.get("versions") or [] if not nm.semver2_version(str(v.get("version", "")))]
+    if not versions:
+        return None
+    out = {**item, "versions": versions}
+    if nm.semver2_version(str(item.get("version", ""))):
+        out["version"] = versions[-1]["version"]
+    return out
 
 
 def visible(entries: list[dict[str, Any]], prerelease: bool) -> list[dict[str, Any]]:

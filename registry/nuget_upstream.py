@@ -3,6 +3,7 @@ rewrite of upstream URLs in registration and search answers to depot's (BASE_PLA
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -10,9 +11,12 @@ from depot.cache.api import BASE_PLACEHOLDER
 
 from . import nuget_meta as nm
 
-# preferred first; the gzip-encoded hives (3.4.0, 3.6.0) are used only when nothing else is offered
-REGISTRATION_TYPES = ("RegistrationsBaseUrl", "RegistrationsBaseUrl/3.0.0-rc", "RegistrationsBaseUrl/3.0.0-beta",
-                      "RegistrationsBaseUrl/3.6.0", "RegistrationsBaseUrl/3.4.0")
+# preferred first: the hive with SemVer 2.0.0 packages (3.6.0; nuget.org's "Versioned" one is the
+# same), then the SemVer 1 ones (nuget.org leaves SemVer 2.0.0 versions out of those). nuget.org
+# serves 3.4.0 and 3.6.0 gzip-encoded: the fill-time transform decodes them.
+REGISTRATION_TYPES = ("RegistrationsBaseUrl/3.6.0", "RegistrationsBaseUrl/Versioned", "RegistrationsBaseUrl",
+                      "RegistrationsBaseUrl/3.0.0-rc", "RegistrationsBaseUrl/3.0.0-beta", "RegistrationsBaseUrl/3.4.0")
+MAX_DECODED = 256 << 20        # a gzip-encoded registration page is refused past this (a zip bomb)
 SEARCH_TYPES = ("SearchQueryService/3.5.0", "SearchQueryService", "SearchQueryService/3.0.0-rc",
                 "SearchQueryService/3.0.0-beta")
 AUTOCOMPLETE_TYPES = ("SearchAutocompleteService", "SearchAutocompleteService/3.0.0-rc",
@@ -87,6 +91,21 @@ def _catalog_ids(value: Any) -> None:
             _catalog_ids(item)
 
 
+def decoded(body: bytes) -> bytes:
+    """A body as stored by the upstream's encoding: gzip-encoded hives are decoded (the client
+    gets depot's rewritten, decoded document); ValueError when it does not decode."""
+    if body[:2] != b"\x1f\x8b":
+        return body
+    try:
+        inflater = zlib.decompressobj(wbits=31)
+        out = inflater.decompress(body, MAX_DECODED)
+    except zlib.error as exc:
+        raise ValueError(f"bad gzip body: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise ValueError("the decoded body is too large")
+    return out
+
+
 def rewriter(resources: Resources) -> Callable[[bytes], bytes]:
     """A fill-time transform: every upstream resource URL in a JSON answer → depot's."""
     pairs = resources.rewrites()
@@ -99,7 +118,7 @@ def rewriter(resources: Resources) -> Callable[[bytes], bytes]:
 
     def transform(body: bytes) -> bytes:
         try:
-            doc = json.loads(body)
+            doc = json.loads(decoded(body))
         except ValueError:
             return body
         doc = _walk(doc, rewrite_string)

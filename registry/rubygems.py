@@ -183,7 +183,11 @@ class RubyGems(Format):
         await target.hosted.update_document("versions", append, content_type=TEXT)
 
     async def proxy_compact(self, ctx: Ctx, path: str) -> tuple[bytes, str]:
-        cached, body = await ctx.fetch_upstream(ctx.pull.spec(path, kind=Kind.METADATA, content_type=TEXT))
+        """A compact index document of the upstream. `versions` is append-only (megabytes on
+        rubygems.org): once stored it is refreshed with a Range request for the new bytes only."""
+        append = ri.appended if path == "versions" else None
+        cached, body = await ctx.fetch_upstream(ctx.pull.spec(path, kind=Kind.METADATA, content_type=TEXT,
+                                                              append=append))
         return self.policy_filtered(ctx, path, body), cached.status
 
     def policy_filtered(self, ctx: Ctx, path: str, body: bytes) -> bytes:

@@ -8,9 +8,10 @@ the current MD5. Bundler checks every answer against `ETag: "<md5 of the body>"`
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 HEADER = "---\n"
 VERSIONS_HEADER = "created_at: 2024-01-01T00:00:00Z\n---\n"
@@ -134,3 +135,35 @@ def gem_candidates(filename: str) -> list[tuple[str, str]]:
     stem = found["stem"]
     return [(stem[:i], stem[i + 1:]) for i, c in enumerate(stem)
             if c == "-" and i > 0 and stem[i + 1:i + 2].isdigit()]
+
+
+def representation_digests(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(sha256 base64, md5 hex) the upstream promises for the whole document: `Repr-Digest:
+    sha-256=:<b64>:` (or the older `Digest: sha-256=<b64>`), and an ETag that is a quoted MD5
+    (rubygems.org's and depot's compact index; bundler 2.3 checks it)."""
+    sha256 = None
+    found = re.search(r"sha-256=:([A-Za-z0-9+/=]+):", headers.get("Repr-Digest", "")) or \
+        re.search(r"sha-256=([A-Za-z0-9+/=]+)", headers.get("Digest", ""))
+    if found:
+        sha256 = found.group(1)
+    etag = re.fullmatch(r'(?:W/)?"([0-9a-f]{32})"', headers.get("ETag", "").strip())
+    return sha256, etag.group(1) if etag else None
+
+
+def appended(old: bytes, part: bytes, headers: Mapping[str, str]) -> bytes | None:
+    """The versions file after a `Range: bytes=<len(old) - 1>-` answer, as bundler builds it:
+    the answer's first byte must be the copy's last one, and the whole file must match the
+    digest the upstream sends (Repr-Digest, else an MD5 ETag); None when it does not (or when
+    the upstream sends no digest to check against): the caller fetches the file whole."""
+    found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", headers.get("Content-Range", "").strip())
+    if not old or not part or part[:1] != old[-1:] or found is None or int(found.group(1)) != len(old) - 1:
+        return None
+    body = old + part[1:]
+    if found.group(3) != "*" and int(found.group(3)) != len(body):
+        return None
+    sha256, etag_md5 = representation_digests(headers)
+    if sha256 is not None:
+        return body if base64.b64encode(hashlib.sha256(body).digest()).decode() == sha256 else None
+    if etag_md5 is not None:
+        return body if md5(body) == etag_md5 else None
+    return None

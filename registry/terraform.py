@@ -64,6 +64,9 @@ class Terraform(ModuleRegistry, ProviderRegistry, Format):
                                           "(default: the upstream's host)"),
         "hosts": Option(string_list, (), "host names whose /.well-known/terraform.json names this repository "
                                          "(one registry per host name; otherwise the root repository)"),
+        "mirror_h1_all": Option(boolean, False, "a network mirror fetches every platform's zip of a version when "
+                                                "its <version>.json is first asked, to list all their h1: hashes "
+                                                "(default: the h1: of the zips it holds, zh: of all)"),
         "github_archive_url": Option(_template, "https://codeload.github.com/{owner}/{repo}/tar.gz/{ref}",
                                      "where a proxy fetches GitHub git sources pinned to a ref as tarballs "
                                      "(false: pass git sources through uncached)"),

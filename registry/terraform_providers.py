@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
 
-from depot.cache.api import Kind, merge_x_cache
+from depot.cache.api import Cached, Kind, merge_x_cache
 
 from . import terraform_signing as signing
 from .base import Ctx, FormatError
@@ -37,21 +37,36 @@ DEFAULT_PROTOCOLS = ("5.0",)
 SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")
 
 
-def provider_zip_check(data: bytes, ptype: str) -> str:
-    """The h1: hash (Terraform's hash of the files inside) of a provider release zip that holds a
-    `terraform-provider-<type>` executable (blocking: run in a thread); ValueError otherwise."""
+def zip_h1(archive: zipfile.ZipFile) -> str:
+    """Terraform's `h1:` hash of a package zip (Go's dirhash.HashZip with Hash1): sha256 over the
+    lines `<sha256 hex>  <name>\n` of every entry, in the order of their names, base64."""
+    lines = [f"{hashlib.sha256(archive.read(info)).hexdigest()}  {info.filename}\n"
+             for info in sorted(archive.infolist(), key=lambda i: i.filename)]
+    return "h1:" + base64.b64encode(hashlib.sha256("".join(lines).encode()).digest()).decode()
+
+
+def package_h1(data: bytes) -> str:
+    """The h1: hash of a provider zip (blocking: run in a thread); ValueError when not a zip."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
-            names = [i.filename for i in infos]
+            return zip_h1(archive)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"not a valid zip archive: {exc}") from None
+
+
+def provider_zip_check(data: bytes, ptype: str) -> str:
+    """The h1: hash of a provider release zip that holds a `terraform-provider-<type>`
+    executable (blocking: run in a thread); ValueError otherwise."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if not any(n.rsplit("/", 1)[-1].startswith(f"terraform-provider-{ptype}") for n in names):
                 raise ValueError(f"the zip holds no terraform-provider-{ptype} executable")
             if any(n.startswith("/") or ".." in n.split("/") for n in names):
                 raise ValueError("unsafe path in the zip")
-            lines = sorted(f"{hashlib.sha256(archive.read(i)).hexdigest()}  {i.filename}\n" for i in infos)
+            return zip_h1(archive)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"not a valid zip archive: {exc}") from None
-    return "h1:" + base64.b64encode(hashlib.sha256("".join(lines).encode()).digest()).decode()
 
 
 def parse_sums(text: bytes) -> dict[str, str]:
@@ -174,9 +189,12 @@ class ProviderRegistry:
         _, doc, doc_url = await self._upstream_download(ctx, m["version"], m["os"], m["arch"])
         if doc["filename"] != m["filename"]:
             raise FormatError(404, f"{m['filename']} is not the {m['os']}_{m['arch']} package")
-        spec = ctx.pull.spec(key, urljoin(doc_url, doc["download_url"]), Kind.IMMUTABLE, content_type=ZIP_TYPE,
+        return ctx.pull.respond(ctx.request, await ctx.open_upstream(self._zip_spec(ctx, key, doc, doc_url)))
+
+    def _zip_spec(self, ctx: Ctx, key: str, doc: dict[str, Any], doc_url: str) -> Any:
+        """The fetch of a package zip an upstream download answer names, checked against its shasum."""
+        return ctx.pull.spec(key, urljoin(doc_url, doc["download_url"]), Kind.IMMUTABLE, content_type=ZIP_TYPE,
                              expect_sha256=doc["shasum"] if re.fullmatch(r"[0-9a-f]{64}", doc["shasum"]) else None)
-        return ctx.pull.respond(ctx.request, await ctx.open_upstream(spec))
 
     async def provider_sums(self, ctx: Ctx) -> web.StreamResponse:
         if ctx.repo.is_group:
@@ -290,13 +308,36 @@ class ProviderRegistry:
         answers = await asyncio.gather(*(self._upstream_download(ctx, version, p["os"], p["arch"])
                                          for p in platforms))
         archives = {}
-        for platform, (_, doc, _) in zip(platforms, answers, strict=True):
+        for platform, (_, doc, doc_url) in zip(platforms, answers, strict=True):
             os_, arch = platform["os"], platform["arch"]
+            key = f"{self.provider_prefix(ctx)}/{version}/{doc['filename']}"
+            if ctx.repo.options.get("mirror_h1_all") and await ctx.pull.peek(key) is None:
+                await ctx.fetch_upstream(self._zip_spec(ctx, key, doc, doc_url))    # stored; one at a time
+            h1 = await self.cached_h1(ctx, key)
             archives[f"{os_}_{arch}"] = {
                 "url": self.provider_urls(ctx, version, os_, arch, doc["filename"])["download_url"],
-                "hashes": [f"zh:{doc['shasum']}"]}
+                "hashes": ([h1] if h1 else []) + [f"zh:{doc['shasum']}"]}
         return json_answer(ctx.request, {"archives": archives},
                            {"X-Cache": merge_x_cache(c.status for c, _, _ in answers) or "HIT"})
+
+
+    async def cached_h1(self, ctx: Ctx, key: str) -> str | None:
+        """The h1: hash of a package zip this proxy holds (None until it was fetched once: the h1:
+        scheme hashes the files inside, so it needs the zip, and a version lists a dozen of them).
+        Computed once per zip (kept in the document cache by its digest), off the event loop."""
+        entry = await ctx.pull.peek(key)
+        if entry is None:
+            return None
+        memo = ("terraform-h1", entry.digest)
+        found = ctx.documents.get(memo)
+        if found is None:
+            try:
+                body = await ctx.pull.read(Cached("HIT", ctx.repo, entry))
+                found = (await in_thread(package_h1, body)).encode()
+            except (ValueError, OSError):      # not a zip, or its blob is gone (refetched on download)
+                return None
+            ctx.documents.put(memo, found)
+        return found.decode()
 
 
 def _zip_pattern(ptype: str, version: str) -> str:

@@ -2,10 +2,18 @@
 Debian's nuget 2.8 for v2), each run with a private HOME so no machine state is used."""
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import pty
+import re
+import select
 import shutil
+import signal
+import struct
 import subprocess
+import termios
+import time
 import zipfile
 from pathlib import Path
 
@@ -91,3 +99,38 @@ def nuget28(home: Path, *args: str, check: bool = True, timeout: float = 180,
 def installed(out: Path, package_id: str, version: str) -> Path:
     """The payload nuget install unpacked (OutputDirectory/<Id>.<Version>/lib/…)."""
     return out / f"{package_id}.{version}" / "lib" / "netstandard2.0" / "payload.txt"
+
+
+def nuget28_tty(home: Path, *args: str, timeout: float = 120) -> str:
+    """nuget 2.8 on a pseudo-terminal 200 columns wide; its output. `nuget list` justifies its
+    lines to the console width, and with no console (stdout a pipe) mono reports a width of 0:
+    nuget 2.8 then prints blank lines forever, whatever the feed. A runaway is killed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    proc = subprocess.Popen(["nuget", *args, "-NonInteractive"], env=client_env(home), cwd=home,
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(out) < 4_000_000:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:           # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"nuget {' '.join(args)} did not finish: {bytes(out[:2000])!r}")
+        assert proc.wait(timeout=30) == 0, out.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        os.close(master)
+    text = out.decode("utf-8", "replace").replace("\r", "")
+    return re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|[=>])", "", text)      # the terminal's escape sequences

@@ -19,7 +19,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_util import get_many  # noqa: E402
-from nuget_fixtures import installed, nuget28, nuget58, nupkg, require_clients, write_nupkg  # noqa: E402
+from nuget_fixtures import (installed, nuget28, nuget28_tty, nuget58, nupkg, require_clients,  # noqa: E402
+                            write_nupkg)
 
 REPOS = {
     "nuget-local": {"format": "nuget", "type": "hosted", "anonymous_read": True},
@@ -50,7 +51,8 @@ def test_push_and_install_with_nuget58_over_v3_through_group(env: SimpleNamespac
     index = requests.get(f"{env.url}/v3/index.json", timeout=10).json()
     types = {r["@type"]: r["@id"] for r in index["resources"]}
     assert types["RegistrationsBaseUrl/3.0.0-rc"] == types["RegistrationsBaseUrl/3.0.0-beta"] == \
-        f"{env.url}/v3/registration/"
+        types["RegistrationsBaseUrl"] == f"{env.url}/v3/registration-semver1/"      # SemVer 1 clients' hive
+    assert types["RegistrationsBaseUrl/3.6.0"] == f"{env.url}/v3/registration/"
     assert types["PackagePublish/2.0.0"] == f"{env.url}/api/v2/package"
     source = f"{env.url}/v3/index.json"
     for package in (write_nupkg(env.tmp / "pk", "Acme.Hello", "1.0.0", payload="hello"),
@@ -81,6 +83,28 @@ def test_push_and_install_with_nuget28_over_v2(env: SimpleNamespace) -> None:
     entry = requests.get(f"{env.url}/api/v2/Packages(Id='Acme.Two',Version='2.0.0')", timeout=10)
     assert entry.headers["Content-Type"].startswith("application/atom+xml")
     assert "<d:Dependencies>Acme.Hello:1.0.0:.NETStandard2.0</d:Dependencies>" in entry.text
+
+
+def listed(output: str) -> list[tuple[str, str]]:
+    """(id, version) lines of `nuget list` output."""
+    return [tuple(line.split()) for line in output.splitlines()  # type: ignore[misc]
+            if len(line.split()) == 2 and line.startswith("Acme.")]
+
+
+def test_nuget28_list_pages_through_every_package(env: SimpleNamespace, depot_factory: Any) -> None:
+    """nuget 2.8 `list` asks Search() 30 packages a page, ordered by id, until a page is empty:
+    every package exactly once, on hosted (through the group) and on a proxy of it."""
+    ids = [f"Acme.P{n:02d}" for n in range(37)]
+    for package_id in ids:
+        assert push_raw(env.url, nupkg(package_id, "1.0.0"), env.writer).status_code == 201
+    assert push_raw(env.url, nupkg("Acme.P05", "1.1.0"), env.writer).status_code == 201
+    latest = [(i, "1.1.0" if i == "Acme.P05" else "1.0.0") for i in ids]
+    assert listed(nuget28_tty(env.tmp / "list", "list", "-Source", f"{env.url}/api/v2/")) == latest
+    every = listed(nuget28_tty(env.tmp / "all", "list", "-AllVersions", "-Source", f"{env.url}/api/v2/"))
+    assert sorted(every) == sorted(latest + [("Acme.P05", "1.0.0")])
+    proxy = depot_factory({"nuget-remote": {"format": "nuget", "type": "proxy",
+                                            "upstream": f"{env.url}/v3/index.json"}}, name="proxy")
+    assert listed(nuget28_tty(env.tmp / "proxy", "list", "-Source", f"{proxy.url}/nuget-remote/api/v2/")) == latest
 
 
 def test_versions_normalised_ids_lowercased_and_duplicates_refused(env: SimpleNamespace) -> None:

@@ -2,6 +2,7 @@
 upstream service-index parsing and URL rewriting, warm plans."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -57,11 +58,13 @@ def test_upstream_urls_rewritten_to_depot_and_catalog_pointed_at_depot() -> None
         {"@id": "https://up/reg-gz/", "@type": "RegistrationsBaseUrl/3.6.0"},
         {"@id": "https://up/reg", "@type": "RegistrationsBaseUrl"},
         {"@id": "https://up/query", "@type": "SearchQueryService"}]}).encode())
-    assert res.registration == "https://up/reg/" and res.flat == "https://up/flat/"
+    # the SemVer 2 hive (3.6.0, gzip-encoded on nuget.org) is preferred to the SemVer 1 one
+    assert res.registration == "https://up/reg-gz/" and res.flat == "https://up/flat/"
     doc = {"@id": "https://up/reg/a/index.json", "items": [{"@id": "https://up/reg-gz/a/page/1/2.json", "items": [
         {"catalogEntry": {"@id": "https://catalog/x.json", "id": "A", "version": "1.0.0"},
          "packageContent": "https://up/flat/a/1.0.0/a.1.0.0.nupkg", "other": "https://elsewhere/x"}]}]}
     out = json.loads(nu.rewriter(res)(json.dumps(doc).encode()))
+    assert json.loads(nu.rewriter(res)(gzip.compress(json.dumps(doc).encode()))) == out     # decoded, same
     leaf = out["items"][0]["items"][0]
     assert out["@id"] == f"{BASE_PLACEHOLDER}/v3/registration/a/index.json"
     assert out["items"][0]["@id"] == f"{BASE_PLACEHOLDER}/v3/registration/a/page/1/2.json"

@@ -69,14 +69,26 @@ def module_archive(version: str, kind: str = "tar.gz") -> bytes:
 
 
 def provider_zip(work: Path) -> Path:
-    """The real terraform-provider-null binary as a release zip."""
+    """The real terraform-provider-null binary as a release zip, with a LICENSE.txt as HashiCorp's
+    zips have. The license text is chosen so that its sha256 sorts after the binary's while its
+    name sorts first: an h1: hash must order the files by name, not by their lines."""
     assert PROVIDER_BINARY.exists(), f"missing: VENV={BIN.parent} bash tests/clients/terraform.sh"
+    binary = PROVIDER_BINARY.read_bytes()
+    license_text = next(text for text in (f"MPL-2.0 ({n})\n".encode() for n in range(100))
+                        if hashlib.sha256(text).hexdigest() > hashlib.sha256(binary).hexdigest())
     path = work / f"terraform-provider-null_{PROVIDER_VERSION}_linux_amd64.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         info = zipfile.ZipInfo(f"terraform-provider-null_v{PROVIDER_VERSION}_x4")
         info.external_attr = 0o755 << 16
-        archive.writestr(info, PROVIDER_BINARY.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(info, binary, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("LICENSE.txt", license_text)
     return path
+
+
+def locked_hashes(tf_dir: Path) -> list[str]:
+    """The hashes terraform recorded in .terraform.lock.hcl (its own h1: of the unpacked package)."""
+    import re
+    return re.findall(r'"((?:h1|zh):[^"]+)"', (tf_dir / ".terraform.lock.hcl").read_text())
 
 
 def repositories() -> dict[str, Any]:
@@ -181,6 +193,30 @@ def test_terraform_init_resolves_a_published_module(env: SimpleNamespace, tmp_pa
     assert json.loads(tf("output", "-json").stdout)["msg"]["value"] == "module 1.2.0 says hi"
     versions = env.session.get(f"https://{env.host}/tf/v1/modules/depot/hello/null/versions", timeout=10).json()
     assert [v["version"] for v in versions["modules"][0]["versions"]] == ["2.0.0", "1.2.0", "1.0.0"]
+
+
+def readme_host_block() -> str:
+    """The CLI configuration the README's Terraform section documents for a host name alias."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### Terraform modules"):]
+    start = section.index('host "depot.internal" {')
+    return section[start:section.index("\n```", start)] + "\n"
+
+
+def test_readme_alias_gives_a_dotless_host_a_registry_name(env: SimpleNamespace, tmp_path: Path) -> None:
+    """terraform refuses `localhost:PORT/…` sources; the README's `host` block alias works offline."""
+    port = env.host.rsplit(":", 1)[1]
+    refused = Terraform(tmp_path / "localhost", env.tls.ca)
+    refused.write(module_config(f"localhost:{port}"))
+    failed = refused("init", "-input=false", "-no-color", check=False)
+    assert failed.returncode != 0 and "must contain at least one dot" in failed.stderr.replace("\n", " ")
+    tf = Terraform(tmp_path / "alias", env.tls.ca)
+    (tf.dir / "cli.tfrc").write_text(readme_host_block().replace("https://localhost:8443/terraform/",
+                                                                 f"https://localhost:{port}/tf/"))
+    tf.write(module_config("depot.internal") + provider_config("depot.internal"))
+    out = tf("init", "-input=false", "-no-color").stdout
+    assert "Downloading depot.internal/depot/hello/null 1.2.0" in out, out
+    assert f"Installed depot.internal/depot/null v{PROVIDER_VERSION}" in out, out
 
 
 def test_module_versions_are_immutable_and_archives_validated(env: SimpleNamespace) -> None:
@@ -355,9 +391,18 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
             lines = access_lines(front, since, "/tf-mirror/")
             assert lines and all(line.endswith(('"HIT"', '"REVALIDATED"')) for line in lines), "\n".join(lines)
             assert all(line.endswith('"HIT"') for line in lines if ".zip" in line), lines
+    # the mirror lists the h1: hash terraform computes itself (the one it records in the lock
+    # file), beside the zip's zh:, once it holds the zip
     listing = env.session.get(f"{mirror}{ORIGIN}/depot/null/{PROVIDER_VERSION}.json", timeout=10).json()
     digest = hashlib.sha256(env.zip.read_bytes()).hexdigest()
-    assert listing["archives"]["linux_amd64"]["hashes"] == [f"zh:{digest}"]
+    recorded = [h for h in locked_hashes(tmp_path / "r0") if h.startswith("h1:")]
+    assert len(recorded) == 1
+    assert listing["archives"]["linux_amd64"]["hashes"] == [recorded[0], f"zh:{digest}"]
+    # `terraform providers lock` through the mirror: its package checked against those hashes
+    tf = Terraform(tmp_path / "lock", env.tls.ca)
+    tf.write(provider_config(ORIGIN))
+    tf("providers", "lock", f"-net-mirror={mirror}", "-platform=linux_amd64", "-no-color")
+    assert recorded[0] in locked_hashes(tmp_path / "lock")
     assert env.session.get(f"{mirror}example.com/depot/null/index.json", timeout=10).status_code == 404
     env.depot.stop()
     try:
@@ -367,6 +412,23 @@ def test_network_mirror_proxy_in_front_of_a_second_depot(env: SimpleNamespace, d
         assert "Installed" in tf("init", "-input=false", "-no-color").stdout
     finally:
         env.depot.start()
+
+
+def test_mirror_h1_all_lists_the_h1_of_every_platform_before_any_download(env: SimpleNamespace,
+                                                                          depot_factory: Any, tmp_path: Path) -> None:
+    front = depot_factory({"tf-mirror": {"format": "terraform", "type": "proxy", "upstream": f"https://{env.host}/",
+                                         "options": {"hostname": ORIGIN, "mirror_h1_all": True}}},
+                          extra=env.tls.extra, name="front-h1")
+    mirror = f"https://127.0.0.1:{front.port}/tf-mirror/"
+    since = len(env.depot.log())
+    listing = env.session.get(f"{mirror}{ORIGIN}/depot/null/{PROVIDER_VERSION}.json", timeout=60).json()
+    hashes = listing["archives"]["linux_amd64"]["hashes"]
+    assert [h[:3] for h in hashes] == ["h1:", "zh:"], hashes
+    tf = Terraform(tmp_path / "init", env.tls.ca, mirror=mirror)
+    tf.write(provider_config(ORIGIN))
+    assert f"Installed depot/null v{PROVIDER_VERSION}" in tf("init", "-input=false", "-no-color").stdout
+    assert hashes[0] in locked_hashes(tmp_path / "init")            # terraform's own h1: of the package
+    assert len(access_lines(env.depot, since, ".zip ")) == 1         # the zip came from the upstream once
 
 
 def test_warm_a_mirror_from_the_lock_file_then_init_without_the_upstream(env: SimpleNamespace, depot_factory: Any,
