@@ -5,15 +5,19 @@ Parts are not blobs: nothing can read them by digest, GC never sees them, and a 
 session's single part is moved into the blob store without a copy when it is already the whole
 blob. Two implementations, chosen by the blob store:
 
-* `LocalParts`  files `tmp/uploads/<session>/<start>.part` (one node; every worker sees them)
-* `S3Parts`     objects `<prefix>uploads/<session>/<start>` in the bucket (every node sees them;
+* `LocalParts`  files `tmp/uploads/<session>/<part>.part` (one node; every worker sees them)
+* `S3Parts`     objects `<prefix>uploads/<session>/<part>` in the bucket (every node sees them;
                 the bucket's `stale_uploads` sweep removes what a dead session left)
+
+A part's name is its start offset and a random suffix (`<start>-<hex>`): two requests racing to
+append at the same offset write different parts, and only the one recorded counts.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any, AsyncIterator, Protocol
 
 READ_CHUNK = 1 << 20
 MAX_AGE = 24 * 3600.0
+_NAME = re.compile(r"[0-9a-f]{32}|[0-9]+-[0-9a-f]{12}")
 
 
 class PartWriter(Protocol):
@@ -37,9 +42,9 @@ class PartWriter(Protocol):
 class PartStorage(Protocol):
     """Where upload parts live: written once, read back in order, moved into the blob store."""
 
-    def writer(self, session: str, start: int) -> PartWriter: ...
-    def read_chunks(self, session: str, start: int) -> AsyncIterator[bytes]: ...
-    def adopt(self, session: str, start: int, sha256: str) -> None: ...
+    def writer(self, session: str, part: str) -> PartWriter: ...
+    def read_chunks(self, session: str, part: str) -> AsyncIterator[bytes]: ...
+    def adopt(self, session: str, part: str, sha256: str) -> None: ...
     def delete_session(self, session: str) -> None: ...
 
 
@@ -74,25 +79,25 @@ class LocalParts:
         self.root = Path(blobs.tmp) / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, session: str, start: int) -> Path:
-        return self.root / session / f"{int(start)}.part"
+    def _path(self, session: str, part: str) -> Path:
+        return self.root / _safe(session) / f"{_safe(part)}.part"
 
-    def writer(self, session: str, start: int) -> _LocalWriter:
-        return _LocalWriter(self._path(session, start))
+    def writer(self, session: str, part: str) -> _LocalWriter:
+        return _LocalWriter(self._path(session, part))
 
-    async def read_chunks(self, session: str, start: int) -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(open, self._path(session, start), "rb")
+    async def read_chunks(self, session: str, part: str) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(open, self._path(session, part), "rb")
         try:
             while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
                 yield chunk
         finally:
             handle.close()
 
-    def adopt(self, session: str, start: int, sha256: str) -> None:
-        self.blobs.adopt(self._path(session, start), sha256)
+    def adopt(self, session: str, part: str, sha256: str) -> None:
+        self.blobs.adopt(self._path(session, part), sha256)
 
     def delete_session(self, session: str) -> None:
-        shutil.rmtree(self.root / session, ignore_errors=True)
+        shutil.rmtree(self.root / _safe(session), ignore_errors=True)
 
     def sweep(self, max_age: float = MAX_AGE) -> None:
         """Drop part folders untouched for `max_age` (left by sessions nobody finished)."""
@@ -113,6 +118,7 @@ class _S3Writer:
         self.upload = obstore.open_writer(store.s3, key, buffer_size=8 * 1024 * 1024, max_concurrency=2)
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.closed = False
 
     def write(self, data: bytes) -> None:
         self.upload.write(data)
@@ -120,11 +126,14 @@ class _S3Writer:
         self.size += len(data)
 
     def close(self) -> None:
+        self.closed = True
         self.upload.close()
 
     def abort(self) -> None:
         try:
-            self.upload.close()
+            if not self.closed:
+                self.closed = True
+                self.upload.close()
         finally:
             self.store.delete_key(self.key)
 
@@ -135,29 +144,36 @@ class S3Parts:
     def __init__(self, blobs: Any) -> None:
         self.blobs = blobs
 
-    def _key(self, session: str, start: int) -> str:
-        return f"{self.blobs.prefix}uploads/{session}/{int(start)}"
+    def _key(self, session: str, part: str) -> str:
+        return f"{self.blobs.prefix}uploads/{_safe(session)}/{_safe(part)}"
 
-    def writer(self, session: str, start: int) -> _S3Writer:
-        return _S3Writer(self.blobs, self._key(session, start))
+    def writer(self, session: str, part: str) -> _S3Writer:
+        return _S3Writer(self.blobs, self._key(session, part))
 
-    async def read_chunks(self, session: str, start: int) -> AsyncIterator[bytes]:
+    async def read_chunks(self, session: str, part: str) -> AsyncIterator[bytes]:
         import obstore
-        result = await obstore.get_async(self.blobs.s3, self._key(session, start))
+        result = await obstore.get_async(self.blobs.s3, self._key(session, part))
         async for chunk in result.stream(min_chunk_size=READ_CHUNK):
             yield bytes(chunk)
 
-    def adopt(self, session: str, start: int, sha256: str) -> None:
-        self.blobs.adopt_temp(self._key(session, start), sha256)
+    def adopt(self, session: str, part: str, sha256: str) -> None:
+        self.blobs.adopt_temp(self._key(session, part), sha256)
 
     def delete_session(self, session: str) -> None:
         import obstore
-        for batch in obstore.list(self.blobs.s3, prefix=f"{self.blobs.prefix}uploads/{session}/"):
+        for batch in obstore.list(self.blobs.s3, prefix=f"{self.blobs.prefix}uploads/{_safe(session)}/"):
             for meta in batch:
                 self.blobs.delete_key(meta["path"])
 
     def sweep(self, max_age: float = MAX_AGE) -> None:
         """Left to the bucket's stale_uploads sweep (run by `depot gc`)."""
+
+
+def _safe(name: str) -> str:
+    """Session ids and part names are hex and digits (validated: no request string reaches a path)."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"not an upload part name: {name!r}")
+    return name
 
 
 def parts_for(blobs: Any) -> LocalParts | S3Parts:

@@ -41,7 +41,7 @@ SCHEMA = (
     " scope TEXT NOT NULL, size BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,"
     " updated DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS upload_parts (id TEXT NOT NULL, start_at BIGINT NOT NULL,"
-    " size BIGINT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (id, start_at))",
+    " size BIGINT NOT NULL, sha256 TEXT NOT NULL, part TEXT NOT NULL, PRIMARY KEY (id, start_at))",
 )
 
 
@@ -130,15 +130,15 @@ class UploadSessions:
         await receiver.flush()
         return receiver.size
 
-    async def commit_part(self, session_id: str, start: int, size: int, sha256: str) -> bool:
+    async def commit_part(self, session_id: str, start: int, size: int, sha256: str, part: str) -> bool:
         """Record a written part and move the session to start+size, only if it still stands at
         `start` (compare-and-swap: two requests appending at once cannot both succeed)."""
         def work(conn: Any) -> bool:
             moved = conn.execute("UPDATE upload_sessions SET size = ?, updated = ? WHERE id = ? AND size = ?",
                                  (start + size, time.time(), session_id, start)).rowcount == 1
             if moved:
-                conn.execute("INSERT INTO upload_parts (id, start_at, size, sha256) VALUES (?, ?, ?, ?)",
-                             (session_id, start, size, sha256))
+                conn.execute("INSERT INTO upload_parts (id, start_at, size, sha256, part) VALUES (?, ?, ?, ?, ?)",
+                             (session_id, start, size, sha256, part))
             return bool(moved)
         return await self._run(work)
 
@@ -158,28 +158,28 @@ class UploadSessions:
         finally:
             await self.cancel(session)
 
-    async def _parts(self, session_id: str) -> list[tuple[int, int, str]]:
+    async def _parts(self, session_id: str) -> list[tuple[str, int, str]]:
         rows = await self._run(lambda conn: conn.execute(
-            "SELECT start_at, size, sha256 FROM upload_parts WHERE id = ? ORDER BY start_at",
+            "SELECT part, size, sha256 FROM upload_parts WHERE id = ? ORDER BY start_at",
             (session_id,)).fetchall())
-        return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
-    async def _assemble(self, session_id: str, parts: list[tuple[int, int, str]], digest: str,
+    async def _assemble(self, session_id: str, parts: list[tuple[str, int, str]], digest: str,
                         max_size: int) -> tuple[str, int]:
         algorithm, expected = digest.split(":", 1)
         if not parts:
             return await store_verified(self.blobs, _nothing(), digest, max_size)
         if len(parts) == 1 and algorithm == "sha256":
-            start, size, sha256 = parts[0]
+            part, size, sha256 = parts[0]
             if sha256 != expected:
                 raise DigestMismatch(expected, sha256)
-            await asyncio.to_thread(self.parts.adopt, session_id, start, sha256)
+            await asyncio.to_thread(self.parts.adopt, session_id, part, sha256)
             return sha256, size
         return await store_verified(self.blobs, self._read_all(session_id, parts), digest, max_size)
 
-    async def _read_all(self, session_id: str, parts: list[tuple[int, int, str]]) -> AsyncIterator[bytes]:
-        for start, _size, _sha in parts:
-            async for chunk in self.parts.read_chunks(session_id, start):
+    async def _read_all(self, session_id: str, parts: list[tuple[str, int, str]]) -> AsyncIterator[bytes]:
+        for part, _size, _sha in parts:
+            async for chunk in self.parts.read_chunks(session_id, part):
                 yield chunk
 
     async def cancel(self, session: UploadSession) -> None:
@@ -215,6 +215,7 @@ class _Receiver:
         self.size = size              # committed so far
         self.max_size = max_size
         self.writer: Any = None
+        self.part = ""                # name of the open part
         self.pending = 0              # bytes in the open part
 
     async def consume(self, chunks: AsyncIterator[bytes]) -> None:
@@ -237,7 +238,8 @@ class _Receiver:
         if self.size + self.pending + len(chunk) > self.max_size:
             raise TooLarge(f"more than {self.max_size} bytes")
         if self.writer is None:
-            self.writer = await asyncio.to_thread(self.sessions.parts.writer, self.session_id, self.size)
+            self.part = f"{self.size}-{uuid.uuid4().hex[:12]}"
+            self.writer = await asyncio.to_thread(self.sessions.parts.writer, self.session_id, self.part)
         await asyncio.to_thread(self.writer.write, chunk)
         self.pending += len(chunk)
 
@@ -251,7 +253,8 @@ class _Receiver:
             return
         await asyncio.to_thread(writer.close)
         size, self.pending = self.pending, 0
-        if not await self.sessions.commit_part(self.session_id, self.size, size, writer.sha256.hexdigest()):
+        if not await self.sessions.commit_part(self.session_id, self.size, size, writer.sha256.hexdigest(),
+                                               self.part):
             await asyncio.to_thread(writer.abort)
             raise RangeInvalid("another request appended to this upload at the same time")
         self.size += size
