@@ -490,10 +490,6 @@ class HostedApi:
         process and node, bytes in shared storage."""
         return RepoUploads(self._services.storage.uploads, self._services.blobs, self.repo.name)
 
-    def count_hosted(self, request: web.Request) -> None:
-        """Count one hosted answer a format streamed itself (serve() counts its own)."""
-        self._services.pull.count(request, self.repo, "hosted")
-
 
 async def _blob_present(blobs: Any, digest: str) -> bool:
     stat = getattr(blobs, "stat_async", None)
