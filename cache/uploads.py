@@ -102,7 +102,7 @@ class UploadSessions:
         if not ID_RE.fullmatch(session_id):
             raise UploadUnknown(session_id)
         rows = await self._run(lambda conn: conn.execute(
-            "SELECT size, updated FROM upload_sessions WHERE id = ? AND repo = ? AND scope = ?",
+            "SELECT size, created FROM upload_sessions WHERE id = ? AND repo = ? AND scope = ?",
             (session_id, repo, scope)).fetchall())
         if not rows or time.time() - float(rows[0][1]) > SESSION_MAX_AGE:
             raise UploadUnknown(session_id)
@@ -191,14 +191,16 @@ class UploadSessions:
         await asyncio.to_thread(self.parts.delete_session, session.id)
 
     async def _sweep(self) -> None:
-        """Drop sessions untouched for a day (at most every SWEEP_INTERVAL per process)."""
+        """Drop sessions older than a day (at most every SWEEP_INTERVAL per process): a session
+        lives a day from its creation, so every part is younger than the bucket's own sweep of
+        temporary objects (`stale_uploads`, a day)."""
         now = time.time()
         if now - self._swept < SWEEP_INTERVAL:
             return
         self._swept = now
         cutoff = now - SESSION_MAX_AGE
         rows = await self._run(lambda conn: conn.execute(
-            "SELECT id FROM upload_sessions WHERE updated < ?", (cutoff,)).fetchall())
+            "SELECT id FROM upload_sessions WHERE created < ?", (cutoff,)).fetchall())
         for row in rows:
             await self.cancel(UploadSession(str(row[0]), "", "", 0))
         sweep = getattr(self.parts, "sweep", None)
