@@ -6,22 +6,27 @@ Everything here is format-agnostic: paths are opaque strings chosen by the forma
 """
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import time
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from .blobs import DigestMismatch, TooLarge
-from .catalog import HostedFile
+from .catalog import ANY, HostedFile, Write
 from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
 from .gate import Verdict, VersionInfo, parse_time
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
 from .serve import StreamingResponse, http_date, respond_blob, respond_bytes
 from .types import RepoConfig
+from .uploads import RangeInvalid, RepoUploads, UploadSession, UploadUnknown
+from depot.upstreams.client import UpstreamError
+from depot.upstreams.docker_auth import DockerAuth
 
 if TYPE_CHECKING:  # pragma: no cover
     from .services import Services
@@ -29,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "Protected", "DigestMismatch", "TooLarge", "HostedFile", "Entry",
            "BASE_PLACEHOLDER", "X_CACHE_PRECEDENCE", "merge_x_cache", "PolicyHooks", "Verdict", "VersionInfo",
-           "parse_time", "respond_bytes", "respond_blob", "http_date", "StreamingResponse"]
+           "parse_time", "respond_bytes", "respond_blob", "http_date", "StreamingResponse",
+           "Write", "ANY", "RepoUploads", "UploadSession", "UploadUnknown", "RangeInvalid", "DockerAuth"]
 
 # When a group answer merges several members, the X-Cache it reports is the "worst" of theirs:
 # a STALE part means the upstream is failing (the most important thing to see), then MISS.
@@ -226,6 +232,62 @@ class PullApi:
         self._services.pull.metrics(self.repo).result(result)
 
 
+    # ------------------------------------------------------------ added for OCI (issue 11)
+    async def stored(self, key: str) -> tuple[bool, Entry | None]:
+        """(fresh, entry): the entry stored for `key` whose bytes are still in the blob store
+        (None when there is none), and whether it is within its TTL. Nothing goes upstream."""
+        entries = self._services.entries
+        entry = entries.cached(self.repo.name, key) or await entries.get(self.repo.name, key)
+        if entry is None or not await _blob_present(self._services.blobs, entry.digest):
+            return False, None
+        return entry.expires_at is None or time.time() < entry.expires_at, entry
+
+    async def is_missing(self, key: str) -> bool:
+        """Whether the upstream said 404 for `key` within negative_ttl (the negative cache)."""
+        return bool(await asyncio.to_thread(self._services.entries.is_negative, self.repo.name, key))
+
+    async def remember_missing(self, key: str, status: int = 404) -> None:
+        """Remember an upstream 404/410 learnt outside open() (a HEAD) for negative_ttl."""
+        await asyncio.to_thread(self._services.entries.set_negative, self.repo.name, key,
+                                self.repo.negative_ttl, status)
+
+    async def forget_missing(self, key: str) -> None:
+        """Drop a remembered 404 (an answer that depended on the request, not on the key)."""
+        await asyncio.to_thread(self._services.entries.clear_negative, self.repo.name, key)
+
+    async def alias(self, key: str, entry: Entry, headers: Mapping[str, str] | None = None) -> None:
+        """Record the stored body of `entry` under `key` too, as immutable (OCI: a manifest
+        fetched by tag is also its digest's answer): no second upstream fetch."""
+        if self._services.entries.cached(self.repo.name, key) is not None:
+            return
+        await self._services.entries.put(Entry(self.repo.name, key, entry.digest, entry.size, entry.content_type,
+                                               dict(headers or {}), kind=Kind.IMMUTABLE.value,
+                                               fetched_at=time.time()))
+
+    async def upstream_head(self, url: str, headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str]]:
+        """A HEAD upstream with the repository's credentials (status, headers), counted in the
+        upstream metrics; UpstreamFailed (502/504) when the upstream cannot be reached."""
+        try:
+            response = await self._services.upstream.request("HEAD", url, dict(headers or {}), auth=self.repo.auth)
+        except UpstreamError as exc:
+            raise UpstreamFailed(504 if exc.timed_out else 502, exc.reason) from None
+        async with response:
+            status, answer = response.status, response.headers.copy()
+        self._services.pull.metrics(self.repo).upstream_status(status)
+        return status, answer
+
+    def docker_auth(self) -> DockerAuth:
+        """The Docker token flow for this process's upstream client (tokens cached per process)."""
+        client = self._services.upstream
+        found = _DOCKER_AUTH.get(client)
+        if found is None:
+            found = _DOCKER_AUTH[client] = DockerAuth(client)
+        return found
+
+    def count_answer(self, request: web.Request, result: str) -> None:
+        """Count one answer of this repository (and of the group it was asked through)."""
+        self._services.pull.count(request, self.repo, result)
+
 class HostedApi:
     """Durable published files of one hosted repository."""
 
@@ -403,3 +465,37 @@ class HostedApi:
     def count_publish(self) -> None:
         """Count one publish in this repository's metrics."""
         self._services.pull.metrics(self.repo).publishes.inc()
+
+    # ------------------------------------------------------------ added for OCI (issue 11)
+    async def stored(self, digest: str) -> bool:
+        """Whether the blob store holds the bytes of `digest` (sha256 hex)."""
+        return await _blob_present(self._services.blobs, digest)
+
+    async def commit(self, writes: builtins.list[Write]) -> bool:
+        """Several record writes in ONE transaction (cache.catalog.Write: create-only with
+        expect=None, compare-and-swap with expect=<digest>, replace with ANY, delete): all, or
+        none when an expectation fails (False). Blobs must be stored first; retention rules are
+        the caller's (check_write per path)."""
+        return bool(await self._services.catalog.commit(self.repo.name, writes))
+
+    def lock(self, name: str = "") -> AsyncContextManager[None]:
+        """`async with ctx.hosted.lock(name):` an exclusive section of this repository across
+        every process and node (cache/locks.py), for read-check-write sequences over several
+        records that commit() alone cannot express (OCI: manifest PUT against blob reclaim)."""
+        return self._services.storage.locks.hold(f"{self.repo.name}\0{name}")  # type: ignore[no-any-return]
+
+    @property
+    def uploads(self) -> RepoUploads:
+        """Resumable upload sessions of this repository (cache/uploads.py): shared by every
+        process and node, bytes in shared storage."""
+        return RepoUploads(self._services.storage.uploads, self._services.blobs, self.repo.name)
+
+
+async def _blob_present(blobs: Any, digest: str) -> bool:
+    stat = getattr(blobs, "stat_async", None)
+    if stat is not None:
+        return await stat(digest) is not None
+    return bool(blobs.exists(digest))
+
+
+_DOCKER_AUTH: "weakref.WeakKeyDictionary[Any, DockerAuth]" = weakref.WeakKeyDictionary()

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 import builtins
-from typing import Any, AsyncIterator, ContextManager, Protocol, runtime_checkable
+from typing import Any, AsyncContextManager, AsyncIterator, ContextManager, Protocol, runtime_checkable
 
 from .blobs import BlobStore, BlobWriter
 from .catalog import Catalog, HostedFile, Write
@@ -109,6 +109,26 @@ class CatalogStorage(Protocol):
     async def remember(self, repo: str, path: str, sha256: str) -> None: ...
 
 
+@runtime_checkable
+class UploadSessionStorage(Protocol):
+    """Resumable upload sessions (cache/uploads.py): state in the metadata store, bytes in parts
+    beside the blob store, so any process of any node continues a session."""
+
+    async def create(self, repo: str, scope: str) -> Any: ...
+    async def get(self, session_id: str, repo: str, scope: str) -> Any: ...
+    async def append(self, session: Any, chunks: AsyncIterator[bytes], start: int | None, max_size: int) -> int: ...
+    async def finish(self, session: Any, chunks: AsyncIterator[bytes], digest: str,
+                     max_size: int) -> tuple[str, int]: ...
+    async def cancel(self, session: Any) -> None: ...
+
+
+@runtime_checkable
+class LockStorage(Protocol):
+    """Named exclusive locks across the node's processes (SQLite) or all nodes (PostgreSQL)."""
+
+    def hold(self, name: str) -> AsyncContextManager[None]: ...
+
+
 @dataclass
 class Storage:
     """Everything persistent one process uses, opened together and closed together."""
@@ -119,12 +139,21 @@ class Storage:
     entries: EntryIndex
     catalog: Catalog
     local_db: Any = None   # SQLite for what stays per node (users, tokens, audit, policy); db by default
+    uploads: Any = None    # UploadSessionStorage on db + blobs (cache/uploads.py)
+    locks: Any = None      # LockStorage on db (cache/locks.py)
 
     def __post_init__(self) -> None:
         if self.local_db is None:
             self.local_db = self.db
+        if self.uploads is None:
+            from .uploads import UploadSessions
+            self.uploads = UploadSessions(self.db, self.blobs)
+        if self.locks is None:
+            from .locks import NamedLocks
+            self.locks = NamedLocks(self.db, Path(self.blobs.tmp))
 
     def close(self) -> None:
+        self.locks.close()
         self.entries.close()
         self.db.close()
         if self.local_db is not self.db:

@@ -262,6 +262,16 @@ class Ctx:
         with engine_errors(self.repo):
             return await self.hosted.record(path, staged.digest, staged.size, **kwargs)
 
+    # ------------------------------------------------------------ added for OCI (issue 11)
+    def repository(self, name: str) -> RepoConfig | None:
+        """The configured repository `name` (None: no such repository), without any access
+        check: ask allowed(repo, perm) before reading from it (OCI cross-repository mounts)."""
+        return self.services.repos.get(name)
+
+    def repositories(self, fmt: str | None = None) -> list[RepoConfig]:
+        """Every configured repository (of format `fmt`), in configuration order, unchecked."""
+        return [r for r in self.services.repos.values() if fmt is None or r.format == fmt]
+
 
 @contextmanager
 def engine_errors(repo: RepoConfig) -> Iterator[None]:

@@ -3,27 +3,27 @@
 Clients address `/v2/<repo>/<image…>/…` where `<repo>` is a depot repository of format oci;
 a repository with `mirror: true` also answers `/v2/<image…>/…` (first segment not an oci
 repository) so that a Docker daemon's `registry-mirrors` works. Hosted data lives in the
-catalog (see registry/oci_store.py); uploads in registry/oci_uploads.py; the proxy side in
+catalog (see registry/oci_store.py), reached through the engine's HostedApi; upload sessions are
+the engine's (`ctx.hosted.uploads`: any worker of any node continues one); the proxy side is in
 registry/oci_proxy.py. Errors use the spec's JSON shape with its codes.
 """
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from depot.cache.blobs import DigestMismatch, TooLarge
-from depot.cache.serve import respond_blob, respond_bytes
+from depot.cache.api import DigestMismatch, HostedApi, TooLarge, UploadSession, respond_bytes
 
 from . import oci_admin, oci_proxy
-from .base import Ctx, Format, FormatError, body_chunks, engine_errors, route
-from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, OciError, algorithm_of, error_body, is_digest, page,
-                           parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
+from .base import Ctx, Format, FormatError, engine_errors, route
+from .oci_manifest import (HEX_LENGTHS, MAX_MANIFEST, OCI_INDEX, Manifest, OciError, algorithm_of, error_body,
+                           is_digest, page, parse_manifest, read_reference, referrers_index, tags_page, validate_digest,
                            hex_of, validate_name, validate_reference)
 from .oci_store import HostedStore, tag_path
-from .oci_uploads import RangeInvalid, Uploads, UploadUnknown, parse_content_range, store_stream
+from .oci_uploads import RangeInvalid, UploadUnknown, parse_content_range
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.oci")
@@ -72,8 +72,6 @@ class Oci(Format):
     )
 
     def __init__(self) -> None:
-        self._store: HostedStore | None = None
-        self._uploads: Uploads | None = None
         self.proxy = oci_proxy.OciProxy()
 
     @classmethod
@@ -82,14 +80,8 @@ class Oci(Format):
 
     # ---------------------------------------------------------------- plumbing
     def store(self, ctx: Ctx) -> HostedStore:
-        if self._store is None or self._store.catalog is not ctx.services.catalog:
-            self._store = HostedStore(ctx.services.catalog)
-        return self._store
-
-    def uploads(self, ctx: Ctx) -> Uploads:
-        if self._uploads is None or self._uploads.blobs is not ctx.services.blobs:
-            self._uploads = Uploads(ctx.services.blobs)
-        return self._uploads
+        """The OCI records of ctx's (hosted) repository."""
+        return HostedStore(ctx.hosted)
 
     def challenge(self, base_url: str) -> str:
         """A Docker token challenge pointing at depot's token service (`/-/token`)."""
@@ -114,35 +106,38 @@ class Oci(Format):
         return web.Response(status=status, body=error_body(code, message), content_type="application/json",
                             headers={"Cache-Control": "no-store", **API_VERSION})
 
-    async def dispatch_v2(self, request: web.Request, services: Any, run_format: RunFormat) -> web.StreamResponse:
-        """Route `/v2…` to a repository: `/v2/<repo>/…`, or `/v2/<image>/…` on a mirror repository."""
+    async def dispatch_v2(self, request: web.Request, engine: Any, run_format: RunFormat) -> web.StreamResponse:
+        """Route `/v2…` to a repository: `/v2/<repo>/…`, or `/v2/<image>/…` on a mirror repository.
+
+        `engine` is the front door's handle, used here only for routing and access control
+        (repos, auth, public_base); storage is reached through HostedApi alone."""
         tail = request.match_info.get("tail", "")
         if tail in ("", "/"):
             if request.method not in ("GET", "HEAD"):
                 return self.error(None, 405, "method not allowed")
-            return await self._ping(request, services)
+            return await self._ping(request, engine)
         path = tail[1:] if tail.startswith("/") else None
         if not path:
             return self.error(None, 404, "not found", "NAME_UNKNOWN")
         if path.rstrip("/") == "_catalog":
-            response = await self.catalog_all(request, services)
+            response = await self.catalog_all(request, engine)
         else:
             first, _, rest = path.partition("/")
-            repo = services.repos.get(first)
+            repo = engine.repos.get(first)
             if repo is not None and repo.format == self.name:
                 response = await run_format(request, self, repo, rest, f"/v2/{first}")
             else:
-                mirror = _mirror(services.repos)
+                mirror = _mirror(engine.repos)
                 if mirror is None:
                     return self.error(None, 404, f"no oci repository named {first!r}", "NAME_UNKNOWN")
                 response = await run_format(request, self, mirror, path, "/v2")
         response.headers.update(API_VERSION)
         return response
 
-    async def _ping(self, request: web.Request, services: Any) -> web.Response:
+    async def _ping(self, request: web.Request, engine: Any) -> web.Response:
         """`GET /v2/`: 200, or 401 with the token challenge when access control is on and the
         request carries no valid credentials (clients only authenticate after a challenge here)."""
-        auth = getattr(services, "auth", None)
+        auth = getattr(engine, "auth", None)
         if auth is not None and not auth.open_access:
             try:
                 known = ("Authorization" in request.headers
@@ -151,7 +146,7 @@ class Oci(Format):
                 known = False
             if not known:
                 response = self.error(None, 401, "authentication required", "UNAUTHORIZED")
-                response.headers["WWW-Authenticate"] = self.challenge(services.public_base(request) + "/v2")
+                response.headers["WWW-Authenticate"] = self.challenge(engine.public_base(request) + "/v2")
                 return response
         return web.json_response({}, headers=API_VERSION)
 
@@ -162,17 +157,12 @@ class Oci(Format):
     async def get_manifest(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
         ref = read_reference(ctx.match["ref"])
-        found = await self.store(ctx).resolve(ctx.repo.name, image, ref)
+        found = await self.store(ctx).resolve(image, ref)
         if found is None:
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
         digest = str(found.meta.get("digest") or "sha256:" + found.digest)   # as it was pushed
-        ctx.services.metrics.hosted(ctx.repo)
-        if ctx.request.method == "GET":
-            ctx.services.admin.downloaded(ctx.repo.name, found.path)   # keep_recently_used
-        try:
-            return respond_blob(ctx.request, found.digest, found.size, found.content_type,
-                                {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,
-                                memory=ctx.services.memory)
+        try:      # serve() counts the hosted answer and the download (keep_recently_used)
+            return ctx.hosted.serve(ctx.request, found, {"Docker-Content-Digest": digest})
         except FileNotFoundError:
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} has no stored bytes") from None
 
@@ -180,7 +170,7 @@ class Oci(Format):
         ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
-        body = await _read_limited(ctx.request, MAX_MANIFEST, ctx.services.settings.client_timeout)
+        body = await _read_limited(ctx, MAX_MANIFEST)
         algorithm = algorithm_of(ref) if is_digest(ref) else "sha256"
         manifest = parse_manifest(body, ctx.request.headers.get("Content-Type"), algorithm)
         tags = [] if is_digest(ref) else [ref]
@@ -188,19 +178,8 @@ class Oci(Format):
         if is_digest(ref) and ref != manifest.digest:
             raise OciError(400, "DIGEST_INVALID", "manifest digest does not match the reference",
                            {"expected": ref, "actual": manifest.digest})
-        store = self.store(ctx)
-        async with store.lock(ctx.repo.name):
-            missing = await store.missing_blobs(ctx.repo.name, manifest.blobs)
-            missing += await store.missing_manifests(ctx.repo.name, image, manifest.manifests)
-            if missing:
-                raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
-                               f"{', '.join(missing)}", {"digests": missing})
-            with engine_errors(ctx.repo):      # protected and immutable tags (the engine's rule)
-                for tag in tags:
-                    await ctx.hosted.check_write(tag_path(image, tag), manifest.sha256 or hex_of(manifest.digest))
-            await ctx.services.blobs.put_bytes(body, manifest.sha256)
-            await store.put_manifest(ctx.repo.name, image, manifest, tags)
-        ctx.services.metrics.publish(ctx.repo)
+        await self._record_manifest(ctx, image, manifest, body, tags)
+        ctx.hosted.count_publish()
         headers = {"Location": f"{ctx.base_url}/{image}/manifests/{manifest.digest}",
                    "Docker-Content-Digest": manifest.digest}
         if manifest.subject:
@@ -210,20 +189,39 @@ class Oci(Format):
             headers["OCI-Tag"] = ", ".join(dict.fromkeys(tagged))
         return web.Response(status=201, headers=headers)
 
+    async def _record_manifest(self, ctx: Ctx, image: str, manifest: Manifest, body: bytes,
+                               tags: list[str]) -> None:
+        """Check what the manifest references and record it, under the repository's manifest
+        lock (no deletion can drop a blob record between the check and the commit)."""
+        store = self.store(ctx)
+        async with store.lock():
+            missing = await store.missing_blobs(manifest.blobs)
+            missing += await store.missing_manifests(image, manifest.manifests)
+            if not missing:
+                with engine_errors(ctx.repo):      # protected and immutable tags (the engine's rule)
+                    for tag in tags:
+                        await ctx.hosted.check_write(tag_path(image, tag), manifest.sha256 or hex_of(manifest.digest))
+                    await ctx.hosted.stage(body, manifest.sha256, MAX_MANIFEST)
+                if not await store.put_manifest(image, manifest, tags):
+                    missing = await store.missing_blobs(manifest.blobs)
+            if missing:
+                raise OciError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: "
+                               f"{', '.join(missing)}", {"digests": missing})
+
     async def delete_manifest(self, ctx: Ctx) -> web.StreamResponse:
         ctx = self._target(ctx)
         image = self._image(ctx)
         ref = validate_reference(ctx.match["ref"])
         store = self.store(ctx)
-        async with store.lock(ctx.repo.name):
+        async with store.lock():
             with engine_errors(ctx.repo):      # a protected or immutable tag stays
                 for record in await ctx.hosted.list(f"{image}/_tags/"):
                     if record.path == tag_path(image, ref) or record.meta.get("digest") == ref:
                         await ctx.hosted.check_write(record.path, delete=True, current=record)
             if is_digest(ref):
-                deleted = await store.delete_manifest(ctx.repo.name, image, ref)
+                deleted = await store.delete_manifest(image, ref)
             else:
-                deleted = await store.delete_tag(ctx.repo.name, image, ref)
+                deleted = await store.delete_tag(image, ref)
         if not deleted:
             raise OciError(404, "MANIFEST_UNKNOWN", f"manifest {ref} not found in {image}")
         return web.Response(status=202)
@@ -232,14 +230,11 @@ class Oci(Format):
     async def get_blob(self, ctx: Ctx) -> web.StreamResponse:
         self._image(ctx)
         digest = validate_digest(ctx.match["digest"])
-        found = await self.store(ctx).blob(ctx.repo.name, digest)
+        found = await self.store(ctx).blob(digest)
         if found is None:
             raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} not found", {"digest": digest})
-        ctx.services.metrics.hosted(ctx.repo)
         try:
-            return respond_blob(ctx.request, found.digest, found.size, "application/octet-stream",
-                                {"Docker-Content-Digest": digest}, blobs=ctx.services.blobs,
-                                memory=ctx.services.memory)
+            return ctx.hosted.serve(ctx.request, found, {"Docker-Content-Digest": digest})
         except FileNotFoundError:
             raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} has no stored bytes") from None
 
@@ -247,7 +242,7 @@ class Oci(Format):
         ctx = self._target(ctx)
         self._image(ctx)
         digest = validate_digest(ctx.match["digest"])
-        if not await self.store(ctx).delete_blob(ctx.repo.name, digest):
+        if not await self.store(ctx).delete_blob(digest):
             raise OciError(404, "BLOB_UNKNOWN", f"blob {digest} not found", {"digest": digest})
         return web.Response(status=202)
 
@@ -279,83 +274,78 @@ class Oci(Format):
             digest = validate_digest(query["digest"])
             await self._store_stream(ctx, digest, None)
             return self._blob_created(ctx, image, digest)
-        upload = self.uploads(ctx).create(ctx.repo.name, image)
+        upload = await ctx.hosted.uploads.create(image)
         return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, 0))
 
     async def _mount(self, ctx: Ctx, image: str, digest: str, source: str | None) -> web.Response | None:
         """Link a blob another oci repository holds; None: fall back to a normal upload."""
-        store = self.store(ctx)
-        candidates = [ctx.repo.name]
+        candidates: list[HostedApi] = [ctx.hosted]
         if source:
-            repo = ctx.services.repos.get(source.split("/", 1)[0])
-            readable = await _readable(ctx.request, ctx.services)
-            if repo is not None and repo.format == self.name and repo.is_hosted and readable(repo):
-                candidates.insert(0, repo.name)
-        for name in candidates:
-            found = await store.blob(name, digest)
-            if found is not None and ctx.services.blobs.exists(found.digest):
-                await store.add_blob(ctx.repo.name, digest, found.size, found.digest)
+            repo = ctx.repository(source.split("/", 1)[0])
+            if repo is not None and repo.format == self.name and repo.is_hosted and ctx.allowed(repo, "read"):
+                candidates.insert(0, ctx.for_repo(repo).hosted)
+        for hosted in candidates:
+            found = await HostedStore(hosted).blob(digest)
+            if found is not None and await hosted.stored(found.digest):
+                await self.store(ctx).add_blob(digest, found.size, found.digest)
                 return self._blob_created(ctx, image, digest)
         return None
 
-    async def _store_stream(self, ctx: Ctx, digest: str, upload: Any) -> int:
+    async def _store_stream(self, ctx: Ctx, digest: str, upload: UploadSession | None) -> int:
         """Store the request body (plus an upload's earlier chunks) as the blob `digest`."""
         limit = self._max_upload(ctx.repo)
-        chunks = self._body(ctx, limit)
+        chunks = ctx.body(limit)
         try:
             if upload is None:
-                stored, size = await store_stream(ctx.services.blobs, chunks, digest, limit)
+                stored, size = await ctx.hosted.uploads.store(chunks, digest, limit)
             else:
-                stored, size = await self.uploads(ctx).finish(upload, digest, chunks, limit)
+                stored, size = await ctx.hosted.uploads.finish(upload, chunks, digest, limit)
         except DigestMismatch as exc:
             raise OciError(400, "DIGEST_INVALID", "uploaded content does not match the digest",
                            {"expected": digest, "actual": f"{algorithm_of(digest)}:{exc.actual}"}) from None
         except TooLarge:
             raise OciError(413, "SIZE_INVALID", f"blob larger than {limit} bytes") from None
-        await self.store(ctx).add_blob(ctx.repo.name, digest, size, stored)
-        ctx.services.metrics.publish(ctx.repo)
+        await self.store(ctx).add_blob(digest, size, stored)
+        ctx.hosted.count_publish()
         return size
 
-    def _body(self, ctx: Ctx, limit: int) -> AsyncIterator[bytes]:
-        """The request body, cut off when the client sends nothing for `client_timeout`."""
-        return body_chunks(ctx.request, limit, ctx.services.settings.client_timeout, CHUNK)
-
-    def _session(self, ctx: Ctx, image: str) -> Any:
+    async def _session(self, ctx: Ctx, image: str) -> UploadSession:
         try:
-            return self.uploads(ctx).get(ctx.match["uuid"], ctx.repo.name, image)
+            return await ctx.hosted.uploads.get(ctx.match["uuid"], image)
         except UploadUnknown:
             raise OciError(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown") from None
 
     async def upload_status(self, ctx: Ctx) -> web.StreamResponse:
         ctx = self._target(ctx)
         image = self._image(ctx)
-        upload = self._session(ctx, image)
+        upload = await self._session(ctx, image)
         return web.Response(status=204, headers=self._upload_headers(ctx, image, upload.id, upload.size))
 
     async def upload_chunk(self, ctx: Ctx) -> web.StreamResponse:
         ctx = self._target(ctx)
         image = self._image(ctx)
-        upload = self._session(ctx, image)
+        upload = await self._session(ctx, image)
+        uploads = ctx.hosted.uploads
         try:
             window = parse_content_range(ctx.request.headers.get("Content-Range"))
             limit = self._max_upload(ctx.repo)
-            size = await self.uploads(ctx).append(upload, self._body(ctx, limit),
-                                                  window[0] if window else None, limit)
+            size = await uploads.append(upload, ctx.body(limit), window[0] if window else None, limit)
         except RangeInvalid as exc:
-            headers = self._upload_headers(ctx, image, upload.id, upload.size)
+            now = await self._session(ctx, image)
+            headers = self._upload_headers(ctx, image, upload.id, now.size)
             return web.Response(status=416, body=error_body("BLOB_UPLOAD_INVALID", str(exc)),
                                 content_type="application/json", headers=headers)
         except (TooLarge, FormatError) as exc:
             if isinstance(exc, FormatError) and exc.status != 413:
                 raise               # a stalled client: the session keeps what arrived (resumable)
-            self.uploads(ctx).cancel(upload)
+            await uploads.cancel(upload)
             raise OciError(413, "SIZE_INVALID", "upload too large") from None
         return web.Response(status=202, headers=self._upload_headers(ctx, image, upload.id, size))
 
     async def finish_upload(self, ctx: Ctx) -> web.StreamResponse:
         ctx = self._target(ctx)
         image = self._image(ctx)
-        upload = self._session(ctx, image)
+        upload = await self._session(ctx, image)
         digest = validate_digest(ctx.request.query.get("digest", ""))
         try:
             window = parse_content_range(ctx.request.headers.get("Content-Range"))
@@ -369,15 +359,15 @@ class Oci(Format):
     async def cancel_upload(self, ctx: Ctx) -> web.StreamResponse:
         ctx = self._target(ctx)
         image = self._image(ctx)
-        self.uploads(ctx).cancel(self._session(ctx, image))
+        await ctx.hosted.uploads.cancel(await self._session(ctx, image))
         return web.Response(status=204)
 
     # ---------------------------------------------------------------- hosted: listings
     async def list_tags(self, ctx: Ctx) -> web.StreamResponse:
         image = self._image(ctx)
         store = self.store(ctx)
-        tags = await store.tags(ctx.repo.name, image)
-        if not tags and not await store.has_image(ctx.repo.name, image):
+        tags = await store.tags(image)
+        if not tags and not await store.has_image(image):
             raise OciError(404, "NAME_UNKNOWN", f"repository {image} not known", {"name": image})
         body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"), ctx.request.query.get("last"))
         return web.json_response(body, headers=headers)
@@ -386,24 +376,24 @@ class Oci(Format):
         image = self._image(ctx)
         digest = validate_digest(ctx.match["digest"])
         artifact_type = ctx.request.query.get("artifactType") or None
-        found = await self.store(ctx).referrers(ctx.repo.name, image, digest, artifact_type)
+        found = await self.store(ctx).referrers(image, digest, artifact_type)
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
         return respond_bytes(ctx.request, referrers_index(found), OCI_INDEX, headers)
 
     async def catalog(self, ctx: Ctx) -> web.StreamResponse:
-        names = await self.store(ctx).images(ctx.repo.name)
+        names = await self.store(ctx).images()
         return self._catalog_page(ctx.request, [f"{ctx.repo.name}/{n}" for n in names])
 
-    async def catalog_all(self, request: web.Request, services: Any) -> web.StreamResponse:
+    async def catalog_all(self, request: web.Request, engine: Any) -> web.StreamResponse:
         """`/v2/_catalog`: images of every hosted oci repository, as `<repo>/<image>`."""
         if request.method != "GET":
             return self.error(None, 405, "method not allowed")
-        store = HostedStore(services.catalog)
         names: list[str] = []
-        readable = await _readable(request, services)
-        for repo in services.repos.values():
+        readable = await _readable(request, engine)
+        for repo in engine.repos.values():
             if repo.format == self.name and repo.is_hosted and readable(repo):
-                names += [f"{repo.name}/{n}" for n in await store.images(repo.name)]
+                store = HostedStore(HostedApi(engine, repo, 0.0))
+                names += [f"{repo.name}/{n}" for n in await store.images()]
         try:
             return self._catalog_page(request, names)
         except FormatError as exc:
@@ -453,7 +443,7 @@ class Oci(Format):
         for name in ctx.repo.members:
             member = ctx.member(name)
             if member.is_hosted:
-                tags.update(await self.store(ctx).tags(member.name, image))
+                tags.update(await self.store(ctx.for_repo(member)).tags(image))
         if not tags:
             return await self._first(ctx, "list_tags", "proxy_tags", "NAME_UNKNOWN")
         body, headers = tags_page(ctx.mount, image, sorted(tags), ctx.request.query.get("n"),
@@ -469,7 +459,7 @@ class Oci(Format):
         for name in ctx.repo.members:
             member = ctx.member(name)
             if member.is_hosted:
-                found += await self.store(ctx).referrers(name, image, digest, artifact_type)
+                found += await self.store(ctx.for_repo(member)).referrers(image, digest, artifact_type)
             elif member.is_proxy:
                 try:
                     listed, _ = await self.proxy.referrer_descriptors(ctx.for_repo(member), image, digest)
@@ -495,9 +485,9 @@ class Oci(Format):
         return await self.proxy.referrers(ctx, self._image(ctx), validate_digest(ctx.match["digest"]))
 
 
-async def _readable(request: web.Request, services: Any) -> Callable[[RepoConfig], bool]:
+async def _readable(request: web.Request, engine: Any) -> Callable[[RepoConfig], bool]:
     """Which repositories the caller may read (all of them when access control is off)."""
-    auth = getattr(services, "auth", None)
+    auth = getattr(engine, "auth", None)
     if auth is None or auth.open_access:
         return lambda repo: True
     try:
@@ -517,10 +507,10 @@ def _mirror(repos: dict[str, RepoConfig]) -> RepoConfig | None:
     return None
 
 
-async def _read_limited(request: web.Request, limit: int, idle: float) -> bytes:
+async def _read_limited(ctx: Ctx, limit: int) -> bytes:
     """The request body, or SIZE_INVALID past `limit` bytes (408 when the client stalls)."""
     try:
-        return b"".join([chunk async for chunk in body_chunks(request, limit, idle, CHUNK)])
+        return await ctx.read_body(limit)
     except FormatError as exc:
         if exc.status == 413:
             raise OciError(413, "SIZE_INVALID", f"body larger than {limit} bytes") from None

@@ -31,13 +31,10 @@ from cachetools import LRUCache
 from prometheus_client import Gauge
 from yarl import URL
 
-from depot.cache.api import VersionInfo
-from depot.cache.entries import Entry
+from depot.cache.api import (Cached, DockerAuth, Entry, FetchSpec, Kind, NotFound, UpstreamFailed, VersionInfo,
+                             respond_bytes)
 from depot.cache.policy import STALE_IF_ERROR
-from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from depot.cache.serve import respond_bytes
 from depot.upstreams.client import UpstreamError
-from depot.upstreams.docker_auth import DockerAuth
 
 from .base import Ctx
 from .oci_manifest import (DEFAULT_ACCEPT, OCI_INDEX, OciError, accept_variant, algorithm_of, hex_of,
@@ -75,19 +72,17 @@ def _identity(body: bytes) -> bytes:
 
 
 class OciProxy:
-    """Proxy handlers; one per process (holds the token cache)."""
+    """Proxy handlers; one per process (the engine holds the upstream token cache)."""
 
     def __init__(self) -> None:
-        self._auth: DockerAuth | None = None
         # (repository, digest) -> (size, when): what an upstream HEAD said of a blob not stored
         # here, trusted for the repository's metadata_ttl (a blob's size never changes, but the
         # upstream may drop it)
         self._sizes: LRUCache[tuple[str, str], tuple[str, float]] = LRUCache(maxsize=HEAD_SIZES)
 
     def auth(self, ctx: Ctx) -> DockerAuth:
-        if self._auth is None or self._auth.client is not ctx.services.upstream:
-            self._auth = DockerAuth(ctx.services.upstream)
-        return self._auth
+        """The Docker token flow of this process's upstream client (the engine's)."""
+        return ctx.pull.docker_auth()
 
     def _base(self, ctx: Ctx) -> str:
         return (ctx.repo.upstream or DOCKER_HUB).rstrip("/")
@@ -98,11 +93,7 @@ class OciProxy:
 
     async def _stored(self, ctx: Ctx, key: str) -> tuple[bool, Entry | None]:
         """(fresh, entry): whether a usable entry within its TTL exists, and the entry if any."""
-        entries = ctx.services.entries
-        entry = entries.cached(ctx.repo.name, key) or await entries.get(ctx.repo.name, key)
-        if entry is None or not ctx.services.blobs.exists(entry.digest):
-            return False, None
-        return entry.expires_at is None or time.time() < entry.expires_at, entry
+        return await ctx.pull.stored(key)
 
     async def _headers(self, ctx: Ctx, image: str, key: str) -> dict[str, str]:
         """Authorization for the upstream, only when the key has to be fetched or revalidated."""
@@ -116,7 +107,7 @@ class OciProxy:
 
     async def _open(self, ctx: Ctx, spec: FetchSpec, what: str) -> Cached:
         try:
-            return await ctx.services.pull.open(spec)
+            return await ctx.pull.open(spec)
         except NotFound:
             code = "BLOB_UNKNOWN" if what == "blob" else "MANIFEST_UNKNOWN" if what == "manifest" \
                 else "NAME_UNKNOWN"
@@ -151,7 +142,7 @@ class OciProxy:
         extra = {}
         if cached.entry is not None:
             extra["Docker-Content-Digest"] = ref if is_digest(ref) else "sha256:" + cached.entry.digest
-        return ctx.services.pull.respond(ctx.request, cached, extra)
+        return ctx.pull.respond(ctx.request, cached, extra)
 
     async def _open_tag(self, ctx: Ctx, spec: FetchSpec, image: str, ref: str, variant: str) -> Cached:
         """Open a tag; when upstream fails, a stored "all" variant the client accepts will do.
@@ -162,13 +153,12 @@ class OciProxy:
             return await self._open(ctx, spec, "manifest")
         except OciError as exc:
             if exc.status == 404 and variant != "all":
-                ctx.services.entries.clear_negative(ctx.repo.name, spec.key)
+                await ctx.pull.forget_missing(spec.key)
             if exc.status < 500 or variant == "all":
                 raise
-            other = await ctx.services.entries.get(ctx.repo.name, f"{image}/manifests/{ref}@all")
+            _fresh, other = await ctx.pull.stored(f"{image}/manifests/{ref}@all")
             accepted = (spec.request_headers or {}).get("Accept", "")
-            if other is None or not other.content_type or other.content_type not in accepted \
-                    or not ctx.services.blobs.exists(other.digest):
+            if other is None or not other.content_type or other.content_type not in accepted:
                 raise
             return Cached("STALE", ctx.repo, other)
 
@@ -177,14 +167,10 @@ class OciProxy:
         upstream (free on Docker Hub) comparing Docker-Content-Digest with the stored copy."""
         async def check(stale: Entry) -> str | None:
             try:
-                response = await ctx.services.upstream.request("HEAD", spec.url, spec.request_headers or {},
-                                                               auth=ctx.repo.auth)
-            except UpstreamError:
+                status, headers = await ctx.pull.upstream_head(spec.url, spec.request_headers)
+            except UpstreamFailed:
                 return "stale"
-            async with response:
-                status, headers = response.status, response.headers
             self._set_ratelimit(ctx, headers.get("RateLimit-Remaining"))
-            ctx.services.pull.metrics(ctx.repo).upstream_status(status)
             if status in (401, 403):           # token expired or revoked: ask for a new one next time
                 self.auth(ctx).forget(self._base(ctx))
             if status in STALE_IF_ERROR or status >= 500 or status in (401, 403):
@@ -199,13 +185,8 @@ class OciProxy:
         entry = cached.entry
         if entry is None or cached.status == "HIT":
             return
-        key = f"{image}/manifests/sha256:{entry.digest}"
-        if ctx.services.entries.cached(ctx.repo.name, key) is not None:
-            return
         headers = {k: v for k, v in entry.headers.items() if k == "Docker-Content-Digest"}
-        await ctx.services.entries.put(Entry(ctx.repo.name, key, entry.digest, entry.size,
-                                             entry.content_type, headers, kind=Kind.IMMUTABLE.value,
-                                             fetched_at=time.time()))
+        await ctx.pull.alias(f"{image}/manifests/sha256:{entry.digest}", entry, headers)
 
     def _note_ratelimit(self, ctx: Ctx, cached: Cached) -> None:
         if cached.status not in ("MISS", "REVALIDATED") or cached.entry is None:
@@ -228,7 +209,7 @@ class OciProxy:
                          expect_sha256=_sha256_hex(digest), expect_integrity=sri_of(digest),
                          request_headers=await self._headers(ctx, image, key))
         cached = await self._open(ctx, spec, "blob")
-        return ctx.services.pull.respond(ctx.request, cached, {"Docker-Content-Digest": digest})
+        return ctx.pull.respond(ctx.request, cached, {"Docker-Content-Digest": digest})
 
     async def _head_blob(self, ctx: Ctx, image: str, digest: str, key: str) -> web.Response | None:
         """HEAD of a blob not stored here: answered from a HEAD upstream, storing nothing (a
@@ -236,23 +217,19 @@ class OciProxy:
         stored (or being fetched), answer from the store."""
         if (await self._stored(ctx, key))[1] is not None:
             return None
-        if ctx.services.entries.is_negative(ctx.repo.name, key):
+        if await ctx.pull.is_missing(key):
             raise OciError(404, "BLOB_UNKNOWN", f"blob not found upstream of {ctx.repo.name}")
         known = self._sizes.get((ctx.repo.name, digest))
         if known is not None and time.time() - known[1] < (ctx.repo.metadata_ttl or 0):
             return _blob_head(known[0], digest, "HIT")
         url = self._url(ctx, image, f"blobs/{digest}")
         try:
-            response = await ctx.services.upstream.request("HEAD", url, await self._headers(ctx, image, key),
-                                                           auth=ctx.repo.auth)
-        except UpstreamError as exc:
-            raise OciError(504 if exc.timed_out else 502, "UNKNOWN",
-                           f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
-        async with response:
-            status, length = response.status, response.headers.get("Content-Length")
-        ctx.services.pull.metrics(ctx.repo).upstream_status(status)
+            status, headers = await ctx.pull.upstream_head(url, await self._headers(ctx, image, key))
+        except UpstreamFailed as exc:
+            raise OciError(exc.status, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
+        length = headers.get("Content-Length")
         if status in (404, 410):
-            ctx.services.entries.set_negative(ctx.repo.name, key, ctx.repo.negative_ttl, status)
+            await ctx.pull.remember_missing(key, status)
             raise OciError(404, "BLOB_UNKNOWN", f"blob not found upstream of {ctx.repo.name}")
         if status != 200 or length is None:
             if status in (401, 403):
@@ -270,7 +247,7 @@ class OciProxy:
                          request_headers=await self._headers(ctx, image, key), content_type="application/json")
         cached = await self._open(ctx, spec, "repository")
         try:
-            doc = json.loads(await ctx.services.pull.read(cached))
+            doc = json.loads(await ctx.pull.read(cached))
             tags = doc.get("tags") or []
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 raise ValueError("tags is not a list of strings")
@@ -278,7 +255,7 @@ class OciProxy:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} sent a bad tag list: {exc}") from None
         hidden = ctx.pull.hidden(VersionInfo(image, tag, None) for tag in tags)
         tags = [tag for tag in tags if (image, tag) not in hidden]
-        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
+        ctx.pull.count_answer(ctx.request, cached.status.lower())
         body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"),
                                   ctx.request.query.get("last"))
         return web.json_response(body, headers={**headers, "X-Cache": cached.status})
@@ -326,10 +303,10 @@ class OciProxy:
 
     async def _read(self, ctx: Ctx, cached: Cached) -> bytes:
         try:
-            body = await ctx.services.pull.read(cached)
+            body = await ctx.pull.read(cached)
         except UpstreamFailed as exc:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
-        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
+        ctx.pull.count_answer(ctx.request, cached.status.lower())
         return body
 
 
