@@ -391,14 +391,13 @@ def test_npm_publish_on_one_node_installs_from_another(cluster, tmp_path):
     a, b = cluster(2, extra={"repositories": {"js": {"format": "npm", "type": "hosted"}}})
     from depot_process import DepotProcess
 
-    def token(node: Any) -> str:         # users and tokens are per node (SQLite) for now
-        login = requests.put(f"{node.url}/js/-/user/org.couchdb.user:admin", timeout=30,
-                             json={"name": "admin", "password": DepotProcess.ADMIN_PASSWORD})
-        assert login.status_code == 201, login.text
-        return login.json()["token"]
-    publisher = NpmCli(tmp_path / "npm-a", f"{a.url}/js/", token=token(a))
+    login = requests.put(f"{a.url}/js/-/user/org.couchdb.user:admin", timeout=30,
+                         json={"name": "admin", "password": DepotProcess.ADMIN_PASSWORD})
+    assert login.status_code == 201, login.text
+    token = login.json()["token"]        # npm login on node A: the token is the cluster's
+    publisher = NpmCli(tmp_path / "npm-a", f"{a.url}/js/", token=token)
     publisher.ok("publish", cwd=make_package(tmp_path / "src", "dscale", "1.0.0"))
-    client = NpmCli(tmp_path / "npm-b", f"{b.url}/js/", token=token(b))
+    client = NpmCli(tmp_path / "npm-b", f"{b.url}/js/", token=token)
     project = tmp_path / "project"
     project.mkdir()
     (project / "package.json").write_text('{"name": "p", "version": "1.0.0"}')
