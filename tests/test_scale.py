@@ -19,11 +19,13 @@ from depot.cache.storage import open_storage
 
 @pytest.fixture
 def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
-    """make(n, workers=1, redirect=False) -> n nodes on a fresh database and bucket prefix."""
+    """make(n, workers=1, redirect=False, extra=None, node_ids=None) -> n nodes on a fresh
+    database and bucket prefix."""
     url = pg_cluster.new_database()
     prefix = f"n-{uuid.uuid4().hex[:8]}"
 
-    def make(count: int, workers: int = 1, redirect: bool = False, extra: dict | None = None) -> list[Any]:
+    def make(count: int, workers: int = 1, redirect: bool = False, extra: dict | None = None,
+             node_ids: list[str | None] | None = None) -> list[Any]:
         storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": "depot", "prefix": prefix,
                    "redirect": redirect, "redirect_min_size": "64KiB"}
         env = {"DEPOT_STORAGE__ACCESS_KEY": ceph_rgw.access_key, "DEPOT_STORAGE__SECRET_KEY": ceph_rgw.secret_key}
@@ -31,8 +33,10 @@ def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
                  "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
         more = dict(extra or {})
         repos.update(more.pop("repositories", {}))
+        ids = node_ids or [None] * count            # None: the node's metrics say the host name
         return [depot_factory(repos, workers=workers, name=f"node{i}", env=env,
-                              extra={"storage": storage, "database": {"url": url}, **more})
+                              extra={"storage": storage, "database": {"url": url}, **more,
+                                     **({"node": ids[i]} if ids[i] else {})})
                 for i in range(count)]
     make.database_url = url  # type: ignore[attr-defined]
     make.s3 = S3Settings(ceph_rgw.endpoint, "depot", access_key=ceph_rgw.access_key,  # type: ignore[attr-defined]
