@@ -327,15 +327,20 @@ def test_migrate_a_single_node_store_into_postgresql_and_s3(cluster, depot_facto
     assert requests.put(f"{single.url}/local/big.bin", data=big, timeout=30).status_code == 201
     assert requests.put(f"{single.url}/local/small.txt", data=small, timeout=30).status_code == 201
     dep = requests.get(f"{single.url}/remote/mig/dep.tgz", timeout=30).content
+    secret = single.run_cli("token", "create", "--user", "admin", "--perm", "read").stdout.strip().splitlines()[-1]
     single.stop()
-    (node,) = cluster(1)
+    (node,) = cluster(1, extra={"open_access": False, "repositories": {"local": {
+        "format": "generic", "type": "hosted", "anonymous_read": False}}})
     env = {**os.environ, **node.env}
     out = subprocess.run(node.command("migrate", "--from-sqlite", str(single.data_dir)),
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 blobs copied" in out.stdout and "2 files" in out.stdout and "1 entries" in out.stdout
-    assert requests.get(f"{node.url}/local/big.bin", timeout=30).content == big
-    assert requests.get(f"{node.url}/local/small.txt", timeout=30).content == small
+    assert "1 tokens" in out.stdout
+    assert requests.get(f"{node.url}/local/big.bin", timeout=30).status_code == 401
+    # the single node's token (and its admin user) moved with the store
+    assert requests.get(f"{node.url}/local/big.bin", auth=("admin", secret), timeout=30).content == big
+    assert requests.get(f"{node.url}/local/small.txt", auth=("admin", secret), timeout=30).content == small
     hit = requests.get(f"{node.url}/remote/mig/dep.tgz", timeout=30)
     assert hit.content == dep and hit.headers["X-Cache"] == "HIT" and upstream.count("/mig/dep.tgz") == 1
     # run again: nothing to copy, nothing duplicated
