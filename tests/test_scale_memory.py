@@ -4,7 +4,6 @@ resident memory growing with the blob. bench/scale_rss.py gives the 1 GiB figure
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import threading
 import time
