@@ -1,27 +1,27 @@
-"""Users, API tokens and the audit log, kept in depot's SQLite database.
+"""Users, API tokens and the audit log: in depot's SQLite database (one node), or in the
+shared PostgreSQL database with several nodes (cache.accounts_pg, same statements).
 
 Passwords are hashed with argon2; tokens are random, shown once, stored as sha256 (they carry
 128+ bits of entropy, so a fast hash is enough and lookups stay cheap).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .db import Database
-
-# what a unit-of-work callback run on the database thread receives (Database.run)
-Session = sqlite3.Connection
+from . import lockout
 
 PERMS = ("read", "write", "delete", "admin")
 RANK = {name: index for index, name in enumerate(PERMS, 1)}
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS auth_generation (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO auth_generation (id, value) VALUES (0, 0);
+INSERT INTO auth_generation (id, value) VALUES (0, 0) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -134,19 +134,13 @@ class Token:
         return self.revoked is None and (self.expires is None or now < self.expires)
 
 
-def _token_row(row: sqlite3.Row) -> Token:
+def _token_row(row: Any) -> Token:
     return Token(row["id"], row["user"], row["description"], tuple(json.loads(row["repos"])),
                  row["perm"], row["expires"], row["created"], row["revoked"],
                  row["last_used"] if "last_used" in row.keys() else None)
 
 
 LAST_USED_RESOLUTION = 60.0     # a token's last use is written at most this often (seconds)
-
-
-def touch_token(conn: sqlite3.Connection, token: Token, now: float) -> None:
-    """Record that a token authenticated a request (`depot token list` shows it)."""
-    if token.last_used is None or now - token.last_used >= LAST_USED_RESOLUTION:
-        conn.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token.id))
 
 
 def token_hash(token: str) -> str:
@@ -160,89 +154,139 @@ def validate_user_name(name: str) -> str:
 
 
 class UserStore:
-    """Users and tokens (blocking methods for the CLI, async ones for the server)."""
+    """Users, tokens and lockout state (blocking methods for the CLI, async ones for requests).
 
-    def __init__(self, db: Database) -> None:
+    The statements are portable: this class runs them on depot's SQLite `Database`; the
+    PostgreSQL form (cache.accounts_pg.PgAccounts, for several nodes) changes only the schema,
+    the transaction block and where the token signing key lives.
+    """
+
+    def __init__(self, db: Any) -> None:
         self.db = db
-        db.run_sync(_migrate)
+        db.run_sync(self._migrate)
+
+    def _migrate(self, conn: Any) -> None:
+        _migrate(conn)
+        conn.executescript(lockout.SCHEMA)
+
+    def _transaction(self, conn: Any) -> ContextManager[None]:
+        return _transaction(conn)
+
+    def signing_key(self) -> bytes:
+        """The HMAC key of Docker and session JWTs, shared by every worker (a file beside the database)."""
+        return _load_secret(Path(self.db.path).parent / "token-secret")
 
     # users ---------------------------------------------------------------------------
     def add_user(self, name: str, password: str, admin: bool = False) -> None:
+        """Create a user; UserError when the name is taken or the password too short."""
         validate_user_name(name)
         if len(password) < 8:
             raise UserError("passwords need at least 8 characters")
         digest = _hasher.hash(password)
-
-        def work(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute("INSERT INTO users (name, password_hash, admin, created) VALUES (?, ?, ?, ?)",
-                             (name, digest, int(admin), time.time()))
-            except sqlite3.IntegrityError:
-                raise UserError(f"user {name!r} exists") from None
-        self.db.run_sync(work)
+        added = self.db.run_sync(lambda conn: conn.execute(
+            "INSERT INTO users (name, password_hash, admin, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING", (name, digest, int(admin), time.time())).rowcount)
+        if not added:
+            raise UserError(f"user {name!r} exists")
 
     def set_password(self, name: str, password: str) -> None:
+        """Change a password; the user's JWTs and cached credentials stop working at once."""
         if len(password) < 8:
             raise UserError("passwords need at least 8 characters")
         digest = _hasher.hash(password)
 
-        def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+        def work(conn: Any) -> int:
+            with self._transaction(conn):
                 changed = conn.execute("UPDATE users SET password_hash = ?, cred_version = cred_version + 1"
                                        " WHERE name = ?", (digest, name)).rowcount
                 conn.execute(_BUMP_GENERATION)
-            return changed
+            return int(changed)
         if not self.db.run_sync(work):
             raise UserError(f"no user {name!r}")
 
     def delete_user(self, name: str) -> None:
         """Remove a user and revoke their tokens; their credentials stop working at once."""
-        def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+        def work(conn: Any) -> int:
+            with self._transaction(conn):
                 deleted = conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
-                conn.execute("UPDATE tokens SET revoked = ? WHERE user = ? AND revoked IS NULL",
+                conn.execute('UPDATE tokens SET revoked = ? WHERE "user" = ? AND revoked IS NULL',
                              (time.time(), name))
                 conn.execute(_BUMP_GENERATION)
-            return deleted
+            return int(deleted)
         if not self.db.run_sync(work):
             raise UserError(f"no user {name!r}")
+
+    def unlock(self, name: str) -> None:
+        """Lift a lockout (forget the name's failed logins)."""
+        self.db.run_sync(lambda conn: lockout.record_success(conn, name))
 
     def any_admin(self) -> bool:
         """Whether some admin user exists."""
         return bool(self.db.run_sync(lambda conn: conn.execute(
             "SELECT 1 FROM users WHERE admin = 1 LIMIT 1").fetchone() is not None))
 
-    def user_rows(self, locked_for: Any) -> list[tuple[str, bool, float, float]]:
-        """(name, admin, created, seconds still locked) of every user, by name."""
-        def work(conn: sqlite3.Connection) -> list[tuple[str, bool, float, float]]:
-            return [(r[0], bool(r[1]), r[2], locked_for(conn, r[0]))
-                    for r in conn.execute("SELECT name, admin, created FROM users ORDER BY name")]
-        return self.db.run_sync(work)
+    def user_rows(self, now: float) -> list[tuple[str, bool, float, float]]:
+        """(name, admin, created, seconds still locked at `now`) of every user, by name."""
+        rows = self.db.run_sync(lambda conn: conn.execute(
+            "SELECT u.name, u.admin, u.created, l.locked_until FROM users u"
+            " LEFT JOIN login_failures l ON l.name = u.name ORDER BY u.name").fetchall())
+        return [(r[0], bool(r[1]), r[2], max(0.0, (r[3] or 0.0) - now)) for r in rows]
 
     def user_exists(self, name: str) -> bool:
-        return bool(self.db.run_sync(lambda conn: conn.execute(
-            "SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()))
+        """Whether the user exists."""
+        return self.stored_user(name) is not None
 
-    def stored(self, conn: sqlite3.Connection, name: str) -> StoredUser | None:
-        """The user's hash, admin flag and credential version (database thread; no hashing here)."""
-        row = conn.execute("SELECT password_hash, admin, cred_version FROM users WHERE name = ?",
-                           (name,)).fetchone()
-        return StoredUser(name, row[0], bool(row[1]), row[2]) if row else None
+    def user_is_admin(self, name: str) -> bool:
+        """Whether the user exists and is an admin."""
+        stored = self.stored_user(name)
+        return stored is not None and stored.admin
 
-    def is_admin(self, conn: sqlite3.Connection, name: str) -> bool:
-        row = conn.execute("SELECT admin FROM users WHERE name = ?", (name,)).fetchone()
-        return bool(row and row["admin"])
+    def stored_user(self, name: str) -> StoredUser | None:
+        """The user's row (blocking)."""
+        return self.db.run_sync(lambda conn: _stored(conn, name))
 
-    def version(self, conn: sqlite3.Connection, name: str) -> int | None:
-        """The user's credential version (None: no such user)."""
-        row = conn.execute("SELECT cred_version FROM users WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
-
-    @staticmethod
-    def generation(conn: sqlite3.Connection) -> int:
+    # the request path (async) -----------------------------------------------------------
+    async def generation(self) -> int:
         """The credential generation: moves whenever a credential is taken away."""
-        row = conn.execute("SELECT value FROM auth_generation WHERE id = 0").fetchone()
-        return row[0] if row else 0
+        return int(await self.db.run(_generation))
+
+    async def user_state(self, name: str) -> StoredUser | None:
+        """The user's hash, admin flag and credential version (no hashing here)."""
+        return await self.db.run(lambda conn: _stored(conn, name))
+
+    async def password_state(self, name: str, now: float) -> tuple[float, StoredUser | None]:
+        """(seconds the name stays locked, the user's row) in one round trip."""
+        return await self.db.run(lambda conn: (lockout.locked_for(conn, name, now), _stored(conn, name)))
+
+    async def record_failure(self, name: str, policy: lockout.LockoutPolicy, now: float) -> bool:
+        """Count a wrong password; True when it engages the lock."""
+        def work(conn: Any) -> bool:
+            with self._transaction(conn):
+                return lockout.record_failure(conn, name, policy, now)
+        return await self.db.run(work)
+
+    async def record_success(self, name: str) -> None:
+        """A right password: the name's failures are forgotten."""
+        await self.db.run(lambda conn: lockout.record_success(conn, name))
+
+    async def resolve_token(self, secret: str | None = None,
+                            token_id: str | None = None) -> tuple[Token | None, StoredUser | None]:
+        """The token with this secret (or id) and its owner's row (None: a deploy token, or the
+        owner is gone), in one round trip."""
+        def work(conn: Any) -> tuple[Token | None, StoredUser | None]:
+            column, value = ("hash", token_hash(secret)) if secret is not None else ("id", token_id)
+            row = conn.execute(f"SELECT * FROM tokens WHERE {column} = ?", (value,)).fetchone()
+            token = _token_row(row) if row else None
+            owner = _stored(conn, token.user) if token is not None and token.user else None
+            return token, owner
+        return await self.db.run(work)
+
+    async def touch_token(self, token: Token, now: float) -> None:
+        """Record that a token authenticated a request (`depot token list` shows it); written
+        at most every LAST_USED_RESOLUTION seconds."""
+        if token.last_used is None or now - token.last_used >= LAST_USED_RESOLUTION:
+            await self.db.run(lambda conn: conn.execute("UPDATE tokens SET last_used = ? WHERE id = ?",
+                                                        (now, token.id)))
 
     # tokens --------------------------------------------------------------------------
     def create_token(self, user: str | None, repos: list[str], perm: str,
@@ -257,7 +301,7 @@ class UserStore:
         token = Token(secrets.token_hex(6), user, description, tuple(repos or ["*"]), perm,
                       now + expires_in if expires_in else None, now, None)
         self.db.run_sync(lambda conn: conn.execute(
-            "INSERT INTO tokens (id, hash, user, description, repos, perm, expires, created)"
+            'INSERT INTO tokens (id, hash, "user", description, repos, perm, expires, created)'
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (token.id, token_hash(secret), user, description, json.dumps(list(token.repos)), perm,
              token.expires, now)))
@@ -265,34 +309,61 @@ class UserStore:
 
     async def create_token_async(self, user: str | None, repos: list[str], perm: str,
                                  expires_in: float | None = None, description: str = "") -> tuple[Token, str]:
-        import asyncio
+        """create_token off the event loop (argon2-free, but blocking on the database)."""
         return await asyncio.to_thread(self.create_token, user, repos, perm, expires_in, description)
 
-    def find_token(self, conn: sqlite3.Connection, secret: str) -> Token | None:
-        row = conn.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash(secret),)).fetchone()
-        return _token_row(row) if row else None
-
-    def token_by_id(self, conn: sqlite3.Connection, token_id: str) -> Token | None:
-        row = conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
-        return _token_row(row) if row else None
-
     def list_tokens(self) -> list[Token]:
+        """Every token, oldest first (secrets are never stored, so never shown)."""
         return self.db.run_sync(lambda conn: [_token_row(r) for r in conn.execute(
-            "SELECT * FROM tokens ORDER BY created")])
+            "SELECT * FROM tokens ORDER BY created").fetchall()])
 
     def revoke(self, token_id: str) -> bool:
-        """Revoke a token; every worker stops accepting it (and its user's JWTs) at once."""
-        def work(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+        """Revoke a token; every worker (and node) stops accepting it (and its user's JWTs) at once."""
+        def work(conn: Any) -> bool:
+            with self._transaction(conn):
                 changed = conn.execute("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
                                        (time.time(), token_id)).rowcount
                 if changed:
-                    row = conn.execute("SELECT user FROM tokens WHERE id = ?", (token_id,)).fetchone()
+                    row = conn.execute('SELECT "user" FROM tokens WHERE id = ?', (token_id,)).fetchone()
                     if row and row[0]:
                         conn.execute(_BUMP_USER, (row[0],))
                     conn.execute(_BUMP_GENERATION)
             return bool(changed)
         return self.db.run_sync(work)
+
+
+def _stored(conn: Any, name: str) -> StoredUser | None:
+    row = conn.execute("SELECT password_hash, admin, cred_version FROM users WHERE name = ?", (name,)).fetchone()
+    return StoredUser(name, row[0], bool(row[1]), row[2]) if row else None
+
+
+def _generation(conn: Any) -> int:
+    row = conn.execute("SELECT value FROM auth_generation WHERE id = 0").fetchone()
+    return row[0] if row else 0
+
+
+def _load_secret(path: Path) -> bytes:
+    """The HMAC key file: created once (O_EXCL), then read by every worker."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with open(fd, "wb") as handle:
+            handle.write(secret)
+        return secret
+
+
+def audit_record(action: str, result: str, actor: str | None, client: str | None,
+                 repository: str | None, details: dict[str, Any]) -> str:
+    """One audit record as a JSON line (the same shape in the file and in PostgreSQL)."""
+    return json.dumps({"time": round(time.time(), 3), "actor": actor or "anonymous", "client": client,
+                       "repository": repository, "action": action, "result": result, **details},
+                      sort_keys=True)
 
 
 class AuditLog:
@@ -303,9 +374,8 @@ class AuditLog:
 
     def record(self, action: str, result: str, actor: str | None = None, client: str | None = None,
                repository: str | None = None, **details: Any) -> None:
-        line = json.dumps({"time": round(time.time(), 3), "actor": actor or "anonymous", "client": client,
-                           "repository": repository, "action": action, "result": result, **details},
-                          sort_keys=True)
+        """Append one record."""
+        line = audit_record(action, result, actor, client, repository, details)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
@@ -317,3 +387,6 @@ class AuditLog:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> None:
+        """Nothing held open (each record opens the file)."""

@@ -1,12 +1,12 @@
 """Brute-force protection: after too many wrong passwords for one user name, further attempts
-are refused without checking the password until the lock expires. Kept in the shared database
-so every worker counts the same failures."""
+are refused without checking the password until the lock expires. Kept in the accounts
+database (SQLite, or PostgreSQL with several nodes) so every worker and node counts the same
+failures. The statements are written once for both databases."""
 from __future__ import annotations
 
-import sqlite3
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS login_failures (
@@ -17,6 +17,14 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 """
 
+# one statement counts a failure, so failures that arrive at once on several nodes all count
+_COUNT_FAILURE = (
+    "INSERT INTO login_failures AS f (name, failures, first, locked_until) VALUES (?, 1, ?, 0)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " failures = CASE WHEN ? - f.first < ? THEN f.failures + 1 ELSE 1 END,"
+    " first = CASE WHEN ? - f.first < ? THEN f.first ELSE ? END"
+    " RETURNING failures")
+
 
 @dataclass(frozen=True)
 class LockoutPolicy:
@@ -25,32 +33,26 @@ class LockoutPolicy:
     duration: float = 300.0         # how long a locked name stays locked
 
 
-def locked_for(conn: sqlite3.Connection, name: str, now: float) -> float:
+def locked_for(conn: Any, name: str, now: float) -> float:
     """Seconds the name stays locked (0: not locked)."""
     row = conn.execute("SELECT locked_until FROM login_failures WHERE name = ?", (name,)).fetchone()
     return max(0.0, row[0] - now) if row else 0.0
 
 
-def record_failure(conn: sqlite3.Connection, name: str, policy: LockoutPolicy, now: float) -> bool:
-    """Count a wrong password; True when this failure engages the lock."""
-    row = conn.execute("SELECT failures, first FROM login_failures WHERE name = ?", (name,)).fetchone()
-    failures, first = (row[0], row[1]) if row and now - row[1] < policy.window else (0, now)
-    failures += 1
-    locked = failures >= policy.max_failures
-    conn.execute("INSERT OR REPLACE INTO login_failures (name, failures, first, locked_until) VALUES (?, ?, ?, ?)",
-                 (name, 0 if locked else failures, now if locked else first,
-                  now + policy.duration if locked else 0))
-    return locked
+def record_failure(conn: Any, name: str, policy: LockoutPolicy, now: float) -> bool:
+    """Count a wrong password; True when this failure engages the lock (the count starts over)."""
+    row = conn.execute(_COUNT_FAILURE, (name, now, now, policy.window, now, policy.window, now)).fetchone()
+    if row[0] < policy.max_failures:
+        return False
+    conn.execute("UPDATE login_failures SET failures = 0, first = ?, locked_until = ? WHERE name = ?",
+                 (now, now + policy.duration, name))
+    return True
 
 
-def record_success(conn: sqlite3.Connection, name: str) -> None:
+def record_success(conn: Any, name: str) -> None:
+    """Forget the name's failures (a right password, or `depot user unlock`)."""
     conn.execute("DELETE FROM login_failures WHERE name = ?", (name,))
 
 
 def now() -> float:
     return time.time()
-
-
-def ensure_schema(db: Any) -> None:
-    """Create the login-failure table (idempotent; run once per process at start)."""
-    db.run_sync(lambda conn: conn.executescript(SCHEMA))

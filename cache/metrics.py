@@ -6,8 +6,10 @@ PROMETHEUS_MULTIPROC_DIR before this module is imported.
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client import multiprocess
 
 LABELS = ("repository", "format")
@@ -56,14 +58,30 @@ PROCESS_CPU = Counter("depot_process_cpu_seconds_total", "User and system CPU ti
 WORKERS = Gauge("depot_workers", "Live worker processes", (), multiprocess_mode="livesum")
 
 
-def render() -> bytes:
-    """The exposition text: this process alone, or the sum over all workers."""
+def render(node: str | None = None) -> bytes:
+    """The exposition text: this process alone, or the sum over all workers; with `node`, every
+    sample carries node="<node>" so that one Prometheus tells several depot nodes apart."""
     if MULTIPROC:
-        registry = CollectorRegistry()
+        registry: Any = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    from prometheus_client import REGISTRY
-    return generate_latest(REGISTRY)
+    else:
+        from prometheus_client import REGISTRY
+        registry = REGISTRY
+    return generate_latest(registry if node is None else _NodeLabelled(registry, node))
+
+
+class _NodeLabelled:
+    """A registry's metric families with a `node` label added to every sample."""
+
+    def __init__(self, registry: Any, node: str) -> None:
+        self.registry, self.node = registry, node
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [sample._replace(labels={**sample.labels, "node": self.node})
+                                for sample in family.samples]
+            yield labelled
 
 
 class RepoMetrics:

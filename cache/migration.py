@@ -10,19 +10,26 @@ TABLES = {
     "published": ("repo", "path", "sha256", "created"),
     "pins": ("repo", "key", "sha256"),
     "counters": ("repo", "name", "value"),
+    # the accounts (a user or token already in the target is kept as it is there)
+    "users": ("name", "password_hash", "admin", "created", "cred_version"),
+    "tokens": ("id", "hash", "user", "description", "repos", "perm", "expires", "created", "revoked", "last_used"),
 }
+
+
+def _columns(cols: tuple[str, ...]) -> str:
+    return ", ".join(f'"{c}"' for c in cols)     # quoted: "user" is a keyword of PostgreSQL
 
 
 def copy_rows(source_db: Any, target_db: Any) -> dict[str, int]:
     """The metadata rows, in one transaction on the target; rows already there are kept."""
     rows = {table: source_db.run_sync(lambda conn, t=table, c=cols: [tuple(r) for r in conn.execute(
-        f"SELECT {', '.join(c)} FROM {t}").fetchall()]) for table, cols in TABLES.items()}
+        f"SELECT {_columns(c)} FROM {t}").fetchall()]) for table, cols in TABLES.items()}
 
     def work(conn: Any) -> dict[str, int]:
         counts = {}
         with _transaction(conn):
             for table, cols in TABLES.items():
-                sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                sql = (f"INSERT INTO {table} ({_columns(cols)}) VALUES ({', '.join('?' * len(cols))})"
                        " ON CONFLICT DO NOTHING")
                 if rows[table]:
                     conn.executemany(sql, rows[table])

@@ -14,10 +14,12 @@ from pathlib import Path
 import builtins
 from typing import Any, AsyncContextManager, AsyncIterator, ContextManager, Protocol, runtime_checkable
 
+from .accounts import AuditLog, StoredUser, Token, UserStore
 from .blobs import BlobStore, BlobWriter
 from .catalog import Catalog, HostedFile, Write
 from .db import Database
 from .entries import Entry, EntryIndex
+from .lockout import LockoutPolicy
 
 
 @runtime_checkable
@@ -129,6 +131,48 @@ class LockStorage(Protocol):
     def hold(self, name: str) -> AsyncContextManager[None]: ...
 
 
+@runtime_checkable
+class AccountStorage(Protocol):
+    """Users, tokens, lockout state and the JWT signing key (cache.accounts.UserStore on SQLite,
+    cache.accounts_pg.PgAccounts on PostgreSQL). Blocking methods serve the CLI and start-up;
+    the async ones the request path. Every change is seen by every worker and node at once."""
+
+    def add_user(self, name: str, password: str, admin: bool = False) -> None: ...
+    def set_password(self, name: str, password: str) -> None: ...
+    def delete_user(self, name: str) -> None: ...
+    def unlock(self, name: str) -> None: ...
+    def any_admin(self) -> bool: ...
+    def user_exists(self, name: str) -> bool: ...
+    def user_is_admin(self, name: str) -> bool: ...
+    def user_rows(self, now: float) -> builtins.list[tuple[str, bool, float, float]]: ...
+    def create_token(self, user: str | None, repos: builtins.list[str], perm: str,
+                     expires_in: float | None = None, description: str = "") -> tuple[Token, str]: ...
+    def list_tokens(self) -> builtins.list[Token]: ...
+    def revoke(self, token_id: str) -> bool: ...
+    def signing_key(self) -> bytes: ...
+    async def generation(self) -> int: ...
+    async def user_state(self, name: str) -> StoredUser | None: ...
+    async def password_state(self, name: str, now: float) -> tuple[float, StoredUser | None]: ...
+    async def record_failure(self, name: str, policy: LockoutPolicy, now: float) -> bool: ...
+    async def record_success(self, name: str) -> None: ...
+    async def resolve_token(self, secret: str | None = None,
+                            token_id: str | None = None) -> tuple[Token | None, StoredUser | None]: ...
+    async def touch_token(self, token: Token, now: float) -> None: ...
+    async def create_token_async(self, user: str | None, repos: builtins.list[str], perm: str,
+                                 expires_in: float | None = None,
+                                 description: str = "") -> tuple[Token, str]: ...
+
+
+@runtime_checkable
+class AuditStorage(Protocol):
+    """The audit log (a JSON-lines file on one node, rows of the shared database with several)."""
+
+    def record(self, action: str, result: str, actor: str | None = None, client: str | None = None,
+               repository: str | None = None, **details: Any) -> None: ...
+    def tail(self, limit: int = 1000, offset: int = 0) -> builtins.list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class Storage:
     """Everything persistent one process uses, opened together and closed together."""
@@ -138,9 +182,11 @@ class Storage:
     db: Any           # Database (SQLite) or PgDatabase
     entries: EntryIndex
     catalog: Catalog
-    local_db: Any = None   # SQLite for what stays per node (users, tokens, audit, policy); db by default
+    local_db: Any = None   # SQLite for what stays per node (policy, download counts); db by default
     uploads: Any = None    # UploadSessionStorage on db + blobs (cache/uploads.py)
     locks: Any = None      # LockStorage on db (cache/locks.py)
+    accounts: Any = None   # AccountStorage: in db (SQLite, or the shared PostgreSQL)
+    audit: Any = None      # AuditStorage: the file beside db, or rows of the shared PostgreSQL
 
     def __post_init__(self) -> None:
         if self.local_db is None:
@@ -154,6 +200,8 @@ class Storage:
 
     def close(self) -> None:
         self.locks.close()
+        if self.audit is not None:
+            self.audit.close()
         self.entries.close()
         self.db.close()
         if self.local_db is not self.db:
@@ -196,12 +244,53 @@ def open_storage(data_dir: Path, kind: str = "local", s3: Any = None,
     if database_url:
         from .meta_pg import PgCatalog, PgDatabase, PgEntryIndex
         pg = PgDatabase(database_url)
-        # users, tokens, audit and policy stay in the node's SQLite for now
+        users, audit = _accounts(data, pg)
+        # policy state and download counts stay in the node's SQLite for now
         return Storage(kind, blobs, pg, PgEntryIndex(pg), PgCatalog(pg),  # type: ignore[arg-type]
-                       local_db=Database(data / "depot.db"))
+                       local_db=Database(data / "depot.db"), accounts=users, audit=audit)
     db = Database(data / "depot.db")
     entries = EntryIndex(db, data / "negative")
-    return Storage(kind, blobs, db, entries, Catalog(db))
+    users, audit = _accounts(data, db)
+    return Storage(kind, blobs, db, entries, Catalog(db), accounts=users, audit=audit)
+
+
+def _accounts(data_dir: Path, db: Any) -> tuple[Any, Any]:
+    """The account store and audit log on `db`: PostgreSQL (shared by the nodes) or SQLite."""
+    if getattr(db, "kind", None) == "postgresql":
+        from .accounts_pg import PgAccounts, PgAuditLog
+        return PgAccounts(db), PgAuditLog(db)
+    return UserStore(db), AuditLog(data_dir / "audit.log")
+
+
+@dataclass
+class Accounts:
+    """What the user and token commands open: the account store, the audit log, their database."""
+
+    users: Any        # AccountStorage
+    audit: Any        # AuditStorage
+    db: Any
+
+    def close(self) -> None:
+        self.audit.close()
+        self.db.close()
+
+
+def open_accounts(data_dir: Path, database_url: str | None = None, create: bool = False) -> Accounts:
+    """Only the accounts (users, tokens, lockout, audit): in the shared PostgreSQL database when
+    `database_url` is given, else in the node's SQLite (StoreMissing without `create`, as
+    open_database)."""
+    if database_url:
+        from .meta_pg import PgDatabase
+        Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        db: Any = PgDatabase(database_url, max_size=2)
+    else:
+        db = open_database(data_dir, create=create)
+    try:
+        users, audit = _accounts(Path(data_dir), db)
+    except BaseException:
+        db.close()
+        raise
+    return Accounts(users, audit, db)
 
 
 class StoreMissing(FileNotFoundError):

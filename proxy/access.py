@@ -2,6 +2,7 @@
 service, the audit endpoint, and the first admin user."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -14,12 +15,13 @@ from depot.registry.base import Format, Route
 from depot.registry.repo import RepoConfig
 
 from .auth import ANONYMOUS, JWT_ACTIONS, Authenticator, BadCredentials, Principal
-from depot.cache.accounts import RANK, AuditLog, UserError
+from depot.cache.accounts import RANK, UserError
+from depot.cache.storage import AuditStorage
 
 log = logging.getLogger("depot.access")
 
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
-AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+AUDIT: web.AppKey[AuditStorage] = web.AppKey("audit", AuditStorage)
 
 METHOD_PERMS = {"GET": "read", "HEAD": "read", "OPTIONS": "read", "DELETE": "delete"}
 WRITE_ACTIONS = {"write": "publish", "delete": "delete"}
@@ -182,7 +184,7 @@ async def audit_endpoint(request: web.Request) -> web.Response:
     if limit is None or offset is None:
         return web.json_response({"error": f"limit must be an integer 1..{AUDIT_MAX_LIMIT},"
                                            " offset an integer >= 0"}, status=400)
-    return web.json_response(request.app[AUDIT].tail(limit, offset))
+    return web.json_response(await asyncio.to_thread(request.app[AUDIT].tail, limit, offset))
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int | None:
@@ -197,7 +199,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return value if low <= value <= high else None
 
 
-def bootstrap_admin(auth: Authenticator, audit: AuditLog) -> str:
+def bootstrap_admin(auth: Authenticator, audit: AuditStorage) -> str:
     """Create user `admin` from DEPOT_ADMIN_PASSWORD at first start. Returns what happened:
     "created", "exists" (some admin user exists), "absent" (none, and no password given) or
     "refused: <reason>"."""

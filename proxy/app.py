@@ -25,7 +25,6 @@ from .admin_ops import Admin
 from .auth import Authenticator
 from .config import Config
 from depot.cache.lockout import LockoutPolicy
-from depot.cache.accounts import AuditLog
 
 log = logging.getLogger("depot.app")
 
@@ -216,9 +215,9 @@ def build_app(config: Config) -> web.Application:
         services = Services(settings_of(config), config.repositories)
         app[SERVICES] = services
         policy = LockoutPolicy(config.login_max_failures, config.login_window, config.login_lockout)
-        audit = AuditLog(config.data_dir / "audit.log")
-        auth = Authenticator(services.db, config.data_dir, config.repositories, config.open_access, policy,
-                             audit, config.login_token_ttl)
+        audit = services.storage.audit         # the node's file, or the shared database's rows
+        auth = Authenticator(services.storage.accounts, config.data_dir, config.repositories, config.open_access,
+                             policy, audit, config.login_token_ttl)
         app[access.AUTH], app[access.AUDIT] = auth, audit
         services.auth, services.audit = auth, audit    # for format handlers (npm login, …)
         services.policy.audit = lambda d: audit.record(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +24,8 @@ from cachetools import TTLCache
 from depot.registry.repo import RepoConfig
 
 from depot.cache import lockout
-from depot.cache.accounts import (RANK, TOKEN_PREFIX, AuditLog, Database, Session, Token, UserStore, dummy_hash,
-                                  touch_token, verify_password)
+from depot.cache.accounts import RANK, TOKEN_PREFIX, StoredUser, Token, dummy_hash, verify_password
+from depot.cache.storage import AccountStorage, AuditStorage
 
 DOCKER_TOKEN_TTL = 300
 CREDENTIAL_CACHE_TTL = 5.0
@@ -87,24 +86,23 @@ class Authenticator:
     UI) goes through `check_password`: lockout, argon2 off the database thread with bounded
     concurrency, a dummy verification for unknown names, and the audit record of failures.
     Successful identifications are cached per worker for a few seconds, but the cache is
-    dropped as soon as the credential generation in the database moves (one indexed read per
-    request), so a revocation or password change counts on every worker at once.
+    dropped as soon as the credential generation in the account store moves (one indexed read
+    per request), so a revocation or password change counts on every worker, and with the
+    accounts in PostgreSQL on every node, at once.
     """
 
     Refused = BadCredentials        # for format handlers, which do not import the front door
 
-    def __init__(self, db: Database, data_dir: Path, repos: Mapping[str, RepoConfig],
+    def __init__(self, users: AccountStorage, data_dir: Path, repos: Mapping[str, RepoConfig],
                  open_access: bool = False, policy: lockout.LockoutPolicy = lockout.LockoutPolicy(),
-                 audit: AuditLog | None = None, login_token_ttl: float = LOGIN_TOKEN_TTL) -> None:
-        self.db = db
-        self.users = UserStore(db)
+                 audit: AuditStorage | None = None, login_token_ttl: float = LOGIN_TOKEN_TTL) -> None:
+        self.users = users
         self.lockout = policy
-        lockout.ensure_schema(db)
         self.repos = repos
         self.open_access = open_access
         self.audit = audit
         self.login_token_ttl = login_token_ttl
-        self.secret = _load_secret(Path(data_dir) / "token-secret")
+        self.secret = users.signing_key()
         self._cache: TTLCache[str, tuple[Principal, int]] = TTLCache(maxsize=10_000, ttl=CREDENTIAL_CACHE_TTL)
         self._dummy_hash: str | None = None     # made on first need, in the hash pool
         self._hash_pool = ThreadPoolExecutor(max_workers=HASH_CONCURRENCY, thread_name_prefix="depot-hash")
@@ -120,7 +118,7 @@ class Authenticator:
         key = raw or (f"format-token {nuget}" if nuget else "")
         if not key:
             return ANONYMOUS
-        generation = await self.db.run(self.users.generation)
+        generation = await self.users.generation()
         cached = self._cache.get(key)
         if cached is not None and cached[1] == generation and _still_usable(cached[0]):
             return cached[0]
@@ -134,15 +132,15 @@ class Authenticator:
         if scheme_l == "basic":
             user, password = _basic(value)
             if password.startswith(TOKEN_PREFIX):
-                return await self.db.run(lambda conn: self._token_principal(conn, password, user))
+                return await self._token_principal(password, user)
             return await self.check_password(user, password, client, "basic")
         if scheme_l == "bearer":
             if value.count(".") == 2 and not value.startswith(TOKEN_PREFIX):
-                return await self.db.run(lambda conn: self._jwt_principal(conn, value))
+                return await self._jwt_principal(value)
             secret = value.strip()
         else:
             secret = (nuget or "").strip() if nuget and not raw else raw.strip()
-        return await self.db.run(lambda conn: self._token_principal(conn, secret, None))
+        return await self._token_principal(secret, None)
 
     async def check_password(self, user: str, password: str, client: str | None, service: str) -> Principal:
         """The one password check: lockout, argon2 in the hash pool, audit of failures."""
@@ -151,8 +149,7 @@ class Authenticator:
         # The lock is checked inside the slot, so concurrent guesses cannot all slip past it.
         async with self._hash_slots:
             now = lockout.now()
-            wait, stored = await self.db.run(lambda conn: (lockout.locked_for(conn, user, now),
-                                                           self.users.stored(conn, user)))
+            wait, stored = await self.users.password_state(user, now)
             if wait:
                 message = f"too many failed logins for {user}; locked for {wait:.0f} s more"
                 self._record("lockout", user, client, service, message)
@@ -163,10 +160,10 @@ class Authenticator:
             digest = stored.password_hash if stored is not None else self._dummy_hash
             right = await loop.run_in_executor(self._hash_pool, verify_password, digest, password)
             if stored is None or not right:
-                engaged = await self.db.run(lambda conn: lockout.record_failure(conn, user, self.lockout, now))
+                engaged = await self.users.record_failure(user, self.lockout, now)
                 self._record("lockout" if engaged else "login", user, client, service, "wrong user name or password")
                 raise BadCredentials("wrong user name or password", locked=engaged, audited=True)
-            await self.db.run(lambda conn: lockout.record_success(conn, user))
+            await self.users.record_success(user)
         return Principal(user, stored.admin, version=stored.version)
 
     def _record(self, action: str, user: str, client: str | None, service: str, reason: str) -> None:
@@ -179,26 +176,17 @@ class Authenticator:
                                                         self.login_token_ttl, description)
         return secret
 
-    def _token_principal(self, conn: Session, secret: str, user: str | None) -> Principal:
-        token = self.users.find_token(conn, secret)
+    async def _token_principal(self, secret: str, user: str | None) -> Principal:
+        token, owner = await self.users.resolve_token(secret=secret)
         if token is None or not token.usable(time.time()):
             raise BadCredentials("unknown, expired or revoked token")
         if user is not None and token.user is not None and user != token.user:
             raise BadCredentials("token belongs to another user")
-        principal = self._owner(conn, token)
-        touch_token(conn, token, time.time())
+        principal = _owner(token, owner)
+        await self.users.touch_token(token, time.time())
         return principal
 
-    def _owner(self, conn: Session, token: Token) -> Principal:
-        """A token's principal (its rights are the owner's, capped by the token's)."""
-        if token.user is None:
-            return Principal(None, False, token)
-        version = self.users.version(conn, token.user)
-        if version is None:
-            raise BadCredentials("the token's user no longer exists")
-        return Principal(token.user, self.users.is_admin(conn, token.user), token, version)
-
-    def _jwt_principal(self, conn: Session, value: str) -> Principal:
+    async def _jwt_principal(self, value: str) -> Principal:
         try:
             claims = jwt.decode(value, self.secret, algorithms=["HS256"], audience="depot")
         except jwt.PyJWTError as exc:
@@ -207,15 +195,15 @@ class Authenticator:
         scopes = None if claims.get("use") == "session" else _scopes(claims.get("access"))
         user, token_id = claims.get("sub"), claims.get("tid")
         if token_id:
-            token = self.users.token_by_id(conn, token_id)
+            token, owner = await self.users.resolve_token(token_id=str(token_id))
             if token is None or not token.usable(time.time()):
                 raise BadCredentials("token revoked")
-            principal = self._owner(conn, token)
+            principal = _owner(token, owner)
         elif user:
-            version = self.users.version(conn, user)
-            if version is None:
+            stored = await self.users.user_state(user)
+            if stored is None:
                 raise BadCredentials("bearer token of an unknown user")
-            principal = Principal(user, self.users.is_admin(conn, user), version=version)
+            principal = Principal(user, stored.admin, version=stored.version)
         else:
             principal = ANONYMOUS
         if principal.user is not None and claims.get("cv") != principal.version:
@@ -301,6 +289,15 @@ class Authenticator:
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
 
+def _owner(token: Token, owner: StoredUser | None) -> Principal:
+    """A token's principal (its rights are the owner's, capped by the token's)."""
+    if token.user is None:
+        return Principal(None, False, token)
+    if owner is None:
+        raise BadCredentials("the token's user no longer exists")
+    return Principal(token.user, owner.admin, token, owner.version)
+
+
 def _still_usable(principal: Principal) -> bool:
     token = principal.token
     return token is None or token.usable(time.time())
@@ -326,19 +323,3 @@ def _basic(value: str) -> tuple[str, str]:
     if not sep:
         raise BadCredentials("malformed Basic credentials")
     return user, password
-
-
-def _load_secret(path: Path) -> bytes:
-    """The HMAC key for docker tokens: created once, shared by every worker."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        with open(fd, "wb") as handle:
-            handle.write(secret)
-        return secret

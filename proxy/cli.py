@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         _prepare_data_dir(config.data_dir)
         from .startup import report
-        report(config, _bootstrap_admin(config.data_dir))
+        report(config, _bootstrap_admin(config))
         if config.forward_proxy.listen is not None:
             from .forward import ensure_ca
             ensure_ca(config.data_dir)          # before anything reports ready: `ca export` sees this CA
@@ -131,17 +131,16 @@ def _prepare_data_dir(data_dir: Path) -> None:
         logging.getLogger("depot.server").info("cleaned leftovers files=%d", removed)
 
 
-def _bootstrap_admin(data_dir: Path) -> str:
-    from depot.cache.storage import open_database
+def _bootstrap_admin(config: Any) -> str:
+    from depot.cache.storage import open_accounts
 
     from .access import bootstrap_admin
     from .auth import Authenticator
-    from depot.cache.accounts import AuditLog
-    db = open_database(data_dir, create=True)
+    accounts = open_accounts(config.data_dir, config.database_url, create=True)
     try:
-        return bootstrap_admin(Authenticator(db, data_dir, {}), AuditLog(data_dir / "audit.log"))
+        return bootstrap_admin(Authenticator(accounts.users, config.data_dir, {}), accounts.audit)
     finally:
-        db.close()
+        accounts.close()
 
 
 def _progress(label: str) -> Callable[[int, int], None]:

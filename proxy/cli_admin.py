@@ -91,11 +91,10 @@ async def _run(args: argparse.Namespace, config: Any) -> Any:
 
     from .admin_ops import Admin
     from .app import settings_of
-    from depot.cache.accounts import AuditLog
     services = Services(settings_of(config), config.repositories)
     try:
         admin = Admin(services, {name: cls() for name, cls in FORMATS.items()}, lambda repo, perm: True,
-                      f"cli:{os.environ.get('USER', 'unknown')}", AuditLog(config.data_dir / "audit.log"))
+                      f"cli:{os.environ.get('USER', 'unknown')}", services.storage.audit)
         return await _operation(args, admin)
     finally:
         await services.close()

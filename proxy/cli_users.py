@@ -66,17 +66,21 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _stores(args: argparse.Namespace, load: Callable[..., Any]) -> tuple[Any, Any, Any, Any]:
-    from depot.cache.accounts import AuditLog, UserStore
-    from depot.cache.storage import open_database
+    """(what to close, the account store, the audit log, the config): the shared PostgreSQL
+    database when the config names one (every node sees the change at once), else the node's
+    SQLite."""
+    from depot.cache.storage import open_accounts
 
     from .cli import store_dir
     config = load(args)
+    if config.database_url:
+        accounts = open_accounts(config.data_dir, config.database_url)
+        return accounts, accounts.users, accounts.audit, config
     # only `user add` may start a store (the first admin before the first serve); the rest
     # say where they looked instead of creating an empty one
     adding = getattr(args, "user_command", None) == "add"
-    data = config.data_dir if adding else store_dir(config)
-    db = open_database(data, create=adding)
-    return db, UserStore(db), AuditLog(data / "audit.log"), config
+    accounts = open_accounts(config.data_dir if adding else store_dir(config), create=adding)
+    return accounts, accounts.users, accounts.audit, config
 
 
 def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
@@ -96,8 +100,7 @@ def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
             users.delete_user(args.name)
             print(f"user {args.name} deleted; their tokens are revoked")
         elif args.user_command == "unlock":
-            from depot.cache import lockout
-            db.run_sync(lambda conn: lockout.record_success(conn, args.name))
+            users.unlock(args.name)
             print(f"user {args.name} unlocked")
         else:
             users.set_password(args.name, _password(args))
@@ -113,9 +116,8 @@ def cmd_user(args: argparse.Namespace, load: Callable[..., Any]) -> int:
 
 
 def _list_users(users: Any) -> None:
-    from depot.cache import lockout
     now = time.time()
-    rows = users.user_rows(lambda conn, name: lockout.locked_for(conn, name, now))
+    rows = users.user_rows(now)
     active: dict[str, int] = {}
     for token in users.list_tokens():
         if token.user and token.usable(now):
@@ -135,7 +137,7 @@ def _check_grant(config: Any, users: Any, args: argparse.Namespace) -> None:
         return
     if not users.user_exists(args.user):
         raise UserError(f"no user {args.user!r}")
-    if users.db.run_sync(lambda conn: users.is_admin(conn, args.user)) or config.open_access:
+    if users.user_is_admin(args.user) or config.open_access:
         return
     for name in args.repo:          # without --repo: every repository, each capped by the owner's access
         held = config.repositories[name].access.get(args.user) or config.repositories[name].access.get("*")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -115,6 +117,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     database_url: str | None = None     # postgresql://… : metadata shared by several nodes
     node_url: str | None = None         # how the other nodes reach this one (default http://<listen>)
+    node: str | None = None             # this node's `node` metric label (default: host name, with a database)
     policy: Policy = Policy()       # supply-chain rules for every proxy and group (cache/gate.py)
     osv_severity: str | None = None # imported vulnerabilities at or above this severity act as deny rules
     health: HealthConfig = HealthConfig()
@@ -259,7 +262,7 @@ def _convert(key: str, value: Any, parser: Any) -> Any:
 _TOP_KEYS = {"listen", "data_dir", "public_url", "trusted_proxies", "workers", "log_level",
              "cache", "upstream", "repositories", "open_access", "tls", "forward_proxy", "client_timeout",
              "keepalive_timeout", "header_timeout", "access_log", "login", "health", "policy", "metrics",
-             "storage", "database", "node_url"}
+             "storage", "database", "node_url", "node"}
 
 
 _SECTION_KEYS = {"cache": ("max_size", "memory_size", "memory_item_max"),
@@ -321,6 +324,7 @@ def validate(document: dict[str, Any], resolve_upstreams: bool = True) -> Config
         storage=_storage(_section(document, "storage")),
         database_url=_database(_section(document, "database")),
         node_url=str(document["node_url"]).rstrip("/") if document.get("node_url") else None,
+        node=_node(document.get("node")),
         policy=_policy("policy", _section(document, "policy"), top=True),
         osv_severity=_osv_severity(_section(document, "policy")),
         health=_health(_section(document, "health")),
@@ -408,6 +412,26 @@ def _storage(section: dict[str, Any]) -> StorageConfig:
         str(section.get("prefix", "")),
         _convert("storage.redirect", section.get("redirect", False), _boolean),
         _convert("storage.redirect_min_size", section.get("redirect_min_size", "1MiB"), parse_size))
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}")
+
+
+def _node(value: Any) -> str | None:
+    """node: the name this node's metrics carry in their `node` label."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+        raise ConfigError("node", "must be 1-63 characters from A-Z a-z 0-9 . _ : - (starting with a letter or digit)")
+    return value
+
+
+def node_label(config: "Config") -> str | None:
+    """The `node` label of this node's metrics: `node` from the config; with several nodes (a
+    shared database) the host name by default; none on a single node."""
+    if config.node:
+        return config.node
+    return socket.gethostname() if config.database_url else None
 
 
 def _database(section: dict[str, Any]) -> str | None:

@@ -4,7 +4,7 @@ configured stores (S3 bucket and/or PostgreSQL) of a multi-node install.
 Blobs are copied first, each verified against its digest on the way (nothing unverified gets a
 content address); then the rows (entries, hosted files, tombstones, counters) in one transaction,
 skipping rows the target already holds. Safe to run again: it copies only what is missing.
-Users, tokens and audit stay in each node's SQLite (copy depot.db to the nodes' data_dir).
+Users and tokens move too (the audit log stays in the source's audit.log).
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ async def copy_blobs(source: Any, target: Any) -> tuple[int, int]:
 
 
 def cmd_migrate(args: argparse.Namespace, load: Callable[..., Any]) -> int:
+    from depot.cache.accounts import UserStore
     from depot.cache.storage import open_blobs, open_database
 
     from .cli import open_configured_storage
@@ -55,6 +56,7 @@ def cmd_migrate(args: argparse.Namespace, load: Callable[..., Any]) -> int:
         return 2
     source_dir = Path(args.from_sqlite)
     source_db = open_database(source_dir)
+    UserStore(source_db)        # the source's account tables, brought to the current columns
     target = open_configured_storage(config)
     try:
         copied, present = asyncio.run(copy_blobs(open_blobs(source_dir), target.blobs)) \

@@ -76,7 +76,8 @@ def filter_exposition(text: bytes, repos: dict[str, RepoConfig], may_read: ReadC
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """GET /-/metrics: the exposition, limited to what the caller may see."""
     from .access import AUTH
-    from .app import SERVICES
+    from .app import SERVICES, SERVICES_CONFIG
+    from .config import node_label
     auth, policy = request.app.get(AUTH), request.app.get(METRICS_POLICY, MetricsPolicy())
     principal = await caller(request)
     everything = auth is None or auth.is_admin(principal) or (
@@ -86,7 +87,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             raise web.HTTPUnauthorized(text="metrics need credentials (metrics.anonymous is false)\n",
                                        headers=CHALLENGE)
         raise web.HTTPForbidden(text=f"{principal.label} may not read metrics (metrics.users)\n")
-    body = metrics.render()
+    body = metrics.render(node_label(request.app[SERVICES_CONFIG]))
     if not everything:
         repos = request.app[SERVICES].repos
         body = filter_exposition(body, repos, await readable(request))

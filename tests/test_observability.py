@@ -149,7 +149,7 @@ def test_dashboard_is_well_formed() -> None:
     for title, expr in dashboard_exprs():
         leftover = re.findall(r"\$\w+", expand(expr, "x"))
         assert not leftover, (title, leftover)
-        if not re.search(r"sum\(depot_store_bytes\)|depot_cache_max_bytes|depot_process|depot_workers|depot_gc"
+        if not re.search(r"\(depot_store_bytes\)|depot_cache_max_bytes|depot_process|depot_workers|depot_gc"
                          r"|evicted_bytes", expr):     # the store-wide and process-wide series
             assert 'repository=~"$repository"' in expr, f"{title}: not filtered by $repository"
 
@@ -195,9 +195,9 @@ def test_counters_are_summed_over_workers_and_process_metrics_appear(upstream, d
 
 # ------------------------------------------------------------------------ real Prometheus
 class Prometheus:
-    """A private /usr/bin/prometheus scraping one depot every second."""
+    """A private /usr/bin/prometheus scraping one depot (or several nodes) every second."""
 
-    def __init__(self, workdir: Path, target: str, rules: Path) -> None:
+    def __init__(self, workdir: Path, target: str | list[str], rules: Path) -> None:
         binary = require("prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,7 +205,7 @@ class Prometheus:
         config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                   "rule_files": [str(rules)],
                   "scrape_configs": [{"job_name": "depot", "metrics_path": "/-/metrics",
-                                      "static_configs": [{"targets": [target]}]}]}
+                                      "static_configs": [{"targets": [target] if isinstance(target, str) else target}]}]}
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log_path = workdir / "prometheus.log"
         with open(self.log_path, "wb") as log:

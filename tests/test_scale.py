@@ -19,11 +19,13 @@ from depot.cache.storage import open_storage
 
 @pytest.fixture
 def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
-    """make(n, workers=1, redirect=False) -> n nodes on a fresh database and bucket prefix."""
+    """make(n, workers=1, redirect=False, extra=None, node_ids=None) -> n nodes on a fresh
+    database and bucket prefix."""
     url = pg_cluster.new_database()
     prefix = f"n-{uuid.uuid4().hex[:8]}"
 
-    def make(count: int, workers: int = 1, redirect: bool = False, extra: dict | None = None) -> list[Any]:
+    def make(count: int, workers: int = 1, redirect: bool = False, extra: dict | None = None,
+             node_ids: list[str | None] | None = None) -> list[Any]:
         storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": "depot", "prefix": prefix,
                    "redirect": redirect, "redirect_min_size": "64KiB"}
         env = {"DEPOT_STORAGE__ACCESS_KEY": ceph_rgw.access_key, "DEPOT_STORAGE__SECRET_KEY": ceph_rgw.secret_key}
@@ -31,8 +33,10 @@ def cluster(pg_cluster, ceph_rgw, depot_factory, upstream, tmp_path):
                  "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
         more = dict(extra or {})
         repos.update(more.pop("repositories", {}))
+        ids = node_ids or [None] * count            # None: the node's metrics say the host name
         return [depot_factory(repos, workers=workers, name=f"node{i}", env=env,
-                              extra={"storage": storage, "database": {"url": url}, **more})
+                              extra={"storage": storage, "database": {"url": url}, **more,
+                                     **({"node": ids[i]} if ids[i] else {})})
                 for i in range(count)]
     make.database_url = url  # type: ignore[attr-defined]
     make.s3 = S3Settings(ceph_rgw.endpoint, "depot", access_key=ceph_rgw.access_key,  # type: ignore[attr-defined]
@@ -323,15 +327,20 @@ def test_migrate_a_single_node_store_into_postgresql_and_s3(cluster, depot_facto
     assert requests.put(f"{single.url}/local/big.bin", data=big, timeout=30).status_code == 201
     assert requests.put(f"{single.url}/local/small.txt", data=small, timeout=30).status_code == 201
     dep = requests.get(f"{single.url}/remote/mig/dep.tgz", timeout=30).content
+    secret = single.run_cli("token", "create", "--user", "admin", "--perm", "read").stdout.strip().splitlines()[-1]
     single.stop()
-    (node,) = cluster(1)
+    (node,) = cluster(1, extra={"open_access": False, "repositories": {"local": {
+        "format": "generic", "type": "hosted", "anonymous_read": False}}})
     env = {**os.environ, **node.env}
     out = subprocess.run(node.command("migrate", "--from-sqlite", str(single.data_dir)),
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 blobs copied" in out.stdout and "2 files" in out.stdout and "1 entries" in out.stdout
-    assert requests.get(f"{node.url}/local/big.bin", timeout=30).content == big
-    assert requests.get(f"{node.url}/local/small.txt", timeout=30).content == small
+    assert "1 tokens" in out.stdout
+    assert requests.get(f"{node.url}/local/big.bin", timeout=30).status_code == 401
+    # the single node's token (and its admin user) moved with the store
+    assert requests.get(f"{node.url}/local/big.bin", auth=("admin", secret), timeout=30).content == big
+    assert requests.get(f"{node.url}/local/small.txt", auth=("admin", secret), timeout=30).content == small
     hit = requests.get(f"{node.url}/remote/mig/dep.tgz", timeout=30)
     assert hit.content == dep and hit.headers["X-Cache"] == "HIT" and upstream.count("/mig/dep.tgz") == 1
     # run again: nothing to copy, nothing duplicated
@@ -391,14 +400,13 @@ def test_npm_publish_on_one_node_installs_from_another(cluster, tmp_path):
     a, b = cluster(2, extra={"repositories": {"js": {"format": "npm", "type": "hosted"}}})
     from depot_process import DepotProcess
 
-    def token(node: Any) -> str:         # users and tokens are per node (SQLite) for now
-        login = requests.put(f"{node.url}/js/-/user/org.couchdb.user:admin", timeout=30,
-                             json={"name": "admin", "password": DepotProcess.ADMIN_PASSWORD})
-        assert login.status_code == 201, login.text
-        return login.json()["token"]
-    publisher = NpmCli(tmp_path / "npm-a", f"{a.url}/js/", token=token(a))
+    login = requests.put(f"{a.url}/js/-/user/org.couchdb.user:admin", timeout=30,
+                         json={"name": "admin", "password": DepotProcess.ADMIN_PASSWORD})
+    assert login.status_code == 201, login.text
+    token = login.json()["token"]        # npm login on node A: the token is the cluster's
+    publisher = NpmCli(tmp_path / "npm-a", f"{a.url}/js/", token=token)
     publisher.ok("publish", cwd=make_package(tmp_path / "src", "dscale", "1.0.0"))
-    client = NpmCli(tmp_path / "npm-b", f"{b.url}/js/", token=token(b))
+    client = NpmCli(tmp_path / "npm-b", f"{b.url}/js/", token=token)
     project = tmp_path / "project"
     project.mkdir()
     (project / "package.json").write_text('{"name": "p", "version": "1.0.0"}')

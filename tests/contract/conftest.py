@@ -5,6 +5,7 @@ returns an opened Storage; the fixture closes it afterwards.
   local       files + SQLite (the embedded default)
   s3          blobs in a real Ceph RGW bucket (a fresh prefix per test) + SQLite
   postgresql  files + metadata in a real PostgreSQL (a fresh database per test)
+The account stores (users, tokens, lockout, audit) run against sqlite and postgresql.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from depot.cache.storage import Storage, open_storage
+from depot.cache.storage import Accounts, Storage, open_accounts, open_storage
 
 
 def _local(tmp: Path, request: Any) -> Storage:
@@ -48,3 +49,36 @@ def storage(request: Any, tmp_path: Path) -> Iterator[Storage]:
         yield opened
     finally:
         opened.close()
+
+
+def _sqlite_accounts(tmp: Path, request: Any) -> Accounts:
+    return open_accounts(tmp / "data", create=True)
+
+
+def _postgresql_accounts(tmp: Path, request: Any) -> Accounts:
+    return open_accounts(tmp / "data", request.getfixturevalue("pg_cluster").new_database())
+
+
+ACCOUNT_KINDS: dict[str, Callable[[Path, Any], Accounts]] = {
+    "sqlite": _sqlite_accounts, "postgresql": _postgresql_accounts}
+
+
+@pytest.fixture(params=sorted(ACCOUNT_KINDS))
+def accounts(request: Any, tmp_path: Path) -> Iterator[Any]:
+    """open() -> another handle on the same account store (another node's); the first is
+    opened already as accounts.first. Every handle is closed afterwards."""
+    opened: list[Accounts] = []
+
+    def open_one() -> Accounts:
+        if request.param == "sqlite" or not opened:
+            handle = ACCOUNT_KINDS[request.param](tmp_path, request)
+        else:                                    # the same PostgreSQL database again
+            handle = open_accounts(tmp_path / f"node{len(opened)}", opened[0].db.url)
+        opened.append(handle)
+        return handle
+    open_one.first = open_one()  # type: ignore[attr-defined]
+    try:
+        yield open_one
+    finally:
+        for handle in opened:
+            handle.close()
