@@ -262,6 +262,30 @@ class Ctx:
         with engine_errors(self.repo):
             return await self.hosted.record(path, staged.digest, staged.size, **kwargs)
 
+    @property
+    def client_timeout(self) -> float:
+        """The idle timeout of request bodies (config `client_timeout`), for formats that read a
+        body their own way (PyPI's multipart upload); body() and read_body() apply it already."""
+        return float(self.services.settings.client_timeout)
+
+    async def login(self, user: str, password: str, service: str) -> str | None:
+        """A client's password login (legacy `npm login`): the authenticator's one password check
+        (lockout and audit included), then an expiring token with the user's own rights (never
+        admin), audited as a login. None when depot runs without an authenticator (open access);
+        FormatError 401 for a wrong password or a locked name."""
+        auth = getattr(self.services, "auth", None)
+        if auth is None:
+            return None
+        try:
+            principal = await auth.check_password(user, password, self.request.remote, service)
+        except auth.Refused as exc:
+            raise FormatError(401, f"login failed for {user}: {exc}") from None
+        token = str(await auth.login_token(principal, f"{service} login"))
+        audit = getattr(self.services, "audit", None)
+        if audit is not None:
+            audit.record("login", "ok", principal.label, self.request.remote, self.repo.name, service=service)
+        return token
+
 
 @contextmanager
 def engine_errors(repo: RepoConfig) -> Iterator[None]:
