@@ -39,7 +39,7 @@ from cachetools import LRUCache
 from packaging.version import InvalidVersion, Version
 
 from depot.cache.api import (ANY, Cached, DigestMismatch, FetchSpec, HostedFile, Kind, NotFound, Staged, TooLarge,
-                             UpstreamFailed, Write, respond_bytes)
+                             UpstreamFailed, Write, merge_x_cache, respond_bytes)
 
 from . import pypi_index as ix
 from . import pypi_upload as upl
@@ -48,7 +48,6 @@ from .pypi_policy import policy_page
 from .repo import RepoConfig, UpstreamAuth
 
 PAGE_CACHE_ITEMS = 512
-_STATUS_ORDER = ("MISS", "STALE", "REVALIDATED", "HIT")   # the first present wins for a merged answer
 
 
 def _pull_errors(handler: Callable[["PyPI", Ctx], Awaitable[web.StreamResponse]]
@@ -202,8 +201,8 @@ class PyPI(Format):
                 etag: str | None = None) -> web.StreamResponse:
         headers = {"Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
         if ctx.repo.is_proxy or ctx.repo.is_group:
-            status = next((s for s in _STATUS_ORDER if s in {found for _, found in statuses}), "HIT")
-            headers["X-Cache"] = status
+            # the engine's one precedence for merged answers (STALE > MISS > REVALIDATED > HIT)
+            headers["X-Cache"] = merge_x_cache(found for _, found in statuses) or "HIT"
             for member, found in statuses:      # counted at the members that answered (a group: also served)
                 ctx.for_repo(member).pull.count_served(ctx.request, found.lower())
         return respond_bytes(ctx.request, body, ix.content_type(variant), headers, digest=etag)
