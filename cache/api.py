@@ -12,7 +12,9 @@ import hashlib
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import (TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterable, Mapping,
+                    TypeVar)
 
 from aiohttp import web
 
@@ -30,6 +32,8 @@ from depot.upstreams.docker_auth import DockerAuth
 
 if TYPE_CHECKING:  # pragma: no cover
     from .services import Services
+
+T = TypeVar("T")
 
 __all__ = ["PullApi", "HostedApi", "Conflict", "Published", "Cached", "FetchSpec", "Kind", "NotFound",
            "UpstreamFailed", "Staged", "Protected", "DigestMismatch", "TooLarge", "HostedFile", "Entry",
@@ -231,9 +235,38 @@ class PullApi:
         """Count one answer of this repository (hit, miss, negative, error, hosted)."""
         self._services.pull.metrics(self.repo).result(result)
 
+    def count_served(self, request: web.Request, result: str) -> None:
+        """Count one answer of this repository to `request` and, when the request came through a
+        group, as served by that group: for formats that answer a document merged from several
+        members (each member that contributed counts its own result)."""
+        self._services.pull.count(request, self.repo, result)
 
-    # ------------------------------------------------------------ added for OCI (issue 11)
-    async def stored(self, key: str) -> tuple[bool, Entry | None]:
+    async def stored(self, key: str) -> Cached | None:
+        """What is stored for `key` while its bytes are here, as a HIT (freshness not checked, the
+        upstream not contacted; this process's memory first, no I/O then); None otherwise. For
+        immutable files a format can answer without reading the metadata that locates them."""
+        entries = self._services.entries
+        entry = entries.cached(self.repo.name, key) or await entries.get(self.repo.name, key)
+        if entry is None or not self._services.pull.usable(entry):
+            return None
+        return Cached("HIT", self.repo, entry)
+
+    async def relay(self, method: str, path: str, headers: Mapping[str, str] | None = None,
+                    data: bytes | None = None) -> tuple[int, Mapping[str, str], bytes]:
+        """Pass one request through to this repository's upstream, uncached: `path` (with its
+        query string) is relative to the upstream URL, so the repository's upstream credentials
+        go nowhere else. Returns (status, headers, body); UpstreamFailed(502) when it fails."""
+        assert self.repo.upstream is not None, f"{self.repo.name} has no upstream"
+        url = self.repo.upstream.rstrip("/") + "/" + path.lstrip("/")
+        try:
+            response = await self._services.upstream.request(method, url, headers, auth=self.repo.auth, data=data)
+            async with response:
+                body = await response.read()
+                return response.status, response.headers.copy(), body
+        except Exception as exc:  # UpstreamError, connection resets while reading
+            raise UpstreamFailed(502, str(exc)) from None
+
+    async def stored_entry(self, key: str) -> tuple[bool, Entry | None]:
         """(fresh, entry): the entry stored for `key` whose bytes are still in the blob store
         (None when there is none), and whether it is within its TTL. Nothing goes upstream."""
         entries = self._services.entries
@@ -283,10 +316,6 @@ class PullApi:
         if found is None:
             found = _DOCKER_AUTH[client] = DockerAuth(client)
         return found
-
-    def count_answer(self, request: web.Request, result: str) -> None:
-        """Count one answer of this repository (and of the group it was asked through)."""
-        self._services.pull.count(request, self.repo, result)
 
 class HostedApi:
     """Durable published files of one hosted repository."""
@@ -466,17 +495,37 @@ class HostedApi:
         """Count one publish in this repository's metrics."""
         self._services.pull.metrics(self.repo).publishes.inc()
 
-    # ------------------------------------------------------------ added for OCI (issue 11)
-    async def stored(self, digest: str) -> bool:
+    async def commit(self, writes: builtins.list[Write]) -> bool:
+        """Several writes in ONE transaction, all or nothing: False (nothing written) when one's
+        expectation fails. `Write.expect`: None the path must be free, a digest compare-and-swap,
+        ANY replace; `once` remembers the bytes as published at that path for good (see
+        published_digest); `delete` removes the path. Blobs are staged first (stage()); the
+        retention rule is the caller's: check_write() each path before."""
+        return await self._services.catalog.commit(self.repo.name, writes)
+
+    async def published_digest(self, path: str) -> str | None:
+        """The sha256 once published at `path` for good (even if deleted since); None if never."""
+        return await self._services.catalog.published_digest(self.repo.name, path)
+
+    async def update_meta(self, path: str, meta: Mapping[str, Any]) -> bool:
+        """Replace the metadata of the file at `path` (its bytes unchanged; e.g. a yank flag);
+        False when there is no such file."""
+        return await self._services.catalog.update_meta(self.repo.name, path, dict(meta))
+
+    async def inspect_staged(self, staged: "Staged", inspect: Callable[[Path], T]) -> T:
+        """`inspect(path)` run in a worker thread on a local file holding a staged (or stored)
+        blob, for archives read with a file API (zipfile): the stored file itself, or a
+        temporary copy with object storage. Nothing is read into memory here."""
+        blobs = self._services.blobs
+
+        def run() -> T:
+            with blobs.local_file(staged.digest) as path:
+                return inspect(path)
+        return await asyncio.to_thread(run)
+
+    async def blob_stored(self, digest: str) -> bool:
         """Whether the blob store holds the bytes of `digest` (sha256 hex)."""
         return await _blob_present(self._services.blobs, digest)
-
-    async def commit(self, writes: builtins.list[Write]) -> bool:
-        """Several record writes in ONE transaction (cache.catalog.Write: create-only with
-        expect=None, compare-and-swap with expect=<digest>, replace with ANY, delete): all, or
-        none when an expectation fails (False). Blobs must be stored first; retention rules are
-        the caller's (check_write per path)."""
-        return bool(await self._services.catalog.commit(self.repo.name, writes))
 
     def lock(self, name: str = "") -> AsyncContextManager[None]:
         """`async with ctx.hosted.lock(name):` an exclusive section of this repository across

@@ -5,8 +5,7 @@ A format module defines one Format subclass whose `routes` table maps
 sees is the part after `/<repo>/`. Handlers get a Ctx and return an aiohttp
 response. They reach the engine only through the Ctx: `ctx.pull` (pull-through),
 `ctx.hosted` (published files), `ctx.body()`, the group helpers and `ctx.documents`;
-API.md documents the contract. (`ctx.services` remains for the four original formats
-while they move over; new formats must not use it.)
+API.md documents the contract; no format module reads `ctx.services` (tests/test_format_seam.py).
 """
 from __future__ import annotations
 
@@ -271,6 +270,30 @@ class Ctx:
     def repositories(self, fmt: str | None = None) -> list[RepoConfig]:
         """Every configured repository (of format `fmt`), in configuration order, unchecked."""
         return [r for r in self.services.repos.values() if fmt is None or r.format == fmt]
+
+    @property
+    def client_timeout(self) -> float:
+        """The idle timeout of request bodies (config `client_timeout`), for formats that read a
+        body their own way (PyPI's multipart upload); body() and read_body() apply it already."""
+        return float(self.services.settings.client_timeout)
+
+    async def login(self, user: str, password: str, service: str) -> str | None:
+        """A client's password login (legacy `npm login`): the authenticator's one password check
+        (lockout and audit included), then an expiring token with the user's own rights (never
+        admin), audited as a login. None when depot runs without an authenticator (open access);
+        FormatError 401 for a wrong password or a locked name."""
+        auth = getattr(self.services, "auth", None)
+        if auth is None:
+            return None
+        try:
+            principal = await auth.check_password(user, password, self.request.remote, service)
+        except auth.Refused as exc:
+            raise FormatError(401, f"login failed for {user}: {exc}") from None
+        token = str(await auth.login_token(principal, f"{service} login"))
+        audit = getattr(self.services, "audit", None)
+        if audit is not None:
+            audit.record("login", "ok", principal.label, self.request.remote, self.repo.name, service=service)
+        return token
 
 
 @contextmanager

@@ -13,27 +13,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 import logging
 import re
 import secrets
 import shutil
 import subprocess
 import threading
+from dataclasses import replace
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache
 
-from depot.cache.catalog import ANY, Write
-from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from depot.cache.serve import respond_blob, respond_bytes
+from depot.cache.api import ANY, Cached, FetchSpec, Kind, NotFound, UpstreamFailed, Write, respond_bytes
 
 from . import npm_packument as pk
 from . import npm_publish as pub
-from .base import Ctx, Format, FormatError, body_chunks, engine_errors, route
+from . import npm_search
+from .base import Ctx, Format, FormatError, engine_errors, route
 from .npm_policy import decided_token, policy_filtered, publish_time_in
+from .npm_search import json_response as _json
 from .repo import RepoConfig
 
 log = logging.getLogger("depot.npm")
@@ -49,7 +49,6 @@ METADATA_HEADERS = {"Cache-Control": "no-cache"}
 TARBALL_TYPE = "application/octet-stream"
 Mutate = Callable[[dict[str, Any]], Awaitable[list[Write]]]   # edits a hosted document
 FILL_INDEXES = 4096                 # packuments whose tarball index is remembered from their fill
-AUDIT_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "npm-command")
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,11 +64,6 @@ def npm_config_registry(timeout: float = 30.0) -> str | None:
         return None
     url = out.stdout.strip()
     return url.rstrip("/") if out.returncode == 0 and url.startswith(("http://", "https://")) else None
-
-
-def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=json.dumps(doc).encode(), content_type="application/json",
-                        headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _name(ctx: Ctx) -> str:
@@ -167,21 +161,10 @@ class Npm(Format):
 
         Without an authenticator (open appliance) any name gets a throw-away token.
         """
-        body = await _read_body(ctx, 64 * 1024)
+        body = await ctx.read_body(64 * 1024)
         doc = pub.parse_json_body(body or b"{}")
         user = str(doc.get("name") or ctx.match["user"])
-        auth = getattr(ctx.services, "auth", None)
-        token = secrets.token_urlsafe(24)
-        if auth is not None:
-            try:
-                principal = await auth.check_password(user, str(doc.get("password") or ""),
-                                                      ctx.request.remote, "npm")
-            except auth.Refused as exc:     # wrong password or locked name
-                raise FormatError(401, f"login failed for {user}: {exc}") from None
-            token = await auth.login_token(principal, "npm login")
-            if ctx.services.audit is not None:
-                ctx.services.audit.record("login", "ok", principal.label, ctx.request.remote, ctx.repo.name,
-                                          service="npm")
+        token = await ctx.login(user, str(doc.get("password") or ""), "npm") or secrets.token_urlsafe(24)
         return _json(201, {"ok": True, "id": f"org.couchdb.user:{user}", "rev": "1-0", "token": token})
 
     async def web_login(self, ctx: Ctx) -> web.StreamResponse:
@@ -201,7 +184,7 @@ class Npm(Format):
             raise FormatError(404, f"package {name} not found")
         body, token = await self._combine(sources, abbreviated)
         if any(s.status == "HIT" and s.hosted for s in sources):
-            ctx.services.metrics.hosted(ctx.repo)
+            ctx.pull.count("hosted")
         headers = {**METADATA_HEADERS, "X-Cache": pk.x_cache(sources)}
         return respond_bytes(ctx.request, body, ctype, headers, digest=token)
 
@@ -254,7 +237,7 @@ class Npm(Format):
         spec = FetchSpec(repo, f"packument/{name}", url, Kind.METADATA,
                          transform=self._packument_transform(repo.name, name, url),
                          request_headers={"Accept": pk.JSON_TYPE}, content_type=pk.JSON_TYPE)
-        return await ctx.services.pull.open(spec)
+        return await ctx.pull.open(spec)
 
     async def _proxy_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source:
         """The proxied document for this client's base URL and variant (rendered once, kept),
@@ -267,17 +250,17 @@ class Npm(Format):
         if ctx.pull.policy_active():
             decided = decided_token(ctx, digest)
             if decided is None or self._rendered.get(("proxy", digest, decided, base, abbreviated)) is None:
-                stored, decided = await policy_filtered(ctx, digest, await ctx.services.pull.read(cached),
+                stored, decided = await policy_filtered(ctx, digest, await ctx.pull.read(cached),
                                                         self._rendered)
             hidden_token = decided
         key = ("proxy", digest, hidden_token, base, abbreviated)
         body = self._rendered.get(key)
         if body is None:
             if stored is None:
-                stored = await ctx.services.pull.read(cached)
+                stored = await ctx.pull.read(cached)
             body = await asyncio.to_thread(pk.render_proxied, stored, base, abbreviated)
             self._rendered[key] = body
-        ctx.services.pull.count(ctx.request, ctx.repo, cached.status.lower())
+        ctx.pull.count_served(ctx.request, cached.status.lower())
         token = hashlib.sha256(f"{digest}|{hidden_token}|{base}|{abbreviated}".encode()).hexdigest()
         return pk.Source(body, token, cached.status)
 
@@ -286,7 +269,7 @@ class Npm(Format):
         if not ctx.repo.is_proxy:
             return None
         try:
-            stored = await ctx.services.pull.read(await self._proxy_packument(ctx, package))
+            stored = await ctx.pull.read(await self._proxy_packument(ctx, package))
         except (NotFound, UpstreamFailed):
             return None
         return await publish_time_in(stored, version)
@@ -310,16 +293,13 @@ class Npm(Format):
             member = ctx.for_repo(repo)
             try:
                 if repo.is_hosted:
-                    found = await member.services.catalog.get(repo.name, f"{name}/-/{filename}")
+                    found = await member.hosted.get(f"{name}/-/{filename}")
                     if found is not None:
-                        member.services.pull.count(member.request, repo, "hosted")
-                        member.services.admin.downloaded(repo.name, found.path)
-                        return respond_blob(member.request, found.digest, found.size, TARBALL_TYPE,
-                                            {"X-Cache": "HIT"}, blobs=member.services.blobs,
-                                            memory=member.services.memory)
+                        return member.hosted.serve(member.request, replace(found, content_type=TARBALL_TYPE),
+                                                   x_cache="HIT")
                     continue
                 cached = await self._proxy_tarball(member, name, filename)
-                return member.services.pull.respond(member.request, cached)
+                return member.pull.respond(member.request, cached)
             except NotFound:
                 continue
             except UpstreamFailed as exc:
@@ -329,13 +309,12 @@ class Npm(Format):
     async def _proxy_tarball(self, ctx: Ctx, name: str, filename: str) -> Cached:
         """A proxied tarball. Every fetch is verified: against the integrity of this repository's
         packument, and (by the engine) a refetch after eviction against its first fetch's sha256."""
-        repo, services = ctx.repo, ctx.services
+        repo = ctx.repo
         key = f"tarball/{name}/{filename}"
         await ctx.check_policy(key)           # a hidden version: 403 naming the rule
         url = _upstream_url(repo, f"{name}/-/{filename}")
-        entry = services.entries.cached(repo.name, key) or await services.entries.get(repo.name, key)
-        if entry is not None and services.pull.usable(entry):
-            return await services.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE))
+        if await ctx.pull.stored(key) is not None:
+            return await ctx.pull.open(FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE))
         info = await self._tarball_info(ctx, name, filename)
         if info is None:
             log.info("npm tarball not listed in its packument repo=%s file=%s", repo.name, filename)
@@ -344,7 +323,7 @@ class Npm(Format):
             url = info["url"]          # where the upstream says it is (never another host)
         spec = FetchSpec(repo, key, url, Kind.IMMUTABLE, content_type=TARBALL_TYPE,
                          expect_integrity=pk.tarball_sri(info))
-        return await services.pull.open(spec)
+        return await ctx.pull.open(spec)
 
     def _packument_transform(self, repo: str, name: str, url: str) -> Callable[[bytes], bytes]:
         """Store the packument (index line + document) and, for ordinary sizes, remember its
@@ -371,27 +350,27 @@ class Npm(Format):
         assert cached.entry is not None
         index = self._indexes.get((repo.name, cached.entry.digest))
         if index is None:
-            stored = await ctx.services.pull.read(cached)
+            stored = await ctx.pull.read(cached)
             index = await asyncio.to_thread(pk.stored_index, stored)
             self._indexes[(repo.name, cached.entry.digest)] = index
         return index.get(filename)
 
     # ------------------------------------------------------------------ hosted documents
     async def _hosted_doc(self, ctx: Ctx, name: str) -> tuple[dict[str, Any], str] | None:
-        found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
+        found = await ctx.hosted.get(f"{name}/package.json")
         if found is None:
             return None
-        body = await ctx.services.blobs.read(found.digest)
+        body = await ctx.hosted.read(found)
         return await asyncio.to_thread(pk.offload, pk.loads, body), found.digest
 
     async def _hosted_rendered(self, ctx: Ctx, name: str, abbreviated: bool) -> pk.Source | None:
-        found = await ctx.services.catalog.get(ctx.repo.name, f"{name}/package.json")
+        found = await ctx.hosted.get(f"{name}/package.json")
         if found is None:
             return None
         key = (found.digest, ctx.base_url, abbreviated)
         body = self._rendered.get(key)
         if body is None:
-            stored = await ctx.services.blobs.read(found.digest)
+            stored = await ctx.hosted.read(found)
             body = await asyncio.to_thread(pk.render_stored, stored, ctx.base_url, abbreviated)
             self._rendered[key] = body
         token = hashlib.sha256(f"{found.digest}|{ctx.base_url}|{abbreviated}".encode()).hexdigest()
@@ -405,7 +384,7 @@ class Npm(Format):
         guarded by a compare-and-swap on the document (retried when another writer, maybe in
         another worker process, got there first); serialised in this process by a lock.
         """
-        path, services = f"{name}/package.json", ctx.services
+        path = f"{name}/package.json"
         async with self._lock(ctx.repo, name):
             for _ in range(20):
                 current = await self._hosted_doc(ctx, name)
@@ -413,9 +392,11 @@ class Npm(Format):
                     raise FormatError(404, f"package {name} not found")
                 doc, expect = current if current is not None else (pk.new_hosted(name), None)
                 writes = await mutate(doc)
-                digest, size = await services.blobs.put_bytes(pk.dumps(doc))
-                document = Write(path, digest, size, pk.JSON_TYPE, {"rev": doc.get("_rev")}, expect=expect)
-                if await services.catalog.commit(ctx.repo.name, [*writes, document]):
+                data = pk.dumps(doc)
+                staged = await ctx.hosted.stage(data, max_size=len(data))   # written by depot: no upload limit
+                document = Write(path, staged.digest, staged.size, pk.JSON_TYPE, {"rev": doc.get("_rev")},
+                                 expect=expect)
+                if await ctx.hosted.commit([*writes, document]):
                     return doc
         raise FormatError(409, f"document update conflict on {name}; try again")
 
@@ -440,12 +421,11 @@ class Npm(Format):
         ctx = self._writable(ctx)
         name = _name(ctx)
         limit = min(int(ctx.repo.options.get("max_tarball_size", pub.MAX_TARBALL)), ctx.repo.max_upload)
-        body = await _read_body(ctx, limit * 4 // 3 + pub.MAX_MANIFEST + 65536)
+        body = await ctx.read_body(limit * 4 // 3 + pub.MAX_MANIFEST + 65536)
         incoming = await asyncio.to_thread(pub.parse_json_body, body)
         if not pub.is_publish(incoming):
             return await self._apply_update(ctx, name, incoming, rev=None)
         release = await asyncio.to_thread(pub.parse_publish, incoming, name, limit)
-        catalog = ctx.services.catalog
         path = f"{name}/-/{release.filename}"
         overwrite = ctx.hosted.overwrite_allowed(path=path)
         with engine_errors(ctx.repo):
@@ -453,8 +433,9 @@ class Npm(Format):
         current = await self._hosted_doc(ctx, name)
         if current is not None and release.version in current[0]["versions"] and not overwrite:
             raise _republish(release)
-        digest, size = await ctx.services.blobs.put_bytes(release.tarball)
-        before = await catalog.published_digest(ctx.repo.name, path)
+        staged = await ctx.stage(release.tarball)
+        digest, size = staged.digest, staged.size
+        before = await ctx.hosted.published_digest(path)
         if before is not None and before != digest and not overwrite:
             raise FormatError(403, f"{name}@{release.version} was published before with other content; "
                                    "a version number is never reused")
@@ -465,20 +446,20 @@ class Npm(Format):
                 raise _republish(release)
             # a row without a version in the document is an orphan (a publish that died before
             # this was atomic): replace it, since no document ever pointed at it
-            orphan = None if overwrite else await catalog.get(ctx.repo.name, path)
+            orphan = None if overwrite else await ctx.hosted.get(path)
             pk.add_version(doc, release.manifest, release.filename, release.tags)
             expect = ANY if overwrite else (orphan.digest if orphan else None)
             return [Write(path, digest, size, TARBALL_TYPE, meta, expect=expect, once=True)]
 
         doc = await self._change(ctx, name, add, create=True)
-        ctx.services.metrics.publish(ctx.repo)
+        ctx.hosted.count_publish()
         return _json(201, {"ok": True, "id": name, "rev": doc["_rev"], "success": True})
 
     async def update(self, ctx: Ctx) -> web.StreamResponse:
         """`PUT /<name>/-rev/<rev>`: npm unpublish (one version) and deprecate send the document."""
         ctx = self._writable(ctx)
         name = _name(ctx)
-        body = await _read_body(ctx, min(64 * 2**20, ctx.repo.max_upload + pub.MAX_MANIFEST))
+        body = await ctx.read_body(min(64 * 2**20, ctx.repo.max_upload + pub.MAX_MANIFEST))
         incoming = await asyncio.to_thread(pub.parse_json_body, body)
         return await self._apply_update(ctx, name, incoming, rev=ctx.match["rev"])
 
@@ -514,8 +495,7 @@ class Npm(Format):
         if current is not None and any((m.get("dist") or {}).get("tarball") == filename
                                        for m in current[0]["versions"].values()):
             raise FormatError(409, f"{filename} still belongs to a published version")
-        await ctx.services.catalog.commit(ctx.repo.name, [Write(f"{name}/-/{filename}", "", 0, delete=True,
-                                                                once=True)])
+        await ctx.hosted.commit([Write(f"{name}/-/{filename}", "", 0, delete=True, once=True)])
         return _json(200, {"ok": True})
 
     async def delete_package(self, ctx: Ctx) -> web.StreamResponse:
@@ -526,12 +506,12 @@ class Npm(Format):
             if await self._hosted_doc(ctx, name) is None:
                 raise FormatError(404, f"package {name} not found")
             with engine_errors(ctx.repo):
-                for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/-/"):
+                for found in await ctx.hosted.list(f"{name}/-/"):
                     await ctx.hosted.check_write(found.path, delete=True, current=found)
             doomed = [Write(found.path, "", 0, delete=True, once=found.path.startswith(f"{name}/-/"))
-                      for found in await ctx.services.catalog.list(ctx.repo.name, f"{name}/")
+                      for found in await ctx.hosted.list(f"{name}/")
                       if found.path == f"{name}/package.json" or found.path.startswith(f"{name}/-/")]
-            await ctx.services.catalog.commit(ctx.repo.name, doomed)
+            await ctx.hosted.commit(doomed)
         return _json(200, {"ok": True})
 
     # ------------------------------------------------------------------ dist-tags
@@ -546,7 +526,7 @@ class Npm(Format):
         tag = pub.check_tag(ctx.match["tag"])
         version = None
         if ctx.request.method == "PUT":
-            version = pub.parse_tag_body(await _read_body(ctx, 4096))
+            version = pub.parse_tag_body(await ctx.read_body(4096))
 
         async def retag(doc: dict[str, Any]) -> list[Write]:
             if version is not None:
@@ -566,55 +546,11 @@ class Npm(Format):
     # ------------------------------------------------------------------ search and audit
     async def search(self, ctx: Ctx) -> web.StreamResponse:
         """`/-/v1/search`: hosted packages (members of a group too); proxies relay upstream."""
-        query = ctx.request.query
-        text = query.get("text", "")
-        size = _bounded_int(query.get("size"), 20, 1, 250)
-        offset = _bounded_int(query.get("from"), 0, 0, 10**6)
-        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
-        objects: list[dict[str, Any]] = []
-        for repo in repos:
-            if repo.is_hosted:
-                objects.extend(await self._search_hosted(ctx.for_repo(repo), text))
-        if not objects and ctx.repo.is_proxy:
-            return await self._relay(ctx, "GET", "-/v1/search")
-        unique = list({o["package"]["name"]: o for o in reversed(objects)}.values())[::-1]
-        return _json(200, {"objects": unique[offset:offset + size], "total": len(unique),
-                           "time": pk.iso_now()})
-
-    async def _search_hosted(self, ctx: Ctx, text: str) -> list[dict[str, Any]]:
-        found = []
-        for item in await ctx.services.catalog.list(ctx.repo.name):
-            if not item.path.endswith("/package.json"):
-                continue
-            doc = await asyncio.to_thread(pk.loads, await ctx.services.blobs.read(item.digest))
-            if doc.get("versions") and pk.search_matches(doc, text):
-                found.append(pk.search_object(doc))
-        return found
+        return await npm_search.search(ctx)
 
     async def audit(self, ctx: Ctx) -> web.StreamResponse:
         """Security advisories: relayed to the (first) proxy upstream, never cached."""
-        repos = [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
-        for repo in repos:
-            if repo.is_proxy:
-                return await self._relay(ctx.for_repo(repo), "POST", f"-/npm/v1/security/{ctx.match['rest']}")
-        return _json(200, {})
-
-    async def _relay(self, ctx: Ctx, method: str, path: str) -> web.StreamResponse:
-        """Pass a request through to the upstream as it is (no caching)."""
-        repo = ctx.repo
-        data = await _read_body(ctx, 32 * 2**20) if method != "GET" else None
-        url = _upstream_url(repo, path)
-        if ctx.request.query_string:
-            url += "?" + ctx.request.query_string
-        headers = {h: ctx.request.headers[h] for h in AUDIT_HEADERS if h in ctx.request.headers}
-        try:
-            response = await ctx.services.upstream.request(method, url, headers, auth=repo.auth, data=data)
-        except Exception as exc:  # UpstreamError and friends: the client gets npm's error shape
-            raise FormatError(502, f"upstream of {repo.name} failed: {exc}") from None
-        async with response:
-            body = await response.read()
-            keep = {h: response.headers[h] for h in ("Content-Type", "Content-Encoding") if h in response.headers}
-        return web.Response(status=response.status, body=body, headers={**keep, "Cache-Control": "no-store"})
+        return await npm_search.audit(ctx)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -632,20 +568,6 @@ def _same_origin(url: str, other: str) -> bool:
 def _upstream_url(repo: RepoConfig, path: str) -> str:
     assert repo.upstream is not None
     return repo.upstream.rstrip("/") + "/" + path
-
-
-def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
-    try:
-        return min(high, max(low, int(raw))) if raw is not None else default
-    except ValueError:
-        return default
-
-
-async def _read_body(ctx: Ctx, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes with 413 while it arrives (so at most
-    `limit` bytes are ever held) and clients stalled for `client_timeout` with 408."""
-    idle = ctx.services.settings.client_timeout
-    return b"".join([chunk async for chunk in body_chunks(ctx.request, limit, idle, chunk_size=1 << 20)])
 
 
 FORMAT = Npm

@@ -286,7 +286,7 @@ class Oci(Format):
                 candidates.insert(0, ctx.for_repo(repo).hosted)
         for hosted in candidates:
             found = await HostedStore(hosted).blob(digest)
-            if found is not None and await hosted.stored(found.digest):
+            if found is not None and await hosted.blob_stored(found.digest):
                 await self.store(ctx).add_blob(digest, found.size, found.digest)
                 return self._blob_created(ctx, image, digest)
         return None

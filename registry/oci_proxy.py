@@ -93,7 +93,7 @@ class OciProxy:
 
     async def _stored(self, ctx: Ctx, key: str) -> tuple[bool, Entry | None]:
         """(fresh, entry): whether a usable entry within its TTL exists, and the entry if any."""
-        return await ctx.pull.stored(key)
+        return await ctx.pull.stored_entry(key)
 
     async def _headers(self, ctx: Ctx, image: str, key: str) -> dict[str, str]:
         """Authorization for the upstream, only when the key has to be fetched or revalidated."""
@@ -156,7 +156,7 @@ class OciProxy:
                 await ctx.pull.forget_missing(spec.key)
             if exc.status < 500 or variant == "all":
                 raise
-            _fresh, other = await ctx.pull.stored(f"{image}/manifests/{ref}@all")
+            _fresh, other = await ctx.pull.stored_entry(f"{image}/manifests/{ref}@all")
             accepted = (spec.request_headers or {}).get("Accept", "")
             if other is None or not other.content_type or other.content_type not in accepted:
                 raise
@@ -255,7 +255,7 @@ class OciProxy:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} sent a bad tag list: {exc}") from None
         hidden = ctx.pull.hidden(VersionInfo(image, tag, None) for tag in tags)
         tags = [tag for tag in tags if (image, tag) not in hidden]
-        ctx.pull.count_answer(ctx.request, cached.status.lower())
+        ctx.pull.count_served(ctx.request, cached.status.lower())
         body, headers = tags_page(ctx.mount, image, tags, ctx.request.query.get("n"),
                                   ctx.request.query.get("last"))
         return web.json_response(body, headers={**headers, "X-Cache": cached.status})
@@ -306,7 +306,7 @@ class OciProxy:
             body = await ctx.pull.read(cached)
         except UpstreamFailed as exc:
             raise OciError(502, "UNKNOWN", f"upstream of {ctx.repo.name} failed: {exc.reason}") from None
-        ctx.pull.count_answer(ctx.request, cached.status.lower())
+        ctx.pull.count_served(ctx.request, cached.status.lower())
         return body
 
 

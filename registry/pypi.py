@@ -38,10 +38,8 @@ from aiohttp import BodyPartReader, web
 from cachetools import LRUCache
 from packaging.version import InvalidVersion, Version
 
-from depot.cache.blobs import DigestMismatch, TooLarge
-from depot.cache.catalog import ANY, HostedFile, Write
-from depot.cache.pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from depot.cache.serve import respond_blob, respond_bytes
+from depot.cache.api import (ANY, Cached, DigestMismatch, FetchSpec, HostedFile, Kind, NotFound, Staged, TooLarge,
+                             UpstreamFailed, Write, merge_x_cache, respond_bytes)
 
 from . import pypi_index as ix
 from . import pypi_upload as upl
@@ -50,7 +48,6 @@ from .pypi_policy import policy_page
 from .repo import RepoConfig, UpstreamAuth
 
 PAGE_CACHE_ITEMS = 512
-_STATUS_ORDER = ("MISS", "STALE", "REVALIDATED", "HIT")   # the first present wins for a merged answer
 
 
 def _pull_errors(handler: Callable[["PyPI", Ctx], Awaitable[web.StreamResponse]]
@@ -122,7 +119,7 @@ class PyPI(Format):
         digests: list[str] = []
         for repo in _read_repos(ctx):
             if repo.is_hosted:
-                names.update(f.path.split("/", 1)[0] for f in await ctx.services.catalog.list(repo.name))
+                names.update(f.path.split("/", 1)[0] for f in await ctx.for_repo(repo).hosted.list())
                 digests.append("hosted")
                 continue
             try:
@@ -204,10 +201,10 @@ class PyPI(Format):
                 etag: str | None = None) -> web.StreamResponse:
         headers = {"Vary": "Accept", "Cache-Control": "max-age=0, must-revalidate"}
         if ctx.repo.is_proxy or ctx.repo.is_group:
-            status = next((s for s in _STATUS_ORDER if s in {found for _, found in statuses}), "HIT")
-            headers["X-Cache"] = status
+            # the engine's one precedence for merged answers (STALE > MISS > REVALIDATED > HIT)
+            headers["X-Cache"] = merge_x_cache(found for _, found in statuses) or "HIT"
             for member, found in statuses:      # counted at the members that answered (a group: also served)
-                ctx.services.pull.count(ctx.request, member, found.lower())
+                ctx.for_repo(member).pull.count_served(ctx.request, found.lower())
         return respond_bytes(ctx.request, body, ix.content_type(variant), headers, digest=etag)
 
     # ------------------------------------------------------------ files
@@ -240,11 +237,12 @@ class PyPI(Format):
     async def _proxy_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
                           filename: str) -> web.StreamResponse | None:
         key = f"files/{fid}/{filename}"
-        await ctx.for_repo(repo).check_policy(key)        # a hidden version: 403 naming the rule
-        entry = ctx.services.entries.cached(repo.name, key) or await ctx.services.entries.get(repo.name, key)
-        if entry is not None and ctx.services.blobs.exists(entry.digest):
+        member = ctx.for_repo(repo)
+        await member.check_policy(key)        # a hidden version: 403 naming the rule
+        stored = await member.pull.stored(key)
+        if stored is not None:
             # already stored: answer without consulting the project page (or its upstream)
-            return ctx.services.pull.respond(ctx.request, Cached("HIT", repo, entry))
+            return member.pull.respond(ctx.request, stored)
         is_metadata = filename.endswith(".metadata")
         base = filename[: -len(".metadata")] if is_metadata else filename
         _, page = await self._proxy_page(ctx, repo, project)
@@ -256,31 +254,27 @@ class PyPI(Format):
         spec = FetchSpec(_auth_for(repo, record.url), key, record.url,
                          Kind.IMMUTABLE, expect_sha256=record.sha256,
                          content_type="text/plain; charset=utf-8" if is_metadata else None)
-        cached = await ctx.services.pull.open(spec)
-        return ctx.services.pull.respond(ctx.request, cached)
+        cached = await member.pull.open(spec)
+        return member.pull.respond(ctx.request, cached)
 
     async def _hosted_file(self, ctx: Ctx, repo: RepoConfig, project: str, fid: str,
                            filename: str) -> web.StreamResponse | None:
         is_metadata = filename.endswith(".metadata")
         base = filename[: -len(".metadata")] if is_metadata else filename
-        stored = await ctx.services.catalog.get(repo.name, f"{project}/{base}")
+        hosted = ctx.for_repo(repo).hosted
+        stored = await hosted.get(f"{project}/{base}")
         if stored is None or stored.digest != fid:
             return None
         if is_metadata:
-            stored = await ctx.services.catalog.get(repo.name, f"{project}/{filename}")
+            stored = await hosted.get(f"{project}/{filename}")
             if stored is None:
                 return None
-        headers = {"X-Cache": "HIT"} if ctx.repo.is_group else None
-        ctx.services.pull.count(ctx.request, repo, "hosted")
-        ctx.services.admin.downloaded(repo.name, stored.path)
-        return respond_blob(ctx.request, stored.digest, stored.size, stored.content_type, headers,
-                            blobs=ctx.services.blobs, memory=ctx.services.memory)
+        return hosted.serve(ctx.request, stored, x_cache="HIT" if ctx.repo.is_group else None)
 
     # ------------------------------------------------------------ reading pages
 
     async def _open(self, ctx: Ctx, spec: FetchSpec) -> tuple[Cached, bytes]:
-        cached = await ctx.services.pull.open(spec)
-        return cached, await ctx.services.pull.read(cached)
+        return await ctx.pull.open_read(spec)
 
     async def _proxy_page(self, ctx: Ctx, repo: RepoConfig, project: str) -> tuple[Cached, ix.ProjectPage]:
         """The upstream's page for `project` (cached, revalidated after metadata_ttl)."""
@@ -292,7 +286,7 @@ class PyPI(Format):
         return cached, page
 
     async def _hosted_page(self, ctx: Ctx, repo: RepoConfig, project: str) -> ix.ProjectPage:
-        stored = await ctx.services.catalog.list(repo.name, prefix=f"{project}/")
+        stored = await ctx.for_repo(repo).hosted.list(prefix=f"{project}/")
         if not stored:
             raise NotFound(project)
         records = [_hosted_record(f) for f in stored if not f.path.endswith(".metadata")]
@@ -303,55 +297,41 @@ class PyPI(Format):
 
     async def upload(self, ctx: Ctx) -> web.StreamResponse:
         """twine's legacy upload: validate, store the blob, extract METADATA, record it."""
-        repo = _write_repo(ctx)
+        target = ctx.deploy_target()       # a group's deploy_to, the caller's right re-checked
         if not ctx.request.content_type.startswith("multipart/form-data"):
             raise FormatError(400, "expected a multipart/form-data upload (twine legacy API)")
-        fields, stored = await _read_upload(ctx, repo)
+        fields, stored = await _read_upload(target)
         if stored is None:
             raise FormatError(400, "missing file in the 'content' part")
-        filename, digest, size, hasher = stored
+        filename, staged, hasher = stored
         upload = upl.validate_form(fields, filename)
-        upl.check_digests(upload, digest, hasher)
+        upl.check_digests(upload, staged.digest, hasher)
         meta = {"name": upload.name, "version": upload.version, "filetype": upload.filetype,
                 "requires_python": upload.requires_python, "yanked": False,
                 "upload_time": _iso_now()}
-        metadata = None
+        path = f"{upload.project}/{upload.filename}"
+        core = None
         if upload.filetype == "bdist_wheel":
-            metadata = await asyncio.to_thread(_wheel_metadata, ctx.services.blobs, digest, upload)
-            meta["metadata_sha256"], meta["metadata_size"] = await ctx.services.blobs.put_bytes(metadata)
-        path, catalog = f"{upload.project}/{upload.filename}", ctx.services.catalog
+            metadata = await target.hosted.inspect_staged(staged, functools.partial(upl.wheel_metadata,
+                                                                                    upload=upload))
+            core = await target.hosted.stage(metadata)
+            meta["metadata_sha256"], meta["metadata_size"] = core.digest, core.size
         ctype = "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
-        hosted = ctx.for_repo(repo).hosted
-        with engine_errors(repo):
-            await hosted.check_write(path, digest)      # protection and duplicates (every format's rule)
-        overwrite = hosted.overwrite_allowed(path=path)
-        before = await catalog.published_digest(repo.name, path)
-        if before is not None and before != digest and not overwrite:
-            # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
-            raise FormatError(400, f"File already exists: {upload.filename} was uploaded to {repo.name} "
-                                   "before with other content; file names cannot be reused")
-        current = await catalog.get(repo.name, path)
-        if current is not None and current.digest == digest:
-            # as on PyPI: uploading the very same file again succeeds (retries, `uv publish` twice)
-            return web.Response(text=f"OK: {upload.filename} (identical file already stored)\n")
-        writes = [Write(path, digest, size, ctype, meta, expect=ANY if overwrite else None, once=True)]
-        if metadata is not None:   # its own row, so that blob GC sees the reference
-            writes.append(Write(path + ".metadata", meta["metadata_sha256"], len(metadata),
-                                "text/plain; charset=utf-8", {"metadata_of": upload.filename}))
-        if not await catalog.commit(repo.name, writes):          # the file and its metadata, or nothing
-            raise FormatError(400, f"File already exists: {upload.filename} in {repo.name}")
-        ctx.services.metrics.publish(repo)
-        return web.Response(text=f"OK: {upload.filename}\n")
+        writes = [Write(path, staged.digest, staged.size, ctype, meta, once=True)]
+        if core is not None:   # its own row, so that blob GC sees the reference
+            writes.append(Write(path + ".metadata", core.digest, core.size, "text/plain; charset=utf-8",
+                                {"metadata_of": upload.filename}))
+        return await _record_upload(target, upload.filename, writes)
 
     async def yank(self, ctx: Ctx) -> web.StreamResponse:
         """POST yanks a version's files (optional `reason`); DELETE un-yanks them."""
-        repo = _write_repo(ctx)
-        files = await _version_files(ctx, repo)
+        target = ctx.deploy_target()
+        files = await _version_files(target)
         value: bool | str = False
         if ctx.request.method == "POST":
-            value = await _yank_reason(ctx.request, ctx.services.settings.client_timeout) or True
+            value = await _yank_reason(ctx.request, ctx.client_timeout) or True
         for stored in files:
-            await ctx.services.catalog.update_meta(repo.name, stored.path, {**stored.meta, "yanked": value})
+            await target.hosted.update_meta(stored.path, {**stored.meta, "yanked": value})
         state = "yanked" if value is not False else "un-yanked"
         return web.Response(text=f"{state} {len(files)} file(s)\n")
 
@@ -366,13 +346,13 @@ class PyPI(Format):
 
     async def delete_version(self, ctx: Ctx) -> web.StreamResponse:
         """Delete every file of one version of a project."""
-        repo = _write_repo(ctx)
-        files = await _version_files(ctx, repo)
-        with engine_errors(repo):
+        target = ctx.deploy_target()
+        files = await _version_files(target)
+        with engine_errors(target.repo):
             for stored in files:
-                await ctx.for_repo(repo).hosted.check_write(stored.path, delete=True, current=stored)
+                await target.hosted.check_write(stored.path, delete=True, current=stored)
         # the file names stay used: re-uploading one later must bring the same bytes
-        await ctx.services.catalog.commit(repo.name, [
+        await target.hosted.commit([
             Write(path, "", 0, delete=True, once=not path.endswith(".metadata"))
             for stored in files for path in (stored.path, stored.path + ".metadata")])
         return web.Response(text=f"deleted {len(files)} file(s)\n")
@@ -392,11 +372,6 @@ def _variant(ctx: Ctx) -> str:
 
 def _read_repos(ctx: Ctx) -> list[RepoConfig]:
     return [ctx.member(m) for m in ctx.repo.members] if ctx.repo.is_group else [ctx.repo]
-
-
-def _write_repo(ctx: Ctx) -> RepoConfig:
-    """The repository a write lands in (a group's deploy_to, the caller's right re-checked)."""
-    return ctx.deploy_target().repo
 
 
 def _upstream_base(repo: RepoConfig) -> str:
@@ -451,6 +426,29 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
+async def _record_upload(target: Ctx, filename: str, writes: list[Write]) -> web.StreamResponse:
+    """Record an uploaded file (writes[0]) and its core metadata in one transaction, under the
+    rules of a PyPI index: a file name never names other bytes, an identical re-upload is OK."""
+    repo, hosted, path, digest = target.repo, target.hosted, writes[0].path, writes[0].digest
+    with engine_errors(repo):
+        await hosted.check_write(path, digest)      # protection and duplicates (every format's rule)
+    overwrite = hosted.overwrite_allowed(path=path)
+    before = await hosted.published_digest(path)
+    if before is not None and before != digest and not overwrite:
+        # as on PyPI: a file name, once used, never names other bytes (not even after a delete)
+        raise FormatError(400, f"File already exists: {filename} was uploaded to {repo.name} "
+                               "before with other content; file names cannot be reused")
+    current = await hosted.get(path)
+    if current is not None and current.digest == digest:
+        # as on PyPI: uploading the very same file again succeeds (retries, `uv publish` twice)
+        return web.Response(text=f"OK: {filename} (identical file already stored)\n")
+    writes[0] = replace(writes[0], expect=ANY if overwrite else None)
+    if not await hosted.commit(writes):          # the file and its metadata, or nothing
+        raise FormatError(400, f"File already exists: {filename} in {repo.name}")
+    hosted.count_publish()
+    return web.Response(text=f"OK: {filename}\n")
+
+
 async def _timed(step: Awaitable[Any], idle: float) -> Any:
     """One read of the upload body: 408 when the client stalls, 400 when the body is malformed."""
     try:
@@ -461,14 +459,13 @@ async def _timed(step: Awaitable[Any], idle: float) -> Any:
         raise FormatError(400, f"malformed multipart body: {exc}") from None
 
 
-async def _read_upload(ctx: Ctx, repo: RepoConfig
-                       ) -> tuple[dict[str, str], tuple[str, str, int, upl.Hasher] | None]:
-    """Form fields and the stored `content` part: (filename, sha256, size, hasher).
+async def _read_upload(ctx: Ctx) -> tuple[dict[str, str], tuple[str, Staged, upl.Hasher] | None]:
+    """Form fields and the staged `content` part: (filename, staged blob, hasher).
 
-    Streamed: the file goes to the blob store as it arrives, limited to the repository's
+    Streamed: the file is staged in `ctx`'s repository as it arrives, limited to its
     `max_upload`, and every read gives up after `client_timeout` without data.
     """
-    limit, idle = repo.max_upload, ctx.services.settings.client_timeout
+    limit, idle = ctx.repo.max_upload, ctx.client_timeout
     declared = ctx.request.content_length
     if declared is not None and declared > limit + upl.MAX_FIELDS_TOTAL:
         raise FormatError(413, f"upload of {declared} bytes is larger than the limit of {limit}")
@@ -500,7 +497,7 @@ async def _read_upload(ctx: Ctx, repo: RepoConfig
 
 
 async def _store_content(ctx: Ctx, part: BodyPartReader, limit: int,
-                         idle: float) -> tuple[str, str, int, upl.Hasher]:
+                         idle: float) -> tuple[str, Staged, upl.Hasher]:
     hasher = upl.Hasher()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -509,12 +506,12 @@ async def _store_content(ctx: Ctx, part: BodyPartReader, limit: int,
             yield chunk
 
     try:
-        digest, size = await ctx.services.blobs.put_stream(chunks(), max_size=limit)
+        staged = await ctx.hosted.stage(chunks(), max_size=limit)
     except TooLarge:
         raise FormatError(413, f"file larger than the limit of {limit} bytes") from None
     except DigestMismatch as exc:  # pragma: no cover - no expectation is passed
         raise FormatError(400, str(exc)) from None
-    return os.path.basename(part.filename or ""), digest, size, hasher
+    return os.path.basename(part.filename or ""), staged, hasher
 
 
 async def _read_field(part: BodyPartReader, limit: int, idle: float) -> bytes:
@@ -526,7 +523,8 @@ async def _read_field(part: BodyPartReader, limit: int, idle: float) -> bytes:
     return bytes(data)
 
 
-async def _version_files(ctx: Ctx, repo: RepoConfig) -> list[HostedFile]:
+async def _version_files(ctx: Ctx) -> list[HostedFile]:
+    """The files of the version the route names in `ctx`'s (hosted) repository; 404 when none."""
     project = ix.normalize_project(ctx.match["project"])
     try:
         version = Version(ctx.match["version"])
@@ -535,14 +533,14 @@ async def _version_files(ctx: Ctx, repo: RepoConfig) -> list[HostedFile]:
     if project is None:
         raise FormatError(400, f"invalid project name {ctx.match['project']!r}")
     files = []
-    for stored in await ctx.services.catalog.list(repo.name, prefix=f"{project}/"):
+    for stored in await ctx.hosted.list(prefix=f"{project}/"):
         try:
             if Version(stored.meta.get("version", "")) == version:
                 files.append(stored)
         except InvalidVersion:
             continue
     if not files:
-        raise FormatError(404, f"{project} {version} not found in {repo.name}")
+        raise FormatError(404, f"{project} {version} not found in {ctx.repo.name}")
     return files
 
 
@@ -579,8 +577,3 @@ def pip_index_url() -> str | None:
         return None
     return str(PipDefault.simple_url)
 
-
-def _wheel_metadata(blobs: Any, digest: str, upload: Any) -> bytes:
-    """The wheel's METADATA, read from a local copy of the stored blob (blocking)."""
-    with blobs.local_file(digest) as path:
-        return upl.wheel_metadata(path, upload)

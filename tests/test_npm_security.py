@@ -227,11 +227,11 @@ def test_failed_publish_records_nothing(tmp_path: Path) -> None:
             services = app[app_module.SERVICES]
             real, calls = services.blobs.put_bytes, []
 
-            async def full_disk(data: bytes) -> Any:
+            async def full_disk(data: bytes, *rest: Any) -> Any:
                 calls.append(len(data))
                 if len(calls) == 2:
                     raise OSError(errno.ENOSPC, "No space left on device")
-                return await real(data)
+                return await real(data, *rest)
             services.blobs.put_bytes = full_disk
             body = publish_body("spacey", "1.0.0", b"the tarball bytes")
             failed = await client.put("/npm-local/spacey", data=body, headers=JSON)

@@ -314,3 +314,41 @@ def test_default_upstream_follows_pip(monkeypatch: pytest.MonkeyPatch, tmp_path:
     config.write_text(config_text or "")
     monkeypatch.setenv("PIP_CONFIG_FILE", str(config) if config_text else os.devnull)
     assert pip_index_url.__wrapped__() == (expected or _pip_default())
+
+
+# ------------------------------------------------------------------ merged answers
+
+class _Counted:
+    """A member's Ctx as PyPI._answer sees it: only its pull counter."""
+
+    def __init__(self, seen: list[tuple[str, str]], name: str) -> None:
+        self.pull = self
+        self._seen, self._name = seen, name
+
+    def count_served(self, request: object, result: str) -> None:
+        self._seen.append((self._name, result))
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    (["MISS", "STALE"], "STALE"), (["STALE", "MISS"], "STALE"), (["HIT", "MISS"], "MISS"),
+    (["REVALIDATED", "HIT"], "REVALIDATED"), (["HIT", "HIT"], "HIT"), ([], "HIT"),
+])
+def test_group_page_x_cache_follows_the_engine_precedence(statuses: list[str], expected: str) -> None:
+    """A group page merged from members reports the engine's one precedence (a STALE member, an
+    upstream failing, shows even when another member fetched: npm and every other format agree)."""
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from depot.registry.pypi import PyPI
+    from depot.registry.repo import RepoConfig
+
+    seen: list[tuple[str, str]] = []
+    members = [(RepoConfig(f"m{i}", "pypi", "proxy", upstream="http://up.test/simple/"), status)
+               for i, status in enumerate(statuses)]
+    group = SimpleNamespace(is_proxy=False, is_group=True)
+    ctx = SimpleNamespace(repo=group, request=make_mocked_request("GET", "/g/simple/demo/"),
+                          for_repo=lambda repo: _Counted(seen, repo.name))
+    response = PyPI()._answer(ctx, b"<html></html>", "html", members)  # type: ignore[arg-type]
+    assert response.headers["X-Cache"] == expected
+    assert seen == [(repo.name, status.lower()) for repo, status in members]   # each member counted
