@@ -284,10 +284,12 @@ class WrkResult:
     errors: str = ""
 
 
-def run_wrk(url: str, args: argparse.Namespace) -> WrkResult:
-    """`wrk` against `url` (wrapped in `timeout`); parses Requests/sec and error lines."""
+def run_wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> WrkResult:
+    """`wrk` against `url` (wrapped in `timeout`), with a Lua `script` if given; parses
+    Requests/sec and error lines."""
     argv = ["timeout", str(args.duration + 30), "wrk", f"-t{args.threads}",
-            f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "30s", url]
+            f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "30s",
+            *(["-s", str(script)] if script else []), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60)
     m = re.search(r"Requests/sec:\s*([\d.]+)", out.stdout)
     if out.returncode != 0 or not m:
