@@ -510,7 +510,7 @@ class PullThrough:
             response = web.Response(body=body, headers=headers)
         else:
             try:
-                fobj = open(self.blobs.path(entry.digest), "rb")
+                fobj = open(self.blobs.path(entry.digest), "rb", buffering=0)
             except OSError:                    # evicted: the full path fetches it again
                 self.hot_files.pop(key, None)
                 return None
