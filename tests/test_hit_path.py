@@ -105,3 +105,22 @@ def test_an_advisory_imported_at_run_time_refuses_a_hot_file(tmp_path: Path, npm
         assert refused.status_code == 403 and "MAL-2026-0042" in refused.headers.get("X-Depot-Policy", "")
     finally:
         depot.stop()
+
+
+def test_big_hits_over_https_are_whole_and_intact(depot_factory: Any, upstream: Any, tmp_path: Path) -> None:
+    """The socket-level sendfile is for plain TCP only: over TLS the bytes go through the transport."""
+    import subprocess
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    data = os.urandom(BIG)
+    upstream.put("tls.bin", data)
+    depot = depot_factory({"remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}},
+                          extra={"tls": {"cert": str(cert), "key": str(key)}})
+    url = f"{depot.url}/remote/tls.bin"
+    answers = [requests.get(url, verify=str(cert), timeout=60) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+    assert all(a.content == data for a in answers) and answers[-1].headers["X-Cache"] == "HIT"
+    part = requests.get(url, verify=str(cert), headers={"Range": "bytes=5-9"}, timeout=60)
+    assert part.status_code == 206 and part.content == data[5:10]
