@@ -45,9 +45,9 @@ from upstream import start_upstream  # noqa: E402
 
 MiB = 1 << 20
 SIZES: list[tuple[str, str, int, float]] = [      # label, file name, bytes, target ratio
-    ("1 KiB", "f1k.bin", 1024, 0.25),
-    ("1 MiB", "f1m.bin", MiB, 0.60),
-    ("100 MiB", "f100m.bin", 100 * MiB, 0.85),
+    ("1 KiB", "f1k.bin", 1024, 0.40),              # targets of issue #12 (depot's defaults)
+    ("1 MiB", "f1m.bin", MiB, 0.80),
+    ("100 MiB", "f100m.bin", 100 * MiB, 0.95),
 ]
 RSS_TARGET_MIB = 20
 BY_BYTES_FROM = 16 * MiB
@@ -245,9 +245,9 @@ repositories:
 
 
 def start_depot(depot: str, work: Path, upstream_url: str, workers: int,
-                access_log: bool = True) -> tuple[Proc, int]:
+                access_log: bool = True, name: str = "depot") -> tuple[Proc, int]:
     """depot serve with one generic proxy repository `bench`; returns (proc, port)."""
-    d = work / "depot"
+    d = work / name
     d.mkdir()
     (d / "depot.yaml").write_text(DEPOT_CONF.format(upstream=upstream_url,
                                                     access_log="true" if access_log else "false"))
@@ -282,12 +282,16 @@ class WrkResult:
     rps: float
     mibs: float                               # wrk Transfer/sec: bytes read, partial bodies too
     errors: str = ""
+    requests: int = 0
+    cpu_us: float = 0.0                       # server CPU (user+system, all its processes) per request
 
 
-def run_wrk(url: str, args: argparse.Namespace) -> WrkResult:
-    """`wrk` against `url` (wrapped in `timeout`); parses Requests/sec and error lines."""
+def run_wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> WrkResult:
+    """`wrk` against `url` (wrapped in `timeout`), with a Lua `script` if given; parses
+    Requests/sec and error lines."""
     argv = ["timeout", str(args.duration + 30), "wrk", f"-t{args.threads}",
-            f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "30s", url]
+            f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "30s",
+            *(["-s", str(script)] if script else []), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60)
     m = re.search(r"Requests/sec:\s*([\d.]+)", out.stdout)
     if out.returncode != 0 or not m:
@@ -297,7 +301,20 @@ def run_wrk(url: str, args: argparse.Namespace) -> WrkResult:
     t = re.search(r"Transfer/sec:\s*([\d.]+)([KMGT]?)B", out.stdout)
     scale = {"": 1 / MiB, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
     mibs = float(t.group(1)) * scale[t.group(2)] if t else 0.0
-    return WrkResult(float(m.group(1)), mibs, "; ".join(errors))
+    n = re.search(r"(\d+) requests in", out.stdout)
+    return WrkResult(float(m.group(1)), mibs, "; ".join(errors), int(n.group(1)) if n else 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its descendants (0 for processes gone)."""
+    total = 0.0
+    for p in [pid, *children_of(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @dataclass
@@ -309,6 +326,7 @@ class SizeResult:
     target: float
     depot: list[WrkResult] = field(default_factory=list)
     nginx: list[WrkResult] = field(default_factory=list)
+    base: list[WrkResult] = field(default_factory=list)       # --baseline-depot, when given
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -322,22 +340,28 @@ class SizeResult:
         return [r.mibs if self.by_bytes else r.rps for r in runs]
 
 
-def measure(ports: dict[str, int], args: argparse.Namespace) -> list[SizeResult]:
+def measure(ports: dict[str, int], args: argparse.Namespace,
+            pids: dict[str, int] | None = None) -> list[SizeResult]:
     """Interleave depot/nginx runs (`rounds` each) for every size."""
     results = []
     for label, name, size, target in SIZES:
+        if args.sizes and label not in args.sizes:
+            continue
         res = SizeResult(label, size, target)
         for rnd in range(1, args.rounds + 1):
-            for server in ("depot", "nginx"):
+            for server in ("depot", "base", "nginx"):
                 if server not in ports:
                     continue
-                path = f"/bench/{name}" if server == "depot" else f"/{name}"
+                path = f"/{name}" if server == "nginx" else f"/bench/{name}"
+                cpu0 = cpu_seconds(pids[server]) if pids else 0.0
                 r = run_wrk(f"http://127.0.0.1:{ports[server]}{path}", args)
+                if pids and r.requests:
+                    r.cpu_us = (cpu_seconds(pids[server]) - cpu0) / r.requests * 1e6
                 getattr(res, server).append(r)
                 if r.errors:
                     res.errors.append(f"{server} round {rnd}: {r.errors}")
                 say(f"{label:>7} round {rnd}/{args.rounds} {server}: {r.rps:,.1f} req/s, "
-                    f"{r.mibs:,.1f} MiB/s (load {os.getloadavg()[0]:.1f})"
+                    f"{r.mibs:,.1f} MiB/s, {r.cpu_us:,.1f} CPU us/req (load {os.getloadavg()[0]:.1f})"
                     f"{'  ' + r.errors if r.errors else ''}")
         results.append(res)
     return results
@@ -434,6 +458,20 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
             unit = "MiB/s" if r.by_bytes else "req/s"
             print(f"  runs {r.label} ({unit}): depot {[round(x) for x in r.basis('depot')]}"
                   f" nginx {[round(x) for x in r.basis('nginx')]}")
+            cpu = {k: statistics.median([x.cpu_us for x in getattr(r, k)] or [0.0])
+                   for k in ("depot", "base", "nginx")}
+            if cpu["depot"] and cpu["nginx"]:
+                print(f"  server CPU per request {r.label} (median, load-independent): depot {cpu['depot']:,.1f} us, "
+                      f"nginx {cpu['nginx']:,.1f} us: nginx/depot {cpu['nginx'] / cpu['depot']:.2f}x")
+            if r.base and cpu["base"]:
+                base = r.base
+                ratio = statistics.median([b.mibs if r.by_bytes else b.rps for b in base]) / \
+                    statistics.median(r.basis("nginx"))
+                paired = statistics.median([(b.mibs if r.by_bytes else b.rps) / n
+                                            for b, n in zip(base, r.basis("nginx")) if n])
+                print(f"  baseline depot {r.label}: {[round(b.mibs if r.by_bytes else b.rps) for b in base]}, "
+                      f"base/nginx {ratio:.2f}x (paired {paired:.2f}x); CPU {cpu['base']:,.1f} us/req: "
+                      f"nginx/base {cpu['nginx'] / cpu['base']:.2f}x")
 
 
 def print_rss(rss: RssResult, args: argparse.Namespace) -> None:
@@ -485,6 +523,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-access-log", action="store_true",
                     help="turn depot's access log off (default: on, as depot's defaults; nginx's stays off)")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    ap.add_argument("--sizes", type=lambda v: [x.strip() for x in v.split(",")], default=[],
+                    help='measure only these sizes, e.g. "1 KiB,1 MiB" (default: all)')
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS test")
+    ap.add_argument("--baseline-depot", help="another depot executable (e.g. the code before a change), "
+                    "measured in the same rounds as `base`")
     return ap.parse_args(argv)
 
 
@@ -521,6 +564,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
     procs.append(ng)
     say(f"nginx pid {ng.pid} on 127.0.0.1:{ng_port}")
     ports = {"nginx": ng_port}
+    pids = {"nginx": ng.pid}
     depot = None
     if not args.nginx_only:
         up = start_upstream(files)
@@ -528,12 +572,19 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> None:
         say(f"upstream pid {up.proc.pid} at {up.url}")
         depot, ports["depot"] = start_depot(args.depot, work, up.url, args.workers, not args.no_access_log)
         procs.append(depot)
+        pids["depot"] = depot.pid
         say(f"depot pid {depot.pid} (+{len(children_of(depot.pid))} children) "
             f"on 127.0.0.1:{ports['depot']}")
         warm_depot(ports["depot"], sums)
-    results = measure(ports, args)
+        if args.baseline_depot:
+            base, ports["base"] = start_depot(args.baseline_depot, work, up.url, args.workers,
+                                              not args.no_access_log, name="base")
+            procs.append(base)
+            pids["base"] = base.pid
+            warm_depot(ports["base"], sums)
+    results = measure(ports, args, pids)
     rss = None
-    if depot is not None:
+    if depot is not None and not args.no_rss:
         say(f"RSS test: {RSS_CLIENTS} clients x {args.rss_repeat} downloads of 100 MiB")
         rss = measure_rss(depot, ports["depot"], args)
     print_table(results, args)

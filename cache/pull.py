@@ -27,7 +27,7 @@ from .entries import Entry, EntryIndex
 from .integrity import IntegrityCheck
 from .metrics import VIA_GROUP, RepoMetrics
 from .policy import Action, Outcome, Stored, classify, decide, error_status
-from .serve import MemoryCache, StreamingResponse, blob_headers, respond_blob
+from .serve import MemoryCache, SendfileResponse, StreamingResponse, blob_headers, respond_blob
 
 log = logging.getLogger("depot.pull")
 
@@ -126,6 +126,9 @@ class PullThrough:
         # bytes it keeps alive, like the memory cache whose bodies it shares.
         self.hot: LRUCache[tuple[str, str | None, str], tuple[Entry, bytes, dict[str, str]]] = \
             LRUCache(maxsize=memory.data.maxsize, getsizeof=lambda item: len(item[1]) + 512)
+        # the same for bigger fresh hits of a local store, answered by sendfile (no bytes kept)
+        self.hot_files: LRUCache[tuple[str, str | None, str], tuple[Entry, dict[str, str]]] = \
+            LRUCache(maxsize=HOT_FILES)
 
     def metrics(self, repo: RepoConfig) -> RepoMetrics:
         found = self._metrics.get(repo.name)
@@ -487,35 +490,55 @@ class PullThrough:
 
     def _remember_hot(self, request: web.Request, entry: Entry, headers: dict[str, str]) -> None:
         body = self.memory.get(entry.digest)
+        full = blob_headers(entry.digest, entry.content_type, headers, entry.last_modified)
         if body is not None:
-            full = blob_headers(entry.digest, entry.content_type, headers, entry.last_modified)
             if not body:
                 full["Content-Length"] = "0"     # as respond_bytes: a HEAD keeps the length too
             self.hot[_hot_key(request)] = (entry, body, full)
+        elif entry.size > self.memory.item_max and not getattr(self.blobs, "remote", False):
+            self.hot_files[_hot_key(request)] = (entry, full)
 
-    def hot_response(self, request: web.Request, repo: RepoConfig) -> web.Response | None:
-        """The fast path for a repeat hit on a small body: no routing, parsing or lookups.
+    def hot_response(self, request: web.Request, repo: RepoConfig) -> web.StreamResponse | None:
+        """The fast path for a repeat hit: no routing, parsing or lookups; small bodies from
+        memory, bigger ones of a local store by sendfile.
 
         Valid while the entry this process holds for the key is the very same object (not
-        refreshed, replaced or forgotten), is fresh, and its bytes are still in memory.
+        refreshed, replaced or forgotten), is fresh, and its bytes are still in memory (or its
+        file still opens).
         """
-        item = self.hot.get(_hot_key(request))
-        if item is None:
-            return None
-        entry, body, headers = item
+        key = _hot_key(request)
+        body: bytes | None
+        item = self.hot.get(key)
+        if item is not None:
+            entry, body, headers = item
+        else:
+            big = self.hot_files.get(key) if self.hot_files else None
+            if big is None:
+                return None
+            (entry, headers), body = big, None
         headers_in = request.headers
         if ("Range" in headers_in or "If-None-Match" in headers_in or "If-Modified-Since" in headers_in
                 or self.entries.memory.get((entry.repo, entry.key)) is not entry
                 or (entry.expires_at is not None and time.time() >= entry.expires_at)
                 or entry.repo != repo.name):
             return None
+        response: web.StreamResponse
+        if body is not None:
+            response = web.Response(body=body, headers=headers)
+        else:
+            try:
+                fobj = open(self.blobs.path(entry.digest), "rb", buffering=0)
+            except OSError:                    # evicted: the full path fetches it again
+                self.hot_files.pop(key, None)
+                return None
+            response = SendfileResponse(fobj, 0, entry.size, 200, headers)
         self.entries.touch(entry.repo, entry.key)
         metrics = self.metrics(repo)
         metrics.result("hit")
         if request.method != "HEAD":
             metrics.from_cache.inc(entry.size)
             activity.RECORDER.download(repo.name, repo.format, request, "hit")
-        return web.Response(body=body, headers=headers)
+        return response
 
     async def read(self, cached: Cached) -> bytes:
         """The whole body of an opened key (waits for an in-flight fetch)."""
@@ -590,6 +613,9 @@ def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> No
     writer.write(chunk)
     if check is not None:
         check.update(chunk)
+
+
+HOT_FILES = 4096              # entries of hot_files (a few hundred bytes each)
 
 
 def _hot_key(request: web.Request) -> tuple[str, str | None, str]:

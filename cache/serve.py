@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Literal, Mapping
 
@@ -115,17 +116,53 @@ class SendfileResponse(web.StreamResponse):
         self.content_length = count
 
     async def prepare(self, request: web.BaseRequest) -> Any:
+        transport = request.transport
+        # plain TCP only: a TLS socket must never see bytes that bypass its transport
+        sock = transport.get_extra_info("socket") if transport is not None and self._count \
+            and request.method != "HEAD" and transport.get_extra_info("sslcontext") is None else None
         try:
+            if sock is not None and CORK is not None:
+                # like nginx's tcp_nopush: the headers wait in the socket and leave with the first
+                # body bytes (one wake-up of the client instead of two, fewer small segments)
+                _cork(sock, 1)
             writer = await super().prepare(request)
             if request.method != "HEAD" and self._count:
                 transport = request.transport
                 if transport is None:
                     raise ConnectionResetError("Connection lost")
-                await asyncio.get_running_loop().sendfile(transport, self._fobj, self._offset, self._count)
+                sent = _send_now(transport, sock, self._fobj, self._offset, self._count)
+                if sent < self._count:   # the socket buffer filled up: the loop waits for room
+                    await asyncio.get_running_loop().sendfile(transport, self._fobj, self._offset + sent,
+                                                              self._count - sent)
             await super().write_eof()
             return writer
         finally:
             self._fobj.close()
+            if sock is not None and CORK is not None:
+                _cork(sock, 0)
+
+
+CORK: int | None = getattr(socket, "TCP_CORK", None)
+
+
+def _send_now(transport: Any, sock: Any, fobj: Any, offset: int, count: int) -> int:
+    """Bytes os.sendfile puts in the socket at once, when nothing waits in the transport's own
+    buffer (0 otherwise, or on any error: loop.sendfile then does the work and reports it).
+    Most bodies of a few MiB fit: no reader pause, writer registration or file seeks."""
+    if sock is None or transport.is_closing() or transport.get_write_buffer_size():
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), fobj.fileno(), offset, count)
+    except OSError:
+        return 0
+
+
+def _cork(sock: Any, value: int) -> None:
+    """Set TCP_CORK (uncorking sends what waits); a socket already closed is no error."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, CORK, value)
+    except OSError:
+        pass
 
 
 def respond_blob(request: web.Request, digest: str, size: int, content_type: str | None,
@@ -152,12 +189,12 @@ def respond_blob(request: web.Request, digest: str, size: int, content_type: str
     if window is False:
         out["Content-Range"] = f"bytes */{size}"
         return web.Response(status=416, headers=out)
-    fobj = open(blobs.path(digest), "rb")
+    stream = open(blobs.path(digest), "rb", buffering=0)   # unbuffered: no isatty or seek
     if window:
         start, end = window
         out["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        return SendfileResponse(fobj, start, end - start, 206, out)
-    return SendfileResponse(fobj, 0, size, 200, out)
+        return SendfileResponse(stream, start, end - start, 206, out)
+    return SendfileResponse(stream, 0, size, 200, out)
 
 
 def _respond_remote(request: web.Request, digest: str, size: int, content_type: str | None,

@@ -193,13 +193,21 @@ def with_hot_path(app: web.Application, handler: RequestHandler) -> RequestHandl
             end = path.find("/", 1)
             services = app.get(SERVICES)
             repo = services.repos.get(path[1:end]) if end > 1 and services is not None else None
-            if repo is not None and repo.is_proxy and app[access.AUTH].anonymous_can_read(repo):
+            if (repo is not None and repo.is_proxy and app[access.AUTH].anonymous_can_read(repo)
+                    and not _policy_applies(services, repo)):
                 hot = services.pull.hot_response(request, repo)  # type: ignore[union-attr]
                 if hot is not None:
                     observe.RESPONSE_COUNTS.add((repo.name, repo.format, "200"))
                     return hot
         return await handler(request)
     return handle
+
+
+def _policy_applies(services: Services, repo) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a rule or advisory may refuse files of `repo`: then every request goes through the
+    format's check (advisories imported at run time can deny a file that was hot a moment ago)."""
+    policy = services.policy
+    return policy.policy_for(repo).active or bool(policy.advisories.get(repo.format))
 
 
 def build_app(config: Config) -> web.Application:
