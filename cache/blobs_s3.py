@@ -53,6 +53,8 @@ class S3Settings:
     prefix: str = ""
     redirect: bool = False
     redirect_min_size: int = 1024 * 1024
+    cache_path: str | None = None          # storage.local_cache: a node-local disk tier (cache/blob_tier.py)
+    cache_max_size: int = 0                # 0: no local tier
 
     def store(self, bucket: str | None = None) -> S3Store:
         """An obstore S3 client for the bucket (path-style, plain HTTP allowed for loopback)."""
