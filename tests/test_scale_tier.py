@@ -271,3 +271,20 @@ def test_gc_on_one_node_and_the_other_nodes_tier_serves_it_no_more(nodes):
                          env={**os.environ, **b.env})
     assert out.returncode == 0, out.stderr
     assert not _tier_copy(b, digest).exists()
+
+
+def test_local_cache_config():
+    from depot.proxy.config import ConfigError, default_document, validate
+
+    def storage(**local: Any) -> Any:
+        document = default_document()
+        document["storage"] = {"kind": "s3", "bucket": "b", "endpoint": "http://127.0.0.1:1",
+                               **({"local_cache": local} if local else {})}
+        return validate(document, resolve_upstreams=False).storage.s3_settings()
+    assert storage().cache_max_size == 0                                   # off by default
+    on = storage(max_size="10 GiB")
+    assert on.cache_max_size == 10 * 1024 ** 3 and on.cache_path is None  # default: data_dir/blob-cache
+    assert storage(path="/srv/cache", max_size="1MiB").cache_path == "/srv/cache"
+    for bad in ({"max_size": "lots"}, {"size": "1MiB"}):
+        with pytest.raises(ConfigError):
+            storage(**bad)
