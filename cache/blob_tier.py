@@ -275,7 +275,7 @@ class TieredS3BlobStore(S3BlobStore):
             private = self.tmp / f"copy-{uuid.uuid4().hex}"
             try:
                 os.link(found, private)
-            except FileNotFoundError:
+            except OSError:         # evicted meanwhile, or the tier is on another file system
                 found = None
             if found is not None:
                 try:
