@@ -185,6 +185,25 @@ class DiskTier:
             self.evicted += 1
         return freed
 
+    def keep(self, path: Path, digest: str) -> bool:
+        """Take a hard link of `path`, a complete file already verified to hash to `digest`
+        (write-through of a blob this node stored); whether the tier took it."""
+        target = self.path(digest)
+        if target.exists() or os.stat(path).st_size > self.max_size:
+            return False
+        link = self.tmp / f"fill-{os.getpid()}-{uuid.uuid4().hex}.part"
+        try:
+            os.link(path, link)
+            with open(link, "rb") as handle:
+                os.fsync(handle.fileno())
+            target.parent.mkdir(exist_ok=True)
+            os.rename(link, target)
+        except OSError:          # another file system, or the file went: a later read fills it
+            link.unlink(missing_ok=True)
+            return False
+        self.evict()
+        return True
+
     def remove(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 
@@ -285,6 +304,19 @@ class TieredS3BlobStore(S3BlobStore):
                 return
         with super().local_file(digest) as path:
             yield path
+
+    def keep_local(self, path: Path, digest: str) -> None:
+        """Write-through: the verified local copy of a blob this node just stored joins the tier."""
+        self.tier.keep(path, digest)
+
+    def adopt(self, temp_path: Path, digest: str) -> None:
+        kept = self.tier.keep(Path(temp_path), digest)
+        try:
+            super().adopt(temp_path, digest)
+        except BaseException:
+            if kept:
+                self.tier.remove(digest)
+            raise
 
     def delete(self, digest: str) -> int:
         """Remove the blob from the bucket and this node's tier."""

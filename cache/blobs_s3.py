@@ -130,6 +130,9 @@ class S3BlobWriter:
             self.abort()
             raise
         self.closed = True
+        if self.local is not None and self.temp_path is not None:
+            self.local.flush()
+            self.store.keep_local(self.temp_path, digest)     # the node-local tier, if any
         self._drop_local()
         return digest
 
@@ -270,6 +273,9 @@ class S3BlobStore:
                 raise
         finally:
             Path(temp_path).unlink(missing_ok=True)
+
+    def keep_local(self, path: Path, digest: str) -> None:
+        """A verified local copy of a blob just stored (no local tier here: nothing to keep)."""
 
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """A presigned GET URL valid for `expires` seconds."""

@@ -196,7 +196,7 @@ def test_a_wrong_object_in_the_bucket_is_not_cached(tiered):
 
 # --- depot nodes ----------------------------------------------------------------------------
 @pytest.fixture
-def nodes(pg_cluster, ceph_rgw, depot_factory):
+def nodes(pg_cluster, ceph_rgw, depot_factory, upstream):
     """make(n, local_cache=True) -> n nodes (2 workers each) on a fresh database and prefix."""
     url, prefix = pg_cluster.new_database(), f"n-{uuid.uuid4().hex[:8]}"
     settings = S3Settings(ceph_rgw.endpoint, "depot", access_key=ceph_rgw.access_key,
@@ -206,7 +206,9 @@ def nodes(pg_cluster, ceph_rgw, depot_factory):
         storage = {"kind": "s3", "endpoint": ceph_rgw.endpoint, "bucket": "depot", "prefix": prefix,
                    "access_key": ceph_rgw.access_key, "secret_key": ceph_rgw.secret_key,
                    **({"local_cache": {"max_size": "64MiB"}} if local_cache else {})}
-        return [depot_factory({"local": {"format": "generic", "type": "hosted"}}, workers=2,
+        repos = {"local": {"format": "generic", "type": "hosted"},
+                 "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
+        return [depot_factory(repos, workers=2,
                               name=f"node-{uuid.uuid4().hex[:6]}",
                               extra={"storage": storage, "database": {"url": url}})
                 for _ in range(count)]
@@ -288,3 +290,17 @@ def test_local_cache_config():
     for bad in ({"max_size": "lots"}, {"size": "1MiB"}):
         with pytest.raises(ConfigError):
             storage(**bad)
+
+
+def test_a_proxy_fill_writes_through_to_the_tier(nodes, upstream):
+    """The node that fetched a file keeps its verified copy in its tier at once (its MISS was
+    streamed from the fetch, not read from the bucket, so no read-triggered fill is involved)."""
+    body = os.urandom(3 * MiB + 1)
+    digest = hashlib.sha256(body).hexdigest()
+    upstream.put("wt/file.bin", body)
+    (node,) = nodes(1)
+    first = requests.get(f"{node.url}/remote/wt/file.bin", timeout=30)
+    assert first.status_code == 200 and first.content == body and first.headers["X-Cache"] == "MISS"
+    _wait_for(lambda: _tier_copy(node, digest).exists(), 10)
+    assert _tier_copy(node, digest).read_bytes() == body
+    assert not list((node.data_dir / "blob-cache" / "tmp").glob("fill-*"))
