@@ -8,7 +8,8 @@ the bytes of that digest, or there is no file.
   local store). A read of a blob not in the tier is streamed from S3 as before, and the blob is
   copied to the tier in the background: one fill per digest per node (a flock slot shared by the
   node's processes), written to a temporary file, fsynced, and renamed into place only after its
-  sha256 is verified, so the tier never holds a partial or wrong file.
+  sha256 is verified, so the tier never holds a partial or wrong file. Blobs this node stores
+  from a local file (proxy fills, `adopt`) are hard-linked in at once (write-through).
 - Existence is never answered from the tier: `stat`/`exists` ask the bucket and every read is of a
   digest the caller found in the database (entries, catalog). A copy whose blob GC removed on
   another node is therefore never served by a request that starts after the GC; the node's own
