@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/scale_out.py [--big-mib 100] [--fill-mib 200] [--clients 30]
 
-1. cache hits of 1 MiB and BIG MiB blobs from 1 node vs 3 nodes, through depot streaming and
-   through `storage.redirect: true` (followed by the client), against the same bytes read straight
-   from Ceph with obstore (the client depot uses) in the same run;
+1. cache hits of 1 MiB and BIG MiB blobs from 1 node vs 3 nodes, through depot streaming (without
+   and with `storage.local_cache`, the node-local disk tier) and through `storage.redirect: true`
+   (followed by the client), against the same bytes read straight from Ceph with obstore (the
+   client depot uses) in the same run;
 2. a cold fill of FILL MiB by CLIENTS clients spread over 3 nodes vs on 1 node: upstream GETs and
    time to last byte;
 3. peak RSS per node (VmHWM of each depot process, workers included).
@@ -35,9 +36,11 @@ MiB = 1024 * 1024
 
 
 def nodes(count: int, work: Path, pg: Any, ceph: Any, url: str, prefix: str, upstream: Any,
-          redirect: bool = False) -> list[DepotProcess]:
-    storage = {"kind": "s3", "endpoint": ceph.endpoint, "bucket": "bench", "prefix": prefix,
-               "access_key": ceph.access_key, "secret_key": ceph.secret_key, "redirect": redirect}
+          redirect: bool = False, local_cache: bool = False) -> list[DepotProcess]:
+    storage: dict[str, Any] = {"kind": "s3", "endpoint": ceph.endpoint, "bucket": "bench", "prefix": prefix,
+                               "access_key": ceph.access_key, "secret_key": ceph.secret_key, "redirect": redirect}
+    if local_cache:
+        storage["local_cache"] = {"max_size": "2GiB"}
     repos = {"local": {"format": "generic", "type": "hosted"},
              "remote": {"format": "generic", "type": "proxy", "upstream": upstream.url + "/"}}
     return [DepotProcess(work / f"{prefix}-{i}-{uuid.uuid4().hex[:4]}", repos, workers=2,
@@ -89,6 +92,18 @@ def direct_rate(ceph: Any, prefix: str, digest: str, size: int, rounds: int, cli
     return max(clients * size / MiB / asyncio.run(run()) for _ in range(rounds))
 
 
+def warm_tier(node_list: list[DepotProcess], path: str, digest: str) -> None:
+    """One hit per node, then wait until every node's local cache holds the blob."""
+    for node in node_list:
+        requests.get(node.url + path, timeout=600).raise_for_status()
+    deadline = time.monotonic() + 120
+    for node in node_list:
+        while not (node.data_dir / "blob-cache" / digest[:2] / digest).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node.url}: the local cache was not filled")
+            time.sleep(0.1)
+
+
 def peak_rss_mib(node: DepotProcess) -> float:
     """VmHWM of the node's processes (the serve process and its workers), the largest."""
     assert node.proc is not None
@@ -111,6 +126,7 @@ def main() -> None:
     parser.add_argument("--fill-mib", type=int, default=200)
     parser.add_argument("--clients", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hits-only", action="store_true", help="skip the cold fill")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="depot-scale-bench-"))
     pg, ceph = scale_services.start_postgres(), scale_services.start_ceph()
@@ -122,18 +138,25 @@ def main() -> None:
         three = nodes(3, work, pg, ceph, url, prefix, upstream)
         one = three[:1]
         redirecting = nodes(1, work, pg, ceph, url, prefix, upstream, redirect=True)
-        started += three + redirecting
-        print(f"{'hits':28} {'1 node':>10} {'3 nodes':>10} {'redirect':>10} {'ceph direct':>12}  MiB/s")
+        cached = nodes(3, work, pg, ceph, url, prefix, upstream, local_cache=True)
+        started += three + redirecting + cached
+        print(f"{'hits':12} {'1 node':>8} {'3 nodes':>8} {'1 +cache':>9} {'3 +cache':>9} {'redirect':>9}"
+              f" {'ceph direct':>12}  MiB/s")
         for label, size in (("1 MiB", MiB), (f"{args.big_mib} MiB", args.big_mib * MiB)):
             data = os.urandom(size)
             digest = hashlib.sha256(data).hexdigest()
             path = f"/local/hit-{size}.bin"
             assert requests.put(three[0].url + path, data=data, timeout=600).status_code == 201
+            warm_tier(cached, path, digest)
             rounds = args.rounds if size > MiB else args.rounds * 3
-            figures = (hit_rate(one, path, size, rounds), hit_rate(three, path, size, rounds),
-                       hit_rate(redirecting, path, size, rounds), direct_rate(ceph, prefix, digest, size, rounds))
-            print(f"{label:28} {figures[0]:10.1f} {figures[1]:10.1f} {figures[2]:10.1f} {figures[3]:12.1f}"
-                  f"   depot/direct {figures[0] / figures[3]:.2f}x, 3 nodes/1 node {figures[1] / figures[0]:.2f}x")
+            f = (hit_rate(one, path, size, rounds), hit_rate(three, path, size, rounds),
+                 hit_rate(cached[:1], path, size, rounds), hit_rate(cached, path, size, rounds),
+                 hit_rate(redirecting, path, size, rounds), direct_rate(ceph, prefix, digest, size, rounds))
+            print(f"{label:12} {f[0]:8.1f} {f[1]:8.1f} {f[2]:9.1f} {f[3]:9.1f} {f[4]:9.1f} {f[5]:12.1f}"
+                  f"   depot/direct {f[0] / f[5]:.2f}x, with local cache {f[2] / f[5]:.2f}x;"
+                  f" 3 nodes/1 node {f[1] / f[0]:.2f}x")
+        if args.hits_only:
+            return
         fill = os.urandom(args.fill_mib * MiB)
         results = {}
         for label, group in (("1 node", one), ("3 nodes", three)):

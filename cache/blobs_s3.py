@@ -53,6 +53,8 @@ class S3Settings:
     prefix: str = ""
     redirect: bool = False
     redirect_min_size: int = 1024 * 1024
+    cache_path: str | None = None          # storage.local_cache: a node-local disk tier (cache/blob_tier.py)
+    cache_max_size: int = 0                # 0: no local tier
 
     def store(self, bucket: str | None = None) -> S3Store:
         """An obstore S3 client for the bucket (path-style, plain HTTP allowed for loopback)."""
@@ -128,6 +130,9 @@ class S3BlobWriter:
             self.abort()
             raise
         self.closed = True
+        if self.local is not None and self.temp_path is not None:
+            self.local.flush()
+            self.store.keep_local(self.temp_path, digest)     # the node-local tier, if any
         self._drop_local()
         return digest
 
@@ -268,6 +273,9 @@ class S3BlobStore:
                 raise
         finally:
             Path(temp_path).unlink(missing_ok=True)
+
+    def keep_local(self, path: Path, digest: str) -> None:
+        """A verified local copy of a blob just stored (no local tier here: nothing to keep)."""
 
     def direct_url(self, digest: str, expires: float = 300.0) -> str | None:
         """A presigned GET URL valid for `expires` seconds."""

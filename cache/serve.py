@@ -172,14 +172,23 @@ def respond_blob(request: web.Request, digest: str, size: int, content_type: str
 
     Remote blobs (object storage) are streamed with one ranged GET, or answered with a 307 to a
     presigned URL when the store redirects and the blob is large enough."""
-    if getattr(blobs, "remote", False):
-        return _respond_remote(request, digest, size, content_type, headers, blobs, memory, last_modified)
-    if memory is not None and size <= memory.item_max:
-        body = memory.get(digest)
+    local = None
+    small = memory if memory is not None and size <= memory.item_max else None
+    if getattr(blobs, "remote", False) and (small is None or small.get(digest) is None):
+        local = blobs.local_path(digest)      # a node-local copy (cache/blob_tier.py): sendfile as below
+        if local is None:
+            return _respond_remote(request, digest, size, content_type, headers, blobs, memory, last_modified)
+    if small is not None:
+        body = small.get(digest)
         if body is None:
-            with open(blobs.path(digest), "rb") as fobj:
-                body = fobj.read()
-            memory.put(digest, body)
+            try:
+                with open(local or blobs.path(digest), "rb") as fobj:
+                    body = fobj.read()
+            except FileNotFoundError:
+                if local is None:
+                    raise
+                return _respond_remote(request, digest, size, content_type, headers, blobs, memory, last_modified)
+            small.put(digest, body)
         return respond_bytes(request, body, content_type or "application/octet-stream", headers,
                              digest=digest, last_modified=last_modified)
     out = blob_headers(digest, content_type, headers, last_modified)
@@ -189,7 +198,13 @@ def respond_blob(request: web.Request, digest: str, size: int, content_type: str
     if window is False:
         out["Content-Range"] = f"bytes */{size}"
         return web.Response(status=416, headers=out)
-    stream = open(blobs.path(digest), "rb", buffering=0)   # unbuffered: no isatty or seek
+    try:
+        stream = open(local or blobs.path(digest), "rb", buffering=0)   # unbuffered: no isatty or seek
+    except FileNotFoundError:
+        if local is None:
+            raise
+        # another worker evicted the node-local copy a moment ago: the bucket still has it
+        return _respond_remote(request, digest, size, content_type, headers, blobs, memory, last_modified)
     if window:
         start, end = window
         out["Content-Range"] = f"bytes {start}-{end - 1}/{size}"

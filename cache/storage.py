@@ -200,6 +200,9 @@ class Storage:
 
     def close(self) -> None:
         self.locks.close()
+        close_blobs = getattr(self.blobs, "close", None)     # the S3 store's local tier: its fill thread
+        if close_blobs is not None:
+            close_blobs()
         if self.audit is not None:
             self.audit.close()
         self.entries.close()
@@ -237,7 +240,11 @@ def open_storage(data_dir: Path, kind: str = "local", s3: Any = None,
         from .blobs_s3 import S3BlobStore
         if s3 is None:
             raise ValueError("storage kind s3 needs its settings (endpoint, bucket, keys)")
-        blobs: Any = S3BlobStore(data, s3)
+        if s3.cache_max_size > 0:
+            from .blob_tier import TieredS3BlobStore
+            blobs: Any = TieredS3BlobStore(data, s3)
+        else:
+            blobs = S3BlobStore(data, s3)
         blobs.ensure_bucket()
     else:
         blobs = BlobStore(data)

@@ -68,6 +68,8 @@ class StorageConfig:
     prefix: str = ""
     redirect: bool = False              # cache hits of large blobs answer 307 to a presigned URL
     redirect_min_size: int = 1024 * 1024
+    local_cache_path: str | None = None  # local_cache: a node-local disk tier in front of S3
+    local_cache_max_size: int = 0       # 0 (the default): no local tier
 
     def s3_settings(self) -> Any:
         """The engine's S3Settings (None for local storage)."""
@@ -75,7 +77,8 @@ class StorageConfig:
             return None
         from depot.cache.blobs_s3 import S3Settings
         return S3Settings(self.endpoint, self.bucket, self.region, self.access_key, self.secret_key,
-                          self.prefix, self.redirect, self.redirect_min_size)
+                          self.prefix, self.redirect, self.redirect_min_size, self.local_cache_path,
+                          self.local_cache_max_size)
 
 
 @dataclass(frozen=True)
@@ -368,7 +371,8 @@ def _health(section: dict[str, Any]) -> HealthConfig:
 
 
 _STORAGE_KEYS = {"kind", "endpoint", "bucket", "region", "access_key", "secret_key", "access_key_file",
-                 "secret_key_file", "prefix", "redirect", "redirect_min_size"}
+                 "secret_key_file", "prefix", "redirect", "redirect_min_size", "local_cache"}
+_LOCAL_CACHE_KEYS = {"path", "max_size"}
 
 
 def _storage_secret(section: dict[str, Any], key: str, env_names: tuple[str, ...]) -> str | None:
@@ -411,7 +415,23 @@ def _storage(section: dict[str, Any]) -> StorageConfig:
         _storage_secret(section, "secret_key", ("AWS_SECRET_ACCESS_KEY",)),
         str(section.get("prefix", "")),
         _convert("storage.redirect", section.get("redirect", False), _boolean),
-        _convert("storage.redirect_min_size", section.get("redirect_min_size", "1MiB"), parse_size))
+        _convert("storage.redirect_min_size", section.get("redirect_min_size", "1MiB"), parse_size),
+        *_local_cache(section.get("local_cache")))
+
+
+def _local_cache(section: Any) -> tuple[str | None, int]:
+    """storage.local_cache: {path (default data_dir/blob-cache), max_size} -> (path, max_size);
+    absent or max_size 0: off."""
+    if section is None:
+        return None, 0
+    if not isinstance(section, dict):
+        raise ConfigError("storage.local_cache", "must be a mapping with path and max_size")
+    for key in section:
+        if key not in _LOCAL_CACHE_KEYS:
+            raise ConfigError(f"storage.local_cache.{key}", "unknown setting")
+    path = section.get("path")
+    return (str(path) if path else None,
+            _convert("storage.local_cache.max_size", section.get("max_size", 0), parse_size))
 
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}")

@@ -4,6 +4,7 @@ A factory gets the test's temp folder and the pytest request (to reach session s
 returns an opened Storage; the fixture closes it afterwards.
   local       files + SQLite (the embedded default)
   s3          blobs in a real Ceph RGW bucket (a fresh prefix per test) + SQLite
+  s3-tiered   the same with a node-local disk tier in front (storage.local_cache)
   postgresql  files + metadata in a real PostgreSQL (a fresh database per test)
 The account stores (users, tokens, lockout, audit) run against sqlite and postgresql.
 """
@@ -33,13 +34,19 @@ def _s3(tmp: Path, request: Any) -> Storage:
     return open_storage(tmp / "data", "s3", s3=s3_settings(request))
 
 
+def _s3_tiered(tmp: Path, request: Any) -> Storage:
+    import dataclasses
+    settings = dataclasses.replace(s3_settings(request), cache_max_size=64 * 1024 * 1024)
+    return open_storage(tmp / "data", "s3", s3=settings)
+
+
 def _postgresql(tmp: Path, request: Any) -> Storage:
     url = request.getfixturevalue("pg_cluster").new_database()
     return open_storage(tmp / "data", "local", database_url=url)
 
 
 STORAGE_KINDS: dict[str, Callable[[Path, Any], Storage]] = {
-    "local": _local, "s3": _s3, "postgresql": _postgresql}
+    "local": _local, "s3": _s3, "s3-tiered": _s3_tiered, "postgresql": _postgresql}
 
 
 @pytest.fixture(params=sorted(STORAGE_KINDS))
