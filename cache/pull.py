@@ -535,8 +535,9 @@ class PullThrough:
         self.entries.touch(entry.repo, entry.key)
         metrics = self.metrics(repo)
         metrics.result("hit")
+        metrics.hot.inc()
         if request.method != "HEAD":
-            metrics.from_cache.inc(entry.size)
+            metrics.from_cache.inc(len(body) if body is not None else entry.size)
             activity.RECORDER.download(repo.name, repo.format, request, "hit")
         return response
 
@@ -562,6 +563,17 @@ class PullThrough:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._relay_session is not None:
             await self._relay_session.close()
+
+    def remember_answer(self, request: web.Request, entry: Entry, body: bytes, headers: dict[str, str]) -> None:
+        """Remember `body` (with the full headers of its 200 answer) as the hot answer to this
+        request's path, Accept and Host: for answers derived from `entry` alone (a checksum of
+        it, a document rebased onto a base URL the Host decides). Valid, as every hot answer,
+        while `entry` is the very object this process holds for its key and is fresh."""
+        if len(body) > self.memory.item_max:
+            return
+        if not body:
+            headers = {**headers, "Content-Length": "0"}
+        self.hot[_hot_key(request)] = (entry, body, headers)
 
     async def _appended(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry) -> bool:
         """Settle the flight with a Range request for the bytes past the stored copy (see
