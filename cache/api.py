@@ -153,8 +153,9 @@ class PullApi:
         out = {**stored_headers, "X-Cache": cached.status, **extra}
         validator = hashlib.sha256(f"{digest} {base_url} {len(rendered)}".encode()).hexdigest()
         response = respond_bytes(request, rendered, content_type, out, digest=validator)
-        if judge is None and self.host_decides_base():      # a rebased HIT: the same for every request
-            self._remember(request, cached, response, rendered, content_type, out, validator)
+        if judge is None:          # a rebased HIT: the same for every request with this Host
+            self._remember(request, cached, response, rendered, content_type, out, validator,
+                           host_bound=base_url is not None and not self._services.settings.public_url)
         return response
 
     def _documents(self) -> Any:
@@ -333,19 +334,13 @@ class PullApi:
             self._remember(request, cached, response, body, content_type, out, validator)
         return response
 
-    def host_decides_base(self) -> bool:
-        """Whether the base URL of every request follows from its scheme and Host alone (the hot
-        path's key): public_url is set, or no trusted proxy's X-Forwarded-* can change it."""
-        settings = self._services.settings
-        return bool(settings.public_url) or not settings.trusted_proxies
-
     def _remember(self, request: web.Request, cached: Cached, response: web.StreamResponse, body: bytes,
-                  content_type: str, headers: Mapping[str, str], validator: str) -> None:
+                  content_type: str, headers: Mapping[str, str], validator: str, host_bound: bool = False) -> None:
         """Keep a derived 200 answer to a HIT for the hot path (see PullThrough.remember_answer)."""
         if cached.status != "HIT" or cached.entry is None or response.status != 200:
             return
         self._services.pull.remember_answer(request, cached.entry, body,
-                                            blob_headers(validator, content_type, headers, None))
+                                            blob_headers(validator, content_type, headers, None), host_bound)
 
 class HostedApi:
     """Durable published files of one hosted repository."""
