@@ -484,10 +484,11 @@ class PullThrough:
         out = {**entry.headers, "X-Cache": cached.status, **(headers or {})}
         if request.method != "HEAD":
             (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(entry.size)
-        if cached.status == "HIT" and not headers:
+        response = respond_blob(request, entry.digest, entry.size, entry.content_type, out,
+                                blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+        if cached.status == "HIT" and not headers:       # after: a small body is in memory now
             self._remember_hot(request, entry, out)
-        return respond_blob(request, entry.digest, entry.size, entry.content_type, out,
-                            blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+        return response
 
     def _remember_hot(self, request: web.Request, entry: Entry, headers: dict[str, str]) -> None:
         body = self.memory.get(entry.digest)
