@@ -36,6 +36,7 @@ import shutil
 import statistics
 import sys
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,8 @@ import aiohttp
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from hit_throughput import (BenchError, Proc, free_port, run_guarded, run_wrk, say, spawn,  # noqa: E402
-                            wait_http)
+from hit_throughput import (BenchError, Proc, cpu_seconds, free_port, run_guarded, run_wrk, say,  # noqa: E402
+                            spawn, wait_http)
 from pullthrough_trees import TREES, Pair, Tree  # noqa: E402  (puts tests/ on sys.path)
 from depot_process import DepotProcess  # noqa: E402
 from upstream import Upstream, start_upstream  # noqa: E402
@@ -125,6 +126,10 @@ class Server:
     def stop(self) -> None:
         self.handle.stop()
 
+    def pid(self) -> int:
+        """The server's main process (its workers are its descendants)."""
+        return int(self.handle.pid if self.kind == "nginx" else self.handle.proc.pid)
+
 
 def start_server(kind: str, fmt: str, tree: Tree, upstream: Upstream, work: Path, workers: int) -> Server:
     """A fresh depot proxy repository (empty cache) or a fresh nginx proxy_cache."""
@@ -196,6 +201,8 @@ class Result:
     coldc: dict[str, list[float]] = field(default_factory=lambda: {"depot": [], "nginx": []})
     warm_rps: dict[str, list[float]] = field(default_factory=lambda: {"depot": [], "nginx": []})
     warm_mibs: dict[str, list[float]] = field(default_factory=lambda: {"depot": [], "nginx": []})
+    warm_cpu_us: dict[str, list[float]] = field(default_factory=lambda: {"depot": [], "nginx": []})
+    hot_share: list[float] = field(default_factory=list)     # depot warm hits answered by the fast path
     upstream_total: dict[str, list[int]] = field(default_factory=lambda: {"depot": [], "nginx": []})
     upstream_files_max: dict[str, int] = field(default_factory=lambda: {"depot": 0, "nginx": 0})
     notes: list[str] = field(default_factory=list)
@@ -235,7 +242,11 @@ def run_round(fmt: str, tree: Tree, upstream: Upstream, work: Path, args: argpar
             _, tally = asyncio.run(clients(server.base, meta, files, 1))
             if kind == "depot" and set(tally) != {"HIT"}:
                 res.notes.append(f"round {rnd}: depot warm pass X-Cache {dict(tally)}")
+            hot0, cpu0 = hot_hits(server), cpu_seconds(server.pid())
             r = run_wrk(server.base, args, wrk_script(work, server.base, meta + files))
+            res.warm_cpu_us[kind].append((cpu_seconds(server.pid()) - cpu0) / max(r.requests, 1) * 1e6)
+            if kind == "depot":
+                res.hot_share.append((hot_hits(server) - hot0) / max(r.requests, 1))
             res.warm_rps[kind].append(r.rps)
             res.warm_mibs[kind].append(r.mibs)
             if r.errors:
@@ -248,6 +259,17 @@ def run_round(fmt: str, tree: Tree, upstream: Upstream, work: Path, args: argpar
             f"(load {os.getloadavg()[0]:.1f})")
         shutil.rmtree(work / f"{kind}-{rnd}-1", ignore_errors=True)
         shutil.rmtree(work / f"{kind}-{rnd}-c", ignore_errors=True)
+
+
+def hot_hits(server: Server) -> float:
+    """depot_hot_hits_total of a depot (all repositories); 0 for nginx."""
+    if server.kind != "depot":
+        return 0.0
+    base = server.base.rsplit("/bench/", 1)[0]
+    with urllib.request.urlopen(base + "/-/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("depot_hot_hits_total{"))
 
 
 def run_format(fmt: str, work: Path, args: argparse.Namespace, started: list[Any]) -> Result:
@@ -282,7 +304,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
           f"-d{args.duration}s over every path; speed-up = nginx time / depot time, "
           f"warm = depot / nginx req/s; {os.cpu_count()} CPUs")
     head = ("format", "files", "MiB", "cold x1 d/n s", "speed-up", f"cold x{args.clients} d/n s", "speed-up",
-            "upstream GETs d/n", "max GETs/file d/n", "warm req/s d/n", "warm ratio")
+            "upstream GETs d/n", "max GETs/file d/n", "warm req/s d/n", "warm ratio", "CPU/req d/n", "hot")
     rows = [head]
     for r in results:
         c1d, c1n, ccd, ccn = med(r.cold1["depot"]), med(r.cold1["nginx"]), med(r.coldc["depot"]), med(r.coldc["nginx"])
@@ -291,7 +313,9 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
                      f"{ccd:.2f}/{ccn:.2f}", f"{ccn / ccd:.2f}x",
                      f"{med(r.upstream_total['depot']):.0f}/{med(r.upstream_total['nginx']):.0f}",
                      f"{r.upstream_files_max['depot']}/{r.upstream_files_max['nginx']}",
-                     f"{wd:,.0f}/{wn:,.0f}", f"{wd / wn:.2f}x"))
+                     f"{wd:,.0f}/{wn:,.0f}", f"{wd / wn:.2f}x",
+                     f"{med(r.warm_cpu_us['depot']):.0f}/{med(r.warm_cpu_us['nginx']):.0f} µs",
+                     f"{med(r.hot_share):.0%}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))

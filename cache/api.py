@@ -24,7 +24,7 @@ from .documents import BASE_PLACEHOLDER, rebase
 from .entries import Entry
 from .gate import Verdict, VersionInfo, parse_time
 from .pull import Cached, FetchSpec, Kind, NotFound, UpstreamFailed
-from .serve import StreamingResponse, http_date, respond_blob, respond_bytes
+from .serve import StreamingResponse, blob_headers, http_date, respond_blob, respond_bytes
 from .types import RepoConfig
 from .uploads import RangeInvalid, RepoUploads, UploadSession, UploadUnknown
 from depot.upstreams.client import UpstreamError
@@ -152,7 +152,11 @@ class PullApi:
         content_type = (entry.content_type if entry is not None else None) or "application/octet-stream"
         out = {**stored_headers, "X-Cache": cached.status, **extra}
         validator = hashlib.sha256(f"{digest} {base_url} {len(rendered)}".encode()).hexdigest()
-        return respond_bytes(request, rendered, content_type, out, digest=validator)
+        response = respond_bytes(request, rendered, content_type, out, digest=validator)
+        if judge is None:          # a rebased HIT: the same for every request with this Host
+            self._remember(request, cached, response, rendered, content_type, out, validator,
+                           host_bound=base_url is not None and not self._services.settings.public_url)
+        return response
 
     def _documents(self) -> Any:
         return self._services.documents
@@ -316,6 +320,27 @@ class PullApi:
         if found is None:
             found = _DOCKER_AUTH[client] = DockerAuth(client)
         return found
+
+    def respond_derived(self, request: web.Request, cached: Cached, body: bytes, content_type: str,
+                        headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+        """Answer bytes computed from an opened entry alone (a checksum sidecar of it): ETag,
+        304, Range and HEAD handled, X-Cache the entry's. A HIT's answer is remembered for the
+        hot path (valid while that entry is unchanged, like a plain hit), so repeat requests
+        skip routing and the format. Counting the answer is the caller's."""
+        out = {"X-Cache": cached.status, **(headers or {})}
+        validator = hashlib.sha256(body).hexdigest()
+        response = respond_bytes(request, body, content_type, out, digest=validator)
+        if self._judge() is None:
+            self._remember(request, cached, response, body, content_type, out, validator)
+        return response
+
+    def _remember(self, request: web.Request, cached: Cached, response: web.StreamResponse, body: bytes,
+                  content_type: str, headers: Mapping[str, str], validator: str, host_bound: bool = False) -> None:
+        """Keep a derived 200 answer to a HIT for the hot path (see PullThrough.remember_answer)."""
+        if cached.status != "HIT" or cached.entry is None or response.status != 200:
+            return
+        self._services.pull.remember_answer(request, cached.entry, body,
+                                            blob_headers(validator, content_type, headers, None), host_bound)
 
 class HostedApi:
     """Durable published files of one hosted repository."""

@@ -84,8 +84,9 @@ class EntryIndex:
         rows = await self.db.execute("SELECT * FROM entries WHERE repo = ? AND key = ?", (repo, key))
         entry = _row(rows[0]) if rows else None
         held = self.memory.get((repo, key))
-        # a read that started before a concurrent put() in this process must not undo it
-        if held is not None and (entry is None or held.fetched_at > entry.fetched_at):
+        # a read that started before a concurrent put() in this process must not undo it; and the
+        # same row read again keeps the held object (the hit fast path is valid while it is held)
+        if held is not None and (entry is None or held.fetched_at > entry.fetched_at or held == entry):
             return held
         if entry is not None:
             self.memory[(repo, key)] = entry

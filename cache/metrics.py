@@ -55,6 +55,9 @@ PROCESS_RSS = Gauge("depot_process_resident_memory_bytes", "Resident memory of t
 PROCESS_FDS = Gauge("depot_process_open_fds", "Open file descriptors of the live worker processes", (),
                     multiprocess_mode="livesum")
 PROCESS_CPU = Counter("depot_process_cpu_seconds_total", "User and system CPU time of all worker processes", ())
+# repeat hits answered before routing (cache.pull's hot_response): how much of the traffic the
+# fast path takes, per repository (a format whose hits never show here does extra work per hit)
+HOT_HITS = Counter("depot_hot_hits_total", "Cache hits answered by the fast path before routing", LABELS)
 WORKERS = Gauge("depot_workers", "Live worker processes", (), multiprocess_mode="livesum")
 
 
@@ -100,6 +103,7 @@ class RepoMetrics:
         self.coalesced = COALESCED.labels(repo, fmt)
         self.publishes = PUBLISHES.labels(repo, fmt)
         self.unflushed: dict[str, int] = {}
+        self.hot = HOT_HITS.labels(repo, fmt)
 
     def result(self, name: str) -> None:
         self._results[name].inc()

@@ -121,10 +121,11 @@ class PullThrough:
         self._metrics: dict[str, RepoMetrics] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.wait_timeout = upstream.timeouts.connect + upstream.timeouts.read + 5
-        # (path, Accept, Host) -> (entry, body, headers) of small fresh hits; see hot_response().
-        # Accept and Host are in the key because formats negotiate bodies on them. Bounded by the
-        # bytes it keeps alive, like the memory cache whose bodies it shares.
-        self.hot: LRUCache[tuple[str, str | None, str], tuple[Entry, bytes, dict[str, str]]] = \
+        # (path, Accept, Host) -> (entry, body, headers, host_bound) of small fresh hits; see
+        # hot_response(). Accept and Host are in the key because formats negotiate bodies on them
+        # (host_bound: a body rebased onto the Host's URL). Bounded by the bytes it keeps alive,
+        # like the memory cache whose bodies it shares.
+        self.hot: LRUCache[tuple[str, str | None, str], tuple[Entry, bytes, dict[str, str], bool]] = \
             LRUCache(maxsize=memory.data.maxsize, getsizeof=lambda item: len(item[1]) + 512)
         # the same for bigger fresh hits of a local store, answered by sendfile (no bytes kept)
         self.hot_files: LRUCache[tuple[str, str | None, str], tuple[Entry, dict[str, str]]] = \
@@ -483,10 +484,11 @@ class PullThrough:
         out = {**entry.headers, "X-Cache": cached.status, **(headers or {})}
         if request.method != "HEAD":
             (metrics.from_cache if cached.status == "HIT" else metrics.from_upstream).inc(entry.size)
-        if cached.status == "HIT" and not headers:
+        response = respond_blob(request, entry.digest, entry.size, entry.content_type, out,
+                                blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+        if cached.status == "HIT" and not headers:       # after: a small body is in memory now
             self._remember_hot(request, entry, out)
-        return respond_blob(request, entry.digest, entry.size, entry.content_type, out,
-                            blobs=self.blobs, memory=self.memory, last_modified=entry.last_modified)
+        return response
 
     def _remember_hot(self, request: web.Request, entry: Entry, headers: dict[str, str]) -> None:
         body = self.memory.get(entry.digest)
@@ -494,7 +496,7 @@ class PullThrough:
         if body is not None:
             if not body:
                 full["Content-Length"] = "0"     # as respond_bytes: a HEAD keeps the length too
-            self.hot[_hot_key(request)] = (entry, body, full)
+            self.hot[_hot_key(request)] = (entry, body, full, False)
         elif entry.size > self.memory.item_max and not getattr(self.blobs, "remote", False):
             self.hot_files[_hot_key(request)] = (entry, full)
 
@@ -509,14 +511,16 @@ class PullThrough:
         key = _hot_key(request)
         body: bytes | None
         item = self.hot.get(key)
+        headers_in = request.headers
         if item is not None:
-            entry, body, headers = item
+            entry, body, headers, host_bound = item
+            if host_bound and _forwarded(headers_in):     # another base URL than the Host's
+                return None
         else:
             big = self.hot_files.get(key) if self.hot_files else None
             if big is None:
                 return None
             (entry, headers), body = big, None
-        headers_in = request.headers
         if ("Range" in headers_in or "If-None-Match" in headers_in or "If-Modified-Since" in headers_in
                 or self.entries.memory.get((entry.repo, entry.key)) is not entry
                 or (entry.expires_at is not None and time.time() >= entry.expires_at)
@@ -535,8 +539,9 @@ class PullThrough:
         self.entries.touch(entry.repo, entry.key)
         metrics = self.metrics(repo)
         metrics.result("hit")
+        metrics.hot.inc()
         if request.method != "HEAD":
-            metrics.from_cache.inc(entry.size)
+            metrics.from_cache.inc(len(body) if body is not None else entry.size)
             activity.RECORDER.download(repo.name, repo.format, request, "hit")
         return response
 
@@ -562,6 +567,19 @@ class PullThrough:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._relay_session is not None:
             await self._relay_session.close()
+
+    def remember_answer(self, request: web.Request, entry: Entry, body: bytes, headers: dict[str, str],
+                        host_bound: bool = False) -> None:
+        """Remember `body` (with the full headers of its 200 answer) as the hot answer to this
+        request's path, Accept and Host: for answers derived from `entry` alone (a checksum of
+        it; with `host_bound`, a document rebased onto the base URL of the request's Host, not
+        answered hot to requests that name another base by X-Forwarded-*). Valid, as every hot
+        answer, while `entry` is the very object this process holds for its key and is fresh."""
+        if len(body) > self.memory.item_max or (host_bound and _forwarded(request.headers)):
+            return
+        if not body:
+            headers = {**headers, "Content-Length": "0"}
+        self.hot[_hot_key(request)] = (entry, body, headers, host_bound)
 
     async def _appended(self, spec: FetchSpec, flight: fl.LocalFlight, lock: int, stale: Entry) -> bool:
         """Settle the flight with a Range request for the bytes past the stored copy (see
@@ -616,6 +634,12 @@ def _write(writer: BlobWriter, check: IntegrityCheck | None, chunk: bytes) -> No
 
 
 HOT_FILES = 4096              # entries of hot_files (a few hundred bytes each)
+# request headers by which a trusted proxy names another base URL than the Host's (public_base)
+FORWARDED_BASE = ("X-Forwarded-Host", "X-Forwarded-Proto")
+
+
+def _forwarded(headers: Mapping[str, str]) -> bool:
+    return any(name in headers for name in FORWARDED_BASE)
 
 
 def _hot_key(request: web.Request) -> tuple[str, str | None, str]:

@@ -52,6 +52,9 @@ def layout(value: Any) -> str:
     return str(value)
 
 
+TEXT = "text/plain; charset=utf-8"
+
+
 def _text(body: str, x_cache: str | None = None) -> web.Response:
     headers = {"X-Cache": x_cache} if x_cache else {}
     return web.Response(text=body, content_type="text/plain", headers=headers)
@@ -94,6 +97,9 @@ class Maven(TreeFormat):
     async def get_path(self, ctx: Ctx) -> web.StreamResponse:
         path = validate_path(ctx.match["path"])
         split = split_checksum(path)
+        if split is not None and ctx.repo.is_proxy:
+            cached, value = await self.proxy_checksum(ctx, *split)
+            return ctx.pull.respond_derived(ctx.request, cached, value.encode(), TEXT)
         if split is not None:
             value, x_cache = await self.checksum(ctx, *split)
             return _text(value, x_cache=None if ctx.repo.is_hosted else x_cache)
@@ -179,16 +185,20 @@ class Maven(TreeFormat):
                 raise FormatError(404, f"{path} not found in {ctx.repo.name}")
             return await checksum_of_blob(ctx, found.digest, algo, lambda: ctx.hosted.read(found)), "HIT"
         if ctx.repo.is_proxy:
-            cached = await self.open_proxy(ctx, path)
-            ctx.pull.count(cached.status.lower())
-            if cached.entry is not None:
-                return await checksum_of_blob(ctx, cached.entry.digest, algo,
-                                              lambda: ctx.pull.read(cached)), cached.status
-            return hashlib.new(algo, await ctx.pull.read(cached)).hexdigest(), cached.status
+            cached, value = await self.proxy_checksum(ctx, path, algo)
+            return value, cached.status
         if self.layout_of(ctx.repo) == "maven" and is_metadata(path):
             body, x_cache = await self.merged_metadata(ctx, path)
             return hashlib.new(algo, body).hexdigest(), x_cache
         return await ctx.first_member(lambda member: self.checksum(member, path, algo), path)
+
+    async def proxy_checksum(self, ctx: Ctx, path: str, algo: str) -> tuple[Cached, str]:
+        """The proxied file (opened and counted) and the `algo` checksum of its bytes."""
+        cached = await self.open_proxy(ctx, path)
+        ctx.pull.count(cached.status.lower())
+        if cached.entry is not None:
+            return cached, await checksum_of_blob(ctx, cached.entry.digest, algo, lambda: ctx.pull.read(cached))
+        return cached, hashlib.new(algo, await ctx.pull.read(cached)).hexdigest()
 
     # ------------------------------------------------------------------ writes
     async def put_path(self, ctx: Ctx) -> web.StreamResponse:
