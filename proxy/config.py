@@ -380,9 +380,7 @@ def _storage_secret(section: dict[str, Any], key: str, env_names: tuple[str, ...
     if section.get(key):
         return str(section[key])
     if section.get(f"{key}_file"):
-        path = Path(str(section[f"{key}_file"]))
-        if not path.is_file():
-            raise ConfigError(f"storage.{key}_file", f"no such file: {path}")
+        path = Path(str(_existing_file(f"storage.{key}_file", section[f"{key}_file"])))
         return path.read_text().strip()
     for name in env_names:
         if os.environ.get(name):
@@ -495,9 +493,14 @@ def _metrics(section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _existing_file(key: str, value: Any) -> str | None:
+    """`value` as the path of a regular file that exists, else the ConfigError naming `key`."""
     if value is None:
         return None
-    if not Path(str(value)).is_file():
+    try:
+        found = Path(str(value)).is_file()
+    except (OSError, ValueError) as exc:          # a name too long, a NUL byte, no permission…
+        raise ConfigError(key, f"not a usable file name: {exc}") from None
+    if not found:
         raise ConfigError(key, f"no such file: {value}")
     return str(value)
 
@@ -544,10 +547,7 @@ def _tls(section: dict[str, Any]) -> dict[str, Path | None]:
     for key in ("cert", "key"):
         if not section.get(key):
             raise ConfigError(f"tls.{key}", "tls needs both cert and key (PEM files)")
-        path = Path(str(section[key]))
-        if not path.is_file():
-            raise ConfigError(f"tls.{key}", f"no such file: {path}")
-        paths[f"tls_{key}"] = path
+        paths[f"tls_{key}"] = Path(str(_existing_file(f"tls.{key}", section[key])))
     return paths
 
 

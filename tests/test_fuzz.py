@@ -251,6 +251,8 @@ def test_config_validate(document: dict[str, Any]) -> None:
     {"repositories": {"a": {"format": "generic", "type": "hosted", "metadata_patterns": 5}}},
     {"repositories": {"a": {"format": "generic", "type": "hosted", "password_file": 5}}},
     {"repositories": {"a": {"format": "generic", "type": "hosted", "password_file": "a\x00b"}}},
+    {"upstream": {"ca_file": "x" * 5000}}, {"upstream": {"ca_file": "a\x00b"}},
+    {"tls": {"cert": "x" * 5000, "key": "k"}}, {"storage": {"kind": "s3", "secret_key_file": "x" * 5000}},
     {"repositories": {"a": {"format": "generic", "type": "hosted", "metadata_ttl": 10**400}}},
     {"client_timeout": 0}, {"keepalive_timeout": float("inf")}, {"header_timeout": "1e400"},
     {"health": {"min_free": "nan%"}}, {"health": {"min_free": 1.5e400}},
