@@ -298,8 +298,6 @@ class PullThrough(HotPath):
         if outcome == "notfound":
             self.metrics(repo).result("negative")
             raise NotFound(spec.key)
-        if state.reason == relay.LEADER_LOST:
-            return None     # nothing reached our client yet: another node leads (or this one)
         if stale is None:
             stale = await self.entries.get(repo.name, spec.key)
         if stale is not None and self._usable(stale):

@@ -54,14 +54,11 @@ async def serve_flight(pull: "PullThrough", request: web.Request, fid: str) -> w
     return web.Response(status=503, text="flight did not start\n")
 
 
-LEADER_LOST = "leader node lost"   # a follower whose client got no byte yet looks again (pull.py)
-
-
 async def run_relay(pull: "PullThrough", spec: "FetchSpec", flight: fl.LocalFlight, lock: int,
                     leader: Leader) -> None:
     """Follow another node's fetch into this node's flight; never commits anything itself."""
     part = pull.flights.part_path(flight)
-    ended: dict[str, Any] = {"state": "failed", "status": 502, "reason": LEADER_LOST}
+    ended: dict[str, Any] = {"state": "failed", "status": 502, "reason": "leader node lost"}
     streamed = False
     try:
         session = pull.relay_session()
